@@ -1,0 +1,42 @@
+# Two commands for a fresh machine with Python 3.11+ and make: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint typecheck bench clean stop-embedded
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Server (HTTP + websockets), Celery worker, scheduler and projectors, with a demo store.
+run: $(STAMP)
+	$(PY) -m config.devrun
+
+# The whole test suite against real PostgreSQL and Redis (embedded unless the URLs are set).
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy .
+
+bench: $(STAMP)
+	$(PY) bench/ingest.py
+
+stop-embedded: $(STAMP)
+	$(PY) -m config.embedded stop
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,75 @@
+"""API authentication by store key and per-store rate limiting."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework import authentication, exceptions, permissions, throttling
+from rest_framework.request import Request
+
+from carts import selectors
+from carts.models import Store, StoreKey
+
+
+class StorePrincipal:
+    """The authenticated party of a server-to-server request: a store, not a Django user."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __str__(self) -> str:
+        return f"store:{self.store.pk}"
+
+
+class StoreSecretKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer sk_...``."""
+
+    kind = StoreKey.Kind.SECRET
+
+    def authenticate(self, request: Request) -> tuple[StorePrincipal, Store] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer sk_...'.")
+        store = selectors.store_for_key(key=key.strip(), kind=self.kind)
+        if store is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked key.")
+        return StorePrincipal(store), store
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class IsStore(permissions.BasePermission):
+    message = "Authentication with the store's secret key (sk_...) is required."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, Store)
+
+
+class StoreRateThrottle(throttling.BaseThrottle):
+    """Fixed one-minute window per store, counted in Redis (shared by every process)."""
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        store = request.auth
+        if not isinstance(store, Store):
+            return True
+        limit = store.rate_limit_per_minute or settings.CARTS_RATE_LIMIT_PER_MINUTE
+        now = time.time()
+        window = int(now // 60)
+        key = f"ratelimit:store:{store.pk}:{window}"
+        cache.add(key, 0, timeout=120)
+        count = cache.incr(key)
+        self._wait = 60 - (now % 60)
+        return count <= limit
+
+    def wait(self) -> float:
+        return self._wait

@@ -1,0 +1,137 @@
+"""Stores, their keys, the append-only cart event log and the cart-state projection."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class Store(models.Model):
+    """A merchant's shop. Keys live in StoreKey, hashed; the webhook secret is derived (keys.py)."""
+
+    name = models.CharField(max_length=200)
+    domain = models.CharField(max_length=253, blank=True)
+    webhook_secret_nonce = models.CharField(max_length=64, editable=False)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="API requests per minute; empty uses the default."
+    )
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+
+class StoreKey(models.Model):
+    class Kind(models.TextChoices):
+        SECRET = "secret", "secret (sk_, server to server)"
+        PUBLISHABLE = "publishable", "publishable (pk_, browser)"
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="keys")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    prefix = models.CharField(max_length=16, help_text="First characters, to recognise a key.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["store", "kind"])]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.kind})"
+
+
+class CartEvent(models.Model):
+    """One immutable fact about a cart. The database refuses UPDATE, DELETE and TRUNCATE."""
+
+    position = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField()
+    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="+")
+    cart = models.CharField(max_length=128)
+    version = models.PositiveIntegerField()
+    type = models.CharField(max_length=64)
+    schema_version = models.PositiveSmallIntegerField()
+    data = models.JSONField()
+    shopper = models.JSONField(null=True, blank=True)
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(db_default=Now())
+    body_hash = models.CharField(max_length=64, help_text="sha256 of the event body, for idempotency.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "event_id"], name="cartevent_unique_event_id"),
+            models.UniqueConstraint(
+                fields=["store", "cart", "version"], name="cartevent_unique_cart_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.type} {self.cart}@{self.version}"
+
+
+class CartState(models.Model):
+    """The cart-state projection: a pure fold of the cart's events, written with each append."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        CHECKOUT = "checkout"
+        CONVERTED = "converted"
+
+    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="+")
+    token = models.CharField(max_length=128)
+    version = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    currency = models.CharField(max_length=3, blank=True)
+    items = models.JSONField(default=list)
+    value = models.BigIntegerField(default=0, help_text="Minor units.")
+    item_count = models.PositiveIntegerField(default=0)
+    shopper_id = models.CharField(max_length=128, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    phone = models.CharField(max_length=32, blank=True)
+    consent = models.JSONField(default=dict)
+    timezone = models.CharField(max_length=64, blank=True)
+    locale = models.CharField(max_length=35, blank=True)
+    order_id = models.CharField(max_length=128, blank=True)
+    order_total = models.BigIntegerField(null=True, blank=True)
+    refunded = models.BigIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    checkout_started_at = models.DateTimeField(null=True, blank=True)
+    converted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "token"], name="cartstate_unique_token"),
+        ]
+        indexes = [models.Index(fields=["store", "status", "last_activity_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.token} ({self.status})"
+
+
+class ProjectorCheckpoint(models.Model):
+    """How far a projector has read the log; written in the same transaction as its rows."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    position = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.position}"
+
+
+class DailyEventCount(models.Model):
+    """Read model of the ``daily_event_counts`` projector: events per store, UTC day and type."""
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    type = models.CharField(max_length=64)
+    count = models.PositiveIntegerField(default=0)
+    carts = models.PositiveIntegerField(default=0, help_text="Carts whose first event this was.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "day", "type"], name="dailycount_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.type}: {self.count}"

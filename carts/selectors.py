@@ -1,0 +1,42 @@
+"""Reads of the carts app."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from carts import event_types
+from carts.models import CartEvent, CartState, Store, StoreKey
+from carts.keys import hash_key
+
+
+def store_for_key(*, key: str, kind: str) -> Store | None:
+    """The store owning a live key of this kind, or None (revoked keys never match)."""
+    row = (
+        StoreKey.objects.select_related("store")
+        .filter(key_hash=hash_key(key), kind=kind, revoked_at__isnull=True)
+        .first()
+    )
+    return row.store if row else None
+
+
+def cart_state_get(*, store_id: int, token: str) -> CartState | None:
+    """The cart's current state, or None if the store has no such cart."""
+    return CartState.objects.filter(store_id=store_id, token=token, version__gt=0).first()
+
+
+def cart_events_list(
+    *, store_id: int, token: str, after_version: int = 0, limit: int = 1000
+) -> list[CartEvent]:
+    """The cart's events after ``after_version``, in version order, payloads upcast to current."""
+    rows = list(
+        CartEvent.objects.filter(store_id=store_id, cart=token, version__gt=after_version)
+        .order_by("version")[:limit]
+    )
+    for row in rows:
+        row.data = event_types.upcast(row.type, row.schema_version, row.data)
+    return rows
+
+
+def events_after(*, position: int, limit: int) -> QuerySet[CartEvent]:
+    """Events of every store after a global position, in position (= commit) order."""
+    return CartEvent.objects.filter(position__gt=position).order_by("position")[:limit]

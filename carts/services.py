@@ -1,0 +1,310 @@
+"""Writes of the carts app: stores and their keys, and the one append service of the event log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from carts import event_types, keys, projections
+from carts.errors import EventIdConflict, EventRejected, VersionConflict
+from carts.models import CartEvent, CartState, Store, StoreKey
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key that serialises the last step of every append (see docs/adr/0001).
+LOG_APPEND_LOCK = 0x63617274  # "cart"
+EVENTS_HINT_CHANNEL = "carts:events"
+
+
+# Stores and keys ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCredentials:
+    store_id: int
+    secret_key: str
+    publishable_key: str
+    webhook_secret: str
+
+
+def _issue_keys(store: Store) -> tuple[str, str]:
+    secret = keys.new_key(keys.SECRET_PREFIX)
+    publishable = keys.new_key(keys.PUBLISHABLE_PREFIX)
+    StoreKey.objects.bulk_create(
+        [
+            StoreKey(store=store, kind=kind, prefix=key[:10], key_hash=keys.hash_key(key))
+            for kind, key in (
+                (StoreKey.Kind.SECRET, secret),
+                (StoreKey.Kind.PUBLISHABLE, publishable),
+            )
+        ]
+    )
+    return secret, publishable
+
+
+def store_webhook_secret(*, store: Store) -> str:
+    return keys.webhook_secret(
+        secret_key=settings.SECRET_KEY, store_id=store.pk, nonce=store.webhook_secret_nonce
+    )
+
+
+@transaction.atomic
+def store_create(*, name: str, domain: str = "") -> StoreCredentials:
+    """Create a store and its keys. The keys are returned here once and never again."""
+    store = Store.objects.create(name=name, domain=domain, webhook_secret_nonce=keys.new_nonce())
+    secret, publishable = _issue_keys(store)
+    return StoreCredentials(store.pk, secret, publishable, store_webhook_secret(store=store))
+
+
+@transaction.atomic
+def store_keys_rotate(*, store: Store, now: datetime) -> StoreCredentials:
+    """Revoke every live key of the store, replace the webhook secret, and issue new keys."""
+    StoreKey.objects.filter(store=store, revoked_at__isnull=True).update(revoked_at=now)
+    store.webhook_secret_nonce = keys.new_nonce()
+    store.save(update_fields=["webhook_secret_nonce"])
+    secret, publishable = _issue_keys(store)
+    return StoreCredentials(store.pk, secret, publishable, store_webhook_secret(store=store))
+
+
+# The event log -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A validated event about to be appended (payload as posted, at ``schema_version``)."""
+
+    event_id: uuid.UUID
+    cart: str
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    data: dict[str, Any]
+    shopper: dict[str, Any] | None = None
+    expected_version: int | None = None
+
+    def body_hash(self) -> str:
+        body = {
+            "cart": self.cart,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "occurred_at": self.occurred_at.astimezone(UTC).isoformat(),
+            "data": self.data,
+            "shopper": self.shopper,
+        }
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    event_id: uuid.UUID
+    cart: str
+    version: int
+    position: int
+    duplicate: bool
+
+
+def cart_from_row(row: CartState) -> projections.Cart:
+    return projections.Cart(
+        version=row.version,
+        status=row.status,
+        currency=row.currency,
+        lines=tuple(projections.Line(**line) for line in row.items),
+        shopper_id=row.shopper_id,
+        email=row.email,
+        phone=row.phone,
+        consent=dict(row.consent),
+        timezone=row.timezone,
+        locale=row.locale,
+        order_id=row.order_id,
+        order_total=row.order_total,
+        refunded=row.refunded,
+        started_at=row.started_at,
+        last_activity_at=row.last_activity_at,
+        checkout_started_at=row.checkout_started_at,
+        converted_at=row.converted_at,
+    )
+
+
+CART_STATE_FIELDS = [
+    "version", "status", "currency", "items", "value", "item_count", "shopper_id", "email",
+    "phone", "consent", "timezone", "locale", "order_id", "order_total", "refunded",
+    "started_at", "last_activity_at", "checkout_started_at", "converted_at",
+]  # fmt: skip
+
+
+def cart_to_row(cart: projections.Cart, row: CartState) -> CartState:
+    row.version = cart.version
+    row.status = cart.status
+    row.currency = cart.currency
+    row.items = [line.as_dict() for line in cart.lines]
+    row.value = cart.value
+    row.item_count = cart.item_count
+    row.shopper_id = cart.shopper_id
+    row.email = cart.email
+    row.phone = cart.phone
+    row.consent = dict(cart.consent)
+    row.timezone = cart.timezone
+    row.locale = cart.locale
+    row.order_id = cart.order_id
+    row.order_total = cart.order_total
+    row.refunded = cart.refunded
+    row.started_at = cart.started_at
+    row.last_activity_at = cart.last_activity_at
+    row.checkout_started_at = cart.checkout_started_at
+    row.converted_at = cart.converted_at
+    return row
+
+
+def fold_event(event: NewEvent | CartEvent) -> projections.FoldEvent:
+    return projections.FoldEvent(
+        type=event.type,
+        data=event_types.upcast(event.type, event.schema_version, event.data),
+        occurred_at=event.occurred_at,
+        shopper=event.shopper,
+    )
+
+
+def events_append(*, store_id: int, events: Sequence[NewEvent]) -> list[Appended]:
+    """Append a batch to the log, all or nothing, and fold it into cart state in the same commit.
+
+    Idempotent per event id: an id seen before with the same body returns its original version and
+    position and stores nothing; with another body it raises EventIdConflict. ``expected_version``
+    mismatches raise VersionConflict. Readers see positions in commit order (docs/adr/0001).
+    """
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                results, appended = _append(store_id, events)
+        except IntegrityError:
+            # Two requests raced to insert the same new event id for different carts; the retry
+            # sees the committed one and reports a duplicate or a conflict.
+            if attempt == 2:
+                raise
+            continue
+        if appended:
+            last = max(r.position for r in results if not r.duplicate)
+            transaction.on_commit(lambda last=last: _publish_hint(last))  # type: ignore[misc]
+        return results
+    raise AssertionError("unreachable")
+
+
+def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], int]:
+    hashes = [e.body_hash() for e in events]
+
+    # Within the batch: a repeated id is a duplicate of its first occurrence, or a conflict.
+    first_index: dict[uuid.UUID, int] = {}
+    for i, event in enumerate(events):
+        j = first_index.setdefault(event.event_id, i)
+        if j != i and hashes[j] != hashes[i]:
+            raise EventIdConflict(
+                f"Event {event.event_id} appears twice in this request with different bodies.",
+                event_id=str(event.event_id),
+            )
+
+    # Lock every cart this request touches, in token order (no deadlocks between batches).
+    tokens = sorted({e.cart for e in events})
+    CartState.objects.bulk_create(
+        [CartState(store_id=store_id, token=t) for t in tokens], ignore_conflicts=True
+    )
+    rows = {
+        row.token: row
+        for row in CartState.objects.select_for_update()
+        .filter(store_id=store_id, token__in=tokens)
+        .order_by("token")
+    }
+
+    # Ids already in the log (read after the cart locks, so a racing twin has committed).
+    existing = {
+        row["event_id"]: row
+        for row in CartEvent.objects.filter(
+            store_id=store_id, event_id__in=list(first_index)
+        ).values("event_id", "cart", "version", "position", "body_hash")
+    }
+
+    states = {token: cart_from_row(row) for token, row in rows.items()}
+    changed: set[str] = set()
+    new_rows: list[CartEvent] = []
+    pending: list[tuple[int, CartEvent | None, dict[str, Any] | None]] = []
+    for i, event in enumerate(events):
+        seen = existing.get(event.event_id)
+        if seen is not None:
+            if seen["body_hash"] != hashes[i]:
+                raise EventIdConflict(
+                    f"Event {event.event_id} was already stored with a different body.",
+                    event_id=str(event.event_id),
+                )
+            pending.append((i, None, seen))
+            continue
+        if first_index[event.event_id] != i:
+            pending.append((i, None, None))  # duplicate of an earlier event in this batch
+            continue
+        state = states[event.cart]
+        if event.expected_version is not None and event.expected_version != state.version:
+            raise VersionConflict(
+                f"Cart {event.cart} is at version {state.version}, "
+                f"not {event.expected_version}.",
+                cart=event.cart,
+                expected_version=event.expected_version,
+                actual_version=state.version,
+            )
+        try:
+            state = projections.apply(state, fold_event(event))
+        except projections.Rejected as exc:
+            raise EventRejected(exc.message, index=i, field=exc.field) from exc
+        states[event.cart] = state
+        changed.add(event.cart)
+        row = CartEvent(
+            event_id=event.event_id,
+            store_id=store_id,
+            cart=event.cart,
+            version=state.version,
+            type=event.type,
+            schema_version=event.schema_version,
+            data=event.data,
+            shopper=event.shopper,
+            occurred_at=event.occurred_at,
+            body_hash=hashes[i],
+        )
+        new_rows.append(row)
+        pending.append((i, row, None))
+
+    if new_rows:
+        CartState.objects.bulk_update(
+            [cart_to_row(states[t], rows[t]) for t in sorted(changed)], CART_STATE_FIELDS
+        )
+        # Positions are taken under one lock held to commit, so they become visible in order.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_APPEND_LOCK])
+        CartEvent.objects.bulk_create(new_rows)
+
+    by_id = {row.event_id: row for row in new_rows}
+    results: list[Appended] = []
+    for i, row, seen in pending:
+        event = events[i]
+        if row is not None:
+            results.append(Appended(row.event_id, row.cart, row.version, row.position, False))
+        elif seen is not None:
+            results.append(
+                Appended(event.event_id, seen["cart"], seen["version"], seen["position"], True)
+            )
+        else:
+            twin = by_id[event.event_id]
+            results.append(Appended(twin.event_id, twin.cart, twin.version, twin.position, True))
+    return results, len(new_rows)
+
+
+def _publish_hint(position: int) -> None:
+    """Wake tailing projectors. A hint only: they poll anyway, so a lost hint loses nothing."""
+    from carts import hints
+
+    hints.publish(EVENTS_HINT_CHANNEL, position)

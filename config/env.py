@@ -1,0 +1,77 @@
+"""The only reader of the process environment.
+
+Every setting that can come from the environment is read here, once. With no ``DATABASE_URL`` /
+``REDIS_URL`` the project starts its own embedded PostgreSQL and Redis (see ``config.embedded``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _get(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def get_bool(name: str, default: bool = False) -> bool:
+    raw = _get(name)
+    if not raw:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def get_int(name: str, default: int) -> int:
+    raw = _get(name)
+    return int(raw) if raw else default
+
+
+def get_str(name: str, default: str = "") -> str:
+    return _get(name, default)
+
+
+VAR_DIR = Path(_get("CARTS_VAR_DIR") or BASE_DIR / "var")
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    database_url: str
+    redis_url: str
+    embedded_postgres: bool
+    embedded_redis: bool
+
+
+def services() -> Services:
+    """Return the PostgreSQL and Redis URLs, starting embedded servers for whichever is unset."""
+    database_url = _get("DATABASE_URL")
+    redis_url = _get("REDIS_URL")
+    if not database_url or not redis_url:
+        from config import embedded
+
+        if not database_url:
+            database_url = embedded.ensure_postgres()
+        if not redis_url:
+            redis_url = embedded.ensure_redis()
+    return Services(
+        database_url=database_url,
+        redis_url=redis_url,
+        embedded_postgres=not _get("DATABASE_URL"),
+        embedded_redis=not _get("REDIS_URL"),
+    )
+
+
+def database_config(url: str) -> dict[str, object]:
+    """Turn a ``postgresql://`` URL into a Django DATABASES entry."""
+    import dj_database_url
+
+    return dict(dj_database_url.parse(url))
+
+
+def celery_broker_url(redis_url: str) -> str:
+    """Kombu spells a unix-socket Redis URL ``redis+socket://``."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url.removeprefix("unix://")
+    return redis_url

@@ -1,0 +1,9 @@
+"""Settings for the test suite: same real PostgreSQL and Redis, faster password hashing."""
+
+from .base import *  # noqa: F403
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+CARTS_RATE_LIMIT_PER_MINUTE = 1_000_000
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

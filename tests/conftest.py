@@ -1,0 +1,91 @@
+"""Shared fixtures: stores made through the services, an API client holding the store's key."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from carts import services
+from carts.models import Store
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def credentials(db) -> services.StoreCredentials:
+    return services.store_create(name="Test shop", domain="shop.example")
+
+
+@pytest.fixture
+def store(credentials) -> Store:
+    return Store.objects.get(pk=credentials.store_id)
+
+
+@pytest.fixture
+def api(credentials) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {credentials.secret_key}")
+    return client
+
+
+def item(sku: str = "SKU-1", quantity: int = 1, unit_price: int = 1000, **extra: Any) -> dict:
+    return {
+        "sku": sku,
+        "name": f"Product {sku}",
+        "quantity": quantity,
+        "unit_price": unit_price,
+        "currency": extra.pop("currency", "EUR"),
+        **extra,
+    }
+
+
+def event(
+    type: str,
+    cart: str = "cart-1",
+    data: dict | None = None,
+    *,
+    at: datetime | int = 0,
+    **extra: Any,
+) -> dict:
+    """An API event object. ``at`` is a datetime or seconds after T0."""
+    occurred = at if isinstance(at, datetime) else T0 + timedelta(seconds=at)
+    return {
+        "id": str(extra.pop("id", uuid.uuid4())),
+        "cart": cart,
+        "type": type,
+        "occurred_at": occurred.isoformat(),
+        "data": data if data is not None else {},
+        **extra,
+    }
+
+
+def new_event(type: str, cart: str = "cart-1", data: dict | None = None, **kw: Any):
+    """A services.NewEvent (already valid) for tests that call the service directly."""
+    from carts import event_types
+
+    raw = event(type, cart, data, **kw)
+    version, payload = event_types.validate(type, raw.get("schema_version"), raw["data"])
+    return services.NewEvent(
+        event_id=uuid.UUID(raw["id"]),
+        cart=cart,
+        type=type,
+        schema_version=version,
+        occurred_at=datetime.fromisoformat(raw["occurred_at"]),
+        data=payload,
+        shopper=raw.get("shopper"),
+        expected_version=raw.get("expected_version"),
+    )
+
+
+@pytest.fixture
+def post_events(api) -> Callable[..., Any]:
+    def _post(*events: dict, batch: bool | None = None):
+        body: Any = {"events": list(events)} if (batch or len(events) != 1) else events[0]
+        return api.post("/api/v1/events", body, format="json")
+
+    return _post
