@@ -89,3 +89,26 @@ def post_events(api) -> Callable[..., Any]:
         return api.post("/api/v1/events", body, format="json")
 
     return _post
+
+
+@pytest.fixture
+def committed_db(django_db_setup, django_db_blocker):
+    """Database access with real commits (for concurrency and multi-process tests).
+
+    pytest-django's ``transactional_db`` empties tables with TRUNCATE afterwards, which the
+    append-only event log refuses by design. Tests using this fixture instead leave their rows in
+    the test database (dropped at the end of the session), so they must create their own stores
+    and scope every assertion to them.
+    """
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        yield
+        for conn in connections.all():
+            conn.close()
+
+
+@pytest.fixture
+def committed_store(committed_db) -> tuple[Store, services.StoreCredentials]:
+    creds = services.store_create(name=f"Committed shop {uuid.uuid4().hex[:6]}")
+    return Store.objects.get(pk=creds.store_id), creds

@@ -1,0 +1,20 @@
+from carts import services
+from carts.models import CartEvent
+from tests.conftest import item, new_event
+
+
+def test_committed_append_is_visible_from_another_connection(committed_store):
+    import psycopg
+    from django.db import connection
+
+    store, _ = committed_store
+    [result] = services.events_append(
+        store_id=store.pk, events=[new_event("cart.item_added", "c1", item())]
+    )
+    params = connection.get_connection_params()
+    with psycopg.connect(**params) as other:
+        row = other.execute(
+            "SELECT version FROM carts_cartevent WHERE position = %s", [result.position]
+        ).fetchone()
+    assert row == (1,)
+    assert CartEvent.objects.filter(store=store).count() == 1
