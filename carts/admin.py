@@ -1,0 +1,87 @@
+"""Merchant admin: stores (keys shown once, at creation) and a read-only browser of the log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+from django.utils import timezone
+
+from carts import services
+from carts.models import CartEvent, CartState, Store, StoreKey
+
+
+class StoreKeyInline(admin.TabularInline):
+    model = StoreKey
+    extra = 0
+    can_delete = False
+    fields = ["kind", "prefix", "created_at", "revoked_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Store)
+class StoreAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "domain", "created_at"]
+    search_fields = ["name", "domain"]
+    fields = ["name", "domain", "rate_limit_per_minute"]
+    inlines = [StoreKeyInline]
+    actions = ["rotate_keys"]
+
+    def save_model(self, request: HttpRequest, obj: Store, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        creds = services.store_create(name=obj.name, domain=obj.domain)
+        Store.objects.filter(pk=creds.store_id).update(
+            rate_limit_per_minute=obj.rate_limit_per_minute
+        )
+        obj.pk = creds.store_id
+        obj.refresh_from_db()
+        self._show_keys_once(request, creds)
+
+    def _show_keys_once(self, request: HttpRequest, creds: services.StoreCredentials) -> None:
+        messages.warning(
+            request,
+            "Copy these keys now; they are never shown again. "
+            f"Secret key: {creds.secret_key} · Publishable key: {creds.publishable_key} · "
+            f"Webhook secret: {creds.webhook_secret}",
+        )
+
+    @admin.action(description="Rotate keys (old keys stop working at once)")
+    def rotate_keys(self, request: HttpRequest, queryset: Any) -> None:
+        for store in queryset:
+            creds = services.store_keys_rotate(store=store, now=timezone.now())
+            self._show_keys_once(request, creds)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(CartEvent)
+class CartEventAdmin(ReadOnlyAdmin):
+    list_display = ["position", "store", "cart", "version", "type", "occurred_at", "recorded_at"]
+    list_filter = ["type", "store"]
+    search_fields = ["cart", "=event_id"]
+    ordering = ["-position"]
+    show_full_result_count = False
+
+
+@admin.register(CartState)
+class CartStateAdmin(ReadOnlyAdmin):
+    list_display = ["token", "store", "status", "value", "currency", "item_count", "version",
+                    "last_activity_at"]  # fmt: skip
+    list_filter = ["status", "store"]
+    search_fields = ["token", "email"]
+    ordering = ["-last_activity_at"]

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import redis
+from django.core.management.base import BaseCommand, CommandParser
+
+from carts import hints, projectors
+from carts.services import EVENTS_HINT_CHANNEL
+
+log = logging.getLogger("carts.projectors")
+
+
+class Command(BaseCommand):
+    help = "Tail the event log and keep every registered projector up to date."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--poll", type=float, default=1.0, help="Seconds between polls.")
+        parser.add_argument("--once", action="store_true", help="Catch up once and exit.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["once"]:
+            self.stdout.write(f"applied {projectors.projectors_catch_up_all()} events")
+            return
+        stopping = False
+
+        def stop(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        pubsub = None
+        log.info("projectors running: %s", ", ".join(projectors.REGISTRY))
+        while not stopping:
+            applied = projectors.projectors_catch_up_all()
+            if applied:
+                log.info("applied %d events", applied)
+            # Wait for a hint or the poll interval, whichever comes first.
+            try:
+                if pubsub is None:
+                    pubsub = hints.client().pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(EVENTS_HINT_CHANNEL)
+                message = pubsub.get_message(timeout=options["poll"])
+                while message is not None:  # drain: one catch-up covers them all
+                    message = pubsub.get_message(timeout=0)
+            except redis.RedisError:
+                log.warning("hint channel unavailable; polling")
+                pubsub = None
+                time.sleep(options["poll"])
+        if pubsub is not None:
+            pubsub.close()
+        log.info("projectors stopped")

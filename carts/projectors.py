@@ -1,0 +1,184 @@
+"""Projectors: named read models that tail the log from a checkpoint.
+
+A projector's rows and its checkpoint are written in one transaction, so a crash never applies a
+batch twice or skips one. Readers take events in position order, which is commit order
+(docs/adr/0001), so ``position > checkpoint`` never misses a late commit. Runners are woken by a
+Redis hint but are correct by polling alone. Any projector can be rebuilt from position zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from carts import selectors
+from carts.models import CartEvent, CartState, DailyEventCount, ProjectorCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Projector:
+    """``apply`` folds a batch of events into the read model inside the caller's transaction;
+    ``reset`` empties it. Both run in the same transaction as the checkpoint update."""
+
+    name: str
+    apply: Callable[[Sequence[CartEvent]], None]
+    reset: Callable[[], None]
+
+
+REGISTRY: dict[str, Projector] = {}
+
+
+def register(projector: Projector) -> Projector:
+    REGISTRY[projector.name] = projector
+    return projector
+
+
+def _checkpoint_for_update(name: str) -> ProjectorCheckpoint:
+    ProjectorCheckpoint.objects.get_or_create(name=name)
+    return ProjectorCheckpoint.objects.select_for_update().get(name=name)
+
+
+def projector_catch_up(*, name: str, batch_size: int = 1000, max_batches: int | None = None) -> int:
+    """Apply every event after the checkpoint, one transaction per batch. Returns events applied.
+
+    Safe to run in several processes: the checkpoint row lock makes them take turns.
+    """
+    projector = REGISTRY[name]
+    applied = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        with transaction.atomic():
+            checkpoint = _checkpoint_for_update(name)
+            events = list(selectors.events_after(position=checkpoint.position, limit=batch_size))
+            if not events:
+                break
+            projector.apply(events)
+            checkpoint.position = events[-1].position
+            checkpoint.save(update_fields=["position", "updated_at"])
+        applied += len(events)
+        batches += 1
+    return applied
+
+
+def projector_rebuild(*, name: str, batch_size: int = 5000) -> int:
+    """Empty the read model and replay the whole log into it, in one transaction.
+
+    Readers see the old model until the rebuilt one commits. Returns events applied.
+    """
+    projector = REGISTRY[name]
+    applied = 0
+    with transaction.atomic():
+        checkpoint = _checkpoint_for_update(name)
+        projector.reset()
+        position = 0
+        while True:
+            events = list(selectors.events_after(position=position, limit=batch_size))
+            if not events:
+                break
+            projector.apply(events)
+            position = events[-1].position
+            applied += len(events)
+        checkpoint.position = position
+        checkpoint.save(update_fields=["position", "updated_at"])
+    return applied
+
+
+def projectors_catch_up_all(*, batch_size: int = 1000) -> int:
+    return sum(projector_catch_up(name=name, batch_size=batch_size) for name in REGISTRY)
+
+
+# daily_event_counts: events per store, UTC day and type ------------------------------------------
+
+
+def _daily_counts_apply(events: Sequence[CartEvent]) -> None:
+    counts: Counter[tuple[int, str, str]] = Counter()
+    firsts: Counter[tuple[int, str, str]] = Counter()
+    for event in events:
+        key = (event.store_id, event.occurred_at.date().isoformat(), event.type)
+        counts[key] += 1
+        if event.version == 1:
+            firsts[key] += 1
+    if not counts:
+        return
+    rows = [
+        (store, day, type_, n, firsts[(store, day, type_)])
+        for (store, day, type_), n in counts.items()
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            """
+            INSERT INTO carts_dailyeventcount (store_id, day, type, count, carts)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (store_id, day, type) DO UPDATE
+            SET count = carts_dailyeventcount.count + EXCLUDED.count,
+                carts = carts_dailyeventcount.carts + EXCLUDED.carts
+            """,
+            rows,
+        )
+
+
+def _daily_counts_reset() -> None:
+    DailyEventCount.objects.all().delete()
+
+
+register(Projector("daily_event_counts", _daily_counts_apply, _daily_counts_reset))
+
+
+# cart_state: written by the append service itself; rebuilt here by refolding each cart ----------
+
+
+def cart_state_rebuild(*, batch_size: int = 500) -> int:
+    """Refold every cart from its events and overwrite its state row. Returns carts rebuilt.
+
+    Each batch of carts is locked while refolded, so concurrent appends wait rather than race.
+    """
+    from carts import projections, services
+
+    rebuilt = 0
+    keys = list(CartState.objects.order_by("store_id", "token").values_list("store_id", "token"))
+    for start in range(0, len(keys), batch_size):
+        chunk = keys[start : start + batch_size]
+        with transaction.atomic():
+            by_store: dict[int, list[str]] = {}
+            for store_id, token in chunk:
+                by_store.setdefault(store_id, []).append(token)
+            for store_id, tokens in by_store.items():
+                rows = {
+                    r.token: r
+                    for r in CartState.objects.select_for_update()
+                    .filter(store_id=store_id, token__in=tokens)
+                    .order_by("token")
+                }
+                states = {t: projections.Cart() for t in tokens}
+                for event in CartEvent.objects.filter(store_id=store_id, cart__in=tokens).order_by(
+                    "cart", "version"
+                ):
+                    states[event.cart] = projections.apply(
+                        states[event.cart], services.fold_event(event)
+                    )
+                CartState.objects.bulk_update(
+                    [services.cart_to_row(states[t], rows[t]) for t in tokens if t in rows],
+                    services.CART_STATE_FIELDS,
+                )
+                rebuilt += len(rows)
+    return rebuilt
+
+
+REBUILDERS: dict[str, Callable[[], int]] = {"cart_state": cart_state_rebuild}
+
+
+def rebuild(name: str) -> int:
+    """Rebuild one read model by name (a tailing projector or the cart state)."""
+    if name in REBUILDERS:
+        return REBUILDERS[name]()
+    return projector_rebuild(name=name)
+
+
+def names() -> list[str]:
+    return [*REBUILDERS, *REGISTRY]
