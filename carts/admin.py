@@ -16,7 +16,7 @@ class StoreKeyInline(admin.TabularInline):
     model = StoreKey
     extra = 0
     can_delete = False
-    fields = ["kind", "prefix", "created_at", "revoked_at"]
+    fields = ("kind", "prefix", "created_at", "revoked_at")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

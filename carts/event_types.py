@@ -49,12 +49,12 @@ class CurrencyField(serializers.CharField):
         return str(value)
 
 
-def MoneyField(**kwargs: Any) -> serializers.IntegerField:  # noqa: N802 - reads like a field class
+def MoneyField(**kwargs: Any) -> serializers.IntegerField:
     """An amount in integer minor units (cents): 1299 means 12.99."""
     return serializers.IntegerField(min_value=0, max_value=MAX_MONEY, **kwargs)
 
 
-def TimezoneField(**kwargs: Any) -> serializers.CharField:  # noqa: N802
+def TimezoneField(**kwargs: Any) -> serializers.CharField:
     def _check(value: str) -> None:
         try:
             zoneinfo.ZoneInfo(value)

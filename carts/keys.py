@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 
-SECRET_PREFIX = "sk_"
+SECRET_PREFIX = "sk_"  # noqa: S105 - a prefix, not a secret
 PUBLISHABLE_PREFIX = "pk_"
 WEBHOOK_PREFIX = "whsec_"
 

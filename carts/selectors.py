@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from carts import event_types
-from carts.models import CartEvent, CartState, Store, StoreKey
 from carts.keys import hash_key
+from carts.models import CartEvent, CartState, Store, StoreKey
 
 
 def store_for_key(*, key: str, kind: str) -> Store | None:
@@ -29,8 +29,9 @@ def cart_events_list(
 ) -> list[CartEvent]:
     """The cart's events after ``after_version``, in version order, payloads upcast to current."""
     rows = list(
-        CartEvent.objects.filter(store_id=store_id, cart=token, version__gt=after_version)
-        .order_by("version")[:limit]
+        CartEvent.objects.filter(store_id=store_id, cart=token, version__gt=after_version).order_by(
+            "version"
+        )[:limit]
     )
     for row in rows:
         row.data = event_types.upcast(row.type, row.schema_version, row.data)

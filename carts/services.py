@@ -224,8 +224,8 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
     }
 
     # Ids already in the log (read after the cart locks, so a racing twin has committed).
-    existing = {
-        row["event_id"]: row
+    existing: dict[uuid.UUID, dict[str, Any]] = {
+        row["event_id"]: dict(row)
         for row in CartEvent.objects.filter(
             store_id=store_id, event_id__in=list(first_index)
         ).values("event_id", "cart", "version", "position", "body_hash")
@@ -251,8 +251,7 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
         state = states[event.cart]
         if event.expected_version is not None and event.expected_version != state.version:
             raise VersionConflict(
-                f"Cart {event.cart} is at version {state.version}, "
-                f"not {event.expected_version}.",
+                f"Cart {event.cart} is at version {state.version}, not {event.expected_version}.",
                 cart=event.cart,
                 expected_version=event.expected_version,
                 actual_version=state.version,
@@ -289,16 +288,18 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
 
     by_id = {row.event_id: row for row in new_rows}
     results: list[Appended] = []
-    for i, row, seen in pending:
+    for i, new_row, seen in pending:
         event = events[i]
-        if row is not None:
-            results.append(Appended(row.event_id, row.cart, row.version, row.position, False))
+        if new_row is not None:
+            results.append(
+                Appended(new_row.event_id, new_row.cart, new_row.version, new_row.position, False)
+            )
         elif seen is not None:
             results.append(
                 Appended(event.event_id, seen["cart"], seen["version"], seen["position"], True)
             )
         else:
-            twin = by_id[event.event_id]
+            twin = by_id[event.event_id]  # earlier in this batch
             results.append(Appended(twin.event_id, twin.cart, twin.version, twin.position, True))
     return results, len(new_rows)
 

