@@ -1,5 +1,7 @@
 """Settings for the test suite: same real PostgreSQL and Redis, faster password hashing."""
 
+import os
+
 from .base import *  # noqa: F403
 
 DEBUG = False
@@ -7,3 +9,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 CARTS_RATE_LIMIT_PER_MINUTE = 1_000_000
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+# One test database per pytest process, so two runs on one machine never drop each other's.
+DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}  # noqa: F405
