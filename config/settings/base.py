@@ -103,6 +103,8 @@ STATIC_ROOT = env.VAR_DIR / "static"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.get_int("CARTS_MAX_BODY_BYTES", 2 * 1024 * 1024)
 CARTS_MAX_BATCH = 1000
 CARTS_RATE_LIMIT_PER_MINUTE = env.get_int("CARTS_RATE_LIMIT_PER_MINUTE", 60_000)
+# Redis pub/sub wake-ups for tailing readers; with them off, readers rely on polling alone.
+CARTS_HINTS = env.get_bool("CARTS_HINTS", True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["carts.auth.StoreSecretKeyAuthentication"],

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from carts import hints, projectors
@@ -40,6 +41,9 @@ class Command(BaseCommand):
             if applied:
                 log.info("applied %d events", applied)
             # Wait for a hint or the poll interval, whichever comes first.
+            if not settings.CARTS_HINTS:
+                time.sleep(options["poll"])
+                continue
             try:
                 if pubsub is None:
                     pubsub = hints.client().pubsub(ignore_subscribe_messages=True)
