@@ -54,7 +54,9 @@ class CartEvent(models.Model):
     shopper = models.JSONField(null=True, blank=True)
     occurred_at = models.DateTimeField()
     recorded_at = models.DateTimeField(db_default=Now())
-    body_hash = models.CharField(max_length=64, help_text="sha256 of the event body, for idempotency.")
+    body_hash = models.CharField(
+        max_length=64, help_text="sha256 of the event body, for idempotency."
+    )
 
     class Meta:
         constraints = [

@@ -6,110 +6,233 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ProjectorCheckpoint',
+            name="ProjectorCheckpoint",
             fields=[
-                ('name', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('position', models.BigIntegerField(default=0)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("name", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("position", models.BigIntegerField(default=0)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Store',
+            name="Store",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('domain', models.CharField(blank=True, max_length=253)),
-                ('webhook_secret_nonce', models.CharField(editable=False, max_length=64)),
-                ('rate_limit_per_minute', models.PositiveIntegerField(blank=True, help_text='API requests per minute; empty uses the default.', null=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("domain", models.CharField(blank=True, max_length=253)),
+                ("webhook_secret_nonce", models.CharField(editable=False, max_length=64)),
+                (
+                    "rate_limit_per_minute",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="API requests per minute; empty uses the default.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='DailyEventCount',
+            name="DailyEventCount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('type', models.CharField(max_length=64)),
-                ('count', models.PositiveIntegerField(default=0)),
-                ('carts', models.PositiveIntegerField(default=0, help_text='Carts whose first event this was.')),
-                ('store', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='carts.store')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                ("type", models.CharField(max_length=64)),
+                ("count", models.PositiveIntegerField(default=0)),
+                (
+                    "carts",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Carts whose first event this was."
+                    ),
+                ),
+                (
+                    "store",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="carts.store",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('store', 'day', 'type'), name='dailycount_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("store", "day", "type"), name="dailycount_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='CartState',
+            name="CartState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('token', models.CharField(max_length=128)),
-                ('version', models.PositiveIntegerField(default=0)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('checkout', 'Checkout'), ('converted', 'Converted')], default='active', max_length=16)),
-                ('currency', models.CharField(blank=True, max_length=3)),
-                ('items', models.JSONField(default=list)),
-                ('value', models.BigIntegerField(default=0, help_text='Minor units.')),
-                ('item_count', models.PositiveIntegerField(default=0)),
-                ('shopper_id', models.CharField(blank=True, max_length=128)),
-                ('email', models.CharField(blank=True, max_length=254)),
-                ('phone', models.CharField(blank=True, max_length=32)),
-                ('consent', models.JSONField(default=dict)),
-                ('timezone', models.CharField(blank=True, max_length=64)),
-                ('locale', models.CharField(blank=True, max_length=35)),
-                ('order_id', models.CharField(blank=True, max_length=128)),
-                ('order_total', models.BigIntegerField(blank=True, null=True)),
-                ('refunded', models.BigIntegerField(default=0)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('last_activity_at', models.DateTimeField(blank=True, null=True)),
-                ('checkout_started_at', models.DateTimeField(blank=True, null=True)),
-                ('converted_at', models.DateTimeField(blank=True, null=True)),
-                ('store', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='carts.store')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("token", models.CharField(max_length=128)),
+                ("version", models.PositiveIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("checkout", "Checkout"),
+                            ("converted", "Converted"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("currency", models.CharField(blank=True, max_length=3)),
+                ("items", models.JSONField(default=list)),
+                ("value", models.BigIntegerField(default=0, help_text="Minor units.")),
+                ("item_count", models.PositiveIntegerField(default=0)),
+                ("shopper_id", models.CharField(blank=True, max_length=128)),
+                ("email", models.CharField(blank=True, max_length=254)),
+                ("phone", models.CharField(blank=True, max_length=32)),
+                ("consent", models.JSONField(default=dict)),
+                ("timezone", models.CharField(blank=True, max_length=64)),
+                ("locale", models.CharField(blank=True, max_length=35)),
+                ("order_id", models.CharField(blank=True, max_length=128)),
+                ("order_total", models.BigIntegerField(blank=True, null=True)),
+                ("refunded", models.BigIntegerField(default=0)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("last_activity_at", models.DateTimeField(blank=True, null=True)),
+                ("checkout_started_at", models.DateTimeField(blank=True, null=True)),
+                ("converted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "store",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="carts.store",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['store', 'status', 'last_activity_at'], name='carts_carts_store_i_4a3d03_idx')],
-                'constraints': [models.UniqueConstraint(fields=('store', 'token'), name='cartstate_unique_token')],
+                "indexes": [
+                    models.Index(
+                        fields=["store", "status", "last_activity_at"],
+                        name="carts_carts_store_i_4a3d03_idx",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("store", "token"), name="cartstate_unique_token"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='CartEvent',
+            name="CartEvent",
             fields=[
-                ('position', models.BigAutoField(primary_key=True, serialize=False)),
-                ('event_id', models.UUIDField()),
-                ('cart', models.CharField(max_length=128)),
-                ('version', models.PositiveIntegerField()),
-                ('type', models.CharField(max_length=64)),
-                ('schema_version', models.PositiveSmallIntegerField()),
-                ('data', models.JSONField()),
-                ('shopper', models.JSONField(blank=True, null=True)),
-                ('occurred_at', models.DateTimeField()),
-                ('recorded_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('body_hash', models.CharField(help_text='sha256 of the event body, for idempotency.', max_length=64)),
-                ('store', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='carts.store')),
+                ("position", models.BigAutoField(primary_key=True, serialize=False)),
+                ("event_id", models.UUIDField()),
+                ("cart", models.CharField(max_length=128)),
+                ("version", models.PositiveIntegerField()),
+                ("type", models.CharField(max_length=64)),
+                ("schema_version", models.PositiveSmallIntegerField()),
+                ("data", models.JSONField()),
+                ("shopper", models.JSONField(blank=True, null=True)),
+                ("occurred_at", models.DateTimeField()),
+                (
+                    "recorded_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
+                ),
+                (
+                    "body_hash",
+                    models.CharField(
+                        help_text="sha256 of the event body, for idempotency.", max_length=64
+                    ),
+                ),
+                (
+                    "store",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="carts.store",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('store', 'event_id'), name='cartevent_unique_event_id'), models.UniqueConstraint(fields=('store', 'cart', 'version'), name='cartevent_unique_cart_version')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("store", "event_id"), name="cartevent_unique_event_id"
+                    ),
+                    models.UniqueConstraint(
+                        fields=("store", "cart", "version"), name="cartevent_unique_cart_version"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='StoreKey',
+            name="StoreKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('secret', 'secret (sk_, server to server)'), ('publishable', 'publishable (pk_, browser)')], max_length=16)),
-                ('prefix', models.CharField(help_text='First characters, to recognise a key.', max_length=16)),
-                ('key_hash', models.CharField(editable=False, max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('store', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='keys', to='carts.store')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("secret", "secret (sk_, server to server)"),
+                            ("publishable", "publishable (pk_, browser)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "prefix",
+                    models.CharField(
+                        help_text="First characters, to recognise a key.", max_length=16
+                    ),
+                ),
+                ("key_hash", models.CharField(editable=False, max_length=64, unique=True)),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "store",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="keys",
+                        to="carts.store",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['store', 'kind'], name='carts_store_store_i_410165_idx')],
+                "indexes": [
+                    models.Index(fields=["store", "kind"], name="carts_store_store_i_410165_idx")
+                ],
             },
         ),
     ]
