@@ -1,0 +1,117 @@
+"""``manage.py create_store --name NAME [--domain D] [--json]`` or ``create_store --demo``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection, transaction
+
+from carts import services
+from carts.models import Store
+
+DEMO_STORE_NAME = "Demo store"
+# pg_advisory_xact_lock key: two `make run` starting together create one demo store, not two.
+DEMO_STORE_LOCK = 0x64656D6F  # "demo"
+
+
+def print_credentials(
+    command: BaseCommand, creds: services.StoreCredentials, *, as_json: bool, heading: str
+) -> None:
+    """Print a store's keys, the one time they are shown (shared with rotate_store_keys)."""
+    if as_json:
+        command.stdout.write(json.dumps(dataclasses.asdict(creds)))
+        return
+    command.stdout.write(
+        f"{heading}\n"
+        "Copy these keys now: they are stored hashed and cannot be shown again.\n"
+        f"  secret key       {creds.secret_key}\n"
+        "                   server to server: 'Authorization: Bearer <secret key>'\n"
+        f"  publishable key  {creds.publishable_key}\n"
+        "                   in the browser snippet\n"
+        f"  webhook secret   {creds.webhook_secret}\n"
+        "                   signs webhooks\n"
+    )
+
+
+class Command(BaseCommand):
+    help = "Create a store and print its secret key, publishable key and webhook secret (once)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--name", help="The store's name.")
+        which.add_argument(
+            "--demo",
+            action="store_true",
+            help=f"Create the store named {DEMO_STORE_NAME!r} unless it already exists.",
+        )
+        parser.add_argument("--domain", default="", help="The storefront's domain.")
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print one JSON object: store_id, secret_key, publishable_key, webhook_secret.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        as_json: bool = options["json"]
+        domain: str = options["domain"].strip()
+        if len(domain) > Store._meta.get_field("domain").max_length:  # type: ignore[operator]
+            raise CommandError("--domain is too long (253 characters at most).")
+
+        if options["demo"]:
+            self._demo(domain=domain, as_json=as_json)
+            return
+
+        name: str = options["name"].strip()
+        if not name:
+            raise CommandError("--name must not be blank.")
+        if len(name) > Store._meta.get_field("name").max_length:  # type: ignore[operator]
+            raise CommandError("--name is too long (200 characters at most).")
+        creds = services.store_create(name=name, domain=domain)
+        print_credentials(
+            self, creds, as_json=as_json, heading=f"Created store #{creds.store_id} {name!r}."
+        )
+
+    def _demo(self, *, domain: str, as_json: bool) -> None:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DEMO_STORE_LOCK])
+            existing = Store.objects.filter(name=DEMO_STORE_NAME).order_by("pk").first()
+            creds = (
+                None
+                if existing is not None
+                else services.store_create(name=DEMO_STORE_NAME, domain=domain)
+            )
+
+        if creds is not None:
+            print_credentials(
+                self,
+                creds,
+                as_json=as_json,
+                heading=f"Created store #{creds.store_id} {DEMO_STORE_NAME!r}.",
+            )
+            return
+
+        assert existing is not None
+        message = (
+            f"Store #{existing.pk} {DEMO_STORE_NAME!r} already exists; its keys were shown when "
+            f"it was created and are never shown again. New keys: "
+            f"manage.py rotate_store_keys --store {existing.pk}"
+        )
+        if as_json:
+            # Same shape as a creation, so a script can tell the cases apart by the null keys.
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "store_id": existing.pk,
+                        "secret_key": None,
+                        "publishable_key": None,
+                        "webhook_secret": None,
+                    }
+                )
+            )
+            self.stderr.write(message)
+        else:
+            self.stdout.write(message)
