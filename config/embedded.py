@@ -233,12 +233,17 @@ def ensure_redis() -> str:
 
 def _stop_redis() -> None:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     socket_path = _redis_socket()
     if not _redis_ping(socket_path):
         return
+    # No retries: SHUTDOWN drops the connection, and redis-py's default retries (with backoff)
+    # would spend ~4 s reconnecting to a server that is gone.
+    client = redis.Redis(unix_socket_path=str(socket_path), retry=Retry(NoBackoff(), 0))
     with contextlib.suppress(redis.ConnectionError, OSError):  # shutdown drops the connection
-        redis.Redis(unix_socket_path=str(socket_path)).shutdown(nosave=False)
+        client.shutdown(nosave=False)
 
 
 def stop_all() -> None:
