@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,11 @@ def get_int(name: str, default: int) -> int:
 
 def get_str(name: str, default: str = "") -> str:
     return _get(name, default)
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """This process's environment plus ``overrides``, for the processes ``make run`` starts."""
+    return {**os.environ, **overrides}
 
 
 VAR_DIR = Path(_get("CARTS_VAR_DIR") or BASE_DIR / "var")
@@ -71,7 +77,16 @@ def database_config(url: str) -> dict[str, object]:
 
 
 def celery_broker_url(redis_url: str) -> str:
-    """Kombu spells a unix-socket Redis URL ``redis+socket://``."""
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url.removeprefix("unix://")
-    return redis_url
+    """Kombu spells a unix-socket Redis URL ``redis+socket://`` and its ``db`` ``virtual_host``.
+
+    (Kombu ignores ``db=`` on a socket URL, which would put the broker on database 0 while the
+    cache and channel layer use the database the URL names.)
+    """
+    if not redis_url.startswith("unix://"):
+        return redis_url
+    path, _, query = redis_url.removeprefix("unix://").partition("?")
+    pairs = [
+        ("virtual_host" if key == "db" else key, value)
+        for key, value in parse_qsl(query, keep_blank_values=True)
+    ]
+    return "redis+socket://" + path + ("?" + urlencode(pairs) if pairs else "")

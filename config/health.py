@@ -10,9 +10,11 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-# The worker and the scheduler each refresh a key in Redis; stale means down.
+from carts.scheduler import HEARTBEAT_KEY as SCHEDULER_HEARTBEAT_KEY
+
+# The worker (config.celery) and the scheduler (carts.scheduler) each refresh a key in Redis;
+# stale means down.
 WORKER_HEARTBEAT_KEY = "health:worker"
-SCHEDULER_HEARTBEAT_KEY = "health:scheduler"
 HEARTBEAT_MAX_AGE = 30.0
 
 
