@@ -272,6 +272,20 @@ def test_expected_version_counts_events_earlier_in_the_same_batch(store):
     assert stored(store) == []
 
 
+def test_redelivery_with_a_now_stale_expected_version_is_still_a_duplicate(store):
+    # given an event appended with expected_version 0, and the cart moved on since
+    original = new_event("cart.item_added", data=item(), expected_version=0)
+    [first] = append(store, original)
+    append(store, new_event("checkout.started"))
+
+    # when the client retries it, unchanged
+    [again] = append(store, original)
+
+    # then it is the duplicate it is, not a version conflict, and nothing is stored
+    assert (again.version, again.position, again.duplicate) == (1, first.position, True)
+    assert stored(store) == [("cart-1", 1, "cart.item_added"), ("cart-1", 2, "checkout.started")]
+
+
 # All or nothing --------------------------------------------------------------------------------
 
 
