@@ -162,9 +162,8 @@ def cart_state_rebuild(*, batch_size: int = 500) -> int:
                     states[event.cart] = projections.apply(
                         states[event.cart], services.fold_event(event)
                     )
-                CartState.objects.bulk_update(
-                    [services.cart_to_row(states[t], rows[t]) for t in tokens if t in rows],
-                    services.CART_STATE_FIELDS,
+                services.cart_states_write(
+                    [services.cart_to_row(states[t], rows[t]) for t in tokens if t in rows]
                 )
                 rebuilt += len(rows)
     return rebuilt
