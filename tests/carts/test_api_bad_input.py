@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import random
 import types
 from datetime import UTC, datetime
 
@@ -309,11 +309,15 @@ def test_another_stores_cart_is_not_found(api, store):
 
 @pytest.fixture
 def frozen_rate_window(store, monkeypatch):
-    """Pin the throttle's clock 15.5 s into the current minute, with a clean counter."""
-    now = (time.time() // 60) * 60 + 15.5
+    """Pin the throttle's clock 15.5 s into a minute of its own, with a clean counter.
+
+    Store ids repeat across test databases and the Redis counter outlives them, so the minute is
+    one far in the future that no other run (or real request) counts in.
+    """
+    now = random.randrange(10**9, 2 * 10**9) * 60 + 15.5
     monkeypatch.setattr("carts.auth.time", types.SimpleNamespace(time=lambda: now))
     key = f"ratelimit:store:{store.pk}:{int(now // 60)}"
-    cache.delete(key)  # store ids repeat across test sessions; the Redis counter outlives them
+    cache.delete(key)
     yield
     cache.delete(key)
 
