@@ -141,10 +141,11 @@ class Scheduler:
         if self.active:
             return self._renew()
         if not self._lock.acquire(blocking=False, token=self.identity):
-            owner = self._conn.get(self._lock_key)
-            if owner is None or owner.decode() != self.identity:
+            raw = self._conn.get(self._lock_key)
+            owner = raw.decode() if isinstance(raw, bytes) else raw
+            if owner != self.identity:
                 if not self._standby_logged:
-                    log.info("standby: the scheduler lock is held by %s", owner and owner.decode())
+                    log.info("standby: the scheduler lock is held by %s", owner)
                     self._standby_logged = True
                 return False
             # Our own lock from before a Redis outage: carry on holding it.

@@ -123,6 +123,23 @@ def get_json(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any] | None
         return 0, None
 
 
+def status_of(url: str, timeout: float = 5.0) -> int:
+    """The status of a GET (redirects not followed); 0 when nothing answers."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
+
+
 def tail(path: Path, lines: int = 60) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -87,9 +87,12 @@ def test_healthz_is_200_with_a_real_worker_and_scheduler_running(
         assert all(c["ok"] for c in body["components"].values())
 
         # The worker keeps beating (every 5 s) ...
-        first = float(conn.get(health.WORKER_HEARTBEAT_KEY))
+        def beat() -> float:
+            return float(conn.get(health.WORKER_HEARTBEAT_KEY) or 0)  # type: ignore[arg-type]
+
+        first = beat()
         procs.wait_for(
-            lambda: float(conn.get(health.WORKER_HEARTBEAT_KEY)) > first,
+            lambda: beat() > first,
             timeout=10,
             what="a second worker heartbeat",
         )

@@ -1,0 +1,223 @@
+"""``make run``: migrate, ensure the demo store, then run every process in the foreground.
+
+The ASGI server (HTTP + websockets), a Celery worker, the scheduler and the projectors run as
+children, each in a session of its own (so a terminal's Ctrl-C reaches only this supervisor, which
+stops them in order), with their output prefixed by name. Ctrl-C or SIGTERM sends SIGTERM to every
+child's process group, then SIGKILL to whatever is left after a grace period; a second Ctrl-C kills
+at once. If one child exits on its own, the others are stopped too.
+
+This process exits only after its children are gone, so with embedded PostgreSQL/Redis its lease
+is the last one (config.embedded) and the servers stop with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import IO
+
+from config import env
+
+GRACE_SECONDS = 10.0
+POLL_SECONDS = 0.2
+_COLOURS = ("36", "33", "32", "35", "34", "31")
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    name: str
+    argv: tuple[str, ...]
+
+
+def programs(*, port: int, with_projectors: bool = True) -> list[Program]:
+    python = sys.executable
+    manage = str(env.BASE_DIR / "manage.py")
+    listed = [
+        Program(
+            "web",
+            (
+                python, "-m", "uvicorn", "config.asgi:application",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--lifespan", "off", "--timeout-graceful-shutdown", "5",
+            ),
+        ),
+        Program(
+            "worker",
+            (python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+             "--concurrency", "2"),
+        ),
+        Program("scheduler", (python, manage, "run_scheduler")),
+        Program("projectors", (python, manage, "run_projectors")),
+    ]  # fmt: skip
+    return [p for p in listed if with_projectors or p.name != "projectors"]
+
+
+class Printer:
+    """Writes whole lines, each prefixed with the time and the name of the process it came from."""
+
+    def __init__(self, stream: IO[str], names: Sequence[str]) -> None:
+        self._stream = stream
+        self._width = max(len(n) for n in [*names, "devrun"])
+        self._colour = stream.isatty()
+        self._codes = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
+        self._lock = threading.Lock()
+
+    def line(self, name: str, text: str) -> None:
+        prefix = f"{name:<{self._width}} |"
+        if self._colour:
+            prefix = f"\033[{self._codes.get(name, '1')}m{prefix}\033[0m"
+        with self._lock:
+            self._stream.write(f"{prefix} {text.rstrip()}\n")
+            self._stream.flush()
+
+    def system(self, text: str) -> None:
+        self.line("devrun", text)
+
+
+class Child:
+    def __init__(self, program: Program, printer: Printer) -> None:
+        self.name = program.name
+        self.process = subprocess.Popen(
+            program.argv,
+            cwd=env.BASE_DIR,
+            env=env.child_environment(PYTHONUNBUFFERED="1"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: signalled (and swept) as a whole
+        )
+        self._pump = threading.Thread(
+            target=self._copy_output, args=(printer,), name=f"devrun-{self.name}", daemon=True
+        )
+        self._pump.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # group already gone
+            os.killpg(self.pid, sig)
+
+    def join_output(self) -> None:
+        self._pump.join(timeout=5)
+
+    def _copy_output(self, printer: Printer) -> None:
+        assert self.process.stdout is not None
+        for raw in iter(self.process.stdout.readline, b""):
+            printer.line(self.name, raw.decode(errors="replace"))
+        self.process.stdout.close()
+
+
+def supervise(listed: Sequence[Program], printer: Printer) -> int:
+    """Run the programs until a signal or until one exits; stop them all; return an exit code."""
+    signals: list[int] = []
+    wake = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)
+        wake.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    children: list[Child] = []
+    code = 0
+    try:
+        for program in listed:
+            if signals:
+                break
+            children.append(Child(program, printer))
+            printer.system(f"{program.name} started (pid {children[-1].pid})")
+        while not signals:
+            exited = [c for c in children if not c.running()]
+            if exited:
+                first = exited[0]
+                rc = first.process.returncode
+                code = 128 - rc if rc < 0 else rc or 1  # a signal's death as a shell reports it
+                printer.system(
+                    f"{first.name} exited with code {first.process.returncode}; stopping the rest"
+                )
+                break
+            wake.wait(POLL_SECONDS)
+        if signals:
+            printer.system(f"{signal.Signals(signals[0]).name} received; stopping")
+    finally:
+        _stop(children, printer, signals)
+    return code
+
+
+def _stop(children: Sequence[Child], printer: Printer, signals: list[int]) -> None:
+    received = len(signals)
+    for child in children:
+        if child.running():
+            printer.system(f"stopping {child.name} (SIGTERM)")
+            child.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    while any(c.running() for c in children):
+        if time.monotonic() > deadline or len(signals) > received:
+            break
+        time.sleep(0.1)
+    for child in children:
+        if child.running():
+            printer.system(f"{child.name} did not stop; killing it (SIGKILL)")
+            child.signal_group(signal.SIGKILL)
+    for child in children:
+        child.process.wait()
+        # Anything still in its process group (a pool process whose parent died) goes too.
+        child.signal_group(signal.SIGKILL)
+        child.join_output()
+        printer.system(f"{child.name} stopped (exit code {child.process.returncode})")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    # Until the supervisor takes over, SIGTERM unwinds like Ctrl-C, so atexit releases the lease.
+    signal.signal(signal.SIGTERM, _interrupt)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    try:
+        import django
+        from django.core.management import call_command, get_commands
+        from django.db import connections
+
+        django.setup()  # starts (or attaches to) embedded PostgreSQL/Redis and takes a lease
+        call_command("migrate", interactive=False)
+        call_command("create_store", "--demo")
+        connections.close_all()
+
+        port = env.get_int("PORT", 8000)
+        with_projectors = "run_projectors" in get_commands()
+        listed = programs(port=port, with_projectors=with_projectors)
+        printer = Printer(sys.stdout, [p.name for p in listed])
+        base = f"http://127.0.0.1:{port}"
+        for label, url in (
+            ("site", f"{base}/"),
+            ("API docs", f"{base}/api/docs/"),
+            ("admin", f"{base}/admin/"),
+            ("health", f"{base}/healthz"),
+        ):
+            printer.system(f"{label:<9} {url}")
+        if not with_projectors:
+            printer.system("run_projectors is not available yet: running without projectors")
+        printer.system("Ctrl-C stops everything")
+        return supervise(listed, printer)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
