@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rest_framework import serializers
@@ -74,6 +74,19 @@ class ItemAddedV2(StrictSerializer):
     name = serializers.CharField(max_length=512)
     quantity = serializers.IntegerField(min_value=1, max_value=100_000)
     unit_price = MoneyField()
+    currency = CurrencyField()
+    category = serializers.CharField(max_length=256, required=False, allow_blank=True)
+    url = serializers.URLField(max_length=2048, required=False)
+    image_url = serializers.URLField(max_length=2048, required=False)
+
+
+class ItemAddedV1(StrictSerializer):
+    """v1: ``price`` as a decimal in major units (superseded by v2's integer ``unit_price``)."""
+
+    sku = serializers.CharField(max_length=128)
+    name = serializers.CharField(max_length=512)
+    quantity = serializers.IntegerField(min_value=1, max_value=100_000)
+    price = serializers.DecimalField(max_digits=16, decimal_places=4, min_value=0)
     currency = CurrencyField()
     category = serializers.CharField(max_length=256, required=False, allow_blank=True)
     url = serializers.URLField(max_length=2048, required=False)
@@ -161,6 +174,8 @@ class EventType:
     schema: type[serializers.Serializer] | None
     upcasters: Mapping[int, Callable[[Payload], Payload]] = field(default_factory=dict)
     client_may_post: bool = True
+    # Schemas of older versions, so an old payload's errors name its own fields.
+    old_schemas: Mapping[int, type[serializers.Serializer]] = field(default_factory=dict)
 
 
 def _types(*types: EventType) -> dict[str, EventType]:
@@ -168,7 +183,9 @@ def _types(*types: EventType) -> dict[str, EventType]:
 
 
 REGISTRY: dict[str, EventType] = _types(
-    EventType("cart.item_added", 2, ItemAddedV2, {1: _item_added_v1_to_v2}),
+    EventType(
+        "cart.item_added", 2, ItemAddedV2, {1: _item_added_v1_to_v2}, old_schemas={1: ItemAddedV1}
+    ),
     EventType("cart.item_removed", 1, ItemRemoved),
     EventType("cart.item_quantity_changed", 1, ItemQuantityChanged),
     EventType("page.viewed", 1, PageViewed),
@@ -188,9 +205,7 @@ def register_system_type(event_type: EventType) -> None:
     """Later apps (recovery, campaigns) register the types they append themselves."""
     if not event_type.name.startswith(SYSTEM_NAMESPACES):
         raise ValueError(f"system event types live in {SYSTEM_NAMESPACES}: {event_type.name}")
-    REGISTRY[event_type.name] = EventType(
-        event_type.name, event_type.version, event_type.schema, event_type.upcasters, False
-    )
+    REGISTRY[event_type.name] = replace(event_type, client_may_post=False)
 
 
 def upcast(type_name: str, schema_version: int, data: Payload) -> Payload:
@@ -220,6 +235,11 @@ def validate(type_name: str, schema_version: int | None, data: Any) -> tuple[int
         )
     if not isinstance(data, Mapping):
         raise serializers.ValidationError({"data": ["Expected a JSON object."]})
+    old_schema = event_type.old_schemas.get(version)
+    if old_schema is not None:
+        old = old_schema(data=data)
+        if not old.is_valid():
+            raise serializers.ValidationError({"data": old.errors})
     if version < event_type.version:
         try:
             current = upcast(type_name, version, dict(data))
