@@ -177,7 +177,8 @@ def test_two_run_scheduler_processes_one_active_the_other_takes_over(db, conn, t
             lambda: _owner_pid(conn) == started[standby].pid, timeout=3, what="the takeover"
         )
         assert time.monotonic() - stopped_at < 5
-        assert "lock" in logs[active].read_text()
+        assert "active:" in logs[active].read_text()
+        assert "SIGTERM received; stopping" in logs[active].read_text()
 
         # SIGINT stops the last one, which leaves no lock behind.
         assert procs.stop(started[standby], sig=signal.SIGINT) == 0
@@ -186,4 +187,5 @@ def test_two_run_scheduler_processes_one_active_the_other_takes_over(db, conn, t
         for process in started.values():
             procs.stop(process, sig=signal.SIGKILL)
         conn.delete(scheduler.LOCK_KEY, scheduler.HEARTBEAT_KEY)
-    assert "stopped" in logs[standby].read_text()
+    assert "SIGINT received; stopping" in logs[standby].read_text()
+    assert "active:" in logs[standby].read_text()
