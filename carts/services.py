@@ -9,10 +9,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Field
 
 from carts import event_types, keys, projections
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
@@ -173,8 +174,8 @@ def cart_states_write(rows: Sequence[CartState]) -> None:
     """
     if not rows:
         return
-    fields = [CartState._meta.get_field(name) for name in CART_STATE_FIELDS]
-    assignments = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
+    fields = [cast(Field, CartState._meta.get_field(name)) for name in CART_STATE_FIELDS]
+    assignments = ", ".join(f"{connection.ops.quote_name(str(f.column))} = %s" for f in fields)
     sql = f"UPDATE {CartState._meta.db_table} SET {assignments} WHERE id = %s"
     params = [
         [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]

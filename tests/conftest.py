@@ -33,7 +33,7 @@ def api(credentials) -> APIClient:
     return client
 
 
-def item(sku: str = "SKU-1", quantity: int = 1, unit_price: int = 1000, **extra: Any) -> dict:
+def item(sku: str = "SKU-1", quantity: Any = 1, unit_price: Any = 1000, **extra: Any) -> dict:
     return {
         "sku": sku,
         "name": f"Product {sku}",
@@ -47,7 +47,7 @@ def item(sku: str = "SKU-1", quantity: int = 1, unit_price: int = 1000, **extra:
 def event(
     type: str,
     cart: str = "cart-1",
-    data: dict | None = None,
+    data: Any = None,
     *,
     at: datetime | int = 0,
     **extra: Any,

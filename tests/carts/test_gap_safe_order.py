@@ -182,11 +182,11 @@ def test_without_the_lock_a_reader_by_checkpoint_skips_a_late_commit(committed_d
                 # given a writer that takes a position and has not committed yet
                 [low] = slow.execute(
                     f"INSERT INTO {table} DEFAULT VALUES RETURNING position"
-                ).fetchone()
+                ).fetchone()  # type: ignore[misc]
                 # and a second writer that takes the next position and commits first
                 [high] = fast.execute(
                     f"INSERT INTO {table} DEFAULT VALUES RETURNING position"
-                ).fetchone()
+                ).fetchone()  # type: ignore[misc]
                 fast.commit()
 
                 # when a reader reads by checkpoint, then the first writer commits

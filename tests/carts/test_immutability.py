@@ -93,7 +93,7 @@ def superuser_conn(committed_db):
             "that the triggers stop a superuser too"
         )
     # The test database, not the embedded server's maintenance database.
-    conninfo = make_conninfo(url, dbname=settings.DATABASES["default"]["NAME"])
+    conninfo = make_conninfo(url, dbname=str(settings.DATABASES["default"]["NAME"]))
     with psycopg.connect(conninfo) as conn:
         conn.execute("SET lock_timeout = '10s'")
         conn.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from carts.projections import (
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-def ev(type: str, data: dict[str, Any] | None = None, *, at: int = 0, shopper=None) -> FoldEvent:
+def ev(type: str, data: Mapping[str, Any] | None = None, *, at: int = 0, shopper=None) -> FoldEvent:
     return FoldEvent(type, data or {}, T0 + timedelta(seconds=at), shopper)
 
 
