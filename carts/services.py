@@ -66,6 +66,23 @@ def store_create(*, name: str, domain: str = "") -> StoreCredentials:
     return StoreCredentials(store.pk, secret, publishable, store_webhook_secret(store=store))
 
 
+DEMO_STORE_NAME = "Demo store"
+# pg_advisory_xact_lock key: two `make run` starting together create one demo store, not two.
+DEMO_STORE_LOCK = 0x64656D6F  # "demo"
+
+
+@transaction.atomic
+def store_demo_ensure(*, domain: str = "") -> tuple[Store, StoreCredentials | None]:
+    """The demo store, created on first use. Credentials come back only when it was created."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DEMO_STORE_LOCK])
+    existing = Store.objects.filter(name=DEMO_STORE_NAME).order_by("pk").first()
+    if existing is not None:
+        return existing, None
+    creds = store_create(name=DEMO_STORE_NAME, domain=domain)
+    return Store.objects.get(pk=creds.store_id), creds
+
+
 @transaction.atomic
 def store_keys_rotate(*, store: Store, now: datetime) -> StoreCredentials:
     """Revoke every live key of the store, replace the webhook secret, and issue new keys."""

@@ -37,7 +37,7 @@ class Program:
     argv: tuple[str, ...]
 
 
-def programs(*, port: int, with_projectors: bool = True) -> list[Program]:
+def programs(*, port: int) -> list[Program]:
     python = sys.executable
     manage = str(env.BASE_DIR / "manage.py")
     listed = [
@@ -57,7 +57,7 @@ def programs(*, port: int, with_projectors: bool = True) -> list[Program]:
         Program("scheduler", (python, manage, "run_scheduler")),
         Program("projectors", (python, manage, "run_projectors")),
     ]  # fmt: skip
-    return [p for p in listed if with_projectors or p.name != "projectors"]
+    return listed
 
 
 class Printer:
@@ -181,6 +181,20 @@ def _stop(children: Sequence[Child], printer: Printer, signals: list[int]) -> No
         printer.system(f"{child.name} stopped (exit code {child.process.returncode})")
 
 
+def ensure_admin_user() -> str | None:
+    """Create an ``admin`` superuser on the first run; return its password (shown once)."""
+    import secrets
+
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model()
+    if users.objects.filter(is_superuser=True).exists():
+        return None
+    password = secrets.token_urlsafe(12)
+    users.objects.create_superuser(username="admin", email="", password=password)
+    return password
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -191,17 +205,19 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     try:
         import django
-        from django.core.management import call_command, get_commands
+        from django.core.management import call_command
         from django.db import connections
 
         django.setup()  # starts (or attaches to) embedded PostgreSQL/Redis and takes a lease
         call_command("migrate", interactive=False)
         call_command("create_store", "--demo")
+        password = ensure_admin_user()
+        if password:
+            print(f"Created the admin user: username 'admin', password {password!r} (shown once).")
         connections.close_all()
 
         port = env.get_int("PORT", 8000)
-        with_projectors = "run_projectors" in get_commands()
-        listed = programs(port=port, with_projectors=with_projectors)
+        listed = programs(port=port)
         printer = Printer(sys.stdout, [p.name for p in listed])
         base = f"http://127.0.0.1:{port}"
         for label, url in (
@@ -211,8 +227,6 @@ def main() -> int:
             ("health", f"{base}/healthz"),
         ):
             printer.system(f"{label:<9} {url}")
-        if not with_projectors:
-            printer.system("run_projectors is not available yet: running without projectors")
         printer.system("Ctrl-C stops everything")
         return supervise(listed, printer)
     except KeyboardInterrupt:

@@ -117,26 +117,16 @@ def committed_store(committed_db) -> tuple[Store, services.StoreCredentials]:
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a child process (worker, scheduler, server) that must use the test database
     and the same Redis as this test run."""
-    import os
-    from urllib.parse import quote
-
     from django.conf import settings
 
-    db = settings.DATABASES["default"]
-    host = quote(str(db["HOST"]), safe="") if str(db["HOST"]).startswith("/") else db["HOST"]
-    auth = quote(str(db["USER"]), safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(str(db["PASSWORD"]), safe="")
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    env = dict(os.environ)
-    env.update(
+    from tests.e2e.procs import child_env, database_url
+
+    return child_env(
         DJANGO_SETTINGS_MODULE="config.settings.local",
-        DATABASE_URL=f"postgresql://{auth}@{host}{port}/{db['NAME']}",
+        DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
-        PYTHONUNBUFFERED="1",
         **extra,
     )
-    return env
 
 
 BASE_DIR_FOR_TESTS = __import__("pathlib").Path(__file__).resolve().parent.parent

@@ -7,14 +7,11 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection, transaction
 
 from carts import services
 from carts.models import Store
 
-DEMO_STORE_NAME = "Demo store"
-# pg_advisory_xact_lock key: two `make run` starting together create one demo store, not two.
-DEMO_STORE_LOCK = 0x64656D6F  # "demo"
+DEMO_STORE_NAME = services.DEMO_STORE_NAME
 
 
 def print_credentials(
@@ -75,16 +72,7 @@ class Command(BaseCommand):
         )
 
     def _demo(self, *, domain: str, as_json: bool) -> None:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DEMO_STORE_LOCK])
-            existing = Store.objects.filter(name=DEMO_STORE_NAME).order_by("pk").first()
-            creds = (
-                None
-                if existing is not None
-                else services.store_create(name=DEMO_STORE_NAME, domain=domain)
-            )
-
+        existing, creds = services.store_demo_ensure(domain=domain)
         if creds is not None:
             print_credentials(
                 self,
@@ -94,7 +82,6 @@ class Command(BaseCommand):
             )
             return
 
-        assert existing is not None
         message = (
             f"Store #{existing.pk} {DEMO_STORE_NAME!r} already exists; its keys were shown when "
             f"it was created and are never shown again. New keys: "

@@ -1,0 +1,17 @@
+from django.test import Client
+
+from carts import services
+from tests.conftest import new_event
+
+
+def test_landing_page_links_the_docs_and_shows_the_demo_store(db):
+    store, _ = services.store_demo_ensure()
+    services.events_append(store_id=store.pk, events=[new_event("checkout.started", "c1")])
+
+    page = Client().get("/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'href="/api/docs/"' in html and 'href="/admin/"' in html
+    assert f"Store #{store.pk}" in html
+    assert "1 events in the log for 1 carts." in html
