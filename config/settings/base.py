@@ -61,7 +61,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.database_config(SERVICES.database_url)}
-DATABASES["default"]["CONN_MAX_AGE"] = env.get_int("DB_CONN_MAX_AGE", 60)
+# 0, not persistent: under ASGI each request runs its sync code in a thread of its own, so a kept
+# connection is never reused and stays open until the garbage collector finds it (a server at
+# ~100 requests/s held up to ~80 and ran out of max_connections; see docs/benchmarks.md).
+DATABASES["default"]["CONN_MAX_AGE"] = env.get_int("DB_CONN_MAX_AGE", 0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
