@@ -15,7 +15,6 @@ ALLOWED_HOSTS = [
 ]
 
 INSTALLED_APPS = [
-    "daphne",  # runserver speaks ASGI in development
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
