@@ -55,6 +55,6 @@ def test_runner_applies_new_events(committed_store, poll, extra_env, within):
         _wait_for(lambda: _count(store.pk) == 5, within)
     finally:
         runner.terminate()
-        output, _ = runner.communicate(timeout=15)
+        output, _ = runner.communicate(timeout=5)  # stops promptly even mid-wait
     assert runner.returncode == 0, output
     assert "projectors stopped" in output

@@ -42,13 +42,21 @@ class Command(BaseCommand):
                 log.info("applied %d events", applied)
             # Wait for a hint or the poll interval, whichever comes first.
             if not settings.CARTS_HINTS:
-                time.sleep(options["poll"])
+                deadline = time.monotonic() + options["poll"]
+                while not stopping and time.monotonic() < deadline:
+                    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                 continue
             try:
                 if pubsub is None:
                     pubsub = hints.client().pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(EVENTS_HINT_CHANNEL)
-                message = pubsub.get_message(timeout=options["poll"])
+                # Short waits, so a stop signal is seen within half a second.
+                deadline = time.monotonic() + options["poll"]
+                message = None
+                while message is None and not stopping and time.monotonic() < deadline:
+                    message = pubsub.get_message(
+                        timeout=min(0.5, max(0.0, deadline - time.monotonic()))
+                    )
                 while message is not None:  # drain: one catch-up covers them all
                     message = pubsub.get_message(timeout=0)
             except redis.RedisError:
