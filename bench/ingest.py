@@ -108,6 +108,7 @@ def make_carts(rng: random.Random, prefix: str, n_events: int) -> list[Cart]:
         at = t0 + timedelta(seconds=rng.randint(0, 3000))
         for i in range(size):
             at += timedelta(seconds=rng.randint(2, 90))
+            data: dict[str, Any]
             if checkout and i == size - 1:
                 kind, data = "checkout.started", {}
             elif i == 0 or rng.random() < 0.5:
