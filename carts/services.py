@@ -14,6 +14,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Field
+from psycopg.types.json import Jsonb
 
 from carts import event_types, keys, projections
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
@@ -220,7 +221,8 @@ def events_append(*, store_id: int, events: Sequence[NewEvent]) -> list[Appended
     """
     for attempt in range(3):
         try:
-            with transaction.atomic():
+            # wrap_database_errors: raw psycopg errors surface as django.db errors, as elsewhere.
+            with transaction.atomic(), connection.wrap_database_errors:
                 results, appended = _append(store_id, events)
         except IntegrityError:
             # Two requests raced to insert the same new event id for different carts; the retry
@@ -235,7 +237,103 @@ def events_append(*, store_id: int, events: Sequence[NewEvent]) -> list[Appended
     raise AssertionError("unreachable")
 
 
+_STATE_COLUMNS = ["id", "token", *CART_STATE_FIELDS]
+
+_INSERT_MISSING_CARTS = """
+    INSERT INTO carts_cartstate (
+        store_id, token, version, status, currency, items, value, item_count, shopper_id, email,
+        phone, consent, timezone, locale, order_id, refunded)
+    SELECT %s, t, 0, 'active', '', '[]', 0, 0, '', '', '', '{}', '', '', '', 0
+    FROM unnest(%s::text[]) AS t
+    ON CONFLICT (store_id, token) DO NOTHING
+"""
+_LOCK_CARTS = f"""
+    SELECT {", ".join(_STATE_COLUMNS)} FROM carts_cartstate
+    WHERE store_id = %s AND token = ANY(%s::text[])
+    ORDER BY token
+    FOR UPDATE
+"""
+_EXISTING_EVENTS = """
+    SELECT event_id, cart, version, position, body_hash FROM carts_cartevent
+    WHERE store_id = %s AND event_id = ANY(%s::uuid[])
+"""
+_UPDATE_CART = (
+    "UPDATE carts_cartstate SET "
+    + ", ".join(f"{name} = %s" for name in CART_STATE_FIELDS)
+    + " WHERE id = %s"
+)
+_INSERT_EVENTS = """
+    INSERT INTO carts_cartevent (
+        store_id, event_id, cart, version, type, schema_version, data, shopper, occurred_at,
+        body_hash)
+    SELECT %s, e.event_id, e.cart, e.version, e.type, e.schema_version, e.data::jsonb,
+           e.shopper::jsonb, e.occurred_at, e.body_hash
+    FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::text[], %s::int[], %s::text[],
+                %s::text[], %s::timestamptz[], %s::text[])
+         AS e(event_id, cart, version, type, schema_version, data, shopper, occurred_at, body_hash)
+    RETURNING event_id, position
+"""
+
+
+def _json(value: Any) -> Any:
+    # Django's psycopg setup leaves jsonb as text for JSONField to decode.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _cart_from_db(row: tuple[Any, ...]) -> projections.Cart:
+    v = dict(zip(_STATE_COLUMNS, row, strict=True))
+    return projections.Cart(
+        version=v["version"],
+        status=v["status"],
+        currency=v["currency"],
+        lines=tuple(projections.Line(**line) for line in _json(v["items"])),
+        shopper_id=v["shopper_id"],
+        email=v["email"],
+        phone=v["phone"],
+        consent=dict(_json(v["consent"])),
+        timezone=v["timezone"],
+        locale=v["locale"],
+        order_id=v["order_id"],
+        order_total=v["order_total"],
+        refunded=v["refunded"],
+        started_at=v["started_at"],
+        last_activity_at=v["last_activity_at"],
+        checkout_started_at=v["checkout_started_at"],
+        converted_at=v["converted_at"],
+    )
+
+
+def _cart_params(cart: projections.Cart, row_id: int) -> list[Any]:
+    return [
+        cart.version,
+        cart.status,
+        cart.currency,
+        Jsonb([line.as_dict() for line in cart.lines]),
+        cart.value,
+        cart.item_count,
+        cart.shopper_id,
+        cart.email,
+        cart.phone,
+        Jsonb(dict(cart.consent)),
+        cart.timezone,
+        cart.locale,
+        cart.order_id,
+        cart.order_total,
+        cart.refunded,
+        cart.started_at,
+        cart.last_activity_at,
+        cart.checkout_started_at,
+        cart.converted_at,
+        row_id,
+    ]
+
+
 def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], int]:
+    """The append itself, in the caller's transaction, in three round trips to PostgreSQL.
+
+    Raw psycopg rather than the ORM: this is the hottest path in the product, and the ORM's
+    per-statement and per-row overhead was most of its cost (docs/benchmarks.md).
+    """
     hashes = [e.body_hash() for e in events]
 
     # Within the batch: a repeated id is a duplicate of its first occurrence, or a conflict.
@@ -248,34 +346,31 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
                 event_id=str(event.event_id),
             )
 
-    # Lock every cart this request touches, in token order (no deadlocks between batches).
     tokens = sorted({e.cart for e in events})
-    CartState.objects.bulk_create(
-        [CartState(store_id=store_id, token=t) for t in tokens], ignore_conflicts=True
-    )
-    rows = {
-        row.token: row
-        for row in CartState.objects.select_for_update()
-        .filter(store_id=store_id, token__in=tokens)
-        .order_by("token")
-    }
+    connection.ensure_connection()
+    raw = connection.connection
+    with raw.cursor() as carts_cursor, raw.cursor() as seen_cursor:
+        # Round trip 1: create missing carts, lock every cart this request touches in token
+        # order (so batches cannot deadlock), then read the ids already in the log (after the
+        # cart locks, so a racing twin for the same cart has committed).
+        with raw.pipeline():
+            carts_cursor.execute(_INSERT_MISSING_CARTS, (store_id, tokens))
+            carts_cursor.execute(_LOCK_CARTS, (store_id, tokens))
+            seen_cursor.execute(_EXISTING_EVENTS, (store_id, list(first_index)))
+        row_ids: dict[str, int] = {}
+        states: dict[str, projections.Cart] = {}
+        for row in carts_cursor.fetchall():
+            row_ids[row[1]] = row[0]
+            states[row[1]] = _cart_from_db(row)
+        existing = {row[0]: row for row in seen_cursor.fetchall()}
 
-    # Ids already in the log (read after the cart locks, so a racing twin has committed).
-    existing: dict[uuid.UUID, dict[str, Any]] = {
-        row["event_id"]: dict(row)
-        for row in CartEvent.objects.filter(
-            store_id=store_id, event_id__in=list(first_index)
-        ).values("event_id", "cart", "version", "position", "body_hash")
-    }
-
-    states = {token: cart_from_row(row) for token, row in rows.items()}
     changed: set[str] = set()
-    new_rows: list[CartEvent] = []
-    pending: list[tuple[int, CartEvent | None, dict[str, Any] | None]] = []
+    new: list[tuple[int, int]] = []  # (index in request, version)
+    pending: list[tuple[int, int | None, tuple[Any, ...] | None]] = []
     for i, event in enumerate(events):
         seen = existing.get(event.event_id)
         if seen is not None:
-            if seen["body_hash"] != hashes[i]:
+            if seen[4] != hashes[i]:
                 raise EventIdConflict(
                     f"Event {event.event_id} was already stored with a different body.",
                     event_id=str(event.event_id),
@@ -299,44 +394,51 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
             raise EventRejected(exc.message, index=i, field=exc.field) from exc
         states[event.cart] = state
         changed.add(event.cart)
-        row = CartEvent(
-            event_id=event.event_id,
-            store_id=store_id,
-            cart=event.cart,
-            version=state.version,
-            type=event.type,
-            schema_version=event.schema_version,
-            data=event.data,
-            shopper=event.shopper,
-            occurred_at=event.occurred_at,
-            body_hash=hashes[i],
+        new.append((i, state.version))
+        pending.append((i, len(new) - 1, None))
+
+    positions: dict[uuid.UUID, int] = {}
+    if new:
+        picked = [events[i] for i, _ in new]
+        columns = (
+            store_id,
+            [e.event_id for e in picked],
+            [e.cart for e in picked],
+            [version for _, version in new],
+            [e.type for e in picked],
+            [e.schema_version for e in picked],
+            [json.dumps(e.data) for e in picked],
+            [None if e.shopper is None else json.dumps(e.shopper) for e in picked],
+            [e.occurred_at for e in picked],
+            [hashes[i] for i, _ in new],
         )
-        new_rows.append(row)
-        pending.append((i, row, None))
+        with raw.cursor() as cursor, raw.cursor() as insert_cursor:
+            # Round trip 2: write the cart states, then take the log's append lock and insert.
+            # Positions are taken under that lock, held to commit, so they become visible in
+            # order (docs/adr/0001).
+            with raw.pipeline():
+                cursor.executemany(
+                    _UPDATE_CART, [_cart_params(states[t], row_ids[t]) for t in sorted(changed)]
+                )
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_APPEND_LOCK])
+                insert_cursor.execute(_INSERT_EVENTS, columns)
+            positions = dict(insert_cursor.fetchall())
 
-    if new_rows:
-        cart_states_write([cart_to_row(states[t], rows[t]) for t in sorted(changed)])
-        # Positions are taken under one lock held to commit, so they become visible in order.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_APPEND_LOCK])
-        CartEvent.objects.bulk_create(new_rows)
-
-    by_id = {row.event_id: row for row in new_rows}
     results: list[Appended] = []
-    for i, new_row, seen in pending:
+    for i, new_index, seen in pending:
         event = events[i]
-        if new_row is not None:
+        if new_index is not None:
             results.append(
-                Appended(new_row.event_id, new_row.cart, new_row.version, new_row.position, False)
+                Appended(
+                    event.event_id, event.cart, new[new_index][1], positions[event.event_id], False
+                )
             )
         elif seen is not None:
-            results.append(
-                Appended(event.event_id, seen["cart"], seen["version"], seen["position"], True)
-            )
+            results.append(Appended(event.event_id, seen[1], seen[2], seen[3], True))
         else:
-            twin = by_id[event.event_id]  # earlier in this batch
+            twin = results[first_index[event.event_id]]  # earlier in this batch
             results.append(Appended(twin.event_id, twin.cart, twin.version, twin.position, True))
-    return results, len(new_rows)
+    return results, len(new)
 
 
 def _publish_hint(position: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from django.db import DatabaseError, connection
 
 from carts import projections, services
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
@@ -86,19 +87,25 @@ def test_cart_state_is_the_fold_of_the_appended_events(store):
     assert (row.version, row.value, row.item_count, row.status) == (4, 4250, 4, "checkout")
 
 
-def test_cart_state_is_written_in_the_same_transaction_as_the_events(store, monkeypatch):
+def test_cart_state_is_written_in_the_same_transaction_as_the_events(store):
     # given a cart with one event
     append(store, new_event("cart.item_added", data=item(quantity=1, unit_price=1000)))
     assert state(store) == (1, 1000, 1, "active")
 
-    # when the event insert fails after the cart state was updated
-    def insert_fails(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(CartEvent.objects, "bulk_create", insert_fails)
-    with pytest.raises(RuntimeError, match="disk full"):
+    # when the database refuses the event insert, after the cart state was updated
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'disk full'; END $$;
+            CREATE TRIGGER test_disk_full BEFORE INSERT ON carts_cartevent
+                FOR EACH ROW EXECUTE FUNCTION test_disk_full();
+            """
+        )
+    with pytest.raises(DatabaseError, match="disk full"):
         append(store, new_event("cart.item_added", data=item("B", quantity=5, unit_price=100)))
-    monkeypatch.undo()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER test_disk_full ON carts_cartevent")
 
     # then the cart state update was rolled back with it
     assert state(store) == (1, 1000, 1, "active")
