@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Field
@@ -244,18 +245,18 @@ _INSERT_MISSING_CARTS = """
         store_id, token, version, status, currency, items, value, item_count, shopper_id, email,
         phone, consent, timezone, locale, order_id, refunded)
     SELECT %s, t, 0, 'active', '', '[]', 0, 0, '', '', '', '{}', '', '', '', 0
-    FROM unnest(%s::text[]) AS t
+    FROM unnest(%b::text[]) AS t
     ON CONFLICT (store_id, token) DO NOTHING
 """
 _LOCK_CARTS = f"""
     SELECT {", ".join(_STATE_COLUMNS)} FROM carts_cartstate
-    WHERE store_id = %s AND token = ANY(%s::text[])
+    WHERE store_id = %s AND token = ANY(%b::text[])
     ORDER BY token
     FOR UPDATE
 """
 _EXISTING_EVENTS = """
     SELECT event_id, cart, version, position, body_hash FROM carts_cartevent
-    WHERE store_id = %s AND event_id = ANY(%s::uuid[])
+    WHERE store_id = %s AND event_id = ANY(%b::uuid[])
 """
 _UPDATE_CART = (
     "UPDATE carts_cartstate SET "
@@ -268,8 +269,8 @@ _INSERT_EVENTS = """
         body_hash)
     SELECT %s, e.event_id, e.cart, e.version, e.type, e.schema_version, e.data::jsonb,
            e.shopper::jsonb, e.occurred_at, e.body_hash
-    FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::text[], %s::int[], %s::text[],
-                %s::text[], %s::timestamptz[], %s::text[])
+    FROM unnest(%b::uuid[], %b::text[], %b::int[], %b::text[], %b::int[], %b::text[],
+                %b::text[], %b::timestamptz[], %b::text[])
          AS e(event_id, cart, version, type, schema_version, data, shopper, occurred_at, body_hash)
     RETURNING event_id, position
 """
@@ -349,7 +350,7 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
     tokens = sorted({e.cart for e in events})
     connection.ensure_connection()
     raw = connection.connection
-    with raw.cursor() as carts_cursor, raw.cursor() as seen_cursor:
+    with psycopg.Cursor(raw) as carts_cursor, psycopg.Cursor(raw) as seen_cursor:
         # Round trip 1: create missing carts, lock every cart this request touches in token
         # order (so batches cannot deadlock), then read the ids already in the log (after the
         # cart locks, so a racing twin for the same cart has committed).
@@ -412,7 +413,7 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
             [e.occurred_at for e in picked],
             [hashes[i] for i, _ in new],
         )
-        with raw.cursor() as cursor, raw.cursor() as insert_cursor:
+        with psycopg.Cursor(raw) as cursor, psycopg.Cursor(raw) as insert_cursor:
             # Round trip 2: write the cart states, then take the log's append lock and insert.
             # Positions are taken under that lock, held to commit, so they become visible in
             # order (docs/adr/0001).
