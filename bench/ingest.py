@@ -46,6 +46,8 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from config.devrun import WEB_WORKERS  # noqa: E402 - needs the project on sys.path
+
 SCRATCH_TABLE = "bench_scratch"
 EVENTS_PATH = "/api/v1/events"
 SINGLE_TARGET = 0.5
@@ -517,7 +519,10 @@ def scratch_table(url: str) -> Iterator[None]:
 def server_env(*, debug: bool) -> dict[str, str]:
     from django.conf import settings
 
+    from config.devrun import WEB_ENV
+
     env = dict(os.environ)
+    env.update(WEB_ENV)  # the web server's settings in `make run` (connection pool)
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.local",
         # The URLs of the servers this process already holds a lease on: the server processes
@@ -679,7 +684,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer events and rounds (~30 s)")
     # 2 by measurement on 2 cores: single events +25-35% over 1 worker, batches no worse
     # (docs/benchmarks.md). Under ASGI a worker runs Django on one core at a time.
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers (default 2)")
+    parser.add_argument(
+        "--workers", type=int, default=WEB_WORKERS, help="uvicorn workers (default: as make run)"
+    )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2)")
     parser.add_argument("--events", type=int, help="single events per round (default 3000)")
     parser.add_argument("--batches", type=int, help="batches per round and mode (default 20)")

@@ -35,6 +35,13 @@ _COLOURS = ("36", "33", "32", "35", "34", "31")
 class Program:
     name: str
     argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+# The web server's settings, chosen by measurement (docs/benchmarks.md): two uvicorn workers on
+# two cores, each with a small connection pool. bench/ingest.py runs the server the same way.
+WEB_WORKERS = 2
+WEB_ENV = (("DB_POOL_SIZE", "8"),)
 
 
 def programs(*, port: int) -> list[Program]:
@@ -47,7 +54,9 @@ def programs(*, port: int) -> list[Program]:
                 python, "-m", "uvicorn", "config.asgi:application",
                 "--host", "127.0.0.1", "--port", str(port),
                 "--lifespan", "off", "--timeout-graceful-shutdown", "5",
+                "--workers", str(WEB_WORKERS),
             ),
+            WEB_ENV,
         ),
         Program(
             "worker",
@@ -88,7 +97,7 @@ class Child:
         self.process = subprocess.Popen(
             program.argv,
             cwd=env.BASE_DIR,
-            env=env.child_environment(PYTHONUNBUFFERED="1"),
+            env=env.child_environment(PYTHONUNBUFFERED="1", **dict(program.env)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -64,6 +64,16 @@ DATABASES = {"default": env.database_config(SERVICES.database_url)}
 # connection is never reused and stays open until the garbage collector finds it (a server at
 # ~100 requests/s held up to ~80 and ran out of max_connections; see docs/benchmarks.md).
 DATABASES["default"]["CONN_MAX_AGE"] = env.get_int("DB_CONN_MAX_AGE", 0)
+# A psycopg connection pool per process (the web server: under ASGI each request runs in a new
+# thread, and opening a connection per request cost more than the request's own queries).
+DB_POOL_SIZE = env.get_int("DB_POOL_SIZE", 0)
+if DB_POOL_SIZE:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_SIZE,
+        "timeout": 10,
+    }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
