@@ -11,7 +11,7 @@ from carts.models import CartEvent, CartState, Store
 
 def index(request: HttpRequest) -> HttpResponse:
     demo = Store.objects.filter(name=services.DEMO_STORE_NAME).order_by("pk").first()
-    context = {"demo_store": demo}
+    context: dict[str, object] = {"demo_store": demo}
     if demo is not None:
         context["demo_events"] = CartEvent.objects.filter(store=demo).count()
         context["demo_carts"] = CartState.objects.filter(store=demo, version__gt=0).count()
