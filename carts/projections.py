@@ -105,7 +105,8 @@ def _quantity_of(lines: tuple[Line, ...], sku: str) -> int:
     return next((line.quantity for line in lines if line.sku == sku), 0)
 
 
-def _apply_data(cart: Cart, event_type: str, data: Mapping[str, Any]) -> Cart:
+def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields an event of this type changes (a dict, so ``apply`` replaces only once)."""
     if event_type == "cart.item_added":
         currency = _check_currency(cart, data["currency"])
         sku = str(data["sku"])
@@ -134,41 +135,39 @@ def _apply_data(cart: Cart, event_type: str, data: Mapping[str, Any]) -> Cart:
                     image_url=str(data.get("image_url", "")),
                 ),
             )
-        return replace(cart, currency=currency, lines=lines)
+        return {"currency": currency, "lines": lines}
     if event_type == "cart.item_removed":
         sku = str(data["sku"])
         remaining = _quantity_of(cart.lines, sku) - int(data.get("quantity") or 10**9)
-        return replace(cart, lines=_set_quantity(cart.lines, sku, remaining))
+        return {"lines": _set_quantity(cart.lines, sku, remaining)}
     if event_type == "cart.item_quantity_changed":
         sku = str(data["sku"])
         if not _quantity_of(cart.lines, sku) and int(data["quantity"]) > 0:
             raise Rejected("sku", f"{sku!r} is not in this cart; add it with cart.item_added.")
-        return replace(cart, lines=_set_quantity(cart.lines, sku, int(data["quantity"])))
+        return {"lines": _set_quantity(cart.lines, sku, int(data["quantity"]))}
     if event_type == "checkout.started":
         status = cart.status if cart.status == CONVERTED else CHECKOUT
-        return replace(cart, status=status)
+        return {"status": status}
     if event_type == "checkout.contact_captured":
         consent = dict(cart.consent)
         consent.update({k: bool(v) for k, v in dict(data.get("consent") or {}).items()})
-        return replace(
-            cart,
-            email=str(data["email"]),
-            phone=str(data.get("phone", cart.phone)),
-            consent=consent,
-            timezone=str(data.get("timezone", cart.timezone)),
-            locale=str(data.get("locale", cart.locale)),
-        )
+        return {
+            "email": str(data["email"]),
+            "phone": str(data.get("phone", cart.phone)),
+            "consent": consent,
+            "timezone": str(data.get("timezone", cart.timezone)),
+            "locale": str(data.get("locale", cart.locale)),
+        }
     if event_type == "checkout.shipping_quoted":
-        return replace(cart, currency=_check_currency(cart, data.get("currency")))
+        return {"currency": _check_currency(cart, data.get("currency"))}
     if event_type == "order.placed":
         currency = _check_currency(cart, data["currency"])
-        return replace(
-            cart,
-            status=CONVERTED,
-            currency=currency,
-            order_id=str(data["order_id"]),
-            order_total=int(data["total"]),
-        )
+        return {
+            "status": CONVERTED,
+            "currency": currency,
+            "order_id": str(data["order_id"]),
+            "order_total": int(data["total"]),
+        }
     if event_type == "order.refunded":
         if not cart.order_id:
             raise Rejected("order_id", "This cart has no order to refund.")
@@ -176,37 +175,32 @@ def _apply_data(cart: Cart, event_type: str, data: Mapping[str, Any]) -> Cart:
         total = cart.order_total or 0
         if cart.refunded + int(data["amount"]) > total:
             raise Rejected("amount", f"Refunds would exceed the order total of {total}.")
-        return replace(cart, refunded=cart.refunded + int(data["amount"]))
-    return cart  # page views, coupons, exit intents, system events: activity only
+        return {"refunded": cart.refunded + int(data["amount"])}
+    return {}  # page views, coupons, exit intents, system events: activity only
 
 
 def apply(cart: Cart, event: FoldEvent) -> Cart:
     """The state after ``event``; its version is one more than before."""
-    state = _apply_data(cart, event.type, event.data)
-    shopper = event.shopper or {}
-    is_activity = event.type.startswith(_SHOPPER_ACTIVITY_PREFIXES)
+    changes = _changes(cart, event.type, event.data)
+    occurred = event.occurred_at
+    changes["version"] = cart.version + 1
+    if cart.started_at is None:
+        changes["started_at"] = occurred
     last = cart.last_activity_at
-    if is_activity and (last is None or event.occurred_at > last):
-        last = event.occurred_at
-    started = event.occurred_at if cart.started_at is None else cart.started_at
-    checkout_at = cart.checkout_started_at
-    if event.type == "checkout.started" and checkout_at is None:
-        checkout_at = event.occurred_at
-    converted_at = cart.converted_at
-    if event.type == "order.placed" and converted_at is None:
-        converted_at = event.occurred_at
-    return replace(
-        state,
-        version=cart.version + 1,
-        shopper_id=str(shopper.get("id") or state.shopper_id),
-        email=str(state.email or shopper.get("email") or ""),
-        timezone=str(state.timezone or shopper.get("timezone") or ""),
-        locale=str(state.locale or shopper.get("locale") or ""),
-        started_at=started,
-        last_activity_at=last,
-        checkout_started_at=checkout_at,
-        converted_at=converted_at,
-    )
+    if event.type.startswith(_SHOPPER_ACTIVITY_PREFIXES) and (last is None or occurred > last):
+        changes["last_activity_at"] = occurred
+    if event.type == "checkout.started" and cart.checkout_started_at is None:
+        changes["checkout_started_at"] = occurred
+    if event.type == "order.placed" and cart.converted_at is None:
+        changes["converted_at"] = occurred
+    shopper = event.shopper
+    if shopper:
+        if shopper.get("id"):
+            changes["shopper_id"] = str(shopper["id"])
+        for name in ("email", "timezone", "locale"):
+            if shopper.get(name) and not changes.get(name, getattr(cart, name)):
+                changes[name] = str(shopper[name])
+    return replace(cart, **changes)
 
 
 def fold(events: Iterable[FoldEvent], cart: Cart | None = None) -> Cart:
