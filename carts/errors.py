@@ -39,3 +39,10 @@ class EventRejected(CartsError):
 
 class StoreNotFound(CartsError):
     code = "store_not_found"
+
+
+class EventInvalid(CartsError):
+    """An event's payload or schema version does not fit its type. ``detail`` holds field errors
+    keyed like the event object: ``{"data": {"quantity": ["..."]}}``."""
+
+    code = "event_invalid"

@@ -7,157 +7,146 @@ stored with the schema version they were posted in and upcast on read, never rew
 from __future__ import annotations
 
 import re
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from decimal import Decimal
+from functools import cache
+from typing import Annotated, Any, Literal, NotRequired, get_args
 
-from rest_framework import serializers
+from pydantic import Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
 
-from carts import money
+from carts import money, validation
+from carts.errors import EventInvalid
+from carts.validation import (
+    NOT_BOOL,
+    STRICT,
+    Currency,
+    Email,
+    Locale,
+    Money,
+    Phone,
+    Quantity,
+    Timezone,
+    Url,
+    field_errors,
+    text,
+)
 
 Payload = dict[str, Any]
 
 SYSTEM_NAMESPACES = ("recovery.", "campaign.")
-CART_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
-MAX_MONEY = 10**12
+CART_TOKEN_RE = re.compile(validation.CART_TOKEN_PATTERN)
+MAX_MONEY = validation.MAX_MONEY
+
+# Payload schemas. TypedDicts, so a valid payload comes out as a plain dict holding the fields that
+# were sent, in schema order, cleaned (text stripped, numbers as numbers).
 
 
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields the schema does not know, so a typo is an error rather than lost data."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            unknown = set(data) - set(self.fields)
-            if unknown:
-                raise serializers.ValidationError({k: ["Unknown field."] for k in sorted(unknown)})
-        return super().to_internal_value(data)
-
-
-class CurrencyField(serializers.CharField):
-    default_error_messages = {"currency": "'{value}' is not an ISO 4217 currency code."}
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("min_length", 3)
-        kwargs.setdefault("max_length", 3)
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data)
-        if not money.is_currency(value):
-            self.fail("currency", value=value)
-        return str(value)
+@with_config(STRICT)
+class ItemAddedV2(TypedDict):
+    sku: Annotated[str, text(128)]
+    name: Annotated[str, text(512)]
+    quantity: Quantity
+    unit_price: Money
+    currency: Currency
+    category: NotRequired[Annotated[str, text(256, blank=True)]]
+    url: NotRequired[Url]
+    image_url: NotRequired[Url]
 
 
-def MoneyField(**kwargs: Any) -> serializers.IntegerField:
-    """An amount in integer minor units (cents): 1299 means 12.99."""
-    return serializers.IntegerField(min_value=0, max_value=MAX_MONEY, **kwargs)
-
-
-def TimezoneField(**kwargs: Any) -> serializers.CharField:
-    def _check(value: str) -> None:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise serializers.ValidationError(f"'{value}' is not an IANA time zone.") from exc
-
-    return serializers.CharField(max_length=64, validators=[_check], **kwargs)
-
-
-LocaleField = lambda **kw: serializers.RegexField(  # noqa: E731
-    r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", max_length=35, **kw
-)
-
-
-class ItemAddedV2(StrictSerializer):
-    sku = serializers.CharField(max_length=128)
-    name = serializers.CharField(max_length=512)
-    quantity = serializers.IntegerField(min_value=1, max_value=100_000)
-    unit_price = MoneyField()
-    currency = CurrencyField()
-    category = serializers.CharField(max_length=256, required=False, allow_blank=True)
-    url = serializers.URLField(max_length=2048, required=False)
-    image_url = serializers.URLField(max_length=2048, required=False)
-
-
-class ItemAddedV1(StrictSerializer):
+@with_config(STRICT)
+class ItemAddedV1(TypedDict):
     """v1: ``price`` as a decimal in major units (superseded by v2's integer ``unit_price``)."""
 
-    sku = serializers.CharField(max_length=128)
-    name = serializers.CharField(max_length=512)
-    quantity = serializers.IntegerField(min_value=1, max_value=100_000)
-    price = serializers.DecimalField(max_digits=16, decimal_places=4, min_value=0)
-    currency = CurrencyField()
-    category = serializers.CharField(max_length=256, required=False, allow_blank=True)
-    url = serializers.URLField(max_length=2048, required=False)
-    image_url = serializers.URLField(max_length=2048, required=False)
+    sku: Annotated[str, text(128)]
+    name: Annotated[str, text(512)]
+    quantity: Quantity
+    price: Annotated[Decimal, Field(max_digits=16, decimal_places=4, ge=0, allow_inf_nan=False)]
+    currency: Currency
+    category: NotRequired[Annotated[str, text(256, blank=True)]]
+    url: NotRequired[Url]
+    image_url: NotRequired[Url]
 
 
-class ItemRemoved(StrictSerializer):
-    sku = serializers.CharField(max_length=128)
-    quantity = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
+@with_config(STRICT)
+class ItemRemoved(TypedDict):
+    sku: Annotated[str, text(128)]
+    quantity: NotRequired[Quantity]
 
 
-class ItemQuantityChanged(StrictSerializer):
-    sku = serializers.CharField(max_length=128)
-    quantity = serializers.IntegerField(min_value=0, max_value=100_000)
+@with_config(STRICT)
+class ItemQuantityChanged(TypedDict):
+    sku: Annotated[str, text(128)]
+    quantity: Annotated[int, Field(ge=0, le=100_000), NOT_BOOL]
 
 
-PAGE_TYPES = ("home", "category", "product", "search", "cart", "checkout", "account", "other")
+PageType = Literal["home", "category", "product", "search", "cart", "checkout", "account", "other"]
+PAGE_TYPES = get_args(PageType)
 
 
-class PageViewed(StrictSerializer):
-    url = serializers.CharField(max_length=2048)
-    page_type = serializers.ChoiceField(choices=PAGE_TYPES)
-    sku = serializers.CharField(max_length=128, required=False)
-    dwell_ms = serializers.IntegerField(min_value=0, required=False)
+@with_config(STRICT)
+class PageViewed(TypedDict):
+    url: Annotated[str, text(2048)]
+    page_type: PageType
+    sku: NotRequired[Annotated[str, text(128)]]
+    dwell_ms: NotRequired[Annotated[int, Field(ge=0), NOT_BOOL]]
 
 
-class CheckoutStarted(StrictSerializer):
+@with_config(STRICT)
+class CheckoutStarted(TypedDict):
     pass
 
 
-class Consent(StrictSerializer):
-    email = serializers.BooleanField(required=False)
-    sms = serializers.BooleanField(required=False)
+@with_config(STRICT)
+class Consent(TypedDict):
+    email: NotRequired[bool]
+    sms: NotRequired[bool]
 
 
-class ContactCaptured(StrictSerializer):
-    email = serializers.EmailField(max_length=254)
-    phone = serializers.RegexField(r"^\+?[0-9 ()\-]{4,32}$", required=False)
-    consent = Consent(required=False)
-    timezone = TimezoneField(required=False)
-    locale = LocaleField(required=False)
+@with_config(STRICT)
+class ContactCaptured(TypedDict):
+    email: Email
+    phone: NotRequired[Phone]
+    consent: NotRequired[Consent]
+    timezone: NotRequired[Timezone]
+    locale: NotRequired[Locale]
 
 
-class ShippingQuoted(StrictSerializer):
-    amount = MoneyField()
-    currency = CurrencyField(required=False)
+@with_config(STRICT)
+class ShippingQuoted(TypedDict):
+    amount: Money
+    currency: NotRequired[Currency]
 
 
-class CouponRejected(StrictSerializer):
-    code = serializers.CharField(max_length=64)
-    reason = serializers.CharField(max_length=256, required=False)
+@with_config(STRICT)
+class CouponRejected(TypedDict):
+    code: Annotated[str, text(64)]
+    reason: NotRequired[Annotated[str, text(256)]]
 
 
-EXIT_TRIGGERS = ("mouse_leave", "tab_hidden", "back_button", "scroll_up", "idle")
+ExitTrigger = Literal["mouse_leave", "tab_hidden", "back_button", "scroll_up", "idle"]
+EXIT_TRIGGERS = get_args(ExitTrigger)
 
 
-class ExitIntent(StrictSerializer):
-    trigger = serializers.ChoiceField(choices=EXIT_TRIGGERS)
+@with_config(STRICT)
+class ExitIntent(TypedDict):
+    trigger: ExitTrigger
 
 
-class OrderPlaced(StrictSerializer):
-    order_id = serializers.CharField(max_length=128)
-    total = MoneyField()
-    currency = CurrencyField()
-    coupon = serializers.CharField(max_length=64, required=False)
+@with_config(STRICT)
+class OrderPlaced(TypedDict):
+    order_id: Annotated[str, text(128)]
+    total: Money
+    currency: Currency
+    coupon: NotRequired[Annotated[str, text(64)]]
 
 
-class OrderRefunded(StrictSerializer):
-    order_id = serializers.CharField(max_length=128)
-    amount = MoneyField()
-    currency = CurrencyField(required=False)
+@with_config(STRICT)
+class OrderRefunded(TypedDict):
+    order_id: Annotated[str, text(128)]
+    amount: Money
+    currency: NotRequired[Currency]
 
 
 def _item_added_v1_to_v2(data: Payload) -> Payload:
@@ -171,11 +160,12 @@ def _item_added_v1_to_v2(data: Payload) -> Payload:
 class EventType:
     name: str
     version: int
-    schema: type[serializers.Serializer] | None
+    # A TypedDict configured with validation.STRICT (None: the payload is not checked).
+    schema: type | None
     upcasters: Mapping[int, Callable[[Payload], Payload]] = field(default_factory=dict)
     client_may_post: bool = True
     # Schemas of older versions, so an old payload's errors name its own fields.
-    old_schemas: Mapping[int, type[serializers.Serializer]] = field(default_factory=dict)
+    old_schemas: Mapping[int, type] = field(default_factory=dict)
 
 
 def _types(*types: EventType) -> dict[str, EventType]:
@@ -219,51 +209,53 @@ def upcast(type_name: str, schema_version: int, data: Payload) -> Payload:
 
 
 def validate(type_name: str, schema_version: int | None, data: Any) -> tuple[int, Payload]:
-    """Validate a client payload; return (schema version to store, payload as posted, cleaned).
+    """Validate a client payload; return (schema version to store, payload to store).
 
-    Raises ``serializers.ValidationError`` with field-level detail (keys relative to ``data``).
+    The payload to store is the cleaned one at the current version, and the one as posted at an
+    older version (upcast on every read). Raises ``EventInvalid`` whose ``detail`` holds field
+    errors keyed like the event object: ``{"data": {"quantity": ["..."]}}`` or
+    ``{"schema_version": ["..."]}``.
     """
     event_type = REGISTRY[type_name]
     version = event_type.version if schema_version is None else schema_version
     if version < 1 or version > event_type.version:
-        raise serializers.ValidationError(
-            {"schema_version": [f"{type_name} has schema versions 1 to {event_type.version}."]}
+        raise EventInvalid(
+            f"Invalid {type_name} event.",
+            schema_version=[f"{type_name} has schema versions 1 to {event_type.version}."],
         )
     if version < event_type.version and version not in event_type.upcasters:
-        raise serializers.ValidationError(
-            {"schema_version": [f"{type_name} version {version} is no longer accepted."]}
+        raise EventInvalid(
+            f"Invalid {type_name} event.",
+            schema_version=[f"{type_name} version {version} is no longer accepted."],
         )
     if not isinstance(data, Mapping):
-        raise serializers.ValidationError({"data": ["Expected a JSON object."]})
+        raise EventInvalid(f"Invalid {type_name} event.", data=["Expected a JSON object."])
+    if version == event_type.version:
+        if event_type.schema is None:
+            return version, dict(data)
+        return version, _checked(type_name, event_type.schema, data)
     old_schema = event_type.old_schemas.get(version)
     if old_schema is not None:
-        old = old_schema(data=data)
-        if not old.is_valid():
-            raise serializers.ValidationError({"data": old.errors})
-    if version < event_type.version:
-        try:
-            current = upcast(type_name, version, dict(data))
-        except (KeyError, ValueError, ArithmeticError) as exc:
-            raise serializers.ValidationError(
-                {"data": [f"Cannot read {type_name} v{version}: {exc}"]}
-            ) from exc
-    else:
-        current = dict(data)
-    if event_type.schema is None:
-        return version, current
-    serializer = event_type.schema(data=current)
-    if not serializer.is_valid():
-        raise serializers.ValidationError({"data": serializer.errors})
-    cleaned = dict(serializer.validated_data)
-    if version < event_type.version:
-        return version, dict(data)  # stored as posted; upcast again on every read
-    return version, _plain(cleaned)
+        _checked(type_name, old_schema, data)
+    try:
+        current = upcast(type_name, version, dict(data))
+    except (KeyError, ValueError, ArithmeticError) as exc:
+        raise EventInvalid(
+            f"Invalid {type_name} event.", data=[f"Cannot read {type_name} v{version}: {exc}"]
+        ) from exc
+    if event_type.schema is not None:
+        _checked(type_name, event_type.schema, current)
+    return version, dict(data)  # stored as posted; upcast again on every read
 
 
-def _plain(value: Any) -> Any:
-    """Validated data with OrderedDicts turned into plain JSON-able dicts."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+@cache
+def _adapter(schema: type) -> TypeAdapter[Any]:
+    return TypeAdapter(schema)
+
+
+def _checked(type_name: str, schema: type, data: Mapping[str, Any]) -> Payload:
+    try:
+        payload: Payload = _adapter(schema).validate_python(data)
+    except ValidationError as exc:
+        raise EventInvalid(f"Invalid {type_name} event.", data=field_errors(exc)) from None
+    return payload

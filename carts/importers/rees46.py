@@ -40,9 +40,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
-from rest_framework import serializers
-
 from carts import event_types, money
+from carts.errors import EventInvalid
 from carts.importers.types import Mapped, Skipped
 from carts.services import NewEvent
 
@@ -227,7 +226,7 @@ def _product_name(product_id: str, category_code: str, brand: str) -> str:
 def _validated(type_name: str, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     try:
         return event_types.validate(type_name, None, data)
-    except serializers.ValidationError as exc:
+    except EventInvalid as exc:
         raise _Skip(f"invalid {type_name}", str(exc.detail)[:200]) from None
 
 

@@ -29,20 +29,21 @@ UNKNOWN_TYPE = f"Unknown event type 'cart.exploded'. Known: {', '.join(event_typ
 INVALID = {
     "wrong type in the payload": (
         event("cart.item_added", data=item(quantity="two")),
-        {"data": {"quantity": ["A valid integer is required."]}},
+        {
+            "data": {
+                "quantity": [
+                    "Input should be a valid integer, unable to parse string as an integer."
+                ]
+            }
+        },
     ),
     "wrong type of a top-level field": (
         event("cart.item_added", data=item(), occurred_at=12),
-        {
-            "occurred_at": [
-                "Datetime has wrong format. Use one of these formats instead: "
-                "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z]."
-            ]
-        },
+        {"occurred_at": ["Expected an ISO 8601 date and time, such as 2026-11-01T12:00:00Z."]},
     ),
     "id that is not a uuid": (
         event("checkout.started", id="not-a-uuid"),
-        {"id": ["Must be a valid UUID."]},
+        {"id": ["Input should be a valid UUID, invalid character: found `n` at 0."]},
     ),
     "payload that is not an object": (
         event("cart.item_added", data=["SKU-1"]),
@@ -55,11 +56,11 @@ INVALID = {
     ),
     "negative quantity": (
         event("cart.item_added", data=item(quantity=-1)),
-        {"data": {"quantity": ["Ensure this value is greater than or equal to 1."]}},
+        {"data": {"quantity": ["Input should be greater than or equal to 1."]}},
     ),
     "negative price": (
         event("cart.item_added", data=item(unit_price=-5)),
-        {"data": {"unit_price": ["Ensure this value is greater than or equal to 0."]}},
+        {"data": {"unit_price": ["Input should be greater than or equal to 0."]}},
     ),
     "unknown currency": (
         event("cart.item_added", data=item(currency="EUX")),
@@ -75,7 +76,7 @@ INVALID = {
     ),
     "missing payload field": (
         event("cart.item_added", data={"sku": "A", "quantity": 1, "currency": "EUR"}),
-        {"data": {"name": ["This field is required."], "unit_price": ["This field is required."]}},
+        {"data": {"name": ["Field required."], "unit_price": ["Field required."]}},
     ),
     "invalid cart token": (
         event("checkout.started", cart="has spaces"),
@@ -84,6 +85,44 @@ INVALID = {
                 "1-128 characters: letters, digits and _ . : - (starting with a letter or digit)."
             ]
         },
+    ),
+    "system event type of campaigns": (
+        event("campaign.step_sent"),
+        {"type": ["'campaign.step_sent' is emitted by the system and cannot be posted."]},
+    ),
+    "id that is a number": (
+        event("checkout.started") | {"id": 5},
+        {"id": ["Expected a UUID string."]},
+    ),
+    "time that is not a date": (
+        event("checkout.started", occurred_at="2026-13-01T00:00:00Z"),
+        {"occurred_at": ["Expected an ISO 8601 date and time, such as 2026-11-01T12:00:00Z."]},
+    ),
+    "boolean schema version": (
+        event("cart.item_added", data=item(), schema_version=True),
+        {"schema_version": ["Input should be a valid integer."]},
+    ),
+    "optional field sent as null": (
+        event("checkout.started", expected_version=None),
+        {"expected_version": ["This field may not be null."]},
+    ),
+    "payload sent as null": (
+        event("checkout.started") | {"data": None},
+        {"data": ["Expected a JSON object."]},
+    ),
+    "invalid shopper": (
+        event("checkout.started", shopper={"timezone": "Mars/Base", "locale": "x", "age": 3}),
+        {
+            "shopper": {
+                "timezone": ["'Mars/Base' is not an IANA time zone."],
+                "locale": ["Expected a locale such as 'en' or 'pt-BR'."],
+                "age": ["Unknown field."],
+            }
+        },
+    ),
+    "shopper that is not an object": (
+        event("checkout.started", shopper="s-1"),
+        {"shopper": {"non_field_errors": ["Expected a JSON object."]}},
     ),
     "schema version from the future": (
         event("cart.item_added", data=item(), schema_version=3),
@@ -120,9 +159,7 @@ def test_body_that_is_neither_an_event_nor_a_batch_is_refused(api, store):
 
     # then it is a 400 and nothing is stored
     assert response.status_code == 400
-    assert response.json() == {
-        "non_field_errors": ["Invalid data. Expected a dictionary, but got list."]
-    }
+    assert response.json() == {"non_field_errors": ["Expected a JSON object."]}
     assert stored(store) == 0
 
 
@@ -137,8 +174,30 @@ def test_one_invalid_event_in_a_batch_stores_nothing(post_events, store):
     # then the error is reported at its index, and none of the batch is stored
     assert response.status_code == 400
     assert response.json() == {
+        "events": {"1": {"data": {"quantity": ["Input should be greater than or equal to 1."]}}}
+    }
+    assert stored(store) == 0
+
+
+def test_a_batch_reports_every_invalid_event_envelope_and_payload_alike(post_events, store):
+    # when a batch has an event with a bad envelope and, later, one with a bad payload
+    response = post_events(
+        event("cart.item_added", data=item("A"), cart="no spaces please"),
+        event("checkout.started"),
+        event("cart.item_added", data=item("B", unit_price=-1)),
+    )
+
+    # then both are reported at their index, and nothing is stored
+    assert response.status_code == 400
+    assert response.json() == {
         "events": {
-            "1": {"data": {"quantity": ["Ensure this value is greater than or equal to 1."]}}
+            "0": {
+                "cart": [
+                    "1-128 characters: letters, digits and _ . : - (starting with a letter or "
+                    "digit)."
+                ]
+            },
+            "2": {"data": {"unit_price": ["Input should be greater than or equal to 0."]}},
         }
     }
     assert stored(store) == 0
@@ -159,7 +218,7 @@ def test_batch_of_more_than_1000_events_is_refused(post_events, store):
     # then it is a 400 and nothing is stored
     assert response.status_code == 400
     assert response.json() == {
-        "events": {"non_field_errors": ["Ensure this field has no more than 1000 elements."]}
+        "events": {"non_field_errors": ["List should have at most 1000 items, not 1001."]}
     }
     assert stored(store) == 0
 
@@ -168,7 +227,9 @@ def test_empty_batch_is_refused(post_events, store):
     response = post_events(batch=True)
 
     assert response.status_code == 400
-    assert response.json() == {"events": {"non_field_errors": ["This list may not be empty."]}}
+    assert response.json() == {
+        "events": {"non_field_errors": ["List should have at least 1 item, not 0."]}
+    }
     assert stored(store) == 0
 
 

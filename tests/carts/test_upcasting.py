@@ -152,8 +152,20 @@ def test_v1_and_v2_events_of_one_cart_fold_together(post_events, api, store, v1_
     ]
 
 
-@pytest.mark.parametrize("price", ["12.9.9", "twelve", "NaN", "Infinity", "1e400"])
-def test_v1_event_with_an_unreadable_price_is_refused(post_events, store, price):
+@pytest.mark.parametrize(
+    ("price", "error"),
+    [
+        ("12.9.9", "Input should be a valid decimal."),
+        ("twelve", "Input should be a valid decimal."),
+        ("NaN", "Input should be a finite number."),
+        ("Infinity", "Input should be a finite number."),
+        ("1e400", "Decimal input should have no more than 16 digits in total."),
+        ("1.23456", "Decimal input should have no more than 4 decimal places."),
+        ("-1", "Input should be greater than or equal to 0."),
+        (True, "Decimal input should be an integer, float, string or Decimal object."),
+    ],
+)
+def test_v1_event_with_an_unreadable_price_is_refused(post_events, store, price, error):
     # given a v1 event whose price is not a decimal
     body = event(
         "cart.item_added",
@@ -166,11 +178,7 @@ def test_v1_event_with_an_unreadable_price_is_refused(post_events, store, price)
 
     # then it is a 400 on the payload, and nothing is stored
     assert response.status_code == 400
-    [message] = response.json()["data"]["price"]
-    assert message in {
-        "A valid number is required.",
-        "Ensure that there are no more than 16 digits in total.",
-    }
+    assert response.json() == {"data": {"price": [error]}}
     assert CartEvent.objects.filter(store=store).count() == 0
 
 
@@ -184,5 +192,5 @@ def test_v1_event_without_a_price_is_refused(post_events, store):
     response = post_events(body)
 
     assert response.status_code == 400
-    assert response.json() == {"data": {"price": ["This field is required."]}}
+    assert response.json() == {"data": {"price": ["Field required."]}}
     assert CartEvent.objects.filter(store=store).count() == 0
