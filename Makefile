@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck bench clean stop-embedded
+.PHONY: run test install lint typecheck bench bench-validation clean stop-embedded
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py
+
+bench-validation: $(STAMP)
+	$(PY) bench/validation.py
 
 stop-embedded: $(STAMP)
 	$(PY) -m config.embedded stop
