@@ -232,7 +232,18 @@ class EventsApi(APIView):
         events = events_in(request.data)
         results = services.events_append(store_id=request.auth.pk, events=events)
         code = status.HTTP_200_OK if all(r.duplicate for r in results) else status.HTTP_201_CREATED
-        return Response({"events": AppendedOut(results, many=True).data}, status=code)
+        # Plain dicts in AppendedOut's shape: a serializer per result cost ~30 µs an event.
+        body = [
+            {
+                "id": str(r.event_id),
+                "cart": r.cart,
+                "version": r.version,
+                "position": r.position,
+                "duplicate": r.duplicate,
+            }
+            for r in results
+        ]
+        return Response({"events": body}, status=code)
 
 
 class CartOut(serializers.ModelSerializer):
