@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import psycopg
 from django.db import connection, transaction
 
 from carts import selectors
@@ -162,9 +163,10 @@ def cart_state_rebuild(*, batch_size: int = 500) -> int:
                     states[event.cart] = projections.apply(
                         states[event.cart], services.fold_event(event)
                     )
-                services.cart_states_write(
-                    [services.cart_to_row(states[t], rows[t]) for t in tokens if t in rows]
-                )
+                with psycopg.Cursor(connection.connection) as cursor:
+                    services.cart_states_update(
+                        cursor, {rows[t].pk: states[t] for t in tokens if t in rows}
+                    )
                 rebuilt += len(rows)
     return rebuilt
 

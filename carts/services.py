@@ -6,16 +6,14 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Field
-from psycopg.types.json import Jsonb
 
 from carts import event_types, keys, projections
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
@@ -144,25 +142,8 @@ class Appended:
 
 
 def cart_from_row(row: CartState) -> projections.Cart:
-    return projections.Cart(
-        version=row.version,
-        status=row.status,
-        currency=row.currency,
-        lines=tuple(projections.Line(**line) for line in row.items),
-        shopper_id=row.shopper_id,
-        email=row.email,
-        phone=row.phone,
-        consent=dict(row.consent),
-        timezone=row.timezone,
-        locale=row.locale,
-        order_id=row.order_id,
-        order_total=row.order_total,
-        refunded=row.refunded,
-        started_at=row.started_at,
-        last_activity_at=row.last_activity_at,
-        checkout_started_at=row.checkout_started_at,
-        converted_at=row.converted_at,
-    )
+    """The fold's view of a cart-state row."""
+    return _cart_from_values({name: getattr(row, name) for name in CART_STATE_FIELDS})
 
 
 CART_STATE_FIELDS = [
@@ -170,48 +151,6 @@ CART_STATE_FIELDS = [
     "phone", "consent", "timezone", "locale", "order_id", "order_total", "refunded",
     "started_at", "last_activity_at", "checkout_started_at", "converted_at",
 ]  # fmt: skip
-
-
-def cart_to_row(cart: projections.Cart, row: CartState) -> CartState:
-    row.version = cart.version
-    row.status = cart.status
-    row.currency = cart.currency
-    row.items = [line.as_dict() for line in cart.lines]
-    row.value = cart.value
-    row.item_count = cart.item_count
-    row.shopper_id = cart.shopper_id
-    row.email = cart.email
-    row.phone = cart.phone
-    row.consent = dict(cart.consent)
-    row.timezone = cart.timezone
-    row.locale = cart.locale
-    row.order_id = cart.order_id
-    row.order_total = cart.order_total
-    row.refunded = cart.refunded
-    row.started_at = cart.started_at
-    row.last_activity_at = cart.last_activity_at
-    row.checkout_started_at = cart.checkout_started_at
-    row.converted_at = cart.converted_at
-    return row
-
-
-def cart_states_write(rows: Sequence[CartState]) -> None:
-    """Write folded cart states in one pipelined round trip.
-
-    (Django's bulk_update builds a CASE per field per row; on this hot path that cost more than
-    the rest of the append together.)
-    """
-    if not rows:
-        return
-    fields = [cast(Field, CartState._meta.get_field(name)) for name in CART_STATE_FIELDS]
-    assignments = ", ".join(f"{connection.ops.quote_name(str(f.column))} = %s" for f in fields)
-    sql = f"UPDATE {CartState._meta.db_table} SET {assignments} WHERE id = %s"
-    params = [
-        [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]
-        for row in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
 
 
 def fold_event(event: NewEvent | CartEvent) -> projections.FoldEvent:
@@ -268,11 +207,31 @@ _EXISTING_EVENTS = """
     SELECT event_id, cart, version, position, body_hash FROM carts_cartevent
     WHERE store_id = %s AND event_id = ANY(%b::uuid[])
 """
-_UPDATE_CART = (
-    "UPDATE carts_cartstate SET "
-    + ", ".join(f"{name} = %s" for name in CART_STATE_FIELDS)
-    + " WHERE id = %s"
+# (column, array type) in CART_STATE_FIELDS order; jsonb travels as text and is cast back.
+_STATE_ARRAYS = [
+    ("version", "int"), ("status", "text"), ("currency", "text"), ("items", "text"),
+    ("value", "bigint"), ("item_count", "int"), ("shopper_id", "text"), ("email", "text"),
+    ("phone", "text"), ("consent", "text"), ("timezone", "text"), ("locale", "text"),
+    ("order_id", "text"), ("order_total", "bigint"), ("refunded", "bigint"),
+    ("started_at", "timestamptz"), ("last_activity_at", "timestamptz"),
+    ("checkout_started_at", "timestamptz"), ("converted_at", "timestamptz"),
+]  # fmt: skip
+assert [name for name, _ in _STATE_ARRAYS] == CART_STATE_FIELDS
+_JSONB_STATE = {"items", "consent"}
+# Every changed cart in one statement (one row per cart; the arrays run in parallel).
+_UPDATE_CARTS = (
+    "UPDATE carts_cartstate AS c SET "
+    + ", ".join(
+        f"{name} = v.{name}::jsonb" if name in _JSONB_STATE else f"{name} = v.{name}"
+        for name, _ in _STATE_ARRAYS
+    )
+    + " FROM unnest(%b::bigint[], "
+    + ", ".join(f"%b::{kind}[]" for _, kind in _STATE_ARRAYS)
+    + ") AS v(id, "
+    + ", ".join(name for name, _ in _STATE_ARRAYS)
+    + ") WHERE c.id = v.id"
 )
+
 _INSERT_EVENTS = """
     INSERT INTO carts_cartevent (
         store_id, event_id, cart, version, type, schema_version, data, shopper, occurred_at,
@@ -291,8 +250,7 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _cart_from_db(row: tuple[Any, ...]) -> projections.Cart:
-    v = dict(zip(_STATE_COLUMNS, row, strict=True))
+def _cart_from_values(v: Mapping[str, Any]) -> projections.Cart:
     return projections.Cart(
         version=v["version"],
         status=v["status"],
@@ -314,29 +272,36 @@ def _cart_from_db(row: tuple[Any, ...]) -> projections.Cart:
     )
 
 
-def _cart_params(cart: projections.Cart, row_id: int) -> list[Any]:
+def _cart_columns(carts: Sequence[projections.Cart], row_ids: Sequence[int]) -> list[list[Any]]:
+    """Parameters of _UPDATE_CARTS: the row ids, then one array per state column."""
     return [
-        cart.version,
-        cart.status,
-        cart.currency,
-        Jsonb([line.as_dict() for line in cart.lines]),
-        cart.value,
-        cart.item_count,
-        cart.shopper_id,
-        cart.email,
-        cart.phone,
-        Jsonb(dict(cart.consent)),
-        cart.timezone,
-        cart.locale,
-        cart.order_id,
-        cart.order_total,
-        cart.refunded,
-        cart.started_at,
-        cart.last_activity_at,
-        cart.checkout_started_at,
-        cart.converted_at,
-        row_id,
+        list(row_ids),
+        [c.version for c in carts],
+        [c.status for c in carts],
+        [c.currency for c in carts],
+        [json.dumps([line.as_dict() for line in c.lines]) for c in carts],
+        [c.value for c in carts],
+        [c.item_count for c in carts],
+        [c.shopper_id for c in carts],
+        [c.email for c in carts],
+        [c.phone for c in carts],
+        [json.dumps(dict(c.consent)) for c in carts],
+        [c.timezone for c in carts],
+        [c.locale for c in carts],
+        [c.order_id for c in carts],
+        [c.order_total for c in carts],
+        [c.refunded for c in carts],
+        [c.started_at for c in carts],
+        [c.last_activity_at for c in carts],
+        [c.checkout_started_at for c in carts],
+        [c.converted_at for c in carts],
     ]
+
+
+def cart_states_update(cursor: psycopg.Cursor[Any], carts: Mapping[int, projections.Cart]) -> None:
+    """Write folded states over their rows (row id -> state) in one statement."""
+    ids = sorted(carts)
+    cursor.execute(_UPDATE_CARTS, _cart_columns([carts[i] for i in ids], ids))
 
 
 def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], int]:
@@ -373,7 +338,7 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
         states: dict[str, projections.Cart] = {}
         for row in carts_cursor.fetchall():
             row_ids[row[1]] = row[0]
-            states[row[1]] = _cart_from_db(row)
+            states[row[1]] = _cart_from_values(dict(zip(_STATE_COLUMNS, row, strict=True)))
         existing = {row[0]: row for row in seen_cursor.fetchall()}
 
     changed: set[str] = set()
@@ -429,9 +394,7 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
             # Positions are taken under that lock, held to commit, so they become visible in
             # order (docs/adr/0001).
             with raw.pipeline():
-                cursor.executemany(
-                    _UPDATE_CART, [_cart_params(states[t], row_ids[t]) for t in sorted(changed)]
-                )
+                cart_states_update(cursor, {row_ids[t]: states[t] for t in changed})
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_APPEND_LOCK])
                 insert_cursor.execute(_INSERT_EVENTS, columns)
             positions = dict(insert_cursor.fetchall())
