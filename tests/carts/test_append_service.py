@@ -344,3 +344,38 @@ def test_currency_mismatch_inside_one_batch_stores_nothing(store):
     assert (rejected.value.index, rejected.value.field) == (1, "currency")
     assert stored(store) == []
     assert not CartState.objects.filter(store=store).exists()
+
+
+def test_body_hash_is_the_sha256_of_the_canonical_body():
+    # The hash decides duplicate versus conflict for events already stored: it must not drift.
+    import hashlib
+    import json
+    import uuid
+    from datetime import UTC, datetime, timedelta, timezone
+
+    event = services.NewEvent(
+        event_id=uuid.uuid4(),
+        cart='c-ü"1\n',
+        type="cart.item_added",
+        schema_version=2,
+        occurred_at=datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))),
+        data={"b": 1, "a": ["x", {"z": 1, "y": "é"}]},
+        shopper={"id": "u", "email": "a@b.example"},
+    )
+    body = {
+        "cart": event.cart,
+        "type": event.type,
+        "schema_version": 2,
+        "occurred_at": "2026-01-01T10:00:00+00:00",
+        "data": event.data,
+        "shopper": event.shopper,
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    assert event.body_hash() == hashlib.sha256(canonical.encode()).hexdigest()
+    assert (
+        dataclasses.replace(event, shopper=None).body_hash()
+        == hashlib.sha256(
+            json.dumps({**body, "shopper": None}, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+    )
+    assert event.occurred_at.astimezone(UTC).hour == 10
