@@ -43,6 +43,8 @@ MIDDLEWARE = [
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = None
+# Threads per server process that run HTTP requests (config/asgi.py); keep <= DB_POOL_SIZE.
+HTTP_THREADS = env.get_int("HTTP_THREADS", 8)
 
 TEMPLATES = [
     {
