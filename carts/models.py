@@ -45,7 +45,8 @@ class CartEvent(models.Model):
 
     position = models.BigAutoField(primary_key=True)
     event_id = models.UUIDField()
-    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: the unique (store, event_id) index starts with it.
+    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="+", db_index=False)
     cart = models.CharField(max_length=128)
     version = models.PositiveIntegerField()
     type = models.CharField(max_length=64)
@@ -78,7 +79,8 @@ class CartState(models.Model):
         CHECKOUT = "checkout"
         CONVERTED = "converted"
 
-    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: the unique (store, token) index starts with it.
+    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="+", db_index=False)
     token = models.CharField(max_length=128)
     version = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
