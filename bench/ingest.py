@@ -74,7 +74,6 @@ CREATE TABLE {SCRATCH_TABLE} (
     CONSTRAINT {SCRATCH_TABLE}_unique_event_id UNIQUE (store_id, event_id),
     CONSTRAINT {SCRATCH_TABLE}_unique_cart_version UNIQUE (store_id, cart, version)
 );
-CREATE INDEX {SCRATCH_TABLE}_store_id ON {SCRATCH_TABLE} (store_id);
 """
 SCRATCH_INSERT = (
     f"INSERT INTO {SCRATCH_TABLE} (event_id, store_id, cart, version, type, schema_version, "
