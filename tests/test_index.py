@@ -15,3 +15,15 @@ def test_landing_page_links_the_docs_and_shows_the_demo_store(db):
     assert 'href="/api/docs/"' in html and 'href="/admin/"' in html
     assert f"Store #{store.pk}" in html
     assert "1 events in the log for 1 carts." in html
+
+
+def test_static_assets_of_the_admin_and_the_api_docs_are_served(db):
+    client = Client()
+
+    for path in (
+        "/static/admin/css/base.css",
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert b"".join(response.streaming_content)  # type: ignore[attr-defined]

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # admin, API docs and snippet assets
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,6 +112,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # where collectstatic would put files
+# Served by WhiteNoise straight from the apps' static folders: nothing to collect first. (For a
+# CDN in front, run collectstatic and turn this off.)
+WHITENOISE_USE_FINDERS = env.get_bool("WHITENOISE_USE_FINDERS", True)
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # Ingestion: bodies above this are refused with 413 before parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.get_int("CARTS_MAX_BODY_BYTES", 2 * 1024 * 1024)
