@@ -30,8 +30,16 @@ def wait_for_request_threads(committed_db):
             time.sleep(0.05)
 
 
-async def _post(path: str, body: bytes, headers: list[tuple[bytes, bytes]]):
-    communicator = HttpCommunicator(application, "POST", path, body=body, headers=headers)
+async def _post_events(body: bytes, key: str):
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"authorization", f"Bearer {key}".encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    communicator = HttpCommunicator(
+        application, "POST", "/api/v1/events", body=body, headers=headers
+    )
     return await communicator.get_response(timeout=10)
 
 
@@ -52,14 +60,7 @@ async def test_an_event_posted_through_the_asgi_app_is_stored(
         "data": {},
     }
     body = json.dumps(event).encode()
-    headers = [
-        (b"host", b"127.0.0.1"),
-        (b"authorization", f"Bearer {creds.secret_key}".encode()),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-
-    response = await _post("/api/v1/events", body, headers)
+    response = await _post_events(body, creds.secret_key)
 
     assert response["status"] == 201, response["body"]
     [result] = json.loads(response["body"])["events"]
@@ -83,14 +84,7 @@ async def test_an_oversize_body_gets_413_through_the_asgi_app(
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     _, creds = committed_store
     body = json.dumps({"events": [{"pad": "x" * 200}]}).encode()
-    headers = [
-        (b"host", b"127.0.0.1"),
-        (b"authorization", f"Bearer {creds.secret_key}".encode()),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-
-    response = await _post("/api/v1/events", body, headers)
+    response = await _post_events(body, creds.secret_key)
 
     assert response["status"] == 413
 
