@@ -305,9 +305,6 @@ class CartEventsApi(APIView):
             after_version=params.validated_data["after"],
             limit=params.validated_data["limit"],
         )
-        # The payload shown is upcast to the type's current schema version.
-        for row in rows:
-            row.schema_version = event_types.REGISTRY[row.type].version
         return Response({"events": EventOut(rows, many=True).data})
 
 

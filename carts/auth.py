@@ -9,7 +9,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
-from carts import hints, selectors
+from carts import redis_client, selectors
 from carts.models import Store, StoreKey
 
 
@@ -67,7 +67,7 @@ class StoreRateThrottle(throttling.BaseThrottle):
         key = f"ratelimit:store:{store.pk}:{window}"
         # One round trip on the process's shared client (Django's cache builds a client object
         # per call, which cost more than the Redis call itself).
-        pipe = hints.client().pipeline(transaction=False)
+        pipe = redis_client.client().pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, 120)
         count, _ = pipe.execute()

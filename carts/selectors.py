@@ -39,6 +39,7 @@ def cart_events_list(
     )
     for row in rows:
         row.data = event_types.upcast(row.type, row.schema_version, row.data)
+        row.schema_version = event_types.REGISTRY[row.type].version  # what the payload now is
     return rows
 
 

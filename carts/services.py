@@ -16,7 +16,7 @@ import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from carts import event_types, keys, projections
+from carts import event_types, hints, keys, projections
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
 from carts.models import CartEvent, CartState, Store, StoreKey
 
@@ -151,11 +151,17 @@ def cart_from_row(row: CartState) -> projections.Cart:
     return _cart_from_values({name: getattr(row, name) for name in CART_STATE_FIELDS})
 
 
-CART_STATE_FIELDS = [
-    "version", "status", "currency", "items", "value", "item_count", "shopper_id", "email",
-    "phone", "consent", "timezone", "locale", "order_id", "order_total", "refunded",
-    "started_at", "last_activity_at", "checkout_started_at", "converted_at",
+# The cart-state columns the fold writes, with their array types for _UPDATE_CARTS (jsonb
+# travels as text and is cast back).
+_STATE_ARRAYS = [
+    ("version", "int"), ("status", "text"), ("currency", "text"), ("items", "text"),
+    ("value", "bigint"), ("item_count", "int"), ("shopper_id", "text"), ("email", "text"),
+    ("phone", "text"), ("consent", "text"), ("timezone", "text"), ("locale", "text"),
+    ("order_id", "text"), ("order_total", "bigint"), ("refunded", "bigint"),
+    ("started_at", "timestamptz"), ("last_activity_at", "timestamptz"),
+    ("checkout_started_at", "timestamptz"), ("converted_at", "timestamptz"),
 ]  # fmt: skip
+CART_STATE_FIELDS = [name for name, _ in _STATE_ARRAYS]
 
 
 def fold_event(event: NewEvent | CartEvent) -> projections.FoldEvent:
@@ -212,16 +218,6 @@ _EXISTING_EVENTS = """
     SELECT event_id, cart, version, position, body_hash FROM carts_cartevent
     WHERE store_id = %s AND event_id = ANY(%b::uuid[])
 """
-# (column, array type) in CART_STATE_FIELDS order; jsonb travels as text and is cast back.
-_STATE_ARRAYS = [
-    ("version", "int"), ("status", "text"), ("currency", "text"), ("items", "text"),
-    ("value", "bigint"), ("item_count", "int"), ("shopper_id", "text"), ("email", "text"),
-    ("phone", "text"), ("consent", "text"), ("timezone", "text"), ("locale", "text"),
-    ("order_id", "text"), ("order_total", "bigint"), ("refunded", "bigint"),
-    ("started_at", "timestamptz"), ("last_activity_at", "timestamptz"),
-    ("checkout_started_at", "timestamptz"), ("converted_at", "timestamptz"),
-]  # fmt: skip
-assert [name for name, _ in _STATE_ARRAYS] == CART_STATE_FIELDS
 _JSONB_STATE = {"items", "consent"}
 # Every changed cart in one statement (one row per cart; the arrays run in parallel).
 _UPDATE_CARTS = (
@@ -277,30 +273,17 @@ def _cart_from_values(v: Mapping[str, Any]) -> projections.Cart:
     )
 
 
+def _state_column(cart: projections.Cart, name: str) -> Any:
+    if name == "items":
+        return json.dumps([line.as_dict() for line in cart.lines])
+    if name == "consent":
+        return json.dumps(dict(cart.consent))
+    return getattr(cart, name)  # value and item_count are derived properties of the fold
+
+
 def _cart_columns(carts: Sequence[projections.Cart], row_ids: Sequence[int]) -> list[list[Any]]:
     """Parameters of _UPDATE_CARTS: the row ids, then one array per state column."""
-    return [
-        list(row_ids),
-        [c.version for c in carts],
-        [c.status for c in carts],
-        [c.currency for c in carts],
-        [json.dumps([line.as_dict() for line in c.lines]) for c in carts],
-        [c.value for c in carts],
-        [c.item_count for c in carts],
-        [c.shopper_id for c in carts],
-        [c.email for c in carts],
-        [c.phone for c in carts],
-        [json.dumps(dict(c.consent)) for c in carts],
-        [c.timezone for c in carts],
-        [c.locale for c in carts],
-        [c.order_id for c in carts],
-        [c.order_total for c in carts],
-        [c.refunded for c in carts],
-        [c.started_at for c in carts],
-        [c.last_activity_at for c in carts],
-        [c.checkout_started_at for c in carts],
-        [c.converted_at for c in carts],
-    ]
+    return [list(row_ids)] + [[_state_column(c, name) for c in carts] for name in CART_STATE_FIELDS]
 
 
 def cart_states_update(cursor: psycopg.Cursor[Any], carts: Mapping[int, projections.Cart]) -> None:
@@ -423,6 +406,4 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
 
 def _publish_hint(position: int) -> None:
     """Wake tailing projectors. A hint only: they poll anyway, so a lost hint loses nothing."""
-    from carts import hints
-
     hints.publish(EVENTS_HINT_CHANNEL, position)

@@ -9,7 +9,7 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from carts import hints, projectors
+from carts import projectors, redis_client
 from carts.services import EVENTS_HINT_CHANNEL
 
 log = logging.getLogger("carts.projectors")
@@ -48,7 +48,7 @@ class Command(BaseCommand):
                 continue
             try:
                 if pubsub is None:
-                    pubsub = hints.client().pubsub(ignore_subscribe_messages=True)
+                    pubsub = redis_client.client().pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(EVENTS_HINT_CHANNEL)
                 # Short waits, so a stop signal is seen within half a second.
                 deadline = time.monotonic() + options["poll"]
