@@ -101,6 +101,13 @@ class CartState(models.Model):
     last_activity_at = models.DateTimeField(null=True, blank=True)
     checkout_started_at = models.DateTimeField(null=True, blank=True)
     converted_at = models.DateTimeField(null=True, blank=True)
+    # The live abandonment score (probability the cart does not become an order), written with
+    # each append by the registered scorer (recovery), and the feature accumulator behind it.
+    features = models.JSONField(default=dict)
+    score = models.FloatField(null=True, blank=True)
+    model_version = models.CharField(max_length=64, blank=True)
+    reasons = models.JSONField(default=list)
+    scored_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from django.db import connection, transaction
@@ -142,6 +143,7 @@ def cart_state_rebuild(*, batch_size: int = 500) -> int:
     from carts import projections, services
 
     rebuilt = 0
+    scorer = services.cart_scorer_get()
     keys = list(CartState.objects.order_by("store_id", "token").values_list("store_id", "token"))
     for start in range(0, len(keys), batch_size):
         chunk = keys[start : start + batch_size]
@@ -157,15 +159,29 @@ def cart_state_rebuild(*, batch_size: int = 500) -> int:
                     .order_by("token")
                 }
                 states = {t: projections.Cart() for t in tokens}
+                accs: dict[str, dict[str, Any]] = {t: {} for t in tokens}
                 for event in CartEvent.objects.filter(store_id=store_id, cart__in=tokens).order_by(
                     "cart", "version"
                 ):
-                    states[event.cart] = projections.apply(
-                        states[event.cart], services.fold_event(event)
-                    )
+                    folded = services.fold_event(event)
+                    states[event.cart] = projections.apply(states[event.cart], folded)
+                    if scorer is not None:
+                        accs[event.cart] = scorer.accumulate(accs[event.cart], folded)
+                # Rescored with today's active model (and the shopper history as it is now).
+                scored = (
+                    None
+                    if scorer is None
+                    else {
+                        rows[t].pk: services.cart_score(
+                            scorer, store_id=store_id, token=t, cart=states[t], acc=accs[t]
+                        )
+                        for t in tokens
+                        if t in rows
+                    }
+                )
                 with psycopg.Cursor(connection.connection) as cursor:
                     services.cart_states_update(
-                        cursor, {rows[t].pk: states[t] for t in tokens if t in rows}
+                        cursor, {rows[t].pk: states[t] for t in tokens if t in rows}, scored
                     )
                 rebuilt += len(rows)
     return rebuilt

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from django.conf import settings
@@ -164,6 +164,65 @@ _STATE_ARRAYS = [
 CART_STATE_FIELDS = [name for name, _ in _STATE_ARRAYS]
 
 
+# Scoring hook --------------------------------------------------------------------------------
+# The score is part of the cart-state projection, but scoring lives in ``recovery`` (which may
+# import carts, never the other way). recovery registers its scorer when the app is ready; the
+# append service then folds every event into the cart's feature accumulator and rescores each
+# changed cart in the same transaction as the append.
+
+
+@dataclass(frozen=True, slots=True)
+class CartScore:
+    score: float | None
+    model_version: str
+    reasons: list[dict[str, Any]]
+    scored_at: datetime | None
+
+
+class CartScorer(Protocol):
+    def accumulate(
+        self, acc: dict[str, Any], event: projections.FoldEvent
+    ) -> dict[str, Any]:  # pure: the new accumulator
+        ...
+
+    def score(
+        self, *, store_id: int, token: str, cart: projections.Cart, acc: dict[str, Any]
+    ) -> tuple[dict[str, Any], CartScore]:
+        """Score the cart as of its last activity; may read in the caller's transaction and
+        return an enriched accumulator (e.g. the shopper's history, looked up once)."""
+        ...
+
+
+_scorer: CartScorer | None = None
+
+
+def cart_scorer_set(scorer: CartScorer | None) -> None:
+    """Register the scorer every append uses (None: carts are not scored)."""
+    global _scorer
+    _scorer = scorer
+
+
+def cart_scorer_get() -> CartScorer | None:
+    return _scorer
+
+
+# The score columns, written in the same statement as the state when a scorer is registered.
+_SCORE_ARRAYS = [
+    ("features", "text"), ("score", "float8"), ("model_version", "text"), ("reasons", "text"),
+    ("scored_at", "timestamptz"),
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    acc: dict[str, Any]
+    score: CartScore
+
+    def columns(self) -> list[Any]:
+        s = self.score
+        return [_canonical(self.acc), s.score, s.model_version, _canonical(s.reasons), s.scored_at]
+
+
 def fold_event(event: NewEvent | CartEvent) -> projections.FoldEvent:
     return projections.FoldEvent(
         type=event.type,
@@ -198,13 +257,13 @@ def events_append(*, store_id: int, events: Sequence[NewEvent]) -> list[Appended
     raise AssertionError("unreachable")
 
 
-_STATE_COLUMNS = ["id", "token", *CART_STATE_FIELDS]
+_STATE_COLUMNS = ["id", "token", *CART_STATE_FIELDS, "features"]
 
 _INSERT_MISSING_CARTS = """
     INSERT INTO carts_cartstate (
         store_id, token, version, status, currency, items, value, item_count, shopper_id, email,
-        phone, consent, timezone, locale, order_id, refunded)
-    SELECT %s, t, 0, 'active', '', '[]', 0, 0, '', '', '', '{}', '', '', '', 0
+        phone, consent, timezone, locale, order_id, refunded, features, model_version, reasons)
+    SELECT %s, t, 0, 'active', '', '[]', 0, 0, '', '', '', '{}', '', '', '', 0, '{}', '', '[]'
     FROM unnest(%b::text[]) AS t
     ON CONFLICT (store_id, token) DO NOTHING
 """
@@ -218,20 +277,27 @@ _EXISTING_EVENTS = """
     SELECT event_id, cart, version, position, body_hash FROM carts_cartevent
     WHERE store_id = %s AND event_id = ANY(%b::uuid[])
 """
-_JSONB_STATE = {"items", "consent"}
-# Every changed cart in one statement (one row per cart; the arrays run in parallel).
-_UPDATE_CARTS = (
-    "UPDATE carts_cartstate AS c SET "
-    + ", ".join(
-        f"{name} = v.{name}::jsonb" if name in _JSONB_STATE else f"{name} = v.{name}"
-        for name, _ in _STATE_ARRAYS
+_JSONB_STATE = {"items", "consent", "features", "reasons"}
+
+
+def _update_carts_sql(arrays: Sequence[tuple[str, str]]) -> str:
+    """Every changed cart in one statement (one row per cart; the arrays run in parallel)."""
+    return (
+        "UPDATE carts_cartstate AS c SET "
+        + ", ".join(
+            f"{name} = v.{name}::jsonb" if name in _JSONB_STATE else f"{name} = v.{name}"
+            for name, _ in arrays
+        )
+        + " FROM unnest(%b::bigint[], "
+        + ", ".join(f"%b::{kind}[]" for _, kind in arrays)
+        + ") AS v(id, "
+        + ", ".join(name for name, _ in arrays)
+        + ") WHERE c.id = v.id"
     )
-    + " FROM unnest(%b::bigint[], "
-    + ", ".join(f"%b::{kind}[]" for _, kind in _STATE_ARRAYS)
-    + ") AS v(id, "
-    + ", ".join(name for name, _ in _STATE_ARRAYS)
-    + ") WHERE c.id = v.id"
-)
+
+
+_UPDATE_CARTS = _update_carts_sql(_STATE_ARRAYS)
+_UPDATE_CARTS_SCORED = _update_carts_sql(_STATE_ARRAYS + _SCORE_ARRAYS)
 
 _INSERT_EVENTS = """
     INSERT INTO carts_cartevent (
@@ -286,10 +352,27 @@ def _cart_columns(carts: Sequence[projections.Cart], row_ids: Sequence[int]) -> 
     return [list(row_ids)] + [[_state_column(c, name) for c in carts] for name in CART_STATE_FIELDS]
 
 
-def cart_states_update(cursor: psycopg.Cursor[Any], carts: Mapping[int, projections.Cart]) -> None:
-    """Write folded states over their rows (row id -> state) in one statement."""
+def cart_states_update(
+    cursor: psycopg.Cursor[Any],
+    carts: Mapping[int, projections.Cart],
+    scored: Mapping[int, Scored] | None = None,
+) -> None:
+    """Write folded states (row id -> state), and their scores when given, in one statement."""
     ids = sorted(carts)
-    cursor.execute(_UPDATE_CARTS, _cart_columns([carts[i] for i in ids], ids))
+    params = _cart_columns([carts[i] for i in ids], ids)
+    if scored is None:
+        cursor.execute(_UPDATE_CARTS, params)
+        return
+    per_cart = [scored[i].columns() for i in ids]
+    params += [[row[k] for row in per_cart] for k in range(len(_SCORE_ARRAYS))]
+    cursor.execute(_UPDATE_CARTS_SCORED, params)
+
+
+def cart_score(
+    scorer: CartScorer, *, store_id: int, token: str, cart: projections.Cart, acc: dict[str, Any]
+) -> Scored:
+    acc, score = scorer.score(store_id=store_id, token=token, cart=cart, acc=acc)
+    return Scored(acc, score)
 
 
 def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], int]:
@@ -312,6 +395,7 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
             )
 
     tokens = sorted({e.cart for e in events})
+    scorer = _scorer
     connection.ensure_connection()
     raw = connection.connection
     with psycopg.Cursor(raw) as carts_cursor, psycopg.Cursor(raw) as seen_cursor:
@@ -324,9 +408,12 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
             seen_cursor.execute(_EXISTING_EVENTS, (store_id, list(first_index)))
         row_ids: dict[str, int] = {}
         states: dict[str, projections.Cart] = {}
+        accs: dict[str, dict[str, Any]] = {}
         for row in carts_cursor.fetchall():
+            values = dict(zip(_STATE_COLUMNS, row, strict=True))
             row_ids[row[1]] = row[0]
-            states[row[1]] = _cart_from_values(dict(zip(_STATE_COLUMNS, row, strict=True)))
+            states[row[1]] = _cart_from_values(values)
+            accs[row[1]] = _json(values["features"]) or {}
         existing = {row[0]: row for row in seen_cursor.fetchall()}
 
     changed: set[str] = set()
@@ -353,14 +440,24 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
                 expected_version=event.expected_version,
                 actual_version=state.version,
             )
+        folded = fold_event(event)
         try:
-            state = projections.apply(state, fold_event(event))
+            state = projections.apply(state, folded)
         except projections.Rejected as exc:
             raise EventRejected(exc.message, index=i, field=exc.field) from exc
         states[event.cart] = state
+        if scorer is not None:
+            accs[event.cart] = scorer.accumulate(accs[event.cart], folded)
         changed.add(event.cart)
         new.append((i, state.version))
         pending.append((i, len(new) - 1, None))
+
+    scored: dict[int, Scored] | None = None
+    if new and scorer is not None:
+        scored = {
+            row_ids[t]: cart_score(scorer, store_id=store_id, token=t, cart=states[t], acc=accs[t])
+            for t in sorted(changed)
+        }
 
     positions: dict[uuid.UUID, int] = {}
     if new:
@@ -382,7 +479,7 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
             # Positions are taken under that lock, held to commit, so they become visible in
             # order (docs/adr/0001).
             with raw.pipeline():
-                cart_states_update(cursor, {row_ids[t]: states[t] for t in changed})
+                cart_states_update(cursor, {row_ids[t]: states[t] for t in changed}, scored)
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_APPEND_LOCK])
                 insert_cursor.execute(_INSERT_EVENTS, columns)
             positions = dict(insert_cursor.fetchall())
