@@ -83,6 +83,8 @@ class ItemQuantityChanged(TypedDict):
 
 PageType = Literal["home", "category", "product", "search", "cart", "checkout", "account", "other"]
 PAGE_TYPES = get_args(PageType)
+Device = Literal["desktop", "mobile", "tablet"]
+DEVICES = get_args(Device)
 
 
 @with_config(STRICT)
@@ -91,6 +93,7 @@ class PageViewed(TypedDict):
     page_type: PageType
     sku: NotRequired[Annotated[str, text(128)]]
     dwell_ms: NotRequired[Annotated[int, Field(ge=0), NOT_BOOL]]
+    device: NotRequired[Device]
 
 
 @with_config(STRICT)
