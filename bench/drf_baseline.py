@@ -101,6 +101,7 @@ class PageViewed(StrictSerializer):
     page_type = serializers.ChoiceField(choices=event_types.PAGE_TYPES)
     sku = serializers.CharField(max_length=128, required=False)
     dwell_ms = serializers.IntegerField(min_value=0, required=False)
+    device = serializers.ChoiceField(choices=event_types.DEVICES, required=False)
 
 
 class CheckoutStarted(StrictSerializer):
