@@ -246,8 +246,22 @@ class EventsApi(APIView):
         return Response({"events": body}, status=code)
 
 
+class ReasonOut(serializers.Serializer):
+    specialist = serializers.CharField()
+    feature = serializers.CharField()
+    value = serializers.JSONField()
+    log_odds = serializers.FloatField(help_text="Push on the score's log-odds (+ more at risk).")
+
+
 class CartOut(serializers.ModelSerializer):
     cart = serializers.CharField(source="token")
+    score = serializers.FloatField(
+        allow_null=True,
+        read_only=True,
+        help_text="Abandonment score: probability this cart does not become an order, as of "
+        "scored_at (its last activity). 0 once converted.",
+    )
+    reasons = ReasonOut(many=True, read_only=True, help_text="The top reasons, largest first.")
 
     class Meta:
         model = CartState
@@ -255,7 +269,7 @@ class CartOut(serializers.ModelSerializer):
             "cart", "version", "status", "currency", "items", "value", "item_count",
             "shopper_id", "email", "phone", "consent", "timezone", "locale", "order_id",
             "order_total", "refunded", "started_at", "last_activity_at", "checkout_started_at",
-            "converted_at",
+            "converted_at", "score", "model_version", "reasons", "scored_at",
         ]  # fmt: skip
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.db import models
-from django.db.models.functions import Now
+from django.db.models import F, Q
+from django.db.models.functions import Lower, Now
 
 
 class Store(models.Model):
@@ -113,7 +114,18 @@ class CartState(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["store", "token"], name="cartstate_unique_token"),
         ]
-        indexes = [models.Index(fields=["store", "status", "last_activity_at"])]
+        indexes = [
+            models.Index(fields=["store", "status", "last_activity_at"]),
+            # A returning shopper's other carts (recovery's shopper-history features).
+            models.Index(
+                fields=["store", "shopper_id"],
+                condition=~Q(shopper_id=""),
+                name="cartstate_shopper_id",
+            ),
+            models.Index(
+                F("store"), Lower("email"), condition=~Q(email=""), name="cartstate_email"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.token} ({self.status})"

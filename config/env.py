@@ -30,6 +30,11 @@ def get_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def get_float(name: str, default: float) -> float:
+    raw = _get(name)
+    return float(raw) if raw else default
+
+
 def get_str(name: str, default: str = "") -> str:
     return _get(name, default)
 

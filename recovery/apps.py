@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class RecoveryConfig(AppConfig):
     name = "recovery"
     verbose_name = "Real-time recovery"
+
+    def ready(self) -> None:
+        from carts import services
+        from recovery.serving import CouncilScorer
+
+        # Every append scores the carts it changes, in the same transaction (carts/services.py).
+        services.cart_scorer_set(CouncilScorer())

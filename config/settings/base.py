@@ -125,6 +125,10 @@ CARTS_RATE_LIMIT_PER_MINUTE = env.get_int("CARTS_RATE_LIMIT_PER_MINUTE", 60_000)
 # Redis pub/sub wake-ups for tailing readers; with them off, readers rely on polling alone.
 CARTS_HINTS = env.get_bool("CARTS_HINTS", True)
 
+# Scoring (recovery/serving.py): how long a process trusts its cached choice of a store's active
+# model before asking the database again; a newly activated model is live within this.
+RECOVERY_MODEL_REFRESH_SECONDS = env.get_float("RECOVERY_MODEL_REFRESH_SECONDS", 2.0)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["carts.auth.StoreSecretKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["carts.auth.IsStore"],

@@ -184,9 +184,9 @@ def test_top_reasons_by_magnitude_ties_in_term_order(council):
     _, reasons = council.score(features)
 
     assert reasons == [
-        Contribution("basket", "value", 1, pytest.approx(-0.4)),
-        Contribution("basket", "device", "desktop", pytest.approx(-0.3)),
-        Contribution("history", "visits", 1, pytest.approx(0.3)),
+        Contribution("basket", "value", 1, pytest.approx(-0.4)),  # type: ignore[arg-type]
+        Contribution("basket", "device", "desktop", pytest.approx(-0.3)),  # type: ignore[arg-type]
+        Contribution("history", "visits", 1, pytest.approx(0.3)),  # type: ignore[arg-type]
     ]
 
 
