@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck bench bench-validation clean stop-embedded
+.PHONY: run test install lint typecheck bench bench-validation bench-scoring clean stop-embedded
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 
 bench-validation: $(STAMP)
 	$(PY) bench/validation.py
+
+bench-scoring: $(STAMP)
+	$(PY) bench/scoring_quality.py
+	$(PY) bench/scoring_events.py
 
 stop-embedded: $(STAMP)
 	$(PY) -m config.embedded stop

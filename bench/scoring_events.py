@@ -55,6 +55,9 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)  # the development database may predate this code
     import numpy as np
     from django.utils import timezone
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -110,6 +113,10 @@ def main() -> None:
     is_train = np.array([e.first_seen < window.split_at for e in built])
     y = np.array([e.label for e in built])
     w = np.array([e.weight for e in built])
+    # Columns never observed in training (e.g. exit intents: REES46 has none) say nothing to
+    # the baselines, and HistGradientBoosting refuses an all-missing column.
+    seen = ~np.all(np.isnan(matrix[is_train]), axis=0)
+    matrix, names = matrix[:, seen], [n for n, keep in zip(names, seen, strict=True) if keep]
     cat_mask = np.array([n in features.CATEGORICAL for n in names])
     hgb = HistGradientBoostingClassifier(random_state=0, categorical_features=cat_mask)
     hgb.fit(matrix[is_train], y[is_train], sample_weight=w[is_train])

@@ -171,13 +171,12 @@ def cart_state_rebuild(*, batch_size: int = 500) -> int:
                 scored = (
                     None
                     if scorer is None
-                    else {
-                        rows[t].pk: services.cart_score(
-                            scorer, store_id=store_id, token=t, cart=states[t], acc=accs[t]
-                        )
-                        for t in tokens
-                        if t in rows
-                    }
+                    else services.carts_score(
+                        scorer,
+                        store_id=store_id,
+                        carts={t: (states[t], accs[t]) for t in tokens if t in rows},
+                        row_ids={t: rows[t].pk for t in tokens if t in rows},
+                    )
                 )
                 with psycopg.Cursor(connection.connection) as cursor:
                     services.cart_states_update(

@@ -186,10 +186,11 @@ class CartScorer(Protocol):
         ...
 
     def score(
-        self, *, store_id: int, token: str, cart: projections.Cart, acc: dict[str, Any]
-    ) -> tuple[dict[str, Any], CartScore]:
-        """Score the cart as of its last activity; may read in the caller's transaction and
-        return an enriched accumulator (e.g. the shopper's history, looked up once)."""
+        self, *, store_id: int, carts: Mapping[str, tuple[projections.Cart, dict[str, Any]]]
+    ) -> dict[str, tuple[dict[str, Any], CartScore]]:
+        """Score each cart (token -> (state, accumulator)) as of its last activity; may read in
+        the caller's transaction (once for the whole batch) and return enriched accumulators
+        (e.g. with the shopper's history, looked up once)."""
         ...
 
 
@@ -368,11 +369,18 @@ def cart_states_update(
     cursor.execute(_UPDATE_CARTS_SCORED, params)
 
 
-def cart_score(
-    scorer: CartScorer, *, store_id: int, token: str, cart: projections.Cart, acc: dict[str, Any]
-) -> Scored:
-    acc, score = scorer.score(store_id=store_id, token=token, cart=cart, acc=acc)
-    return Scored(acc, score)
+def carts_score(
+    scorer: CartScorer,
+    *,
+    store_id: int,
+    carts: Mapping[str, tuple[projections.Cart, dict[str, Any]]],
+    row_ids: Mapping[str, int],
+) -> dict[int, Scored]:
+    """The scorer's results keyed by cart-state row id, for cart_states_update."""
+    return {
+        row_ids[token]: Scored(acc, score)
+        for token, (acc, score) in scorer.score(store_id=store_id, carts=carts).items()
+    }
 
 
 def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], int]:
@@ -454,10 +462,12 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
 
     scored: dict[int, Scored] | None = None
     if new and scorer is not None:
-        scored = {
-            row_ids[t]: cart_score(scorer, store_id=store_id, token=t, cart=states[t], acc=accs[t])
-            for t in sorted(changed)
-        }
+        scored = carts_score(
+            scorer,
+            store_id=store_id,
+            carts={t: (states[t], accs[t]) for t in sorted(changed)},
+            row_ids=row_ids,
+        )
 
     positions: dict[uuid.UUID, int] = {}
     if new:

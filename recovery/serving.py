@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -118,18 +119,40 @@ def context_for(wrapper: dict[str, Any], typical_basket: int | None) -> features
     )
 
 
-def with_history(
-    *, store_id: int, token: str, cart: projections.Cart, wrapper: dict[str, Any]
-) -> dict[str, Any]:
-    """The wrapper with the shopper's history, looked up once per cart and shopper."""
-    key = examples.shopper_lookup_key(cart)
-    history = wrapper.get("history")
-    if key is None or (history is not None and history.get("key") == key):
-        return wrapper
-    orders, abandonments = selectors.shopper_history(
-        store_id=store_id, shopper_id=cart.shopper_id, email=cart.email, exclude_cart=token
+def with_histories(
+    *, store_id: int, carts: Mapping[str, tuple[projections.Cart, dict[str, Any]]]
+) -> dict[str, dict[str, Any]]:
+    """Each cart's wrapper with its shopper's history (token -> wrapper). The history is looked
+    up once per cart and shopper, for a whole batch in one query: the shopper's other carts that
+    converted (past orders) and that hold items and did not (past abandonments)."""
+    wrappers = {token: wrapper for token, (_, wrapper) in carts.items()}
+    wanted: dict[str, str] = {}  # token -> key
+    for token, (cart, wrapper) in carts.items():
+        key = examples.shopper_lookup_key(cart)
+        history = wrapper.get("history")
+        if key is not None and (history is None or history.get("key") != key):
+            wanted[token] = key
+    if not wanted:
+        return wrappers
+    found = selectors.shopper_carts(
+        store_id=store_id,
+        shopper_ids={carts[t][0].shopper_id for t in wanted if carts[t][0].shopper_id},
+        emails={carts[t][0].email for t in wanted if not carts[t][0].shopper_id},
     )
-    return {**wrapper, "history": {"key": key, "orders": orders, "abandonments": abandonments}}
+    for token, key in wanted.items():
+        cart = carts[token][0]
+        if cart.shopper_id:
+            others = [r for r in found if r.shopper_id == cart.shopper_id and r.token != token]
+        else:
+            email = cart.email.lower()
+            others = [r for r in found if r.email == email and r.token != token]
+        history = {
+            "key": key,
+            "orders": sum(r.converted for r in others),
+            "abandonments": sum(r.has_items and not r.converted for r in others),
+        }
+        wrappers[token] = {**wrappers[token], "history": history}
+    return wrappers
 
 
 class CouncilScorer:
@@ -140,24 +163,30 @@ class CouncilScorer:
         return {**acc, "v": features.FEATURES_VERSION, "acc": inner}
 
     def score(
-        self, *, store_id: int, token: str, cart: projections.Cart, acc: dict[str, Any]
-    ) -> tuple[dict[str, Any], CartScore]:
+        self, *, store_id: int, carts: Mapping[str, tuple[projections.Cart, dict[str, Any]]]
+    ) -> dict[str, tuple[dict[str, Any], CartScore]]:
         model = MODELS.for_store(store_id)
-        acc = with_history(store_id=store_id, token=token, cart=cart, wrapper=acc)
-        now = cart.last_activity_at
-        if now is None:
-            return acc, CartScore(None, model.version, [], None)
-        if cart.status == projections.CONVERTED:
-            # The outcome is known: nothing left to predict.
-            return acc, CartScore(0.0, model.version, [], now)
-        vector = features.features_at(
-            inner_accumulator(acc),
-            cart,
-            now,
-            context_for(acc, MODELS.typical_basket(store_id, model)),
-        )
-        probability, reasons = model.council.score(vector)
-        return acc, CartScore(probability, model.version, [r.as_dict() for r in reasons], now)
+        wrappers = with_histories(store_id=store_id, carts=carts)
+        typical = MODELS.typical_basket(store_id, model)
+        scored: dict[str, tuple[dict[str, Any], CartScore]] = {}
+        for token, (cart, _) in carts.items():
+            wrapper = wrappers[token]
+            now = cart.last_activity_at
+            if now is None:
+                scored[token] = (wrapper, CartScore(None, model.version, [], None))
+            elif cart.status == projections.CONVERTED:
+                # The outcome is known: nothing left to predict.
+                scored[token] = (wrapper, CartScore(0.0, model.version, [], now))
+            else:
+                vector = features.features_at(
+                    inner_accumulator(wrapper), cart, now, context_for(wrapper, typical)
+                )
+                probability, reasons = model.council.score(vector)
+                scored[token] = (
+                    wrapper,
+                    CartScore(probability, model.version, [r.as_dict() for r in reasons], now),
+                )
+        return scored
 
 
 def explain(

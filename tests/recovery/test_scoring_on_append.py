@@ -174,3 +174,32 @@ def test_rebuild_gives_the_same_scores(api, post_events):
         r.token: (r.score, r.model_version, r.reasons, r.features) for r in CartState.objects.all()
     }
     assert rebuilt == live
+
+
+def test_history_by_email_is_case_insensitive_and_looked_up_once(api, post_events):
+    contact = "checkout.contact_captured"
+    post_events(
+        event("cart.item_added", "old", data=item(), at=0),
+        event(contact, "old", data={"email": "Ann@Example.com"}, at=5),
+        event(
+            "order.placed", "old", data={"order_id": "o", "total": 1000, "currency": "EUR"}, at=9
+        ),
+        event("cart.item_added", "other", data=item(), at=0),
+        event(contact, "other", data={"email": "bob@example.com"}, at=5),
+    )
+    # Two carts of the same shopper in one batch: each sees the other's state before the batch.
+    post_events(
+        event("cart.item_added", "new", data=item(), at=100),
+        event(contact, "new", data={"email": "ann@example.com"}, at=105),
+    )
+    row = CartState.objects.get(token="new")
+    assert row.features["history"]["orders"] == 1
+    assert row.features["history"]["abandonments"] == 0
+    assert row.features["history"]["key"].startswith("email:")
+    assert "ann" not in row.features["history"]["key"]  # hashed
+
+    # Later events keep the snapshot (no new lookup changes it).
+    post_events(event("cart.item_added", "old-2", data=item(), at=110))
+    post_events(event("checkout.started", "new", at=120))
+    row.refresh_from_db()
+    assert row.features["history"]["orders"] == 1
