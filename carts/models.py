@@ -62,7 +62,9 @@ class CartEvent(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["store", "event_id"], name="cartevent_unique_event_id"),
+            # event_id first: the append service looks ids up by event_id alone (see
+            # carts/services.py, _EXISTING_EVENTS), so the plan does not hang on store statistics.
+            models.UniqueConstraint(fields=["event_id", "store"], name="cartevent_unique_event_id"),
             models.UniqueConstraint(
                 fields=["store", "cart", "version"], name="cartevent_unique_cart_version"
             ),
@@ -80,7 +82,7 @@ class CartState(models.Model):
         CHECKOUT = "checkout"
         CONVERTED = "converted"
 
-    # No index of its own: the unique (store, token) index starts with it.
+    # No index of its own: the (store, status, last_activity_at) index starts with it.
     store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="+", db_index=False)
     token = models.CharField(max_length=128)
     version = models.PositiveIntegerField(default=0)
@@ -112,7 +114,8 @@ class CartState(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["store", "token"], name="cartstate_unique_token"),
+            # token first, for the same reason (_LOCK_CARTS).
+            models.UniqueConstraint(fields=["token", "store"], name="cartstate_unique_token"),
         ]
         indexes = [
             models.Index(fields=["store", "status", "last_activity_at"]),
