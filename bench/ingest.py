@@ -53,8 +53,8 @@ EVENTS_PATH = "/api/v1/events"
 SINGLE_TARGET = 0.5
 BATCH_TARGET = 0.5
 
-# The scratch table mirrors carts_cartevent (see carts/migrations/0001_initial.py): an identity
-# key, the two unique constraints, the store_id index and the deferred foreign key. Only the
+# The scratch table mirrors carts_cartevent (see carts/migrations/0001, 0003, 0005): an identity
+# key, the two unique constraints (event id first) and the deferred foreign key. Only the
 # append-only triggers are left out: they fire on UPDATE/DELETE/TRUNCATE, never on INSERT.
 SCRATCH_DDL = f"""
 CREATE TABLE {SCRATCH_TABLE} (
@@ -71,7 +71,7 @@ CREATE TABLE {SCRATCH_TABLE} (
     body_hash varchar(64) NOT NULL,
     store_id bigint NOT NULL
         REFERENCES carts_store (id) DEFERRABLE INITIALLY DEFERRED,
-    CONSTRAINT {SCRATCH_TABLE}_unique_event_id UNIQUE (store_id, event_id),
+    CONSTRAINT {SCRATCH_TABLE}_unique_event_id UNIQUE (event_id, store_id),
     CONSTRAINT {SCRATCH_TABLE}_unique_cart_version UNIQUE (store_id, cart, version)
 );
 """
