@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck bench bench-validation bench-scoring clean stop-embedded
+.PHONY: run test browser install lint typecheck bench bench-validation bench-scoring clean stop-embedded
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,21 @@ run: $(STAMP)
 	$(PY) -m config.devrun
 
 # The whole test suite against real PostgreSQL and Redis (embedded unless the URLs are set).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium and its driver (Debian packages) for the browser tests in tests/e2e/.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y --no-install-recommends chromium chromium-driver; \
+	  else \
+	    echo "The browser tests need Chromium: run 'sudo apt-get install chromium chromium-driver'" \
+	      "(as root, 'make test' installs them itself)." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
