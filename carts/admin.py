@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
 
+from carts import origins as origins_module
 from carts import services
 from carts.models import CartEvent, CartState, Store, StoreKey
 
@@ -23,11 +25,51 @@ class StoreKeyInline(admin.TabularInline):
         return False
 
 
+class OriginsField(forms.Field):
+    """A list of origins, edited one per line; each checked and normalised."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "cols": 60})
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        if isinstance(value, list):
+            return value
+        lines = [line.strip() for line in str(value or "").splitlines() if line.strip()]
+        origins: list[str] = []
+        errors: list[str] = []
+        for line in lines:
+            try:
+                origin = origins_module.origin_normalise(line)
+            except ValueError as exc:
+                errors.append(str(exc))
+                continue
+            if origin not in origins:
+                origins.append(origin)
+        if errors:
+            raise forms.ValidationError(errors)
+        return origins
+
+
+class StoreForm(forms.ModelForm):
+    allowed_origins = OriginsField(
+        required=False,
+        help_text="One per line, e.g. https://shop.example or http://127.0.0.1:8000. The browser "
+        "snippet works only on these.",
+    )
+
+    class Meta:
+        model = Store
+        fields = ["name", "domain", "allowed_origins", "rate_limit_per_minute"]
+
+
 @admin.register(Store)
 class StoreAdmin(admin.ModelAdmin):
+    form = StoreForm
     list_display = ["id", "name", "domain", "created_at"]
     search_fields = ["name", "domain"]
-    fields = ["name", "domain", "rate_limit_per_minute"]
+    fields = ["name", "domain", "allowed_origins", "rate_limit_per_minute"]
     inlines = [StoreKeyInline]
     actions = ["rotate_keys"]
 
@@ -37,7 +79,7 @@ class StoreAdmin(admin.ModelAdmin):
             return
         creds = services.store_create(name=obj.name, domain=obj.domain)
         Store.objects.filter(pk=creds.store_id).update(
-            rate_limit_per_minute=obj.rate_limit_per_minute
+            rate_limit_per_minute=obj.rate_limit_per_minute, allowed_origins=obj.allowed_origins
         )
         obj.pk = creds.store_id
         obj.refresh_from_db()

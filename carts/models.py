@@ -16,6 +16,11 @@ class Store(models.Model):
     rate_limit_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="API requests per minute; empty uses the default."
     )
+    allowed_origins = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Storefront origins (scheme://host[:port]) for the snippet.",
+    )
     created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     def __str__(self) -> str:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
@@ -233,7 +233,24 @@ def fold_event(event: NewEvent | CartEvent) -> projections.FoldEvent:
     )
 
 
-def events_append(*, store_id: int, events: Sequence[NewEvent]) -> list[Appended]:
+@dataclass(frozen=True, slots=True)
+class Reacting:
+    """What a reaction sees: the request's carts after its events, and their scores."""
+
+    store_id: int
+    states: Mapping[str, projections.Cart]
+    scores: Mapping[str, CartScore | None]
+    appended: Sequence[NewEvent]  # the request's new events (duplicates left out), in order
+
+
+# A reaction returns system events (recovery.*, campaign.*) for the request's carts, appended in
+# the same transaction, under the same cart locks; e.g. the exit-intent offer decision.
+Reaction = Callable[[Reacting], Sequence[NewEvent]]
+
+
+def events_append(
+    *, store_id: int, events: Sequence[NewEvent], react: Reaction | None = None
+) -> list[Appended]:
     """Append a batch to the log, all or nothing, and fold it into cart state in the same commit.
 
     Idempotent per event id: an id seen before with the same body returns its original version and
@@ -244,7 +261,7 @@ def events_append(*, store_id: int, events: Sequence[NewEvent]) -> list[Appended
         try:
             # wrap_database_errors: raw psycopg errors surface as django.db errors, as elsewhere.
             with transaction.atomic(), connection.wrap_database_errors:
-                results, appended = _append(store_id, events)
+                results, appended = _append(store_id, events, react)
         except IntegrityError:
             # Two requests raced to insert the same new event id for different carts; the retry
             # sees the committed one and reports a duplicate or a conflict.
@@ -388,7 +405,9 @@ def carts_score(
     }
 
 
-def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], int]:
+def _append(
+    store_id: int, events: Sequence[NewEvent], react: Reaction | None = None
+) -> tuple[list[Appended], int]:
     """The append itself, in the caller's transaction, in three round trips to PostgreSQL.
 
     Raw psycopg rather than the ORM: this is the hottest path in the product, and the ORM's
@@ -474,20 +493,46 @@ def _append(store_id: int, events: Sequence[NewEvent]) -> tuple[list[Appended], 
             row_ids=row_ids,
         )
 
+    # Reactions: system events decided from the new states, appended in the same commit.
+    inserts: list[tuple[NewEvent, int, tuple[str, str, str | None]]] = [
+        (events[i], version, encoded[i]) for i, version in new
+    ]
+    if new and react is not None:
+        request_events = [events[i] for i, _ in new]
+        reacting = Reacting(
+            store_id=store_id,
+            states={t: states[t] for t in changed},
+            scores={t: (scored[row_ids[t]].score if scored is not None else None) for t in changed},
+            appended=request_events,
+        )
+        for extra in react(reacting):
+            if extra.cart not in changed or not extra.type.startswith(
+                event_types.SYSTEM_NAMESPACES
+            ):
+                raise ValueError(
+                    f"A reaction appends system events to the request's carts: {extra}"
+                )
+            folded = fold_event(extra)
+            states[extra.cart] = projections.apply(states[extra.cart], folded)
+            if scorer is not None and scored is not None:
+                accs[extra.cart] = scorer.accumulate(accs[extra.cart], folded)
+                row = row_ids[extra.cart]
+                scored[row] = Scored(accs[extra.cart], scored[row].score)
+            inserts.append((extra, states[extra.cart].version, extra.encoded()))
+
     positions: dict[uuid.UUID, int] = {}
     if new:
-        picked = [events[i] for i, _ in new]
         columns = (
             store_id,
-            [e.event_id for e in picked],
-            [e.cart for e in picked],
-            [version for _, version in new],
-            [e.type for e in picked],
-            [e.schema_version for e in picked],
-            [encoded[i][1] for i, _ in new],
-            [encoded[i][2] for i, _ in new],
-            [e.occurred_at for e in picked],
-            [hashes[i] for i, _ in new],
+            [e.event_id for e, _, _ in inserts],
+            [e.cart for e, _, _ in inserts],
+            [version for _, version, _ in inserts],
+            [e.type for e, _, _ in inserts],
+            [e.schema_version for e, _, _ in inserts],
+            [enc[1] for _, _, enc in inserts],
+            [enc[2] for _, _, enc in inserts],
+            [e.occurred_at for e, _, _ in inserts],
+            [enc[0] for _, _, enc in inserts],
         )
         with psycopg.Cursor(raw) as cursor, psycopg.Cursor(raw) as insert_cursor:
             # Round trip 2: write the cart states, then take the log's append lock and insert.
