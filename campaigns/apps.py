@@ -4,3 +4,14 @@ from django.apps import AppConfig
 class CampaignsConfig(AppConfig):
     name = "campaigns"
     verbose_name = "Campaigns"
+
+    def ready(self) -> None:
+        from campaigns import services
+        from carts.models import Store
+        from carts.services import store_demo_hook_register
+
+        def demo_campaign(store: Store) -> None:
+            services.campaign_demo_ensure(store=store)
+
+        # `create_store --demo` (and `make run`) give the demo store an active on-site campaign.
+        store_demo_hook_register(demo_campaign)

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from carts import event_types, hints, keys, projections
+from carts import origins as origins_module
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
 from carts.models import CartEvent, CartState, Store, StoreKey
 
@@ -72,16 +73,59 @@ DEMO_STORE_NAME = "Demo store"
 DEMO_STORE_LOCK = 0x64656D6F  # "demo"
 
 
+# What other apps add to the demo store (e.g. campaigns: an active demo campaign). carts imports no
+# other app, so they register here from their AppConfig.ready().
+_DEMO_STORE_HOOKS: list[Callable[[Store], None]] = []
+
+
+def store_demo_hook_register(hook: Callable[[Store], None]) -> None:
+    if hook not in _DEMO_STORE_HOOKS:
+        _DEMO_STORE_HOOKS.append(hook)
+
+
 @transaction.atomic
-def store_demo_ensure(*, domain: str = "") -> tuple[Store, StoreCredentials | None]:
-    """The demo store, created on first use. Credentials come back only when it was created."""
+def store_demo_ensure(
+    *, domain: str = "", origins: Sequence[str] = ()
+) -> tuple[Store, StoreCredentials | None]:
+    """The demo store, created on first use, with ``origins`` allowed and whatever the other
+    apps add to it. Credentials come back only when it was created."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DEMO_STORE_LOCK])
-    existing = Store.objects.filter(name=DEMO_STORE_NAME).order_by("pk").first()
-    if existing is not None:
-        return existing, None
-    creds = store_create(name=DEMO_STORE_NAME, domain=domain)
-    return Store.objects.get(pk=creds.store_id), creds
+    store = Store.objects.filter(name=DEMO_STORE_NAME).order_by("pk").first()
+    creds = None
+    if store is None:
+        creds = store_create(name=DEMO_STORE_NAME, domain=domain)
+        store = Store.objects.get(pk=creds.store_id)
+    store_origins_add(store=store, origins=origins)
+    for hook in _DEMO_STORE_HOOKS:
+        hook(store)
+    return store, creds
+
+
+def store_origins_add(*, store: Store, origins: Sequence[str]) -> Store:
+    """Allow these origins (normalised; ValueError for one that is not an origin)."""
+    allowed = list(store.allowed_origins)
+    for origin in origins:
+        normal = origins_module.origin_normalise(origin)
+        if normal not in allowed:
+            allowed.append(normal)
+    if allowed != store.allowed_origins:
+        store.allowed_origins = allowed
+        store.save(update_fields=["allowed_origins"])
+    return store
+
+
+def store_publishable_key_issue(*, store: Store) -> str:
+    """One more publishable key for the store (publishable keys are public: the demo page
+    embeds one). Returned once; stored hashed like every key."""
+    key = keys.new_key(keys.PUBLISHABLE_PREFIX)
+    StoreKey.objects.create(
+        store=store,
+        kind=StoreKey.Kind.PUBLISHABLE,
+        prefix=key[:10],
+        key_hash=keys.hash_key(key),
+    )
+    return key
 
 
 @transaction.atomic

@@ -219,13 +219,21 @@ def main() -> int:
 
         django.setup()  # starts (or attaches to) embedded PostgreSQL/Redis and takes a lease
         call_command("migrate", interactive=False)
-        call_command("create_store", "--demo")
+        port = env.get_int("PORT", 8000)
+        # The demo storefront (/demo/) is served from here, so the demo store allows this origin.
+        call_command(
+            "create_store",
+            "--demo",
+            "--origin",
+            f"http://127.0.0.1:{port}",
+            "--origin",
+            f"http://localhost:{port}",
+        )
         password = ensure_admin_user()
         if password:
             print(f"Created the admin user: username 'admin', password {password!r} (shown once).")
         connections.close_all()
 
-        port = env.get_int("PORT", 8000)
         listed = programs(port=port)
         printer = Printer(sys.stdout, [p.name for p in listed])
         base = f"http://127.0.0.1:{port}"

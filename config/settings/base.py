@@ -112,6 +112,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.VAR_DIR / "static"
+# The demo store's publishable key, for the demo storefront at /demo/ (written by create_store
+# --demo; publishable keys are public by design).
+DEMO_STORE_FILE = env.VAR_DIR / "demo-store.json"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # where collectstatic would put files
 # Served by WhiteNoise straight from the apps' static folders: nothing to collect first. (For a
 # CDN in front, run collectstatic and turn this off.)

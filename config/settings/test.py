@@ -12,3 +12,6 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 # One test database per pytest process, so two runs on one machine never drop each other's.
 DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}  # noqa: F405
+
+# Tests that need the demo key file point this at a temporary path.
+DEMO_STORE_FILE = None  # type: ignore[assignment]

@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from carts import services
 from carts.models import Store
+from carts.origins import origin_normalise
 
 DEMO_STORE_NAME = services.DEMO_STORE_NAME
+
+
+def _write_demo_file(store: Store, creds: services.StoreCredentials | None) -> None:
+    """Keep the demo store's publishable key where the demo storefront (/demo/) reads it.
+    Publishable keys are public by design; secret keys never go to a file."""
+    path: Path | None = getattr(settings, "DEMO_STORE_FILE", None)
+    if path is None:
+        return
+    try:
+        current = json.loads(path.read_text())
+    except (OSError, ValueError):
+        current = None
+    if creds is None and current is not None and current.get("store_id") == store.pk:
+        return
+    key = creds.publishable_key if creds else services.store_publishable_key_issue(store=store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"store_id": store.pk, "publishable_key": key}))
 
 
 def print_credentials(
@@ -46,6 +66,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--domain", default="", help="The storefront's domain.")
         parser.add_argument(
+            "--origin",
+            action="append",
+            default=[],
+            help="Allow this storefront origin (scheme://host[:port]) for the browser snippet; "
+            "repeatable.",
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
             help="Print one JSON object: store_id, secret_key, publishable_key, webhook_secret.",
@@ -57,8 +84,15 @@ class Command(BaseCommand):
         if len(domain) > Store._meta.get_field("domain").max_length:  # type: ignore[operator]
             raise CommandError("--domain is too long (253 characters at most).")
 
+        origins: list[str] = options["origin"]
+        for origin in origins:
+            try:
+                origin_normalise(origin)
+            except ValueError as exc:
+                raise CommandError(f"--origin: {exc}") from exc
+
         if options["demo"]:
-            self._demo(domain=domain, as_json=as_json)
+            self._demo(domain=domain, origins=origins, as_json=as_json)
             return
 
         name: str = options["name"].strip()
@@ -67,12 +101,15 @@ class Command(BaseCommand):
         if len(name) > Store._meta.get_field("name").max_length:  # type: ignore[operator]
             raise CommandError("--name is too long (200 characters at most).")
         creds = services.store_create(name=name, domain=domain)
+        if origins:
+            services.store_origins_add(store=Store.objects.get(pk=creds.store_id), origins=origins)
         print_credentials(
             self, creds, as_json=as_json, heading=f"Created store #{creds.store_id} {name!r}."
         )
 
-    def _demo(self, *, domain: str, as_json: bool) -> None:
-        existing, creds = services.store_demo_ensure(domain=domain)
+    def _demo(self, *, domain: str, origins: list[str], as_json: bool) -> None:
+        existing, creds = services.store_demo_ensure(domain=domain, origins=origins)
+        _write_demo_file(existing, creds)
         if creds is not None:
             print_credentials(
                 self,

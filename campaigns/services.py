@@ -1,0 +1,41 @@
+"""Writes of the campaigns app."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+
+from campaigns.models import Campaign, Tier
+from carts.models import Store
+
+DEMO_CAMPAIGN_NAME = "Demo: exit-intent offer"
+
+
+@transaction.atomic
+def campaign_demo_ensure(*, store: Store) -> Campaign:
+    """The demo store's active campaign: an on-site tier that offers to any cart with items
+    (minimum score 0, no holdout), so a new user sees an offer at once."""
+    campaign, created = Campaign.objects.get_or_create(
+        store=store,
+        name=DEMO_CAMPAIGN_NAME,
+        defaults={"active": True, "holdout_share": Decimal("0"), "priority": 0},
+    )
+    if created:
+        Tier.objects.create(
+            campaign=campaign,
+            position=1,
+            channel=Tier.Channel.ONSITE,
+            min_score=0.0,
+            min_cart_value=1,
+            offer_kind=Tier.OfferKind.PERCENT_DISCOUNT,
+            percent=10,
+            discount_cap=2000,
+            headline="Wait, 10% off your cart",
+            body="Finish your order in the next 30 minutes and save 10% (up to 20.00).",
+            cta_label="Use my discount",
+            cta_url="",
+            cooldown_hours=0,
+            offer_ttl_minutes=30,
+        )
+    return campaign
