@@ -16,6 +16,26 @@ from carts.models import Store
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
+def _always_set_up_the_test_database() -> None:
+    """pytest-django creates the test database only when a selected test uses ``db``,
+    ``transactional_db`` or the ``django_db`` marker. A run of ``committed_db`` tests alone
+    (e.g. ``pytest tests/recovery/test_shopper_socket.py``) would then talk to the development
+    database. Always set up the default alias (a private hook of pytest-django: if it moves,
+    this fails loudly at import)."""
+    import pytest_django.fixtures as pd
+
+    original = pd._get_databases_for_setup
+
+    def with_default(items: Any) -> tuple[set[str], set[str]]:
+        aliases, serialized = original(items)
+        return aliases | {"default"}, serialized
+
+    pd._get_databases_for_setup = with_default
+
+
+_always_set_up_the_test_database()
+
+
 @pytest.fixture
 def credentials(db) -> services.StoreCredentials:
     return services.store_create(name="Test shop", domain="shop.example")

@@ -18,3 +18,14 @@ def test_committed_append_is_visible_from_another_connection(committed_store):
         ).fetchone()
     assert row == (1,)
     assert CartEvent.objects.filter(store=store).count() == 1
+
+
+def test_committed_db_uses_the_test_database_even_when_run_alone(committed_db):
+    """Run alone (`pytest tests/carts/test_committed_smoke.py -k run_alone`), no selected test
+    asks pytest-django for a database; conftest makes sure it is still the test one, never
+    the development database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database()")
+        assert cursor.fetchone()[0].startswith("test_")
