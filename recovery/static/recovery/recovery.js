@@ -150,8 +150,9 @@
       emit('appended', Object.assign({ event_type: f && f.event.type }, m));
       if (f && f.event.type === 'order.placed') newCart();
     } else if (m.type === 'error') {
-      // Events are answered in order, each with `appended` or one of these errors.
-      if (/^(invalid_event|conflict|too_large)$/.test(m.code)) {
+      // Events are answered in order, each with `appended` or an error; these three are about
+      // other messages (reactions to an unknown offer, say).
+      if (!/^(invalid_message|unknown_type|invalid_json)$/.test(m.code)) {
         const f = inflight.shift();
         warn('event refused:', f && f.event.type, m.code, m.errors || m.message);
       }
