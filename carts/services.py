@@ -284,6 +284,7 @@ class Reacting:
     store_id: int
     states: Mapping[str, projections.Cart]
     scores: Mapping[str, CartScore | None]
+    accumulators: Mapping[str, dict[str, Any]]  # the scorer's, per cart ({} without a scorer)
     appended: Sequence[NewEvent]  # the request's new events (duplicates left out), in order
 
 
@@ -547,6 +548,9 @@ def _append(
             store_id=store_id,
             states={t: states[t] for t in changed},
             scores={t: (scored[row_ids[t]].score if scored is not None else None) for t in changed},
+            accumulators={
+                t: (scored[row_ids[t]].acc if scored is not None else {}) for t in changed
+            },
             appended=request_events,
         )
         for extra in react(reacting):

@@ -16,7 +16,7 @@ from a2wsgi import WSGIMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-websocket_urlpatterns: list = []
+from recovery.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import exceptions, permissions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,9 +14,11 @@ from rest_framework.views import APIView
 from carts import projections
 from carts.apis import CartNotFound, ReasonOut
 from carts.auth import StoreRateThrottle
+from carts.origins import origin_allowed
 from carts.selectors import cart_state_get
 from carts.services import cart_from_row
-from recovery import serving
+from carts.validation import CART_TOKEN_PATTERN
+from recovery import live, serving
 
 
 class _FeatureOut(serializers.Serializer):
@@ -111,3 +113,133 @@ class CartScoreApi(APIView):
             reasons=[r.as_dict() for r in why.top_reasons(3)],
         )
         return Response(ScoreOut(body).data)
+
+
+# Shopper sessions: the browser snippet's HTTP API (docs/websocket.md) ---------------------------
+
+
+def _cors(response: Response, origin: str | None) -> Response:
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+    response["Vary"] = "Origin"
+    return response
+
+
+def _preflight(request: Request) -> Response:
+    """Preflights are answered for any origin: the real request's origin is checked against the
+    store's list, and only an allowed one gets Access-Control-Allow-Origin."""
+    response = Response(status=204)
+    response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    response["Access-Control-Allow-Headers"] = "Content-Type"
+    response["Access-Control-Max-Age"] = "600"
+    return _cors(response, request.headers.get("Origin"))
+
+
+class _SessionIn(serializers.Serializer):
+    publishable_key = serializers.CharField(max_length=128)
+    cart = serializers.RegexField(
+        CART_TOKEN_PATTERN, required=False, help_text="Omit for a new cart token."
+    )
+
+
+class SessionOut(serializers.Serializer):
+    ticket = serializers.CharField(help_text="Single-use; valid for expires_in seconds.")
+    cart = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    expires_in = serializers.IntegerField()
+    ws_path = serializers.CharField()
+
+
+class _BadKey(exceptions.APIException):
+    # A 401 even without an authentication scheme (DRF would turn AuthenticationFailed into 403).
+    status_code = 401
+    default_code = "invalid_key"
+    default_detail = "Unknown or revoked publishable key."
+
+
+def _store_and_origin(request: Request, key: Any) -> tuple[Any, str | None]:
+    store = live.store_for_publishable_key(key)
+    if store is None:
+        raise _BadKey()
+    return store, request.headers.get("Origin")
+
+
+def _origin_not_allowed() -> exceptions.PermissionDenied:
+    return exceptions.PermissionDenied(
+        {
+            "code": "origin_not_allowed",
+            "detail": "This origin (the request's Origin header) is not in the store's "
+            "allowed origins.",
+        }
+    )
+
+
+class ShopperSessionsApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+        return _preflight(request)
+
+    @extend_schema(
+        operation_id="shopper_session_open",
+        summary="A single-use websocket ticket for a cart (publishable key, allowed Origin).",
+        request=_SessionIn,
+        responses={201: SessionOut},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        params = _SessionIn(data=request.data)
+        params.is_valid(raise_exception=True)
+        store, origin = _store_and_origin(request, params.validated_data["publishable_key"])
+        try:
+            opened = live.shopper_session_open(
+                store=store,
+                cart=params.validated_data.get("cart"),
+                origin=origin,
+                now=timezone.now(),
+            )
+        except live.OriginNotAllowed:
+            raise _origin_not_allowed() from None
+        body = {
+            "ticket": opened.ticket,
+            "cart": opened.cart,
+            "expires_at": opened.expires_at,
+            "expires_in": opened.expires_in,
+            "ws_path": "/ws/v1/shopper/",
+        }
+        return _cors(Response(SessionOut(body).data, status=201), origin)
+
+
+class _OffersParams(serializers.Serializer):
+    publishable_key = serializers.CharField(max_length=128)
+    cart = serializers.RegexField(CART_TOKEN_PATTERN)
+
+
+class ShopperOffersApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+        return _preflight(request)
+
+    @extend_schema(
+        operation_id="shopper_offers_pending",
+        summary="The cart's pending (unacknowledged, unexpired) offers.",
+        parameters=[
+            OpenApiParameter("publishable_key", str, required=True),
+            OpenApiParameter("cart", str, required=True),
+        ],
+        responses=inline_serializer("PendingOffers", {"offers": serializers.ListField()}),
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        params = _OffersParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        store, origin = _store_and_origin(request, params.validated_data["publishable_key"])
+        if not origin_allowed(origin, store.allowed_origins):
+            raise _origin_not_allowed()
+        offers = live.pending_offers(
+            store_id=store.pk, cart=params.validated_data["cart"], now=timezone.now()
+        )
+        return _cors(Response({"offers": offers}), origin)

@@ -160,7 +160,12 @@ class CouncilScorer:
 
     def accumulate(self, acc: dict[str, Any], event: projections.FoldEvent) -> dict[str, Any]:
         inner = features.accumulator_apply(inner_accumulator(acc), event)
-        return {**acc, "v": features.FEATURES_VERSION, "acc": inner}
+        out = {**acc, "v": features.FEATURES_VERSION, "acc": inner}
+        if event.type == "recovery.offer_decided" and event.data.get("decision") == "offer":
+            # The on-site cooldown reads this (recovery/offers.py), without a query.
+            count = (acc.get("offers") or {}).get("count", 0)
+            out["offers"] = {"last_at": event.occurred_at.isoformat(), "count": count + 1}
+        return out
 
     def score(
         self, *, store_id: int, carts: Mapping[str, tuple[projections.Cart, dict[str, Any]]]

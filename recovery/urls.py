@@ -4,4 +4,6 @@ from recovery import apis
 
 urlpatterns = [
     path("carts/<str:cart>/score", apis.CartScoreApi.as_view(), name="cart-score"),
+    path("shopper-sessions", apis.ShopperSessionsApi.as_view(), name="shopper-sessions"),
+    path("shopper-sessions/offers", apis.ShopperOffersApi.as_view(), name="shopper-offers"),
 ]

@@ -128,6 +128,23 @@ def committed_db(django_db_setup, django_db_blocker):
             conn.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_sessions_at_teardown(django_db_setup, django_db_blocker):
+    """Connections opened by worker threads (websocket consumers run their database work in a
+    thread pool) can outlive the tests; end them before pytest-django drops the test database,
+    or the drop fails and the database is left behind."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()
+
+
 @pytest.fixture
 def committed_store(committed_db) -> tuple[Store, services.StoreCredentials]:
     creds = services.store_create(name=f"Committed shop {uuid.uuid4().hex[:6]}")

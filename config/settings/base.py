@@ -131,6 +131,8 @@ CARTS_HINTS = env.get_bool("CARTS_HINTS", True)
 # Scoring (recovery/serving.py): how long a process trusts its cached choice of a store's active
 # model before asking the database again; a newly activated model is live within this.
 RECOVERY_MODEL_REFRESH_SECONDS = env.get_float("RECOVERY_MODEL_REFRESH_SECONDS", 2.0)
+# Likewise for a store's active on-site campaign tier (recovery/live.py).
+RECOVERY_CAMPAIGN_REFRESH_SECONDS = env.get_float("RECOVERY_CAMPAIGN_REFRESH_SECONDS", 2.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["carts.auth.StoreSecretKeyAuthentication"],

@@ -1,0 +1,183 @@
+"""The shopper websocket (docs/websocket.md): a thin edge over recovery.live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from carts.errors import CartsError
+from recovery import live, tickets
+
+MAX_MESSAGE_BYTES = 16 * 1024
+HELLO_TIMEOUT_SECONDS = 10.0
+
+CLOSE_BAD_HELLO = 4400
+CLOSE_ORIGIN = 4403
+CLOSE_HELLO_TIMEOUT = 4408
+
+T = TypeVar("T")
+
+
+def _db(fn: Callable[..., T]) -> Callable[..., Any]:
+    """Run a service in the thread pool (not one shared thread: sockets do not queue behind
+    each other), with Django's per-call connection hygiene."""
+    return database_sync_to_async(fn, thread_sensitive=False)  # type: ignore[no-any-return]
+
+
+class ShopperConsumer(AsyncWebsocketConsumer):
+    session: live.Session | None = None
+    group: str | None = None
+    _hello_timer: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        headers = dict(self.scope.get("headers", []))
+        self.origin = headers.get(b"origin", b"").decode("latin-1") or None
+        await self.accept()
+        if not await _db(live.origin_known)(self.origin):
+            await self.close(code=CLOSE_ORIGIN)
+            return
+        self._hello_timer = asyncio.create_task(self._hello_deadline())
+
+    async def _hello_deadline(self) -> None:
+        await asyncio.sleep(HELLO_TIMEOUT_SECONDS)
+        if self.session is None:
+            await self.close(code=CLOSE_HELLO_TIMEOUT)
+
+    async def disconnect(self, code: int) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        if self.group is not None and self.channel_layer is not None:
+            # A failed discard (Redis gone, pool exhausted) must not fail the disconnect: the
+            # group membership expires on its own (channel-layer group_expiry).
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
+        if self.session is None:
+            await self._hello(raw)
+            return
+        if len(raw.encode()) > MAX_MESSAGE_BYTES:
+            await self._error("too_large", f"Messages are at most {MAX_MESSAGE_BYTES} bytes.")
+            return
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            await self._error("invalid_json", "Messages are JSON objects.")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self._error("invalid_message", "Messages are JSON objects with a 'type'.")
+            return
+        kind = message["type"]
+        if kind == "event":
+            await self._event(message.get("event"))
+        elif kind in live.OFFER_REACTIONS:
+            await self._reaction(kind, message.get("offer"))
+        elif kind == "ping":
+            await self._send({"type": "pong", "server_time": timezone.now().isoformat()})
+        else:
+            await self._error(
+                "unknown_type",
+                f"Unknown message type {kind!r}. Known: event, ack, offer.shown, "
+                "offer.accepted, offer.dismissed, ping.",
+            )
+
+    async def _hello(self, raw: str) -> None:
+        try:
+            message = json.loads(raw) if len(raw) <= MAX_MESSAGE_BYTES else None
+        except ValueError:
+            message = None
+        if (
+            not isinstance(message, dict)
+            or message.get("type") != "hello"
+            or not isinstance(message.get("ticket"), str)
+        ):
+            await self.close(code=CLOSE_BAD_HELLO)
+            return
+        try:
+            session, pending = await _db(live.session_start)(
+                ticket=message["ticket"], origin=self.origin, now=timezone.now()
+            )
+        except tickets.TicketError as exc:
+            await self.close(code=exc.code)
+            return
+        self.session = session
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        if self.channel_layer is not None:
+            self.group = live.cart_group(session.store_id, session.cart)
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        await self._send(
+            {
+                "type": "welcome",
+                "cart": session.cart,
+                "store": session.store_id,
+                "session": session.session_id,
+                "server_time": timezone.now().isoformat(),
+            }
+        )
+        for offer in pending:
+            await self._send({"type": "offer", **offer})
+
+    async def _event(self, raw: Any) -> None:
+        assert self.session is not None
+        if not isinstance(raw, dict):
+            await self._error("invalid_event", "'event' must be an event object.")
+            return
+        try:
+            outcome = await _db(live.shopper_event_append)(
+                store_id=self.session.store_id,
+                cart=self.session.cart,
+                raw=raw,
+                now=timezone.now(),
+            )
+        except ValidationError as exc:
+            await self._error("invalid_event", "The event is not valid.", errors=exc.detail)
+            return
+        except CartsError as exc:
+            await self._error(exc.code, exc.message)
+            return
+        appended = outcome.appended
+        await self._send(
+            {
+                "type": "appended",
+                "id": str(appended.event_id),
+                "version": appended.version,
+                "position": appended.position,
+                "duplicate": appended.duplicate,
+            }
+        )
+        decision = outcome.decision
+        if decision is not None and decision.offer is not None:
+            await self._send({"type": "offer", **decision.offer})
+
+    async def _reaction(self, kind: str, offer_id: Any) -> None:
+        assert self.session is not None
+        try:
+            await _db(live.offer_reaction_record)(
+                store_id=self.session.store_id,
+                cart=self.session.cart,
+                offer_id=offer_id,
+                message_type=kind,
+                now=timezone.now(),
+            )
+        except live.UnknownOffer as exc:
+            await self._error("invalid_message", str(exc))
+
+    async def offer_push(self, message: dict[str, Any]) -> None:
+        """A push from another process (recovery.live.offer_push) to this cart's group."""
+        await self._send({"type": "offer", **message["offer"]})
+
+    async def _error(self, code: str, message: str, **extra: Any) -> None:
+        await self._send({"type": "error", "code": code, "message": message, **extra})
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(payload, default=str))

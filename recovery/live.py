@@ -1,0 +1,288 @@
+"""The live shopper channel (docs/websocket.md): sessions opened with the publishable key,
+events from the browser appended through the one append service, the exit-intent offer decided
+in the same transaction, offer reactions, pending offers and pushes from other processes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from campaigns.selectors import OnsiteOffer, onsite_offer_for_store
+from carts import event_types, selectors
+from carts.apis import events_in
+from carts.errors import EventIdConflict
+from carts.models import CartEvent, Store, StoreKey
+from carts.origins import origin_allowed, origin_normalise
+from carts.services import Appended, NewEvent, Reacting, events_append
+from recovery import offers, tickets
+from recovery.examples import shopper_lookup_key
+
+OFFER_DECIDED = "recovery.offer_decided"
+# Browser message type -> the event appended for it.
+OFFER_REACTIONS = {
+    "ack": "recovery.offer_acked",
+    "offer.shown": "recovery.offer_shown",
+    "offer.accepted": "recovery.offer_accepted",
+    "offer.dismissed": "recovery.offer_dismissed",
+}
+SYSTEM_TYPES = (OFFER_DECIDED, *OFFER_REACTIONS.values())
+_NAMESPACE = uuid.UUID("0b4c3f5e-2d7a-4b7e-9f0e-6c1d8a2e5b39")
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+
+
+def event_types_register() -> None:
+    for name in SYSTEM_TYPES:
+        event_types.register_system_type(event_types.EventType(name, 1, None))
+
+
+class OriginNotAllowed(Exception):
+    pass
+
+
+class UnknownOffer(Exception):
+    pass
+
+
+class CrossStoreTicket(tickets.TicketError):
+    code = 4406
+
+
+# Sessions -------------------------------------------------------------------------------------
+
+
+def store_for_publishable_key(key: Any) -> Store | None:
+    if not isinstance(key, str) or not key.startswith("pk_"):
+        return None
+    return selectors.store_for_key(key=key, kind=StoreKey.Kind.PUBLISHABLE)
+
+
+def origin_known(origin: str | None) -> bool:
+    """Whether any store allows this origin (the websocket handshake's check)."""
+    if not origin:
+        return False
+    try:
+        normal = origin_normalise(origin)
+    except ValueError:
+        return False
+    return Store.objects.filter(allowed_origins__contains=[normal]).exists()
+
+
+def new_cart_token() -> str:
+    return "c_" + secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTicket:
+    ticket: str
+    cart: str
+    expires_at: datetime
+    expires_in: int
+
+
+def shopper_session_open(
+    *, store: Store, cart: str | None, origin: str | None, now: datetime
+) -> SessionTicket:
+    """A ticket for one websocket of this cart (a new cart token when none is given)."""
+    if not origin_allowed(origin, store.allowed_origins):
+        raise OriginNotAllowed(f"Origin {origin!r} is not allowed for this store.")
+    token = cart or new_cart_token()
+    ttl = tickets.TTL_SECONDS
+    return SessionTicket(
+        tickets.ticket_issue(store_id=store.pk, cart=token),
+        token,
+        now + timedelta(seconds=ttl),
+        ttl,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    store_id: int
+    cart: str
+    session_id: str
+
+
+def session_start(*, ticket: Any, origin: str | None, now: datetime) -> tuple[Session, list[dict]]:
+    """Check a hello's ticket (raises tickets.TicketError with its close code) and spend it;
+    the session and the cart's pending offers."""
+    claims = tickets.ticket_read(ticket)
+    store = Store.objects.filter(pk=claims.store_id).only("pk", "allowed_origins").first()
+    if store is None:
+        raise tickets.TicketInvalid("The ticket names no store.")
+    if not origin_allowed(origin, store.allowed_origins):
+        raise CrossStoreTicket("The ticket belongs to a store that does not allow this origin.")
+    tickets.ticket_use(claims)
+    session = Session(store.pk, claims.cart, secrets.token_urlsafe(9))
+    return session, pending_offers(store_id=store.pk, cart=claims.cart, now=now)
+
+
+# The on-site tier, cached per process like the scoring model (recovery/serving.py) ------------
+
+_TIERS: dict[int, tuple[OnsiteOffer | None, float]] = {}
+
+
+def onsite_tier(store_id: int) -> OnsiteOffer | None:
+    now = time.monotonic()
+    entry = _TIERS.get(store_id)
+    if entry is not None and now - entry[1] < settings.RECOVERY_CAMPAIGN_REFRESH_SECONDS:
+        return entry[0]
+    tier = onsite_offer_for_store(store_id=store_id)
+    _TIERS[store_id] = (tier, now)
+    return tier
+
+
+def onsite_tiers_forget() -> None:
+    _TIERS.clear()
+
+
+# Events from the browser ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    appended: Appended
+    decision: offers.Decision | None
+
+
+def _code() -> str:
+    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
+
+
+def shopper_event_append(*, store_id: int, cart: str, raw: Any, now: datetime) -> EventOutcome:
+    """Append one event sent over the websocket (the cart is the session's). On an exit intent,
+    decide the offer in the same transaction and append the decision with it.
+
+    Raises rest_framework's ValidationError for an invalid event (field errors as in the HTTP
+    API) and the append service's errors (conflicts)."""
+    body = {**raw, "cart": cart} if isinstance(raw, dict) else raw
+    [event] = events_in(body)
+    decided: list[offers.Decision] = []
+    react = None
+    if event.type == "shopper.exit_intent":
+        tier = onsite_tier(store_id)
+
+        def react(reacting: Reacting) -> list[NewEvent]:
+            out: list[NewEvent] = []
+            for exit_event in reacting.appended:
+                state = reacting.states[exit_event.cart]
+                scored = reacting.scores[exit_event.cart]
+                decision = offers.decide(
+                    cart=state,
+                    score=scored.score if scored else None,
+                    tier=tier,
+                    last_offer=offers.last_offer_at(reacting.accumulators[exit_event.cart]),
+                    shopper=shopper_lookup_key(state) or exit_event.cart,
+                    now=now,
+                    offer_id=uuid.uuid5(_NAMESPACE, f"offer:{exit_event.event_id}").hex,
+                    code=_code(),
+                )
+                data = decision.as_event_data(
+                    tier=tier,
+                    score=scored.score if scored else None,
+                    model_version=scored.model_version if scored else "",
+                )
+                data["exit_event"] = str(exit_event.event_id)
+                decided.append(decision)
+                out.append(
+                    NewEvent(
+                        event_id=uuid.uuid5(_NAMESPACE, f"decided:{exit_event.event_id}"),
+                        cart=exit_event.cart,
+                        type=OFFER_DECIDED,
+                        schema_version=1,
+                        occurred_at=now,
+                        data=data,
+                    )
+                )
+            return out
+
+    [appended] = events_append(store_id=store_id, events=[event], react=react)
+    return EventOutcome(appended, decided[0] if decided else None)
+
+
+def offer_reaction_record(
+    *, store_id: int, cart: str, offer_id: Any, message_type: str, now: datetime
+) -> None:
+    """Append the browser's ack / shown / accepted / dismissed of one of this cart's offers."""
+    if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 64:
+        raise UnknownOffer("'offer' must be the id of an offer made to this cart.")
+    made = CartEvent.objects.filter(
+        store_id=store_id, cart=cart, type=OFFER_DECIDED, data__offer__id=offer_id
+    ).exists()
+    if not made:
+        raise UnknownOffer(f"No offer {offer_id!r} was made to this cart.")
+    event_type = OFFER_REACTIONS[message_type]
+    event = NewEvent(
+        event_id=uuid.uuid5(_NAMESPACE, f"{event_type}:{offer_id}"),
+        cart=cart,
+        type=event_type,
+        schema_version=1,
+        occurred_at=now,
+        data={"offer_id": offer_id},
+    )
+    with contextlib.suppress(EventIdConflict):  # recorded before: the first one counts
+        events_append(store_id=store_id, events=[event])
+
+
+def pending_offers(*, store_id: int, cart: str, now: datetime) -> list[dict]:
+    """Offers made to the cart that the browser has not acknowledged or answered, unexpired."""
+    made: dict[str, dict] = {}
+    answered: set[str] = set()
+    rows = (
+        CartEvent.objects.filter(store_id=store_id, cart=cart, type__in=SYSTEM_TYPES)
+        .order_by("version")
+        .values_list("type", "data")
+    )
+    for event_type, data in rows:
+        if event_type == OFFER_DECIDED:
+            if data.get("decision") == offers.OFFER and data.get("offer"):
+                made[data["offer"]["id"]] = data["offer"]
+        else:
+            answered.add(data.get("offer_id", ""))
+    return [
+        offer
+        for offer_id, offer in made.items()
+        if offer_id not in answered and datetime.fromisoformat(offer["expires_at"]) > now
+    ]
+
+
+# Pushes from other processes ------------------------------------------------------------------
+
+
+def cart_group(store_id: int, cart: str) -> str:
+    """The channel-layer group of a cart's sockets (group names allow [A-Za-z0-9._-])."""
+    return f"recovery.cart.{store_id}.{hashlib.sha256(cart.encode()).hexdigest()[:32]}"
+
+
+async def offer_push_async(*, store_id: int, cart: str, offer: dict) -> None:
+    """Send an offer to the cart's open sockets. At most once: the browser acks, and gets any
+    unacked offer again on reconnect (pending_offers)."""
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.group_send(cart_group(store_id, cart), {"type": "offer.push", "offer": offer})
+
+
+def offer_push(*, store_id: int, cart: str, offer: dict) -> None:
+    """offer_push_async from synchronous code (a worker). The layer's Redis pools are closed
+    inside the call: async_to_sync runs it on a loop of its own (PITFALLS: channels_redis #332)."""
+
+    async def send() -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        try:
+            await offer_push_async(store_id=store_id, cart=cart, offer=offer)
+        finally:
+            close = getattr(layer, "close_pools", None)
+            if close is not None:
+                await close()
+
+    async_to_sync(send)()
