@@ -3,10 +3,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import health, views
+from recovery import demo
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("healthz", health.healthz, name="healthz"),
+    path("demo/", demo.demo_storefront, name="demo"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("carts.urls")),
     path("api/v1/", include("recovery.urls")),
