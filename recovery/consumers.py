@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -129,6 +131,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
 
     async def _event(self, raw: Any) -> None:
         assert self.session is not None
+        received = time.perf_counter()
         if not isinstance(raw, dict):
             await self._error("invalid_event", "'event' must be an event object.")
             return
@@ -157,7 +160,11 @@ class ShopperConsumer(AsyncWebsocketConsumer):
         )
         decision = outcome.decision
         if decision is not None and decision.offer is not None:
-            await self._send({"type": "offer", **decision.offer})
+            frame = {"type": "offer", **decision.offer}
+            if settings.RECOVERY_SERVER_TIMING:
+                # Event received to offer sent, on this server (bench/exit_intent.py reads it).
+                frame["server_ms"] = round((time.perf_counter() - received) * 1000, 3)
+            await self._send(frame)
 
     async def _reaction(self, kind: str, offer_id: Any) -> None:
         assert self.session is not None

@@ -133,6 +133,8 @@ CARTS_HINTS = env.get_bool("CARTS_HINTS", True)
 RECOVERY_MODEL_REFRESH_SECONDS = env.get_float("RECOVERY_MODEL_REFRESH_SECONDS", 2.0)
 # Likewise for a store's active on-site campaign tier (recovery/live.py).
 RECOVERY_CAMPAIGN_REFRESH_SECONDS = env.get_float("RECOVERY_CAMPAIGN_REFRESH_SECONDS", 2.0)
+# Add "server_ms" (exit intent received to offer sent) to offer frames: for benchmarks.
+RECOVERY_SERVER_TIMING = env.get_bool("RECOVERY_SERVER_TIMING", False)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["carts.auth.StoreSecretKeyAuthentication"],
