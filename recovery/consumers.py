@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from carts.errors import CartsError
-from recovery import live, tickets
+from recovery import live, offers, tickets
 
 MAX_MESSAGE_BYTES = 16 * 1024
 HELLO_TIMEOUT_SECONDS = 10.0
@@ -26,6 +27,7 @@ CLOSE_ORIGIN = 4403
 CLOSE_HELLO_TIMEOUT = 4408
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _db(fn: Callable[..., T]) -> Callable[..., Any]:
@@ -135,18 +137,44 @@ class ShopperConsumer(AsyncWebsocketConsumer):
         if not isinstance(raw, dict):
             await self._error("invalid_event", "'event' must be an event object.")
             return
+        loop = asyncio.get_running_loop()
+        sent: list[dict[str, Any]] = []
+
+        def on_decided(decision: offers.Decision) -> None:
+            # Called in the worker thread once the offer is decided, before the commit: the
+            # frame goes out while the decision is written (the log commits or we withdraw it).
+            if decision.offer is None:
+                return
+            frame = {"type": "offer", **decision.offer}
+            if settings.RECOVERY_SERVER_TIMING:
+                # Event received to offer sent, on this server (bench/exit_intent.py reads it).
+                frame["server_ms"] = round((time.perf_counter() - received) * 1000, 3)
+            sent.append(frame)
+            future = asyncio.run_coroutine_threadsafe(self._send(frame), loop)
+            # Wait for the frame to leave (GIL released meanwhile) before going on to the
+            # commit: otherwise this thread's Python work holds the event loop off for ~1 ms.
+            with contextlib.suppress(Exception):
+                future.result(timeout=0.05)
+
         try:
             outcome = await _db(live.shopper_event_append)(
                 store_id=self.session.store_id,
                 cart=self.session.cart,
                 raw=raw,
                 now=timezone.now(),
+                on_decided=on_decided,
             )
         except ValidationError as exc:
             await self._error("invalid_event", "The event is not valid.", errors=exc.detail)
             return
-        except CartsError as exc:
-            await self._error(exc.code, exc.message)
+        except Exception as exc:
+            for frame in sent:  # the commit failed: the offer was never recorded
+                await self._send({"type": "offer.withdrawn", "id": frame["id"]})
+            if isinstance(exc, CartsError):
+                await self._error(exc.code, exc.message)
+                return
+            log.exception("appending a shopper event failed")
+            await self._error("unavailable", "The event could not be stored; send it again.")
             return
         appended = outcome.appended
         await self._send(
@@ -158,13 +186,6 @@ class ShopperConsumer(AsyncWebsocketConsumer):
                 "duplicate": appended.duplicate,
             }
         )
-        decision = outcome.decision
-        if decision is not None and decision.offer is not None:
-            frame = {"type": "offer", **decision.offer}
-            if settings.RECOVERY_SERVER_TIMING:
-                # Event received to offer sent, on this server (bench/exit_intent.py reads it).
-                frame["server_ms"] = round((time.perf_counter() - received) * 1000, 3)
-            await self._send(frame)
 
     async def _reaction(self, kind: str, offer_id: Any) -> None:
         assert self.session is not None

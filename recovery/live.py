@@ -9,6 +9,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,12 +159,21 @@ def _code() -> str:
     return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
 
 
-def shopper_event_append(*, store_id: int, cart: str, raw: Any, now: datetime) -> EventOutcome:
+def shopper_event_append(
+    *,
+    store_id: int,
+    cart: str,
+    raw: Any,
+    now: datetime,
+    on_decided: Callable[[offers.Decision], None] | None = None,
+) -> EventOutcome:
     """Append one event sent over the websocket (the cart is the session's). On an exit intent,
     decide the offer in the same transaction and append the decision with it.
 
-    Raises rest_framework's ValidationError for an invalid event (field errors as in the HTTP
-    API) and the append service's errors (conflicts)."""
+    ``on_decided`` is called with the decision as soon as it is made, under the cart's lock and
+    before the commit (the websocket sends the offer then, while the decision is written; should
+    the commit fail, it withdraws the offer). Raises rest_framework's ValidationError for an
+    invalid event (field errors as in the HTTP API) and the append service's errors."""
     body = {**raw, "cart": cart} if isinstance(raw, dict) else raw
     [event] = events_in(body)
     decided: list[offers.Decision] = []
@@ -193,6 +203,8 @@ def shopper_event_append(*, store_id: int, cart: str, raw: Any, now: datetime) -
                 )
                 data["exit_event"] = str(exit_event.event_id)
                 decided.append(decision)
+                if on_decided is not None:
+                    on_decided(decision)
                 out.append(
                     NewEvent(
                         event_id=uuid.uuid5(_NAMESPACE, f"decided:{exit_event.event_id}"),

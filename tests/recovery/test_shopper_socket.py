@@ -91,13 +91,12 @@ def ev(kind: str, data: dict | None = None, **extra) -> dict:
 
 
 async def send_event(communicator, kind: str, data: dict | None = None) -> list[dict]:
-    """Send an event; the frames that answer it (appended, then an offer when one is made)."""
+    """Send an event; the frames that answer it, in arrival order: an exit intent's offer is
+    sent as soon as it is decided, before the commit, so it comes before ``appended``."""
     await communicator.send_json_to(ev(kind, data))
     frames = [await communicator.receive_json_from(timeout=5)]
-    if kind == "shopper.exit_intent":
-        with_offer = not await communicator.receive_nothing(timeout=0.3)
-        if with_offer:
-            frames.append(await communicator.receive_json_from(timeout=5))
+    while frames[-1]["type"] not in ("appended", "error"):
+        frames.append(await communicator.receive_json_from(timeout=5))
     return frames
 
 
@@ -119,8 +118,8 @@ async def test_exit_intent_gets_an_offer_decided_in_the_same_commit(committed_db
 
     frames = await send_event(socket, "shopper.exit_intent", {"trigger": "mouse_leave"})
 
-    assert [f["type"] for f in frames] == ["appended", "offer"]
-    offer = frames[1]
+    assert [f["type"] for f in frames] == ["offer", "appended"]
+    offer = frames[0]
     assert offer["kind"] == "percent_discount" and offer["percent"] == 10
     assert offer["discount_amount"] == 500 and len(offer["discount_code"]) == 10
     assert offer["headline"] == "10% off if you stay"
@@ -161,7 +160,7 @@ async def test_at_most_one_offer_per_cart_within_the_cooldown(committed_db):
     await send_event(socket, "cart.item_added", item())
     first = await send_event(socket, "shopper.exit_intent", {"trigger": "mouse_leave"})
     second = await send_event(socket, "shopper.exit_intent", {"trigger": "idle"})
-    assert [f["type"] for f in first] == ["appended", "offer"]
+    assert [f["type"] for f in first] == ["offer", "appended"]
     assert [f["type"] for f in second] == ["appended"]
     reasons = [
         d["reason"]
@@ -201,7 +200,7 @@ async def test_unacked_offers_come_back_on_reconnect_and_over_http(committed_db)
     store_id = s["store"].pk
     socket = await hello(store_id, "cart-r")
     await send_event(socket, "cart.item_added", item())
-    offer = (await send_event(socket, "shopper.exit_intent", {"trigger": "mouse_leave"}))[1]
+    offer = (await send_event(socket, "shopper.exit_intent", {"trigger": "mouse_leave"}))[0]
     await socket.disconnect()  # dropped before the browser acked
 
     client = Client()
@@ -341,4 +340,32 @@ async def test_mass_disconnect_does_not_fail(committed_db):
     socket = await hello(s["store"].pk, "after")
     await live.offer_push_async(store_id=s["store"].pk, cart="after", offer={"id": "x"})
     assert (await socket.receive_json_from(timeout=5))["id"] == "x"
+    await socket.disconnect()
+
+
+async def test_an_offer_sent_before_a_failed_commit_is_withdrawn(committed_db, monkeypatch):
+    from django.db import OperationalError
+
+    from carts import services
+
+    s = await shop()
+    socket = await hello(s["store"].pk, "cart-w")
+    await send_event(socket, "cart.item_added", item())
+
+    def broken(*args, **kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(services, "cart_states_update", broken)
+    await socket.send_json_to(ev("shopper.exit_intent", {"trigger": "mouse_leave"}))
+    offer = await socket.receive_json_from(timeout=5)
+    withdrawn = await socket.receive_json_from(timeout=5)
+    error = await socket.receive_json_from(timeout=5)
+    assert offer["type"] == "offer"
+    assert withdrawn == {"type": "offer.withdrawn", "id": offer["id"]}
+    assert error["type"] == "error" and error["code"] == "unavailable"
+    assert [t for t, _ in await log_types(s["store"].pk, "cart-w")] == ["cart.item_added"]
+
+    monkeypatch.undo()  # the socket still works once the database is back
+    frames = await send_event(socket, "shopper.exit_intent", {"trigger": "mouse_leave"})
+    assert [f["type"] for f in frames] == ["offer", "appended"]
     await socket.disconnect()
