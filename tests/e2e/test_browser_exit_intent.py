@@ -1,0 +1,414 @@
+"""The storefront snippet in headless Chromium against the real ASGI server (uvicorn): the demo
+shop's cart, an exit intent through the top of the window, the offer dialog, and the accepted offer
+in the cart's log."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client, override_settings
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.wait import WebDriverWait
+
+from campaigns.services import campaign_demo_ensure
+from carts.models import CartEvent
+from tests.conftest import subprocess_env
+from tests.e2e import procs
+
+MIN_DWELL_SECONDS = 5.0  # the snippet's default data-min-dwell-ms
+
+
+def _chromium(tmp_path: Path) -> webdriver.Chrome:
+    """Debian's chromium and chromedriver (`make test` installs them); never a downloaded one."""
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert binary and driver, "install chromium and chromium-driver (make browser)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # root in CI
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(
+        options=options, service=Service(driver, log_output=str(tmp_path / "chromedriver.log"))
+    )
+
+
+@pytest.fixture
+def server(committed_store, tmp_path) -> Iterator[tuple[str, Any]]:
+    """uvicorn on a free port, against the test database; the store allows its origin and has the
+    demo campaign (an on-site tier offering to any cart with items)."""
+    store, creds = committed_store
+    port = procs.free_port()
+    origin = f"http://127.0.0.1:{port}"
+    store.allowed_origins = [origin]
+    store.save(update_fields=["allowed_origins"])
+    campaign_demo_ensure(store=store)
+    log = tmp_path / "web.log"
+    process = procs.start(
+        [procs.PYTHON, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
+        env=subprocess_env(DJANGO_DEBUG="0"),
+        log=log,
+    )
+    try:
+        procs.wait_for(
+            lambda: procs.status_of(f"{origin}/healthz") in (200, 503),
+            timeout=60,
+            what=f"the web server\n{procs.tail(log)}",
+        )
+        yield origin, creds
+    finally:
+        procs.stop(process)
+
+
+def _types(store_id: int, cart: str) -> list[str]:
+    return list(
+        CartEvent.objects.filter(store_id=store_id, cart=cart)
+        .order_by("version")
+        .values_list("type", flat=True)
+    )
+
+
+def _pointer(driver: webdriver.Chrome, *ys: int) -> None:
+    """Move the real pointer (Chrome's input pipeline, which makes the DOM events) through these
+    heights, x in the middle. WebDriver actions cannot aim outside the viewport (ActionChains
+    raises MoveTargetOutOfBoundsException), so this goes through the DevTools input domain."""
+    for y in ys:
+        driver.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": 640, "y": y})
+
+
+def _leave_through_the_top(driver: webdriver.Chrome) -> None:
+    _pointer(driver, 300, 40, 5, -20)
+
+
+def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
+    server, committed_store, tmp_path
+) -> None:
+    origin, creds = server
+    store, _ = committed_store
+    tier = store.campaigns.get().tiers.get()
+    started = time.monotonic()
+    driver = _chromium(tmp_path)
+    try:
+        page_url = f"{origin}/demo/?key={creds.publishable_key}"
+        driver.get(page_url)
+        page_loaded = time.monotonic()
+        wait = WebDriverWait(driver, 15)
+        wait.until(
+            ec.text_to_be_present_in_element_attribute((By.ID, "connection"), "data-state", "open")
+        )
+        cart = driver.execute_script("return window.Recovery.cart()")
+        assert cart
+
+        driver.find_element(By.CSS_SELECTOR, 'button.add[data-sku="MUG-01"]').click()
+        procs.wait_for(
+            lambda: "cart.item_added" in _types(store.pk, cart), timeout=10, what="the item"
+        )
+        # The pointer leaving before the minimum dwell is not an exit intent...
+        early_leave = time.time()
+        _leave_through_the_top(driver)
+        _pointer(driver, 300)
+        # ...after it, it is.
+        time.sleep(max(0.0, MIN_DWELL_SECONDS + 0.3 - (time.monotonic() - page_loaded)))
+        _leave_through_the_top(driver)
+
+        dialog: WebElement = wait.until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, '[role="dialog"]'))
+        )
+        headline = driver.find_element(By.ID, dialog.get_attribute("aria-labelledby") or "")
+        assert headline.text == tier.headline
+        assert dialog.get_attribute("aria-modal") == "true"
+        body_id = (dialog.get_attribute("aria-describedby") or "").split()[0]
+        assert driver.find_element(By.ID, body_id).text == tier.body
+        assert "Code: " in dialog.text  # a percent discount carries its code
+        cta = dialog.find_element(By.CSS_SELECTOR, ".rcv-cta")
+        assert cta.text == tier.cta_label
+        # Focus is in the dialog and stays there: Tab from the last control wraps to the first.
+        assert driver.switch_to.active_element == cta
+        cta.send_keys(Keys.TAB)
+        assert driver.switch_to.active_element.get_attribute("aria-label") == "Close"
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+        assert driver.switch_to.active_element == cta
+
+        screenshot = tmp_path / "offer.png"
+        driver.save_screenshot(str(screenshot))
+        print(f"screenshot: {screenshot}")
+
+        cta.click()
+        procs.wait_for(
+            lambda: "recovery.offer_accepted" in _types(store.pk, cart),
+            timeout=10,
+            what="recovery.offer_accepted in the cart's log",
+        )
+        assert not driver.find_elements(By.CSS_SELECTOR, '[role="dialog"]')
+
+        exits = CartEvent.objects.filter(store=store, cart=cart, type="shopper.exit_intent")
+        assert [e.data for e in exits] == [{"trigger": "mouse_leave"}]
+        assert exits[0].occurred_at.timestamp() > early_leave + 2  # the second leave, not the first
+        types = _types(store.pk, cart)
+        assert types[types.index("shopper.exit_intent") :] == [
+            "shopper.exit_intent",
+            "recovery.offer_decided",
+            "recovery.offer_acked",
+            "recovery.offer_shown",
+            "recovery.offer_accepted",
+        ]
+        decided = CartEvent.objects.get(store=store, cart=cart, type="recovery.offer_decided")
+        accepted = CartEvent.objects.get(store=store, cart=cart, type="recovery.offer_accepted")
+        assert decided.data["decision"] == "offer"
+        assert accepted.data["offer_id"] == decided.data["offer"]["id"]
+
+        # The rest of the demo's checkout, with the offer's code: every event is accepted as sent.
+        code = decided.data["offer"]["discount_code"]
+        driver.find_element(By.ID, "start-checkout").click()
+        driver.find_element(By.ID, "email").send_keys("ada@example.com")
+        driver.find_element(By.ID, "consent-email").click()
+        driver.find_element(By.CSS_SELECTOR, '[data-step="contact"] button').click()
+        driver.find_element(By.CSS_SELECTOR, 'input[name="shipping"][value="995"]').click()
+        driver.find_element(By.CSS_SELECTOR, '[data-step="shipping"] button').click()
+        driver.find_element(By.ID, "coupon").send_keys(code)
+        driver.find_element(By.ID, "place-order").click()
+        procs.wait_for(
+            lambda: "order.placed" in _types(store.pk, cart), timeout=10, what="the order"
+        )
+        placed = CartEvent.objects.filter(store=store, cart=cart, version__gt=accepted.version)
+        assert [(e.type, e.data) for e in placed.order_by("version")] == [
+            ("checkout.started", {}),
+            ("page.viewed", {"url": page_url, "page_type": "checkout", "device": "desktop"}),
+            ("checkout.contact_captured", {"email": "ada@example.com", "consent": {"email": True}}),
+            ("checkout.shipping_quoted", {"amount": 995, "currency": "EUR"}),
+            (
+                "order.placed",
+                {
+                    "order_id": placed.get(type="order.placed").data["order_id"],
+                    "total": 1299 - 129 + 995,  # 10% off the mug, express shipping
+                    "currency": "EUR",
+                    "coupon": code,
+                },
+            ),
+        ]
+        # A converted cart is done with: the snippet starts the next one on a new session.
+        WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script("return Recovery.cart()") != cart
+        )
+
+        # No script errors. (Failed requests are the server's business and show in web.log.)
+        logs = driver.get_log("browser")
+        errors = [e for e in logs if e["level"] == "SEVERE" and e["source"] != "network"]
+        assert errors == [], logs
+    finally:
+        driver.quit()
+    print(f"browser part: {time.monotonic() - started:.1f}s")
+
+
+def _inject_snippet(driver: webdriver.Chrome, **data: str) -> None:
+    """The snippet's tag added to the current page, with these data- attributes; waits for it to
+    load. fetch and WebSocket are wrapped first, so the test sees every request it makes."""
+    loaded = driver.execute_async_script(
+        """
+        const [attrs, done] = arguments;
+        window.calls = [];
+        const fetch0 = window.fetch, Socket0 = window.WebSocket;
+        window.fetch = (...args) => { calls.push(String(args[0])); return fetch0(...args); };
+        window.WebSocket = function (url) { calls.push(url); return new Socket0(url); };
+        const s = document.createElement("script");
+        s.src = "/static/recovery/recovery.js";
+        for (const k in attrs) s.setAttribute("data-" + k, attrs[k]);
+        s.onload = () => done(true);
+        s.onerror = () => done(false);
+        document.head.append(s);
+        """,
+        data,
+    )
+    assert loaded
+
+
+def test_the_snippet_respects_dnt_waits_for_consent_and_works_without_web_storage(
+    server, committed_store, tmp_path
+) -> None:
+    origin, creds = server
+    store, _ = committed_store
+    driver = _chromium(tmp_path)
+    try:
+        # Do Not Track, respected: nothing is sent, nothing is opened.
+        driver.get(f"{origin}/")
+        driver.execute_script(
+            "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'})"
+        )
+        _inject_snippet(driver, key=creds.publishable_key, **{"respect-dnt": "true"})
+        assert driver.execute_script("return Recovery.track('checkout.started', {})") is None
+        time.sleep(0.5)
+        assert driver.execute_script("return calls") == []
+
+        # Consent required, and storage blocked (both throw, as with cookies disabled).
+        driver.get(f"{origin}/")
+        driver.execute_script(
+            """
+            for (const name of ["localStorage", "sessionStorage"]) {
+              Object.defineProperty(window, name, {
+                get() { throw new DOMException("blocked", "SecurityError"); },
+              });
+            }
+            """
+        )
+        _inject_snippet(
+            driver,
+            key=creds.publishable_key,
+            consent="required",
+            **{"min-dwell-ms": "0"},
+        )
+        assert driver.execute_script("return Recovery.track('checkout.started', {})") is None
+        time.sleep(0.5)
+        assert driver.execute_script("return calls") == []
+        assert driver.execute_script("return Recovery.cart()") is None
+
+        driver.execute_script(
+            "window.errors = []; Recovery.on('error', (m) => errors.push(m));"
+            "Recovery.on('welcome', (m) => { window.welcome = m; }); Recovery.consent(true);"
+        )
+        welcome = WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script("return window.welcome")
+        )
+        cart = welcome["cart"]
+        assert driver.execute_script("return Recovery.cart()") == cart
+        # An invalid event is answered with an error; the next one is appended as usual.
+        driver.execute_script("Recovery.track('cart.item_added', {sku: 'S-1'})")
+        errors = WebDriverWait(driver, 10).until(lambda d: d.execute_script("return errors"))
+        assert [e["code"] for e in errors] == ["invalid_event"]
+        event_id = driver.execute_script(
+            "return Recovery.track('cart.item_added', {sku: 'S-1', name: 'Scarf', quantity: 2,"
+            " unit_price: 2500, currency: 'EUR'})"
+        )
+        procs.wait_for(
+            lambda: CartEvent.objects.filter(store=store, cart=cart, event_id=event_id).exists(),
+            timeout=10,
+            what="the item",
+        )
+
+        # Escape dismisses the offer and gives focus back to where it was.
+        link = driver.find_element(By.CSS_SELECTOR, "a")
+        driver.execute_script("arguments[0].focus()", link)
+        _leave_through_the_top(driver)
+        dialog = WebDriverWait(driver, 10).until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, '[role="dialog"]'))
+        )
+        driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+        WebDriverWait(driver, 5).until(ec.staleness_of(dialog))
+        assert driver.switch_to.active_element == link
+        procs.wait_for(
+            lambda: "recovery.offer_dismissed" in _types(store.pk, cart),
+            timeout=10,
+            what="recovery.offer_dismissed",
+        )
+        assert "recovery.offer_accepted" not in _types(store.pk, cart)
+    finally:
+        driver.quit()
+
+
+# The demo page's choice of key (no browser needed) ---------------------------------------------
+
+
+def _demo(query: str = "") -> tuple[int, str]:
+    response = Client().get("/demo/" + query)
+    return response.status_code, response.content.decode()
+
+
+def test_the_demo_page_uses_the_demo_store_file_or_the_key_given(db, tmp_path) -> None:
+    demo_file = tmp_path / "demo-store.json"
+    with override_settings(DEMO_STORE_FILE=demo_file):
+        status, page = _demo()
+        assert status == 200
+        assert "run make run (it creates the demo store)" in page
+        assert "recovery.js" not in page
+
+        demo_file.write_text('{"store_id": 7, "publishable_key": "pk_demo123"}')
+        status, page = _demo()
+        assert status == 200
+        assert 'src="/static/recovery/recovery.js" data-key="pk_demo123" async' in page
+        assert "move your pointer out through the top of the window to see an offer" in page
+
+        status, page = _demo("?key=pk_other-9")
+        assert (status, 'data-key="pk_other-9"' in page) == (200, True)
+
+        status, page = _demo("?key=sk_secret")
+        assert (status, "recovery.js" in page) == (400, False)
+        assert "must be a publishable key" in page
+
+
+def test_a_hidden_tab_and_then_idleness_are_exit_intents_once_per_page_view(
+    server, committed_store, tmp_path
+) -> None:
+    origin, creds = server
+    store, _ = committed_store
+    driver = _chromium(tmp_path)
+    try:
+        driver.get(f"{origin}/")
+        _inject_snippet(
+            driver,
+            key=creds.publishable_key,
+            triggers="tab_hidden idle",
+            **{"min-dwell-ms": "0", "hidden-ms": "500", "idle-ms": "1500"},
+        )
+        driver.execute_script("Recovery.on('welcome', (m) => { window.welcome = m; })")
+        cart = WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script("return window.welcome && window.welcome.cart")
+        )
+        driver.execute_script(
+            "Recovery.track('cart.item_added', {sku: 'S-1', name: 'Scarf', quantity: 1,"
+            " unit_price: 2500, currency: 'EUR'})"
+        )
+        shop = driver.current_window_handle
+
+        # Another tab for a moment: the exit intent goes out while the shop's tab is hidden, the
+        # offer arrives and is acknowledged, and it is shown only once the shopper is back.
+        driver.switch_to.new_window("tab")
+        procs.wait_for(
+            lambda: "recovery.offer_acked" in _types(store.pk, cart), timeout=10, what="the ack"
+        )
+        time.sleep(0.5)
+        assert "recovery.offer_shown" not in _types(store.pk, cart)
+        driver.close()
+        driver.switch_to.window(shop)
+        dialog = WebDriverWait(driver, 10).until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, '[role="dialog"]'))
+        )
+        dialog.find_element(By.CSS_SELECTOR, ".rcv-close").click()
+        procs.wait_for(
+            lambda: "recovery.offer_dismissed" in _types(store.pk, cart),
+            timeout=10,
+            what="recovery.offer_dismissed",
+        )
+
+        def exits() -> list[dict]:
+            return [
+                e.data
+                for e in CartEvent.objects.filter(
+                    store=store, cart=cart, type="shopper.exit_intent"
+                ).order_by("version")
+            ]
+
+        # Idle well past data-idle-ms, but the page view has had its exit intent...
+        time.sleep(2.0)
+        assert exits() == [{"trigger": "tab_hidden"}]
+        # ...until a single-page app reports a new page view.
+        driver.execute_script(
+            "Recovery.track('page.viewed', {url: location.href, page_type: 'cart'})"
+        )
+        procs.wait_for(lambda: len(exits()) == 2, timeout=10, what="the idle exit intent")
+        assert exits() == [{"trigger": "tab_hidden"}, {"trigger": "idle"}]
+    finally:
+        driver.quit()
