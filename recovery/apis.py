@@ -157,11 +157,37 @@ class _BadKey(exceptions.APIException):
     default_detail = "Unknown or revoked publishable key."
 
 
+def _request_origin(request: Request) -> str | None:
+    """The page's origin. Browsers leave ``Origin`` out of same-origin GETs; then
+    ``Sec-Fetch-Site: same-origin`` says the page is on this very host."""
+    origin = request.headers.get("Origin")
+    if origin:
+        return origin
+    if request.headers.get("Sec-Fetch-Site") == "same-origin":
+        return f"{request.scheme}://{request.get_host()}"
+    return None
+
+
 def _store_and_origin(request: Request, key: Any) -> tuple[Any, str | None]:
     store = live.store_for_publishable_key(key)
     if store is None:
         raise _BadKey()
-    return store, request.headers.get("Origin")
+    return store, _request_origin(request)
+
+
+class _BrowserApi(APIView):
+    """The snippet's endpoints: no secret-key auth; errors readable cross-origin too (they hold
+    nothing secret), so the snippet can tell a refused key or origin from a network failure."""
+
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+        return _preflight(request)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        return _cors(response, self.request.headers.get("Origin"))
 
 
 def _origin_not_allowed() -> exceptions.PermissionDenied:
@@ -174,13 +200,7 @@ def _origin_not_allowed() -> exceptions.PermissionDenied:
     )
 
 
-class ShopperSessionsApi(APIView):
-    authentication_classes: list = []
-    permission_classes = [permissions.AllowAny]
-
-    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
-        return _preflight(request)
-
+class ShopperSessionsApi(_BrowserApi):
     @extend_schema(
         operation_id="shopper_session_open",
         summary="A single-use websocket ticket for a cart (publishable key, allowed Origin).",
@@ -216,13 +236,7 @@ class _OffersParams(serializers.Serializer):
     cart = serializers.RegexField(CART_TOKEN_PATTERN)
 
 
-class ShopperOffersApi(APIView):
-    authentication_classes: list = []
-    permission_classes = [permissions.AllowAny]
-
-    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
-        return _preflight(request)
-
+class ShopperOffersApi(_BrowserApi):
     @extend_schema(
         operation_id="shopper_offers_pending",
         summary="The cart's pending (unacknowledged, unexpired) offers.",

@@ -93,7 +93,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
+            # socket_timeout above channels_redis's 5 s blocking read (BZPOPMIN): redis-py 8's
+            # default of 5 s times that read out and kills every idle consumer after ~5 s.
+            "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": 30}],
             "capacity": 1000,
             "expiry": 60,
             "prefix": "channels:",

@@ -53,7 +53,7 @@ def test_other_origins_are_refused(shop, origin):
     response = post({"publishable_key": creds.publishable_key}, origin=origin)
     assert response.status_code == 403
     assert response.json()["code"] == "origin_not_allowed"
-    assert "Access-Control-Allow-Origin" not in response
+    assert "ticket" not in response.json()
 
 
 def test_keys_are_checked(shop):
@@ -100,3 +100,25 @@ def test_pending_offers_need_the_key_and_an_allowed_origin(shop):
         .status_code
         == 400
     )
+
+
+def test_a_same_origin_get_without_an_origin_header(shop):
+    """Browsers send no Origin on same-origin GETs (the demo page is served by this host)."""
+    store, creds = shop
+    store_origins_add(store=store, origins=["http://testserver"])
+    url = "/api/v1/shopper-sessions/offers"
+    query = {"publishable_key": creds.publishable_key, "cart": "cart-1"}
+    assert Client().get(url, query, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+    assert Client().get(url, query).status_code == 403  # no origin, no same-origin claim
+    cross = Client().get(url, query, headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403
+
+
+def test_errors_are_readable_cross_origin(shop):
+    """The snippet must tell a refused key or origin from a network failure."""
+    _, creds = shop
+    refused = post({"publishable_key": "pk_nope"}, origin="https://elsewhere.example")
+    assert refused.status_code == 401
+    assert refused["Access-Control-Allow-Origin"] == "https://elsewhere.example"
+    invalid = post({"publishable_key": creds.publishable_key, "cart": "bad token!"})
+    assert invalid.status_code == 400 and invalid["Access-Control-Allow-Origin"] == ORIGIN

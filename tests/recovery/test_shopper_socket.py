@@ -369,3 +369,16 @@ async def test_an_offer_sent_before_a_failed_commit_is_withdrawn(committed_db, m
     frames = await send_event(socket, "shopper.exit_intent", {"trigger": "mouse_leave"})
     assert [f["type"] for f in frames] == ["offer", "appended"]
     await socket.disconnect()
+
+
+async def test_an_idle_socket_stays_open(committed_db):
+    """The channel layer's blocking Redis read lasts 5 s; a socket timeout at or below that
+    (redis-py 8's default) used to kill every idle consumer after ~5 s."""
+    s = await shop()
+    socket = await hello(s["store"].pk, "idle")
+    await asyncio.sleep(6.5)
+    await socket.send_json_to({"type": "ping"})
+    assert (await socket.receive_json_from(timeout=5))["type"] == "pong"
+    await live.offer_push_async(store_id=s["store"].pk, cart="idle", offer={"id": "late"})
+    assert (await socket.receive_json_from(timeout=5))["id"] == "late"
+    await socket.disconnect()
