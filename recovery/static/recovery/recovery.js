@@ -144,6 +144,10 @@
     } else if (m.type === 'offer') {
       ws.send(JSON.stringify({ type: 'ack', offer: m.id }));
       offer(m);
+    } else if (m.type === 'offer.withdrawn') {
+      // The server could not record the decision after all: take the offer back.
+      if (later && later.id === m.id) later = null;
+      if (withdraw) withdraw(m.id);
     } else if (m.type === 'appended') {
       const i = inflight.findIndex((f) => f.event.id === m.id);
       const f = i >= 0 ? inflight.splice(i, 1)[0] : null;
@@ -177,7 +181,7 @@
   };
 
   // Offers ----------------------------------------------------------------------------------------
-  let dialog = null, later = null, seq = 0;
+  let dialog = null, later = null, seq = 0, withdraw = null;
   const shown = () => { try { return JSON.parse(session.get(SHOWN)) || []; } catch (e) { return []; } };
   const react = (type, id) => push({ type, offer: id });
 
@@ -252,7 +256,8 @@
       d.removeEventListener('keydown', onKey, true);
       d.removeEventListener('focusin', onFocus, true);
       back.remove();
-      react(type, o.id);
+      withdraw = null;
+      if (type) react(type, o.id); // none when the server withdrew it
       if (before && before.focus && d.contains(before)) try { before.focus(); } catch (e) { /* not focusable */ }
       if (then) then();
     };
@@ -265,6 +270,7 @@
     });
 
     dialog = back;
+    withdraw = (id) => { if (id === o.id) finish(null); };
     d.addEventListener('keydown', onKey, true);
     d.addEventListener('focusin', onFocus, true);
     (d.body || d.documentElement).append(back);
