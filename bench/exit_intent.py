@@ -72,10 +72,10 @@ ratio. Targets: server-side p99 (``server_ms``) <= 5 ms at 200 clients; client-o
 line printed is one JSON object with every figure (also saved under bench/results/, which git
 ignores).
 
-Each full run adds about 41,000 events to the development database (per round: 500 sequential
-and ~4,000 paced exit intents, each with its ``recovery.offer_decided`` and its
-``recovery.offer_acked``, and one item per cart; ``--quick`` about 7,500). The log is
-append-only, so they stay (``make clean`` removes var/). Without DATABASE_URL / REDIS_URL it uses
+Each full run adds about 27,000 events to the development database (per round: 500 sequential
+and ~4,000 paced exit intents, each with its ``recovery.offer_decided``, and one item per cart;
+acks are kept in Redis, not the log; ``--quick`` about 5,000). The log is append-only, so
+they stay (``make clean`` removes var/). Without DATABASE_URL / REDIS_URL it uses
 the embedded servers under var/ (see config.embedded).
 """
 

@@ -83,6 +83,8 @@ class ShopperConsumer(AsyncWebsocketConsumer):
         kind = message["type"]
         if kind == "event":
             await self._event(message.get("event"))
+        elif kind == live.ACK:
+            await self._ack(message.get("offer"))
         elif kind in live.OFFER_REACTIONS:
             await self._reaction(kind, message.get("offer"))
         elif kind == "ping":
@@ -186,6 +188,15 @@ class ShopperConsumer(AsyncWebsocketConsumer):
                 "duplicate": appended.duplicate,
             }
         )
+
+    async def _ack(self, offer_id: Any) -> None:
+        assert self.session is not None
+        try:
+            await _db(live.offer_ack_record)(
+                store_id=self.session.store_id, cart=self.session.cart, offer_id=offer_id
+            )
+        except live.UnknownOffer as exc:
+            await self._error("invalid_message", str(exc))
 
     async def _reaction(self, kind: str, offer_id: Any) -> None:
         assert self.session is not None

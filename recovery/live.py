@@ -19,7 +19,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from campaigns.selectors import OnsiteOffer, onsite_offer_for_store
-from carts import event_types, selectors
+from carts import event_types, redis_client, selectors
 from carts.apis import events_in
 from carts.errors import EventIdConflict
 from carts.models import CartEvent, Store, StoreKey
@@ -29,14 +29,18 @@ from recovery import offers, tickets
 from recovery.examples import shopper_lookup_key
 
 OFFER_DECIDED = "recovery.offer_decided"
-# Browser message type -> the event appended for it.
+# Browser message type -> the event appended for it. An ack (the frame arrived) is a delivery
+# receipt, not a fact about the shopper: it is kept in Redis, off the log, which halves the
+# appends of the exit-intent path (bench/exit_intent.py).
 OFFER_REACTIONS = {
-    "ack": "recovery.offer_acked",
     "offer.shown": "recovery.offer_shown",
     "offer.accepted": "recovery.offer_accepted",
     "offer.dismissed": "recovery.offer_dismissed",
 }
+ACK = "ack"
 SYSTEM_TYPES = (OFFER_DECIDED, *OFFER_REACTIONS.values())
+_ACKED_KEY = "recovery:acked:{store}:{cart}"
+_ACKED_TTL_SECONDS = 7 * 86400  # longer than any offer lives
 _NAMESPACE = uuid.UUID("0b4c3f5e-2d7a-4b7e-9f0e-6c1d8a2e5b39")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 
@@ -221,10 +225,25 @@ def shopper_event_append(
     return EventOutcome(appended, decided[0] if decided else None)
 
 
+def _acked_key(store_id: int, cart: str) -> str:
+    return _ACKED_KEY.format(store=store_id, cart=hashlib.sha256(cart.encode()).hexdigest()[:32])
+
+
+def offer_ack_record(*, store_id: int, cart: str, offer_id: Any) -> None:
+    """The browser received the offer frame: it is no longer pending (one Redis round trip)."""
+    if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 64:
+        raise UnknownOffer("'offer' must be the id of an offer made to this cart.")
+    key = _acked_key(store_id, cart)
+    pipe = redis_client.client().pipeline(transaction=False)
+    pipe.sadd(key, offer_id)
+    pipe.expire(key, _ACKED_TTL_SECONDS)
+    pipe.execute()
+
+
 def offer_reaction_record(
     *, store_id: int, cart: str, offer_id: Any, message_type: str, now: datetime
 ) -> None:
-    """Append the browser's ack / shown / accepted / dismissed of one of this cart's offers."""
+    """Append the browser's shown / accepted / dismissed of one of this cart's offers."""
     if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 64:
         raise UnknownOffer("'offer' must be the id of an offer made to this cart.")
     made = CartEvent.objects.filter(
@@ -248,7 +267,7 @@ def offer_reaction_record(
 def pending_offers(*, store_id: int, cart: str, now: datetime) -> list[dict]:
     """Offers made to the cart that the browser has not acknowledged or answered, unexpired."""
     made: dict[str, dict] = {}
-    answered: set[str] = set()
+    answered = {m.decode() for m in redis_client.client().smembers(_acked_key(store_id, cart))}
     rows = (
         CartEvent.objects.filter(store_id=store_id, cart=cart, type__in=SYSTEM_TYPES)
         .order_by("version")

@@ -223,7 +223,7 @@ async def test_unacked_offers_come_back_on_reconnect_and_over_http(committed_db)
     await again.disconnect()
 
     log = [t for t, _ in await log_types(store_id, "cart-r")]
-    assert log[-2:] == ["recovery.offer_acked", "recovery.offer_accepted"]
+    assert log[-2:] == ["recovery.offer_decided", "recovery.offer_accepted"]  # acks: off the log
     pending = await sync_to_async(client.get)(url, query, HTTP_ORIGIN=ORIGIN)
     assert pending.json()["offers"] == []
     third = await hello(store_id, "cart-r")
@@ -312,8 +312,9 @@ async def test_bad_messages_get_errors_and_the_connection_keeps_working(committe
     assert bad["code"] == "invalid_event" and "data" in bad["errors"]
     system = await answer(json.dumps(ev("recovery.offer_decided", {})))
     assert system["code"] == "invalid_event"
-    unknown_offer = await answer(json.dumps({"type": "ack", "offer": "nope"}))
+    unknown_offer = await answer(json.dumps({"type": "offer.shown", "offer": "nope"}))
     assert unknown_offer["code"] == "invalid_message"
+    assert (await answer(json.dumps({"type": "ack", "offer": 5})))["code"] == "invalid_message"
     # The cart is intact and the socket still works.
     assert (await send_event(socket, "cart.item_added", item()))[0]["version"] == 1
     assert [t for t, _ in await log_types(s["store"].pk, "cart-b")] == ["cart.item_added"]
