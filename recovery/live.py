@@ -267,7 +267,8 @@ def offer_reaction_record(
 def pending_offers(*, store_id: int, cart: str, now: datetime) -> list[dict]:
     """Offers made to the cart that the browser has not acknowledged or answered, unexpired."""
     made: dict[str, dict] = {}
-    answered = {m.decode() for m in redis_client.client().smembers(_acked_key(store_id, cart))}
+    acked = redis_client.client().smembers(_acked_key(store_id, cart))
+    answered = {m.decode() if isinstance(m, bytes) else str(m) for m in acked}
     rows = (
         CartEvent.objects.filter(store_id=store_id, cart=cart, type__in=SYSTEM_TYPES)
         .order_by("version")
