@@ -69,7 +69,7 @@ def main() -> None:
     from carts.importers import replay
     from carts.models import Store
     from carts.services import store_create
-    from recovery import examples, features, services, training
+    from recovery import features, services, training
     from recovery.durations import parse_duration
 
     horizon = parse_duration(args.horizon)
@@ -86,26 +86,10 @@ def main() -> None:
     import_seconds = time.perf_counter() - started
 
     now = timezone.now()
-    window = services._window(store.pk)
-    built = examples.examples_build(
-        services._log_events(store.pk),
-        horizon=horizon,
-        now=now,
-        typical_basket=window.typical_basket,
-    )
-    train = [e for e in built if e.first_seen < window.split_at]
-    test = [e for e in built if e.first_seen >= window.split_at]
+    window, train, test = services.training_examples(store_id=store.pk, horizon=horizon, now=now)
+    built = train + test
     started = time.perf_counter()
-    council = training.fit_council(
-        [e.features for e in train],
-        [e.label for e in train],
-        specialists=features.SPECIALISTS,
-        categorical=features.CATEGORICAL,
-        sample_weight=[e.weight for e in train],
-        groups=[e.cart for e in train],
-        version="bench-rees46",
-        seed=0,
-    )
+    council = services.fit_store_council(train, version="bench-rees46", seed=0)
     fit_seconds = time.perf_counter() - started
 
     names = [f.name for f in features.FEATURES]

@@ -14,6 +14,7 @@ from carts import projections
 from carts.models import CartEvent, Store
 from carts.services import fold_event
 from recovery import examples, features, training
+from recovery.council import Council
 from recovery.errors import ModelNotFound, TrainingError
 from recovery.models import ScoringModel
 from recovery.serving import MODELS
@@ -83,6 +84,34 @@ def _metrics(part: list[examples.Example], council: Any) -> dict[str, Any]:
     return dict(result)
 
 
+def training_examples(
+    *, store_id: int, horizon: timedelta, now: datetime
+) -> tuple[TrainingWindow, list[examples.Example], list[examples.Example]]:
+    """The store's log as labelled snapshots, split by time: (window, train, test)."""
+    window = _window(store_id)
+    built = examples.examples_build(
+        _log_events(store_id), horizon=horizon, now=now, typical_basket=window.typical_basket
+    )
+    train = [e for e in built if e.first_seen < window.split_at]
+    test = [e for e in built if e.first_seen >= window.split_at]
+    return window, train, test
+
+
+def fit_store_council(train: list[examples.Example], *, version: str, seed: int = 0) -> Council:
+    """Fit the product's specialists on training snapshots (one group per cart for the inner
+    cross-validation, so a cart's snapshots never sit on both sides)."""
+    return training.fit_council(
+        [e.features for e in train],
+        [e.label for e in train],
+        specialists=features.SPECIALISTS,
+        categorical=features.CATEGORICAL,
+        sample_weight=[e.weight for e in train],
+        groups=[e.cart for e in train],
+        version=version,
+        seed=seed,
+    )
+
+
 def scorer_train(
     *,
     store_id: int,
@@ -96,12 +125,7 @@ def scorer_train(
     Carts first seen before the split time train it; the rest measure it (docs/scoring.md).
     """
     store = Store.objects.get(pk=store_id)
-    window = _window(store_id)
-    built = examples.examples_build(
-        _log_events(store_id), horizon=horizon, now=now, typical_basket=window.typical_basket
-    )
-    train = [e for e in built if e.first_seen < window.split_at]
-    test = [e for e in built if e.first_seen >= window.split_at]
+    window, train, test = training_examples(store_id=store_id, horizon=horizon, now=now)
     train_carts = len({e.cart for e in train})
     if train_carts < MIN_TRAIN_CARTS or len({e.label for e in train}) < 2:
         raise TrainingError(
@@ -110,16 +134,7 @@ def scorer_train(
             f"{horizon} horizon; carts still inside the horizon are left out."
         )
     version = f"s{store_id}-{now:%Y%m%d-%H%M%S}"
-    council = training.fit_council(
-        [e.features for e in train],
-        [e.label for e in train],
-        specialists=features.SPECIALISTS,
-        categorical=features.CATEGORICAL,
-        sample_weight=[e.weight for e in train],
-        groups=[e.cart for e in train],
-        version=version,
-        seed=seed,
-    )
+    council = fit_store_council(train, version=version, seed=seed)
     metrics = {
         "test": _metrics(test, council),
         "train": _metrics(train, council),
@@ -196,16 +211,7 @@ def stock_model_build(*, carts: int = 20_000, seed: int = 0) -> dict[str, Any]:
 
     train, typical = build(carts, seed)
     test, _ = build(max(2000, carts // 4), seed + 1)
-    council = training.fit_council(
-        [e.features for e in train],
-        [e.label for e in train],
-        specialists=features.SPECIALISTS,
-        categorical=features.CATEGORICAL,
-        sample_weight=[e.weight for e in train],
-        groups=[e.cart for e in train],
-        version=STOCK_VERSION,
-        seed=seed,
-    )
+    council = fit_store_council(train, version=STOCK_VERSION, seed=seed)
     return {
         "version": STOCK_VERSION,
         "features_version": features.FEATURES_VERSION,
