@@ -97,7 +97,6 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -111,6 +110,7 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.common import Subprocess, django_setup, free_port, git_head  # noqa: E402
 from config.devrun import WEB_ENV, WEB_WORKERS  # noqa: E402 - needs the project on sys.path
 
 ORIGIN = "http://bench.local"
@@ -722,75 +722,10 @@ async def measure_round(ctx: Context) -> dict[str, Result]:
 # Servers -----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Subprocess:
-    """A server in its own process group (session), its output in a file, stopped on any exit."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.cmd = cmd
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        # A session of its own: a Ctrl-C in the terminal reaches only us, and we stop it in order.
-        self.proc = subprocess.Popen(
-            self.cmd,
-            cwd=BASE_DIR,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            code = None if self.proc is None else self.proc.returncode
-            raise BenchError(f"{self.name} exited with {code}:\n{self.output()}")
-
-    def log_size(self) -> int:
-        self.log.flush()
-        return os.fstat(self.log.fileno()).st_size
-
-    def log_text(self, offset: int = 0) -> str:
-        self.log.seek(offset)
-        text = self.log.read().decode(errors="replace")
-        self.log.seek(0, os.SEEK_END)
-        return text
-
-    def output(self) -> str:
-        return self.log_text()[-4000:]
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Workers left behind by a supervisor that died abnormally share its process group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()
+def check_alive(server: Subprocess) -> None:
+    code = server.exited()
+    if server.proc is None or code is not None:
+        raise BenchError(f"{server.name} exited with {code}:\n{server.output()}")
 
 
 def wait_http(server: Subprocess, port: int, *, probes: int, timeout: float = 60) -> None:
@@ -798,7 +733,7 @@ def wait_http(server: Subprocess, port: int, *, probes: int, timeout: float = 60
     deadline = time.monotonic() + timeout
     ready = 0
     while ready < probes:
-        server.check_alive()
+        check_alive(server)
         if time.monotonic() > deadline:
             raise BenchError(f"{server.name} not ready after {timeout}s:\n{server.output()}")
         try:
@@ -816,7 +751,7 @@ def wait_http(server: Subprocess, port: int, *, probes: int, timeout: float = 60
 def wait_tcp(server: Subprocess, port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        server.check_alive()
+        check_alive(server)
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -1211,16 +1146,6 @@ def print_profile(name: str, profile: dict[str, Any], answers_per_second: float)
 # Setup -------------------------------------------------------------------------------------------
 
 
-def django_setup() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-
-
 def store_for_bench() -> tuple[int, str]:
     """A fresh store allowing the bench origin, with an offer for every exit intent."""
     from campaigns.models import Campaign, Tier
@@ -1257,17 +1182,6 @@ def count_events(store_id: int) -> dict[str, int]:
         rows = cursor.fetchall()
     connection.close()
     return {str(t): int(n) for t, n in rows}
-
-
-def git_head() -> str:
-    """The commit measured, marked ``+dirty`` when tracked files differ from it."""
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=BASE_DIR, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "diff", "--quiet", "HEAD", "--", "."], cwd=BASE_DIR, capture_output=True
-    ).returncode
-    return f"{head}+dirty" if dirty else head
 
 
 # Reporting ---------------------------------------------------------------------------------------
@@ -1621,8 +1535,8 @@ def main() -> int:
         import uvloop
 
         rounds = uvloop.run(bench(ctx))
-        echo.check_alive()
-        server.check_alive()
+        check_alive(echo)
+        check_alive(server)
         server_log = server.log_text().strip()
     except BaseException:
         for proc in (server, echo):

@@ -29,11 +29,8 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -46,6 +43,7 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.common import Subprocess, django_setup, free_port, git_head  # noqa: E402
 from config.devrun import WEB_WORKERS  # noqa: E402 - needs the project on sys.path
 
 SCRATCH_TABLE = "bench_scratch"
@@ -372,48 +370,31 @@ def deal(items: list, clients: int) -> list[list]:
 # The server --------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
-    """``uvicorn config.asgi:application`` in its own process group, stopped on any exit."""
+    """``uvicorn config.asgi:application``, ready once every worker has answered a probe."""
 
     def __init__(
         self, *, workers: int, env: dict[str, str], key: str, app: str = "config.asgi:application"
     ) -> None:
-        self.app = app
         self.workers = workers
         self.probe_headers = {"Authorization": f"Bearer {key}"}
-        self.env = env
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
-
-    def start(self, timeout: float = 60) -> None:
         cmd = [
-            sys.executable, "-m", "uvicorn", self.app,
+            sys.executable, "-m", "uvicorn", app,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", str(self.workers),
+            "--workers", str(workers),
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
-        # A session of its own: a Ctrl-C in the terminal reaches only us, and we stop it in order.
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=BASE_DIR,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = Subprocess("uvicorn", cmd, env)
+
+    def start(self, timeout: float = 60) -> None:
+        self.process.start()
         deadline = time.monotonic() + timeout
         ready = 0
         while ready < 2 * self.workers:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {self.proc.returncode}:\n{self.output()}")
+            code = self.process.exited()
+            if code is not None:
+                raise RuntimeError(f"uvicorn exited with {code}:\n{self.output()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"uvicorn not ready after {timeout}s:\n{self.output()}")
             try:
@@ -428,40 +409,13 @@ class Server:
                 time.sleep(0.1)
 
     def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Workers left behind by a supervisor that died abnormally share its process group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        return self.process.output()
 
     def close(self) -> None:
-        self.stop()
-        self.log.close()
+        self.process.close()
 
 
 # Setup -------------------------------------------------------------------------------------------
-
-
-def django_setup() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
 
 
 def store_for_bench() -> tuple[int, str]:
@@ -653,17 +607,6 @@ def print_summary(plan: Plan, summary: dict[str, Any]) -> None:
             f"  batch API / raw executemany ({n} client{'s' if n > 1 else ''}):"
             f" {summary[f'{tag}_ratio']:.3f}  (target >= {BATCH_TARGET})"
         )
-
-
-def git_head() -> str:
-    """The commit measured, marked ``+dirty`` when tracked files differ from it."""
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=BASE_DIR, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "diff", "--quiet", "HEAD", "--", "."], cwd=BASE_DIR, capture_output=True
-    ).returncode
-    return f"{head}+dirty" if dirty else head
 
 
 def count_rows(store_id: int, url: str) -> tuple[int, int]:
