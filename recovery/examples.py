@@ -13,7 +13,6 @@ shopper's other carts as they stand when the shopper first becomes known to this
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,15 +29,6 @@ SNAPSHOT_OFFSETS = (
 )
 # A cart with more snapshots than this keeps an evenly spaced selection of them.
 MAX_SNAPSHOTS_PER_CART = 24
-
-
-def shopper_lookup_key(cart: projections.Cart) -> str | None:
-    """Who the shopper is, as far as the cart knows: their id, else their email (hashed)."""
-    if cart.shopper_id:
-        return "id:" + cart.shopper_id
-    if cart.email:
-        return "email:" + hashlib.sha256(cart.email.lower().encode()).hexdigest()
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +92,7 @@ def examples_build(
             continue  # the append service refused these too; a replay of the log never has them
         r.acc = features.accumulator_apply(r.acc, event)
         r.last_at = at if r.last_at is None else max(r.last_at, at)
-        key = shopper_lookup_key(r.cart)
+        key = features.shopper_key(r.acc)
         if key is not None and key != r.key:
             others = [carts[t].cart for t in shoppers.get(key, ()) if t != token]
             r.history = (

@@ -25,8 +25,8 @@ from carts.errors import EventIdConflict
 from carts.models import CartEvent, Store, StoreKey
 from carts.origins import origin_allowed, origin_normalise
 from carts.services import Appended, NewEvent, Reacting, events_append
-from recovery import offers, tickets
-from recovery.examples import shopper_lookup_key
+from recovery import features, offers, tickets
+from recovery.serving import inner_accumulator
 
 OFFER_DECIDED = "recovery.offer_decided"
 # Browser message type -> the event appended for it. An ack (the frame arrived) is a delivery
@@ -195,7 +195,10 @@ def shopper_event_append(
                     score=scored.score if scored else None,
                     tier=tier,
                     last_offer=offers.last_offer_at(reacting.accumulators[exit_event.cart]),
-                    shopper=shopper_lookup_key(state) or exit_event.cart,
+                    shopper=features.shopper_key(
+                        inner_accumulator(reacting.accumulators[exit_event.cart])
+                    )
+                    or exit_event.cart,
                     now=now,
                     offer_id=uuid.uuid5(_NAMESPACE, f"offer:{exit_event.event_id}").hex,
                     code=_code(),
@@ -225,8 +228,13 @@ def shopper_event_append(
     return EventOutcome(appended, decided[0] if decided else None)
 
 
+def _cart_digest(cart: str) -> str:
+    """A cart token as a short key part (group names and Redis keys allow [A-Za-z0-9._-])."""
+    return hashlib.sha256(cart.encode()).hexdigest()[:32]
+
+
 def _acked_key(store_id: int, cart: str) -> str:
-    return _ACKED_KEY.format(store=store_id, cart=hashlib.sha256(cart.encode()).hexdigest()[:32])
+    return _ACKED_KEY.format(store=store_id, cart=_cart_digest(cart))
 
 
 def offer_ack_record(*, store_id: int, cart: str, offer_id: Any) -> None:
@@ -291,8 +299,8 @@ def pending_offers(*, store_id: int, cart: str, now: datetime) -> list[dict]:
 
 
 def cart_group(store_id: int, cart: str) -> str:
-    """The channel-layer group of a cart's sockets (group names allow [A-Za-z0-9._-])."""
-    return f"recovery.cart.{store_id}.{hashlib.sha256(cart.encode()).hexdigest()[:32]}"
+    """The channel-layer group of a cart's sockets."""
+    return f"recovery.cart.{store_id}.{_cart_digest(cart)}"
 
 
 async def offer_push_async(*, store_id: int, cart: str, offer: dict) -> None:

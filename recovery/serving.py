@@ -23,7 +23,7 @@ from django.conf import settings
 
 from carts import projections
 from carts.services import CartScore
-from recovery import examples, features, selectors
+from recovery import features, selectors
 from recovery.council import Council, Explanation
 
 STOCK_MODEL_PATH = Path(__file__).with_name("stock_model.json")
@@ -104,8 +104,9 @@ MODELS = ModelCache()
 
 
 def inner_accumulator(wrapper: dict[str, Any]) -> dict[str, Any]:
+    """The features accumulator inside the stored wrapper (never mutated: no copy needed)."""
     inner = wrapper.get("acc")
-    return features.accumulator_empty() if inner is None else dict(inner)
+    return features.accumulator_empty() if inner is None else inner
 
 
 def context_for(wrapper: dict[str, Any], typical_basket: int | None) -> features.Context:
@@ -127,8 +128,8 @@ def with_histories(
     converted (past orders) and that hold items and did not (past abandonments)."""
     wrappers = {token: wrapper for token, (_, wrapper) in carts.items()}
     wanted: dict[str, str] = {}  # token -> key
-    for token, (cart, wrapper) in carts.items():
-        key = examples.shopper_lookup_key(cart)
+    for token, (_, wrapper) in carts.items():
+        key = features.shopper_key(inner_accumulator(wrapper))
         history = wrapper.get("history")
         if key is not None and (history is None or history.get("key") != key):
             wanted[token] = key

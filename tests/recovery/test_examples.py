@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from carts.projections import Cart, FoldEvent
-from recovery import examples
+from carts.projections import FoldEvent
+from recovery import examples, features
 from recovery.durations import parse_duration
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -116,12 +116,23 @@ def test_shopper_history_is_taken_when_the_shopper_becomes_known():
     assert anonymous[0].features["past_orders"] is None
 
 
-def test_shopper_lookup_key():
-    assert examples.shopper_lookup_key(Cart(shopper_id="42")) == "id:42"
-    by_mail = examples.shopper_lookup_key(Cart(email="Ann@Example.com"))
-    assert by_mail == examples.shopper_lookup_key(Cart(email="ann@example.com"))
-    assert by_mail is not None and by_mail.startswith("email:") and "ann" not in by_mail
-    assert examples.shopper_lookup_key(Cart()) is None
+def test_the_replay_knows_a_shopper_by_id_else_by_email_case_insensitive():
+    """The replay keys history on features.shopper_key, as serving does."""
+    by_id = [("a", add(0, shopper={"id": "42"})), ("a", order(1))]
+    by_id += [("b", add(5, shopper={"id": "42"}))]
+    assert next(e.features["past_orders"] for e in build(by_id) if e.cart == "b") == 1
+    contact = "checkout.contact_captured"
+    by_mail = [
+        ("c", add(0)),
+        ("c", ev(contact, 1, {"email": "Ann@Example.com"})),
+        ("c", order(2)),
+        ("d", add(5)),
+        ("d", ev(contact, 6, {"email": "ann@example.com"})),
+    ]
+    d = [e for e in build(by_mail) if e.cart == "d"]
+    assert d[0].features["past_orders"] is None  # not known yet at its first event
+    assert d[-1].features["past_orders"] == 1
+    assert features.shopper_key(features.accumulator_empty()) is None
 
 
 def test_rejected_events_are_skipped_not_raised():
