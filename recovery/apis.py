@@ -14,7 +14,6 @@ from rest_framework.views import APIView
 from carts import projections
 from carts.apis import CartNotFound, ReasonOut
 from carts.auth import StoreRateThrottle
-from carts.origins import origin_allowed
 from carts.selectors import cart_state_get
 from carts.services import cart_from_row
 from carts.validation import CART_TOKEN_PATTERN
@@ -251,9 +250,10 @@ class ShopperOffersApi(_BrowserApi):
         params = _OffersParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         store, origin = _store_and_origin(request, params.validated_data["publishable_key"])
-        if not origin_allowed(origin, store.allowed_origins):
-            raise _origin_not_allowed()
-        offers = live.pending_offers(
-            store_id=store.pk, cart=params.validated_data["cart"], now=timezone.now()
-        )
+        try:
+            offers = live.shopper_offers_pending(
+                store=store, cart=params.validated_data["cart"], origin=origin, now=timezone.now()
+            )
+        except live.OriginNotAllowed:
+            raise _origin_not_allowed() from None
         return _cors(Response({"offers": offers}), origin)

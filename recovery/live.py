@@ -94,12 +94,25 @@ class SessionTicket:
     expires_in: int
 
 
+def origin_check(*, store: Store, origin: str | None) -> None:
+    """Browser-facing calls come only from the store's own storefront origins."""
+    if not origin_allowed(origin, store.allowed_origins):
+        raise OriginNotAllowed(f"Origin {origin!r} is not allowed for this store.")
+
+
+def shopper_offers_pending(
+    *, store: Store, cart: str, origin: str | None, now: datetime
+) -> list[dict]:
+    """pending_offers, for the storefront (its origin checked like a session's)."""
+    origin_check(store=store, origin=origin)
+    return pending_offers(store_id=store.pk, cart=cart, now=now)
+
+
 def shopper_session_open(
     *, store: Store, cart: str | None, origin: str | None, now: datetime
 ) -> SessionTicket:
     """A ticket for one websocket of this cart (a new cart token when none is given)."""
-    if not origin_allowed(origin, store.allowed_origins):
-        raise OriginNotAllowed(f"Origin {origin!r} is not allowed for this store.")
+    origin_check(store=store, origin=origin)
     token = cart or new_cart_token()
     ttl = tickets.TTL_SECONDS
     return SessionTicket(
