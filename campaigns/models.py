@@ -1,17 +1,75 @@
-"""Recovery campaigns and their tiers, configured by merchants in the admin.
+"""Recovery campaigns, their tiers, and what running them leaves behind.
 
-This first cut carries what the on-site exit-intent offer needs (recovery/offers.py); the email
-and discount tiers, scheduling, caps and quiet hours build on the same two models.
+Merchants configure a ``Campaign`` (when a cart counts as abandoned, holdout, caps, quiet hours,
+attribution) with ordered ``Tier`` rows (on-site nudge, email, discount) in the admin. When a cart
+is abandoned it gets one ``Enrollment`` and one ``Step`` per tier, due at a time in PostgreSQL;
+the scheduler enqueues due steps and Celery workers run them (campaigns/steps.py). Discount tiers
+issue a ``Coupon``; unsubscribes and "don't remind me" are ``Suppression`` rows. Each outcome is
+also a ``campaign.*`` event in the log.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 from carts.models import Store
+
+
+def _default_quiet_start() -> dt.time:
+    return dt.time(21, 0)
+
+
+def _default_quiet_end() -> dt.time:
+    return dt.time(8, 0)
+
+
+class CampaignSettings(models.Model):
+    """A store's messaging settings, shared by its campaigns: sender, links, consent basis."""
+
+    class LegalBasis(models.TextChoices):
+        CONSENT = "consent", "consent: email only shoppers who opted in"
+        LEGITIMATE_INTEREST = (
+            "legitimate_interest",
+            "legitimate interest: email any shopper who gave an address, unless they opted out",
+        )
+
+    store = models.OneToOneField(Store, on_delete=models.CASCADE, related_name="campaign_settings")
+    email_from = models.CharField(
+        max_length=254, default="Shop <shop@example.com>", help_text="Sender: Name <address>."
+    )
+    reply_to = models.EmailField(blank=True)
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="For quiet hours when the shopper's is unknown."
+    )
+    cart_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text=(
+            "Where restore links lead. Placeholders: {items} (sku:qty,...), {code} (discount "
+            "code or empty), {cart} (cart token). Empty: https://<domain>/cart."
+        ),
+    )
+    email_legal_basis = models.CharField(
+        max_length=24, choices=LegalBasis.choices, default=LegalBasis.CONSENT
+    )
+    track_opens = models.BooleanField(default=True)
+    track_clicks = models.BooleanField(default=True)
+    gross_margin_percent = models.PositiveSmallIntegerField(
+        default=40,
+        validators=[MaxValueValidator(100)],
+        help_text="Typical gross margin, for the tiers' margin floor.",
+    )
+
+    class Meta:
+        verbose_name_plural = "campaign settings"
+
+    def __str__(self) -> str:
+        return f"Campaign settings of {self.store}"
 
 
 class Campaign(models.Model):
@@ -28,6 +86,49 @@ class Campaign(models.Model):
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("0.50"))],
         help_text="Share of shoppers (0-0.50) who get nothing: the lift baseline.",
     )
+    # The abandonment definition.
+    inactivity_minutes = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1)],
+        help_text="A cart is abandoned after this many minutes without shopper activity.",
+    )
+    min_score = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Enrol only carts at least this likely to be abandoned (0-1).",
+    )
+    min_cart_value = models.BigIntegerField(
+        default=0, validators=[MinValueValidator(0)], help_text="Minor units."
+    )
+    only_skus = models.JSONField(
+        default=list, blank=True, help_text="Enrol only carts holding one of these SKUs."
+    )
+    only_categories = models.JSONField(
+        default=list, blank=True, help_text="Enrol only carts holding an item in these categories."
+    )
+    # Frequency caps and quiet hours.
+    shopper_cap_hours = models.PositiveIntegerField(
+        default=24,
+        help_text="At most one email per shopper in this many hours, across campaigns (0: none).",
+    )
+    cart_cap = models.PositiveSmallIntegerField(
+        default=3, help_text="At most this many messages per cart (0: no limit)."
+    )
+    quiet_start = models.TimeField(
+        null=True,
+        blank=True,
+        default=_default_quiet_start,
+        help_text="No emails from this local time (the shopper's zone, else the store's)...",
+    )
+    quiet_end = models.TimeField(
+        null=True, blank=True, default=_default_quiet_end, help_text="...until this local time."
+    )
+    attribution_hours = models.PositiveIntegerField(
+        default=72,
+        validators=[MinValueValidator(1)],
+        help_text="An order this soon after a touch counts as recovered.",
+    )
+    activated_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -47,10 +148,18 @@ class Tier(models.Model):
         MESSAGE = "message", "message only"
         FREE_SHIPPING = "free_shipping", "free shipping"
         PERCENT_DISCOUNT = "percent_discount", "percentage discount"
+        FIXED_DISCOUNT = "fixed_discount", "fixed amount off"
+
+    class RecentCodePolicy(models.TextChoices):
+        NONE = "none", "no discount"
+        SMALLER = "smaller", "the minimum discount"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="tiers")
     position = models.PositiveSmallIntegerField(default=1)
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.ONSITE)
+    delay_minutes = models.PositiveIntegerField(
+        default=0, help_text="Minutes after the cart is abandoned (each tier later than the last)."
+    )
     min_score = models.FloatField(
         default=0.5,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
@@ -84,6 +193,45 @@ class Tier(models.Model):
     offer_ttl_minutes = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1)], help_text="How long an offer stays valid."
     )
+    # Email and discount tiers: the message (Django template syntax; see docs/campaigns.md).
+    subject_template = models.CharField(
+        max_length=200, default="You left something in your cart, {{ shopper_name|default:'' }}"
+    )
+    body_template = models.TextField(
+        max_length=5000,
+        default=(
+            "Your cart is waiting for you:\n\n{% for item in items %}- {{ item.quantity }} x "
+            "{{ item.name }}\n{% endfor %}\n{% if code %}Use {{ code }} for {{ discount }} off "
+            "until {{ code_expires }}.\n{% endif %}"
+        ),
+    )
+    # Discount tiers: the range the dynamic amount is chosen from (campaigns/discounts.py).
+    discount_min = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Smallest discount: percent, or minor units for a fixed amount (0: none).",
+    )
+    discount_max = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Largest discount: percent, or minor units for a fixed amount.",
+    )
+    code_expiry_hours = models.PositiveIntegerField(
+        default=48, validators=[MinValueValidator(1)], help_text="How long a code stays valid."
+    )
+    recent_code_days = models.PositiveIntegerField(
+        default=30,
+        help_text="A shopper who got a code this recently and abandoned again gets...",
+    )
+    recent_code_policy = models.CharField(
+        max_length=16, choices=RecentCodePolicy.choices, default=RecentCodePolicy.SMALLER
+    )
+    margin_floor_percent = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(100)],
+        help_text="Never discount below this margin (of the store's gross margin setting).",
+    )
 
     class Meta:
         ordering = ["campaign", "position"]
@@ -105,3 +253,138 @@ class Tier(models.Model):
             raise ValidationError(
                 {"percent": "Only percentage discounts take a percentage and a cap."}
             )
+
+
+class Enrollment(models.Model):
+    """A cart abandoned under a campaign: at most one per cart, whichever campaign took it."""
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    cart = models.CharField(max_length=128)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="enrollments")
+    shopper = models.CharField(max_length=128, blank=True, help_text="features.shopper_key.")
+    holdout = models.BooleanField(default=False)
+    score = models.FloatField(null=True, blank=True)
+    cart_value = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, blank=True)
+    abandoned_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "cart"], name="enrollment_unique_cart"),
+        ]
+        indexes = [models.Index(fields=["campaign", "abandoned_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.cart} in {self.campaign_id}{' (holdout)' if self.holdout else ''}"
+
+
+class Step(models.Model):
+    """One tier for one cart, due at a time; runs at most once (unique cart and tier)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # waiting for due_at
+        ENQUEUED = "enqueued"  # handed to a worker
+        SENT = "sent"
+        SKIPPED = "skipped"
+        SUPPRESSED = "suppressed"  # holdout: recorded, nothing sent
+        CANCELLED = "cancelled"  # the cart's order came first
+        FAILED = "failed"
+
+    OPEN = (Status.PENDING, Status.ENQUEUED)
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    cart = models.CharField(max_length=128)
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="steps")
+    tier = models.ForeignKey(Tier, on_delete=models.CASCADE, related_name="steps")
+    channel = models.CharField(max_length=16, choices=Tier.Channel.choices)
+    shopper = models.CharField(max_length=128, blank=True)
+    due_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "cart", "tier"], name="step_unique_cart_tier"),
+        ]
+        indexes = [
+            models.Index(fields=["due_at"], condition=Q(status="pending"), name="step_due"),
+            models.Index(
+                fields=["enqueued_at"], condition=Q(status="enqueued"), name="step_enqueued"
+            ),
+            models.Index(
+                fields=["store", "shopper", "finished_at"],
+                condition=Q(status="sent"),
+                name="step_sent_by_shopper",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cart} tier {self.tier_id}: {self.status}"
+
+
+class Coupon(models.Model):
+    """A unique, single-use, expiring discount code; one per cart."""
+
+    class Kind(models.TextChoices):
+        PERCENT = "percent"  # amount: percentage points
+        FIXED = "fixed"  # amount: minor units of ``currency``
+        FREE_SHIPPING = "free_shipping"
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    cart = models.CharField(max_length=128)
+    shopper = models.CharField(max_length=128, blank=True, help_text="features.shopper_key.")
+    code = models.CharField(max_length=32, unique=True)
+    step = models.ForeignKey(Step, on_delete=models.SET_NULL, null=True, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    amount = models.PositiveIntegerField(default=0)
+    cap = models.BigIntegerField(null=True, blank=True, help_text="Percent: most it takes off.")
+    currency = models.CharField(max_length=3, blank=True)
+    min_cart_value = models.BigIntegerField(default=0)
+    reasons = models.JSONField(default=list, help_text="How the amount was chosen.")
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+    order_id = models.CharField(max_length=128, blank=True)
+    discount_applied = models.BigIntegerField(null=True, blank=True, help_text="Minor units.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "cart"], name="coupon_one_per_cart"),
+        ]
+        indexes = [  # anti-gaming: the shopper's recent codes
+            models.Index(
+                fields=["store", "shopper", "issued_at"],
+                condition=~Q(shopper=""),
+                name="coupon_by_shopper",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Suppression(models.Model):
+    """A shopper who unsubscribed (no emails) or asked not to be reminded (nothing at all)."""
+
+    class Kind(models.TextChoices):
+        UNSUBSCRIBED = "unsubscribed"
+        DONT_REMIND = "dont_remind"
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    shopper = models.CharField(max_length=128)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    cart = models.CharField(max_length=128, blank=True, help_text="Where it was asked from.")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "shopper", "kind"], name="suppression_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shopper}: {self.kind}"

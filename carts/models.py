@@ -27,6 +27,31 @@ class Store(models.Model):
         return f"{self.name} (#{self.pk})"
 
 
+class StoreMember(models.Model):
+    """A user who works for a store: merchants configure campaigns, marketers read dashboards.
+
+    Staff users see and change only the data of the stores they are members of (superusers see
+    every store)."""
+
+    class Role(models.TextChoices):
+        MERCHANT = "merchant", "merchant (campaigns)"
+        MARKETER = "marketer", "marketer (dashboards)"
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        "auth.User", on_delete=models.CASCADE, related_name="store_memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MERCHANT)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "store"], name="storemember_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.store} ({self.role})"
+
+
 class StoreKey(models.Model):
     class Kind(models.TextChoices):
         SECRET = "secret", "secret (sk_, server to server)"

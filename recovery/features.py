@@ -8,13 +8,13 @@ Missing values are ``None`` (the model has a bin for them). docs/features.md def
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from carts import identity
 from carts.projections import Cart, FoldEvent
 
 FEATURES_VERSION: int = 1
@@ -213,7 +213,7 @@ def accumulator_empty() -> dict[str, Any]:
 
 
 def _email_hash(email: Any) -> str:
-    return hashlib.sha256(str(email).strip().lower().encode()).hexdigest()
+    return identity.email_digest(str(email))
 
 
 def accumulator_apply(acc: Mapping[str, Any], event: FoldEvent) -> dict[str, Any]:
@@ -302,12 +302,10 @@ def _apply_identity(
 
 
 def shopper_key(acc: Mapping[str, Any]) -> str | None:
-    """``id:<shopper id>``, else ``email:<sha256 of the lower-cased email>``, else None."""
-    if acc.get("shopper_id"):
-        return f"id:{acc['shopper_id']}"
-    if acc.get("email_sha256"):
-        return f"email:{acc['email_sha256']}"
-    return None
+    """The accumulator's shopper, as ``carts.identity.shopper_key`` defines it."""
+    return identity.shopper_key(
+        shopper_id=acc.get("shopper_id"), email_sha256=acc.get("email_sha256")
+    )
 
 
 def _local_now(now: datetime, name: str | None, source: str | None) -> tuple[datetime, str]:

@@ -3,13 +3,12 @@ store's on-site tier and what the cart was offered before. docs/websocket.md lis
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from campaigns.rules import in_holdout
 from carts.projections import CONVERTED, Cart
 
 if TYPE_CHECKING:  # the tier's shape only: this module stays free of the ORM
@@ -39,12 +38,6 @@ class Decision:
             "holdout": self.holdout,
             "offer": self.offer,
         }
-
-
-def in_holdout(*, campaign_id: int, shopper: str, share: Decimal) -> bool:
-    """A stable draw per campaign and shopper: the same shopper is always in or always out."""
-    digest = hashlib.sha256(f"{campaign_id}:{shopper}".encode()).digest()
-    return Decimal(int.from_bytes(digest[:8], "big")) / Decimal(2**64) < share
 
 
 def last_offer_at(accumulator: Mapping[str, Any]) -> datetime | None:

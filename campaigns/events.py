@@ -1,0 +1,58 @@
+"""The ``campaign.*`` event types: every outcome of running a campaign is a fact in the log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from carts import event_types
+from carts.services import NewEvent
+
+ENROLLED = "campaign.enrolled"
+STEP_SENT = "campaign.step_sent"
+STEP_SKIPPED = "campaign.step_skipped"
+STEP_DEFERRED = "campaign.step_deferred"
+STEP_SUPPRESSED = "campaign.step_suppressed"  # holdout: recorded, nothing sent
+STEP_CANCELLED = "campaign.step_cancelled"  # the cart's order came first
+STEP_FAILED = "campaign.step_failed"
+COUPON_ISSUED = "campaign.coupon_issued"
+COUPON_REDEEMED = "campaign.coupon_redeemed"
+EMAIL_OPENED = "campaign.email_opened"
+LINK_CLICKED = "campaign.link_clicked"
+UNSUBSCRIBED = "campaign.unsubscribed"
+REMINDERS_DECLINED = "campaign.reminders_declined"
+
+TYPES = (
+    ENROLLED,
+    STEP_SENT,
+    STEP_SKIPPED,
+    STEP_DEFERRED,
+    STEP_SUPPRESSED,
+    STEP_CANCELLED,
+    STEP_FAILED,
+    COUPON_ISSUED,
+    COUPON_REDEEMED,
+    EMAIL_OPENED,
+    LINK_CLICKED,
+    UNSUBSCRIBED,
+    REMINDERS_DECLINED,
+)
+
+_NAMESPACE = uuid.UUID("5f3c2a8e-1b7d-4c9e-a0f1-7e2d4b6c8a91")
+
+
+def event_types_register() -> None:
+    for name in TYPES:
+        event_types.register_system_type(event_types.EventType(name, 1, None))
+
+
+def campaign_event(
+    *, cart: str, type: str, data: dict[str, Any], now: datetime, key: str | None = None
+) -> NewEvent:
+    """A campaign event for ``cart``. With ``key``, its id is derived from it, so appending the
+    same fact twice (a duplicate task delivery) stores it once."""
+    event_id = uuid.uuid5(_NAMESPACE, f"{type}:{key}") if key is not None else uuid.uuid4()
+    return NewEvent(
+        event_id=event_id, cart=cart, type=type, schema_version=1, occurred_at=now, data=data
+    )
