@@ -169,11 +169,37 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Above the longest task (a batch of steps takes seconds): a task unacked this long is redelivered.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_WORKER_ETA_TASK_LIMIT = 100  # ETA tasks ignore the prefetch limit (PITFALLS)
+CELERY_TASK_TIME_LIMIT = 600  # hard limit, well under the visibility timeout
+CELERY_TASK_SOFT_TIME_LIMIT = 540
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Email: Django's backend; SMTP by default (EMAIL_HOST / EMAIL_PORT), the console in `make run`.
+EMAIL_BACKEND = env.get_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.get_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.get_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env.get_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.get_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.get_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env.get_int("EMAIL_TIMEOUT", 10)
+
+# Campaigns (docs/campaigns.md).
+# Where links in emails point (restore, unsubscribe, open pixel): this server's public origin.
+CAMPAIGNS_PUBLIC_URL = env.get_str("CAMPAIGNS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+CAMPAIGNS_SCAN_SECONDS = env.get_float("CAMPAIGNS_SCAN_SECONDS", 1.0)  # abandonment scan
+CAMPAIGNS_ENQUEUE_SECONDS = env.get_float("CAMPAIGNS_ENQUEUE_SECONDS", 0.25)  # due steps
+CAMPAIGNS_ENQUEUE_LIMIT = env.get_int("CAMPAIGNS_ENQUEUE_LIMIT", 5000)  # steps per scheduler turn
+CAMPAIGNS_TASK_STEPS = env.get_int("CAMPAIGNS_TASK_STEPS", 50)  # steps per Celery task
+# A step handed to a worker and not finished this long after is handed out again (a worker that
+# died with it); the database's step row makes the second run a no-op if the first did finish.
+CAMPAIGNS_REDELIVER_SECONDS = env.get_float("CAMPAIGNS_REDELIVER_SECONDS", 300.0)
+# Tests only: seconds a worker waits after locking a batch and before sending (to kill it there).
+CAMPAIGNS_PAUSE_BEFORE_SEND = env.get_float("CAMPAIGNS_PAUSE_BEFORE_SEND", 0.0)
 
 LOGGING = {
     "version": 1,

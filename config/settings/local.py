@@ -5,4 +5,5 @@ from config import env
 from .base import *  # noqa: F403
 
 DEBUG = env.get_bool("DJANGO_DEBUG", True)
-EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# Emails print to the console unless EMAIL_BACKEND says otherwise (e.g. SMTP, see README).
+EMAIL_BACKEND = env.get_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
