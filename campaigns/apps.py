@@ -6,7 +6,7 @@ class CampaignsConfig(AppConfig):
     verbose_name = "Campaigns"
 
     def ready(self) -> None:
-        from campaigns import events, services
+        from campaigns import events, services, steps
         from carts.models import Store
         from carts.services import store_demo_hook_register
 
@@ -14,5 +14,25 @@ class CampaignsConfig(AppConfig):
             services.campaign_demo_ensure(store=store)
 
         events.event_types_register()
+        steps.order_reaction_register()  # an order cancels the cart's open steps, atomically
+        _scheduler_jobs_register()
         # `create_store --demo` (and `make run`) give the demo store an active on-site campaign.
         store_demo_hook_register(demo_campaign)
+
+
+def _scheduler_jobs_register() -> None:
+    from django.conf import settings
+    from django.utils import timezone
+
+    from campaigns import steps
+    from carts import scheduler
+
+    def enroll() -> None:
+        steps.abandoned_carts_enroll(now=timezone.now())
+
+    def enqueue() -> None:
+        steps.due_steps_enqueue(now=timezone.now())
+
+    # The scheduler is one active instance behind a Redis lock (carts/scheduler.py).
+    scheduler.register("campaigns.enroll", settings.CAMPAIGNS_SCAN_SECONDS, enroll)
+    scheduler.register("campaigns.enqueue", settings.CAMPAIGNS_ENQUEUE_SECONDS, enqueue)

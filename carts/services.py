@@ -292,6 +292,17 @@ class Reacting:
 # the same transaction, under the same cart locks; e.g. the exit-intent offer decision.
 Reaction = Callable[[Reacting], Sequence[NewEvent]]
 
+# Standing reactions, registered by later apps for every append that carries one of their event
+# types (campaigns: an order cancels the cart's pending steps in the order's own transaction).
+_standing_reactions: list[tuple[frozenset[str], Reaction]] = []
+
+
+def append_reaction_register(*, types: Sequence[str], reaction: Reaction) -> None:
+    """Run ``reaction`` inside every append that carries an event of one of ``types``."""
+    if any(r is reaction for _, r in _standing_reactions):
+        return
+    _standing_reactions.append((frozenset(types), reaction))
+
 
 def events_append(
     *, store_id: int, events: Sequence[NewEvent], react: Reaction | None = None
@@ -546,7 +557,13 @@ def _append(
     inserts: list[tuple[NewEvent, int, tuple[str, str, str | None]]] = [
         (events[i], version, encoded[i]) for i, version in new
     ]
+    reactions: list[Reaction] = []
+    if new and _standing_reactions:
+        new_types = {events[i].type for i, _ in new}
+        reactions = [r for types, r in _standing_reactions if not types.isdisjoint(new_types)]
     if new and react is not None:
+        reactions.append(react)
+    if reactions:
         request_events = [events[i] for i, _ in new]
         reacting = Reacting(
             store_id=store_id,
@@ -557,7 +574,7 @@ def _append(
             },
             appended=request_events,
         )
-        for extra in react(reacting):
+        for extra in (e for reaction in reactions for e in reaction(reacting)):
             if extra.cart not in changed or not extra.type.startswith(
                 event_types.SYSTEM_NAMESPACES
             ):

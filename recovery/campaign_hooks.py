@@ -1,0 +1,75 @@
+"""What campaigns needs from recovery, registered when the app is ready (campaigns cannot import
+recovery): the council's price sensitivity for discount amounts, and the on-site nudge channel."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from campaigns.models import Step, Tier
+from campaigns.steps import HOOKS
+from carts.models import CartState
+from carts.services import NewEvent, cart_from_row
+from recovery import council, live, offers, serving
+
+_NAMESPACE = uuid.UUID("9d2f6c1a-4b8e-4f7a-b3c5-2e1d0a9f8b76")
+PRICE_SPECIALIST = "price"
+
+
+def price_sensitivity(store_id: int, row: CartState, now: datetime) -> float | None:
+    """The price specialist's push towards abandonment, as a probability (0.5: no push)."""
+    if not row.features:
+        return None
+    _, _, why = serving.explain(
+        store_id=store_id, cart=cart_from_row(row), wrapper=row.features, at=now
+    )
+    for specialist in why.specialists:
+        if specialist.name == PRICE_SPECIALIST:
+            return council.sigmoid(specialist.log_odds)
+    return None
+
+
+def onsite_offer(
+    store_id: int, row: CartState, tier: Tier, step: Step, now: datetime
+) -> tuple[dict, list[NewEvent]]:
+    """A campaign's on-site nudge for a cart, recorded as an offer decision (so the browser gets
+    it again on reconnect, like an exit-intent offer)."""
+    offer: dict = {
+        "id": uuid.uuid5(_NAMESPACE, f"step:{step.pk}").hex,
+        "kind": tier.offer_kind if tier.offer_kind in ("message", "free_shipping") else "message",
+        "headline": tier.headline,
+        "body": tier.body,
+        "cta_label": tier.cta_label,
+        "cta_url": tier.cta_url,
+        "expires_at": (now + timedelta(minutes=tier.offer_ttl_minutes)).isoformat(),
+        "step": step.pk,
+    }
+    event = NewEvent(
+        event_id=uuid.uuid5(_NAMESPACE, f"decided:step:{step.pk}"),
+        cart=row.token,
+        type=live.OFFER_DECIDED,
+        schema_version=1,
+        occurred_at=now,
+        data={
+            "decision": offers.OFFER,
+            "reason": "campaign_step",
+            "campaign": tier.campaign_id,
+            "tier": tier.pk,
+            "step": step.pk,
+            "score": row.score,
+            "model_version": row.model_version,
+            "holdout": False,
+            "offer": offer,
+        },
+    )
+    return offer, [event]
+
+
+def onsite_push(store_id: int, cart: str, offer: dict) -> None:
+    live.offer_push(store_id=store_id, cart=cart, offer=offer)
+
+
+def register() -> None:
+    HOOKS.price_sensitivity = price_sensitivity
+    HOOKS.onsite_offer = onsite_offer
+    HOOKS.onsite_push = onsite_push
