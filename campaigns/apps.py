@@ -22,16 +22,15 @@ class CampaignsConfig(AppConfig):
 
 def _scheduler_jobs_register() -> None:
     from django.conf import settings
-    from django.utils import timezone
 
-    from campaigns import steps
+    from campaigns import clock, steps
     from carts import scheduler
 
     def enroll() -> None:
-        steps.abandoned_carts_enroll(now=timezone.now())
+        steps.abandoned_carts_enroll(now=clock.now())
 
     def enqueue() -> None:
-        steps.due_steps_enqueue(now=timezone.now())
+        steps.due_steps_enqueue(now=clock.now())
 
     # The scheduler is one active instance behind a Redis lock (carts/scheduler.py).
     scheduler.register("campaigns.enroll", settings.CAMPAIGNS_SCAN_SECONDS, enroll)

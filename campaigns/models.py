@@ -245,6 +245,8 @@ class Tier(models.Model):
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 
+        if self.channel != self.Channel.ONSITE:
+            return  # email and discount tiers: validated by the admin's forms (campaigns/forms.py)
         if self.offer_kind == self.OfferKind.PERCENT_DISCOUNT and not self.percent:
             raise ValidationError({"percent": "A percentage discount needs its percentage."})
         if self.offer_kind != self.OfferKind.PERCENT_DISCOUNT and (

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from campaigns.models import Campaign, Tier
+from campaigns.models import Campaign, CampaignSettings, Tier
 from carts.models import Store
 
 DEMO_CAMPAIGN_NAME = "Demo: exit-intent offer"
@@ -15,7 +15,16 @@ DEMO_CAMPAIGN_NAME = "Demo: exit-intent offer"
 @transaction.atomic
 def campaign_demo_ensure(*, store: Store) -> Campaign:
     """The demo store's active campaign: an on-site tier that offers to any cart with items
-    (minimum score 0, no holdout), so a new user sees an offer at once."""
+    (minimum score 0, no holdout), so a new user sees an offer at once; then an email an hour
+    after the cart is abandoned and a discount code a day after (consent required)."""
+    origin = next(iter(store.allowed_origins or []), "http://127.0.0.1:8000")
+    CampaignSettings.objects.get_or_create(
+        store=store,
+        defaults={
+            "email_from": f"{store.name} <shop@example.com>",
+            "cart_url": f"{origin}/demo/?items={{items}}&code={{code}}",
+        },
+    )
     campaign, created = Campaign.objects.get_or_create(
         store=store,
         name=DEMO_CAMPAIGN_NAME,
@@ -37,5 +46,25 @@ def campaign_demo_ensure(*, store: Store) -> Campaign:
             cta_url="",
             cooldown_hours=0,
             offer_ttl_minutes=30,
+        )
+        Tier.objects.create(
+            campaign=campaign,
+            position=2,
+            channel=Tier.Channel.EMAIL,
+            delay_minutes=60,
+            min_score=0.0,
+            subject_template="Your cart at {{ store_name }} is waiting",
+        )
+        Tier.objects.create(
+            campaign=campaign,
+            position=3,
+            channel=Tier.Channel.DISCOUNT,
+            delay_minutes=24 * 60,
+            min_score=0.0,
+            offer_kind=Tier.OfferKind.PERCENT_DISCOUNT,
+            discount_min=5,
+            discount_max=15,
+            discount_cap=3000,
+            subject_template="A discount for the cart you left at {{ store_name }}",
         )
     return campaign

@@ -83,10 +83,11 @@ def abandoned_carts_enroll(*, now: datetime, limit: int = 1000) -> int:
     """Enrol carts that became abandoned under an active campaign; schedule their tiers.
 
     A cart joins at most one campaign (the highest priority whose definition it meets), once;
-    only carts abandoned after the campaign was activated join it. Returns carts enrolled."""
+    only carts abandoned after the campaign was activated (or created) join it. Returns carts
+    enrolled."""
     enrolled = 0
     campaigns = (
-        Campaign.objects.filter(active=True, activated_at__isnull=False)
+        Campaign.objects.filter(active=True)
         .prefetch_related("tiers")
         .order_by("store_id", "-priority", "id")
     )
@@ -103,12 +104,12 @@ def abandoned_carts_enroll(*, now: datetime, limit: int = 1000) -> int:
 def _enroll(campaign: Campaign, tiers: list[Tier], *, now: datetime, limit: int) -> int:
     if limit <= 0:
         return 0
-    assert campaign.activated_at is not None
+    started = campaign.activated_at or campaign.created_at
     inactivity = timedelta(minutes=campaign.inactivity_minutes)
     params = {
         "store": campaign.store_id,
         "idle_since": now - inactivity,
-        "since": campaign.activated_at - inactivity,
+        "since": started - inactivity,
         "min_value": campaign.min_cart_value,
         "min_score": campaign.min_score,
         "no_filter": not campaign.only_skus and not campaign.only_categories,

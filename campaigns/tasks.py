@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
-from django.utils import timezone
 
-from campaigns import steps
+from campaigns import clock, steps
 
 
 @shared_task(name="campaigns.steps_run")
 def steps_run(step_ids: list[int]) -> dict[str, int]:
     """Run a batch of due steps; steps already finished (a duplicate delivery) are left alone."""
-    return steps.steps_execute(step_ids=[int(i) for i in step_ids], now=timezone.now)
+    return steps.steps_execute(step_ids=[int(i) for i in step_ids], now=clock.now)
 
 
 def steps_publish(step_ids: list[int]) -> None:
