@@ -7,7 +7,7 @@ cart's lock, passes it in with ``now``, and acts on the returned ``Outcome``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -69,18 +69,6 @@ def quiet_until(
 def due_at(last_activity: datetime, *, inactivity_minutes: int, delay_minutes: int) -> datetime:
     """A tier's due time: the cart's abandonment (last activity + inactivity) plus its delay."""
     return last_activity + timedelta(minutes=inactivity_minutes + delay_minutes)
-
-
-def cart_matches(
-    lines: Collection[Mapping[str, object]], *, skus: Collection[str], categories: Collection[str]
-) -> bool:
-    """The campaign's product filter: no filter, or at least one item matching it."""
-    if not skus and not categories:
-        return True
-    return any(
-        (skus and line.get("sku") in skus) or (categories and line.get("category") in categories)
-        for line in lines
-    )
 
 
 def email_allowed(*, consent: Mapping[str, bool], legal_basis: str) -> bool:
