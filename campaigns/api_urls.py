@@ -1,5 +1,10 @@
-"""Placeholder; filled in by the issue 5 work."""
+"""The campaigns app's API under /api/v1/ (store secret key)."""
 
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from campaigns import apis
+
+urlpatterns = [
+    path("coupons/redeem", apis.CouponRedeemApi.as_view(), name="coupon-redeem"),
+    path("coupons/validate", apis.CouponValidateApi.as_view(), name="coupon-validate"),
+]
