@@ -19,8 +19,9 @@ ACTIVATED = T - timedelta(days=1)
 def _events(store_id: int, cart: str, prefix: str = "campaign.") -> list[tuple[str, dict]]:
     return [
         (e.type, e.data)
-        for e in CartEvent.objects.filter(store_id=store_id, cart=cart, type__startswith=prefix)
-        .order_by("version")
+        for e in CartEvent.objects.filter(
+            store_id=store_id, cart=cart, type__startswith=prefix
+        ).order_by("version")
     ]
 
 
@@ -219,7 +220,9 @@ def test_holdout_carts_are_suppressed_where_they_would_have_been_sent(
     steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     result = _run_due(store.pk, T + timedelta(minutes=31), django_capture_on_commit_callbacks)
 
-    holdout = set(Enrollment.objects.filter(store=store, holdout=True).values_list("cart", flat=True))
+    holdout = set(
+        Enrollment.objects.filter(store=store, holdout=True).values_list("cart", flat=True)
+    )
     assert 0 < len(holdout) < 16
     assert result == {"suppressed": len(holdout), "sent": 16 - len(holdout)}
     for cart in carts:
