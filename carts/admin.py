@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from carts import origins as origins_module
 from carts import services
-from carts.models import CartEvent, CartState, Store, StoreKey
+from carts.models import CartEvent, CartState, Store, StoreKey, StoreMember
 
 
 class StoreKeyInline(admin.TabularInline):
@@ -23,6 +23,15 @@ class StoreKeyInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class StoreMemberInline(admin.TabularInline):
+    """Who works for the store. A staff user with role merchant manages the store's campaigns in
+    the admin (docs/campaigns-admin.md)."""
+
+    model = StoreMember
+    extra = 0
+    fields = ("user", "role")
 
 
 class OriginsField(forms.Field):
@@ -70,8 +79,12 @@ class StoreAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "domain", "created_at"]
     search_fields = ["name", "domain"]
     fields = ["name", "domain", "allowed_origins", "rate_limit_per_minute"]
-    inlines = [StoreKeyInline]
+    inlines = [StoreKeyInline, StoreMemberInline]
     actions = ["rotate_keys"]
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        # Members are added once the store exists: the add page stays the keys-once form.
+        return [StoreKeyInline] if obj is None else [StoreKeyInline, StoreMemberInline]
 
     def save_model(self, request: HttpRequest, obj: Store, form: Any, change: bool) -> None:
         if change:
@@ -98,6 +111,14 @@ class StoreAdmin(admin.ModelAdmin):
         for store in queryset:
             creds = services.store_keys_rotate(store=store, now=timezone.now())
             self._show_keys_once(request, creds)
+
+
+@admin.register(StoreMember)
+class StoreMemberAdmin(admin.ModelAdmin):
+    list_display = ["user", "store", "role"]
+    list_filter = ["role", "store"]
+    list_select_related = ["user", "store"]
+    search_fields = ["user__username", "user__email", "store__name"]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
