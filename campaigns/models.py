@@ -275,7 +275,10 @@ class Enrollment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["store", "cart"], name="enrollment_unique_cart"),
         ]
-        indexes = [models.Index(fields=["campaign", "abandoned_at"])]
+        indexes = [
+            models.Index(fields=["campaign", "abandoned_at"]),
+            models.Index(fields=["store", "abandoned_at"]),  # attribution cohorts per store
+        ]
 
     def __str__(self) -> str:
         return f"{self.cart} in {self.campaign_id}{' (holdout)' if self.holdout else ''}"
