@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
@@ -21,6 +21,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from campaigns import services
 from campaigns.forms import (
     EMAIL_CHANNELS,
     CampaignForm,
@@ -38,6 +39,7 @@ from campaigns.models import (
     Tier,
 )
 from carts.models import Store, StoreMember
+from carts.selectors import member_store_ids
 
 _STORES_ATTR = "_campaigns_merchant_store_ids"
 
@@ -52,11 +54,7 @@ def merchant_store_ids(request: HttpRequest) -> frozenset[int] | None:
     if cached is None:
         cached = frozenset()
         if user.is_active and user.is_staff:
-            cached = frozenset(
-                StoreMember.objects.filter(
-                    user_id=user.pk, role=StoreMember.Role.MERCHANT
-                ).values_list("store_id", flat=True)
-            )
+            cached = member_store_ids(user_id=user.pk, role=StoreMember.Role.MERCHANT)
         setattr(request, _STORES_ATTR, cached)
     return cached
 
@@ -319,7 +317,7 @@ class CampaignAdmin(StoreScopedAdmin):
         now = timezone.now()
         activated = 0
         for campaign in queryset:
-            if _campaign_activate(campaign_id=campaign.pk, now=now):
+            if services.campaign_activate(campaign_id=campaign.pk, now=now):
                 activated += 1
             else:
                 self.message_user(
@@ -332,13 +330,13 @@ class CampaignAdmin(StoreScopedAdmin):
 
     @admin.action(description="Pause the selected campaigns")
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        paused = Campaign.objects.filter(pk__in=[c.pk for c in queryset]).update(active=False)
+        paused = services.campaigns_pause(campaign_ids=[c.pk for c in queryset])
         self.message_user(request, f"Paused {paused} campaign(s).", messages.SUCCESS)
 
     @admin.action(description="Duplicate the selected campaigns (copies are paused)")
     def duplicate(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         for campaign in queryset:
-            copy = _campaign_duplicate(campaign=campaign)
+            copy = services.campaign_duplicate(campaign=campaign)
             self.message_user(request, f"Created “{copy.name}” (paused).", messages.SUCCESS)
 
     def email_preview_view(self, request: HttpRequest, object_id: str, tier_id: int) -> Any:
@@ -372,48 +370,6 @@ class CampaignAdmin(StoreScopedAdmin):
                 store=campaign.store,
             )
         return TemplateResponse(request, "admin/campaigns/campaign/email_preview.html", context)
-
-
-def _campaign_activate(*, campaign_id: int, now: Any) -> bool:
-    """Activate a campaign that has a tier (keeping its first activation time); False when it
-    has none. Under the row's lock, so a concurrent tier deletion cannot slip in between."""
-    with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
-        if not Tier.objects.filter(campaign=campaign).exists():
-            return False
-        campaign.active = True
-        if campaign.activated_at is None:
-            campaign.activated_at = now
-        campaign.save(update_fields=["active", "activated_at"])
-    return True
-
-
-_NOT_COPIED = {"id", "created_at", "activated_at"}
-
-
-@transaction.atomic
-def _campaign_duplicate(*, campaign: Campaign) -> Campaign:
-    """A paused copy of the campaign and its tiers, named "Copy of <name>"."""
-    values = {
-        field.attname: getattr(campaign, field.attname)
-        for field in Campaign._meta.concrete_fields
-        if field.name not in _NOT_COPIED
-    }
-    max_length = Campaign._meta.get_field("name").max_length or 200
-    values.update(name=f"Copy of {campaign.name}"[:max_length], active=False)
-    copy = Campaign.objects.create(**values)
-    Tier.objects.bulk_create(
-        Tier(
-            **{
-                field.attname: getattr(tier, field.attname)
-                for field in Tier._meta.concrete_fields
-                if field.name not in {"id", "campaign"}
-            },
-            campaign=copy,
-        )
-        for tier in Tier.objects.filter(campaign=campaign).order_by("position")
-    )
-    return copy
 
 
 @admin.register(CampaignSettings)

@@ -22,8 +22,8 @@ can be explained:
    amount to a multiple of 100 minor units, kept within [min, max].
 7. The margin floor: the discount may take at most ``gross_margin - margin_floor`` percent of the
    cart value (as percentage points, or as minor units for a fixed amount, rounded down to 100
-   but not below the minimum). A limit below the minimum gives none. A percentage whose cap already keeps it within the limit
-   is not reduced.
+   but not below the minimum). A limit below the minimum gives none. A percentage whose cap
+   already keeps it within the limit is not reduced.
 8. A percentage above 100 is 100; a percentage with a cap takes off at most the cap (recorded
    with what it takes off this cart). An amount of 0 is none.
 

@@ -160,23 +160,6 @@ class TierForm(forms.ModelForm):
                 f"more than the cap ({cap}).",
             )
 
-    def _post_clean(self) -> None:  # type: ignore[misc]
-        # Tier.clean() holds the rules of the on-site offer (its percentage and cap). Email and
-        # discount tiers do not use the percentage, and a discount tier's cap also bounds fixed
-        # amounts: their rules are in clean() above, so the model's must not apply to them.
-        if self.cleaned_data.get("channel") in EMAIL_CHANNELS:
-            self.instance.clean = _no_model_clean  # type: ignore[method-assign]
-            try:
-                super()._post_clean()  # type: ignore[misc]
-            finally:
-                del self.instance.clean
-        else:
-            super()._post_clean()  # type: ignore[misc]
-
-
-def _no_model_clean() -> None:
-    return None
-
 
 class TierFormSet(BaseInlineFormSet):
     """The campaign's tiers: unique positions, delays increasing with position, and at least one

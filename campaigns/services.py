@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
@@ -68,3 +69,50 @@ def campaign_demo_ensure(*, store: Store) -> Campaign:
             subject_template="A discount for the cart you left at {{ store_name }}",
         )
     return campaign
+
+
+def campaign_activate(*, campaign_id: int, now: datetime) -> bool:
+    """Activate a campaign that has a tier (keeping its first activation time); False when it
+    has none. Under the row's lock, so a concurrent tier deletion cannot slip in between."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        if not Tier.objects.filter(campaign=campaign).exists():
+            return False
+        campaign.active = True
+        if campaign.activated_at is None:
+            campaign.activated_at = now
+        campaign.save(update_fields=["active", "activated_at"])
+    return True
+
+
+_NOT_COPIED = {"id", "created_at", "activated_at"}
+
+
+@transaction.atomic
+def campaign_duplicate(*, campaign: Campaign) -> Campaign:
+    """A paused copy of the campaign and its tiers, named "Copy of <name>"."""
+    values = {
+        field.attname: getattr(campaign, field.attname)
+        for field in Campaign._meta.concrete_fields
+        if field.name not in _NOT_COPIED
+    }
+    max_length = Campaign._meta.get_field("name").max_length or 200
+    values.update(name=f"Copy of {campaign.name}"[:max_length], active=False)
+    copy = Campaign.objects.create(**values)
+    Tier.objects.bulk_create(
+        Tier(
+            **{
+                field.attname: getattr(tier, field.attname)
+                for field in Tier._meta.concrete_fields
+                if field.name not in {"id", "campaign"}
+            },
+            campaign=copy,
+        )
+        for tier in Tier.objects.filter(campaign=campaign).order_by("position")
+    )
+    return copy
+
+
+def campaigns_pause(*, campaign_ids: list[int]) -> int:
+    """Pause campaigns: no new carts join; steps already scheduled still run their checks."""
+    return Campaign.objects.filter(pk__in=campaign_ids).update(active=False)

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from carts import event_types
 from carts.keys import hash_key
-from carts.models import CartEvent, CartState, Store
+from carts.models import CartEvent, CartState, Store, StoreMember
 
 _STORE_FOR_KEY = """
     SELECT s.* FROM carts_store s JOIN carts_storekey k ON k.store_id = s.id
@@ -46,3 +46,10 @@ def cart_events_list(
 def events_after(*, position: int, limit: int) -> QuerySet[CartEvent]:
     """Events of every store after a global position, in position (= commit) order."""
     return CartEvent.objects.filter(position__gt=position).order_by("position")[:limit]
+
+
+def member_store_ids(*, user_id: int, role: str) -> frozenset[int]:
+    """The stores where the user is a member with ``role`` (merchant or marketer)."""
+    return frozenset(
+        StoreMember.objects.filter(user_id=user_id, role=role).values_list("store_id", flat=True)
+    )
