@@ -141,6 +141,7 @@ def _no_stray_sessions_at_teardown(django_db_setup, django_db_blocker):
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"  # not autovacuum: not ours to end
             )
         connection.close()
 

@@ -30,6 +30,10 @@ class TimedSink(SmtpSink):
         super().__init__()
         self.arrived: dict[str, float] = {}
 
+    def __enter__(self) -> TimedSink:
+        super().__enter__()
+        return self
+
     def _add(self, received: Received) -> None:
         self.arrived[received.rcpt_tos[0]] = time.monotonic()
         super()._add(received)
