@@ -234,6 +234,8 @@ def main() -> int:
             print(f"Created the admin user: username 'admin', password {password!r} (shown once).")
         connections.close_all()
 
+        # Links in campaign emails lead back to this server unless configured otherwise.
+        os.environ.setdefault("CAMPAIGNS_PUBLIC_URL", f"http://127.0.0.1:{port}")
         listed = programs(port=port)
         printer = Printer(sys.stdout, [p.name for p in listed])
         base = f"http://127.0.0.1:{port}"
