@@ -1,0 +1,112 @@
+"""The links in campaign emails (campaigns/links.py): restore, open pixel, unsubscribe, stop.
+
+Unsubscribe and "don't remind me" act on POST only: mail scanners follow every link in a message
+with GET. Both are CSRF-exempt: RFC 8058 one-click POSTs come from mail providers, without a
+cookie, and the signed token in the URL is what authorises the request. Times come from the
+campaigns' clock (campaigns/clock.py), as the scheduler's and the workers' do.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from campaigns import clock, links, tracking
+from campaigns.models import Step
+
+# The smallest transparent GIF (1x1, 43 bytes).
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+UNKNOWN_STEP = "This link does not belong to any email we sent."
+
+
+def _private(response: HttpResponse) -> HttpResponse:
+    # Proxies must not answer for us (a cached pixel is an unrecorded open), and the token must
+    # not travel on to the store in a Referer header.
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _bad_link(request: HttpRequest, message: str) -> HttpResponse:
+    return _private(
+        render(request, "campaigns/link_invalid.html", {"message": message}, status=404)
+    )
+
+
+@require_GET
+def restore(request: HttpRequest, token: str) -> HttpResponse:
+    """Record the click and send the shopper to the store's cart."""
+    try:
+        step_id = links.step_from_token(token, links.Purpose.RESTORE)
+        url = tracking.link_click_record(step_id=step_id, now=clock.now())
+    except links.BadLink as exc:
+        return _bad_link(request, exc.message)
+    except Step.DoesNotExist:
+        return _bad_link(request, UNKNOWN_STEP)
+    return _private(HttpResponseRedirect(url))
+
+
+@require_GET
+def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
+    """Record the open; a 1x1 transparent GIF."""
+    try:
+        step_id = links.step_from_token(token, links.Purpose.OPEN)
+        tracking.email_open_record(step_id=step_id, now=clock.now())
+    except links.BadLink as exc:
+        return _bad_link(request, exc.message)
+    except Step.DoesNotExist:
+        return _bad_link(request, UNKNOWN_STEP)
+    return _private(HttpResponse(PIXEL_GIF, content_type="image/gif"))
+
+
+def _confirm_then_act(
+    request: HttpRequest,
+    token: str,
+    *,
+    purpose: links.Purpose,
+    act: Callable[..., bool],
+    template: str,
+) -> HttpResponse:
+    """GET: a page asking to confirm with a POST; POST: ``act`` and the page saying it is done."""
+    try:
+        step_id = links.step_from_token(token, purpose)
+        store_name = tracking.step_store_name(step_id=step_id)
+        if request.method == "POST":
+            act(step_id=step_id, now=clock.now())
+    except links.BadLink as exc:
+        return _bad_link(request, exc.message)
+    except Step.DoesNotExist:
+        return _bad_link(request, UNKNOWN_STEP)
+    context = {"store_name": store_name, "done": request.method == "POST"}
+    return _private(render(request, template, context))
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """The List-Unsubscribe URL: GET confirms, POST (RFC 8058 one-click, or the form) acts."""
+    return _confirm_then_act(
+        request,
+        token,
+        purpose=links.Purpose.UNSUBSCRIBE,
+        act=tracking.shopper_unsubscribe,
+        template="campaigns/unsubscribe.html",
+    )
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def stop(request: HttpRequest, token: str) -> HttpResponse:
+    """ "Don't remind me": GET confirms, POST acts."""
+    return _confirm_then_act(
+        request,
+        token,
+        purpose=links.Purpose.STOP,
+        act=tracking.reminders_decline,
+        template="campaigns/stop.html",
+    )

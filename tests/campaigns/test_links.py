@@ -1,0 +1,377 @@
+"""The links in campaign emails over HTTP: restore and click, open pixel, unsubscribe, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+from django.urls import resolve
+
+from campaigns import links, tracking, views
+from campaigns.models import Campaign, CampaignSettings, Coupon, Step, Suppression, Tier
+from carts import identity, services
+from carts.models import CartEvent, Store
+from tests.campaigns.conftest import T0
+from tests.carts.threads import raise_first_error, run_in_threads
+
+# The body a mail provider posts for an RFC 8058 one-click unsubscribe.
+ONE_CLICK = ("List-Unsubscribe=One-Click", "application/x-www-form-urlencoded")
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path
+
+
+def _campaign_events(store: Store) -> list[tuple[str, str, dict]]:
+    return [
+        (e.cart, e.type, e.data)
+        for e in CartEvent.objects.filter(store=store, type__startswith="campaign.").order_by(
+            "position"
+        )
+    ]
+
+
+def _data(step: Step, **extra) -> dict:
+    return {
+        "step": step.pk,
+        "campaign": step.tier.campaign_id,
+        "tier": step.tier_id,
+        "position": step.tier.position,
+        "channel": step.channel,
+        **extra,
+    }
+
+
+def _statuses(*steps: Step) -> list[tuple[str, str]]:
+    return [
+        (s.status, s.reason)
+        for s in Step.objects.filter(pk__in=[s.pk for s in steps]).order_by("pk")
+    ]
+
+
+@pytest.fixture
+def csrf_client() -> Client:
+    """A client that enforces CSRF, as a mail provider's one-click POST does not carry a token."""
+    return Client(enforce_csrf_checks=True)
+
+
+def test_each_link_resolves_to_its_view():
+    assert resolve(_path(links.restore_url(7))).func == views.restore
+    assert resolve(_path(links.open_pixel_url(7))).func == views.open_pixel
+    assert resolve(_path(links.unsubscribe_url(7))).func == views.unsubscribe
+    assert resolve(_path(links.stop_url(7))).func == views.stop
+
+
+def test_a_token_carries_its_step_for_its_purpose_only():
+    token = _path(links.unsubscribe_url(42)).removeprefix("/u/")
+
+    assert links.step_from_token(token, "unsubscribe") == 42
+    for other_token, purpose in ((token, "stop"), (token.replace("42.", "43."), "unsubscribe")):
+        with pytest.raises(links.BadLink) as caught:
+            links.step_from_token(other_token, purpose)
+        assert (caught.value.message, caught.value.expired) == ("This link is not valid.", False)
+
+
+def test_a_restore_token_expires_after_60_days_and_an_unsubscribe_token_never(monkeypatch):
+    real = time.time()
+    monkeypatch.setattr(time, "time", lambda: real - 61 * 86400)
+    restore = _path(links.restore_url(5)).removeprefix("/r/")
+    unsubscribe = _path(links.unsubscribe_url(5)).removeprefix("/u/")
+    monkeypatch.setattr(time, "time", lambda: real)
+
+    with pytest.raises(links.BadLink) as caught:
+        links.step_from_token(restore, "restore")
+    assert (caught.value.message, caught.value.expired) == ("This link has expired.", True)
+    assert links.step_from_token(unsubscribe, "unsubscribe") == 5
+
+
+# Restore and click ------------------------------------------------------------------------------
+
+
+def test_a_restore_click_records_one_event_and_redirects_to_the_cart_with_items_and_code(
+    client, store, shop_cart, campaign_step
+):
+    # given a discount step whose cart holds two items and an unused code
+    CampaignSettings.objects.create(
+        store=store, cart_url="https://shop.example/cart/{items}?discount={code}"
+    )
+    cart = shop_cart(store.pk, "cart-1")
+    step = campaign_step(cart, channel=Tier.Channel.DISCOUNT)
+    Coupon.objects.create(
+        store=store,
+        cart=cart.token,
+        code="SAVE10-7K2M9Q",
+        step=step,
+        kind=Coupon.Kind.PERCENT,
+        amount=10,
+        issued_at=T0,
+        expires_at=datetime(2099, 1, 1, tzinfo=UTC),
+    )
+
+    # when the shopper follows the restore link
+    response = client.get(_path(links.restore_url(step.pk)))
+
+    # then they land on the store's cart with the items and the code, and the click is recorded
+    assert response.status_code == 302
+    assert response["Location"] == (
+        "https://shop.example/cart/MUG-01:2,POUR%2F02:1?discount=SAVE10-7K2M9Q"
+    )
+    assert response["Cache-Control"] == "no-store"
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert _campaign_events(store) == [("cart-1", "campaign.link_clicked", _data(step))]
+
+
+def test_a_used_code_is_not_put_in_the_cart_url(client, store, shop_cart, campaign_step):
+    cart = shop_cart(store.pk, "cart-1")
+    step = campaign_step(cart, channel=Tier.Channel.DISCOUNT)
+    Coupon.objects.create(
+        store=store,
+        cart=cart.token,
+        code="USED-1",
+        kind=Coupon.Kind.PERCENT,
+        amount=10,
+        issued_at=T0,
+        expires_at=datetime(2099, 1, 1, tzinfo=UTC),
+        redeemed_at=T0 + timedelta(hours=1),
+    )
+
+    response = client.get(_path(links.restore_url(step.pk)))
+
+    assert (response.status_code, response["Location"]) == (302, "https://shop.example/cart")
+
+
+def _tampered(url: str) -> str:
+    """The link's path with the last character of its token changed."""
+    parts = _path(url).split("/")
+    parts[2] = parts[2][:-1] + ("B" if parts[2].endswith("A") else "A")
+    return "/".join(parts)
+
+
+TAMPERED = {
+    "restore, signature changed": lambda step: _tampered(links.restore_url(step.pk)),
+    "restore, another step": lambda step: _path(links.restore_url(step.pk)).replace(
+        f"/r/{step.pk}.", f"/r/{step.pk + 1}."
+    ),
+    "restore, a stop token": lambda step: _path(links.stop_url(step.pk)).removesuffix("/stop"),
+    "pixel, signature changed": lambda step: _tampered(links.open_pixel_url(step.pk)),
+    "unsubscribe, signature changed": lambda step: _tampered(links.unsubscribe_url(step.pk)),
+    "unsubscribe, a restore token": lambda step: _path(links.restore_url(step.pk)).replace(
+        "/r/", "/u/"
+    ),
+    "stop, signature changed": lambda step: _tampered(links.stop_url(step.pk)),
+}
+
+
+@pytest.mark.parametrize("url", list(TAMPERED.values()), ids=list(TAMPERED))
+def test_a_tampered_link_is_a_404_page_and_stores_nothing(
+    client, store, shop_cart, campaign_step, url
+):
+    step = campaign_step(shop_cart(store.pk, "cart-1"))
+    events_before = CartEvent.objects.filter(store=store).count()
+
+    get = client.get(url(step))
+    post = client.post(url(step), *ONE_CLICK)
+
+    assert get.status_code == 404
+    assert "This link is not valid." in get.content.decode()
+    assert post.status_code in (404, 405)  # restore and pixel links take GET only
+    assert CartEvent.objects.filter(store=store).count() == events_before
+    assert Suppression.objects.filter(store=store).count() == 0
+    assert _statuses(step) == [("pending", "")]
+
+
+def test_a_link_to_a_step_that_does_not_exist_is_a_404(client, db):
+    for url in (links.restore_url(999_999), links.open_pixel_url(999_999), links.stop_url(999_999)):
+        response = client.get(_path(url))
+        assert response.status_code == 404
+        assert "This link does not belong to any email we sent." in response.content.decode()
+    response = client.post(_path(links.unsubscribe_url(999_999)))
+    assert response.status_code == 404
+    assert Suppression.objects.count() == 0
+
+
+# Opens --------------------------------------------------------------------------------------------
+
+
+def test_the_open_pixel_is_a_gif_not_cached_and_records_the_first_open_only(
+    client, store, shop_cart, campaign_step
+):
+    step = campaign_step(shop_cart(store.pk, "cart-1"))
+    pixel = _path(links.open_pixel_url(step.pk))
+
+    first = client.get(pixel)
+    second = client.get(pixel)
+
+    for response in (first, second):
+        assert response.status_code == 200
+        assert response["Content-Type"] == "image/gif"
+        assert response["Cache-Control"] == "no-store"
+        assert response.content == views.PIXEL_GIF
+    assert views.PIXEL_GIF[:6] == b"GIF89a"
+    assert _campaign_events(store) == [("cart-1", "campaign.email_opened", _data(step))]
+
+
+# Unsubscribe and "don't remind me" ------------------------------------------------------------
+
+
+@pytest.fixture
+def shoppers(store, shop_cart, campaign_step):
+    """Jane's steps in two campaigns of the store (an email and an on-site nudge still open, one
+    email already sent), her guest cart under her email key, and a stranger's step elsewhere."""
+    jane = shop_cart(store.pk, "jane-1", shopper_id="cust-7")
+    first = Campaign.objects.create(store=store, name="First", active=True)
+    email = campaign_step(jane, campaign=first, status=Step.Status.ENQUEUED)
+    sent = campaign_step(jane, campaign=first, status=Step.Status.SENT)
+    guest = shop_cart(store.pk, "jane-guest")
+    second = Campaign.objects.create(store=store, name="Second", active=True)
+    guest_discount = campaign_step(guest, campaign=second, channel=Tier.Channel.DISCOUNT)
+    guest_nudge = campaign_step(guest, campaign=second, channel=Tier.Channel.ONSITE)
+    other_creds = services.store_create(name="Another shop")
+    other = shop_cart(other_creds.store_id, "jane-elsewhere", shopper_id="cust-7")
+    elsewhere = campaign_step(other)
+    return {
+        "email": email,
+        "sent": sent,
+        "guest_discount": guest_discount,
+        "guest_nudge": guest_nudge,
+        "elsewhere": elsewhere,
+    }
+
+
+JANE_ID = "id:cust-7"
+JANE_EMAIL = f"email:{identity.email_digest('jane.doe@example.com')}"
+
+
+def test_unsubscribe_on_get_asks_and_stores_nothing(client, store, shoppers):
+    response = client.get(_path(links.unsubscribe_url(shoppers["email"].pk)))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Unsubscribe from Test shop's cart emails?" in page
+    assert '<form method="post">' in page
+    assert Suppression.objects.count() == 0
+    assert _campaign_events(store) == []
+    assert _statuses(shoppers["email"]) == [("enqueued", "")]
+
+
+def test_one_click_unsubscribe_suppresses_the_shopper_and_skips_their_open_emails_in_the_store(
+    csrf_client, store, shoppers
+):
+    s = shoppers
+    url = _path(links.unsubscribe_url(s["email"].pk))
+
+    # when the mail provider posts the one-click unsubscribe (RFC 8058), without a CSRF token
+    response = csrf_client.post(url, *ONE_CLICK)
+
+    # then both of Jane's keys are suppressed in this store
+    assert response.status_code == 200
+    assert "You are unsubscribed" in response.content.decode()
+    assert sorted(Suppression.objects.values_list("store_id", "shopper", "kind", "cart")) == sorted(
+        [
+            (store.pk, JANE_ID, "unsubscribed", "jane-1"),
+            (store.pk, JANE_EMAIL, "unsubscribed", "jane-1"),
+        ]
+    )
+    # her open email and discount steps in both campaigns are skipped; the nudge, the sent email
+    # and the other store's step are untouched
+    assert _statuses(
+        s["email"], s["sent"], s["guest_discount"], s["guest_nudge"], s["elsewhere"]
+    ) == [
+        ("skipped", "unsubscribed"),
+        ("sent", ""),
+        ("skipped", "unsubscribed"),
+        ("pending", ""),
+        ("pending", ""),
+    ]
+    assert _campaign_events(store) == [
+        (
+            "jane-1",
+            "campaign.unsubscribed",
+            _data(s["email"], shopper=JANE_ID, shoppers=sorted([JANE_EMAIL, JANE_ID])),
+        ),
+        ("jane-1", "campaign.step_skipped", _data(s["email"], reason="unsubscribed")),
+        ("jane-guest", "campaign.step_skipped", _data(s["guest_discount"], reason="unsubscribed")),
+    ]
+    other_store = s["elsewhere"].store
+    assert _campaign_events(other_store) == []
+
+    # when it is posted again (providers retry), nothing more is stored
+    again = csrf_client.post(url, *ONE_CLICK)
+    assert again.status_code == 200
+    assert Suppression.objects.count() == 2
+    assert len(_campaign_events(store)) == 3
+
+
+def test_dont_remind_me_asks_on_get_then_skips_every_open_step_of_the_shopper_in_the_store(
+    client, csrf_client, store, shoppers
+):
+    s = shoppers
+    url = _path(links.stop_url(s["guest_nudge"].pk))
+
+    asked = client.get(url)
+    assert asked.status_code == 200
+    assert "Stop reminders from Test shop?" in asked.content.decode()
+    assert Suppression.objects.count() == 0
+    assert _campaign_events(store) == []
+
+    done = csrf_client.post(url)
+    again = csrf_client.post(url)
+
+    assert (done.status_code, again.status_code) == (200, 200)
+    assert "You won't be reminded" in done.content.decode()
+    # a guest cart knows only the email key
+    assert list(Suppression.objects.values_list("store_id", "shopper", "kind", "cart")) == [
+        (store.pk, JANE_EMAIL, "dont_remind", "jane-guest")
+    ]
+    assert _statuses(
+        s["email"], s["sent"], s["guest_discount"], s["guest_nudge"], s["elsewhere"]
+    ) == [
+        ("enqueued", ""),  # under her customer id: this guest cart does not know it
+        ("sent", ""),
+        ("skipped", "dont_remind"),
+        ("skipped", "dont_remind"),
+        ("pending", ""),
+    ]
+    assert _campaign_events(store) == [
+        (
+            "jane-guest",
+            "campaign.reminders_declined",
+            _data(s["guest_nudge"], shopper=JANE_EMAIL, shoppers=[JANE_EMAIL]),
+        ),
+        ("jane-guest", "campaign.step_skipped", _data(s["guest_discount"], reason="dont_remind")),
+        ("jane-guest", "campaign.step_skipped", _data(s["guest_nudge"], reason="dont_remind")),
+    ]
+
+
+def test_parallel_unsubscribes_from_two_carts_of_one_shopper_store_each_suppression_once(
+    committed_store, shop_cart, campaign_step
+):
+    # given Jane's signed-in cart (id and email keys) and her guest cart (email key), each with
+    # an open email step, in a store whose rows are committed
+    store, _ = committed_store
+    signed_in = shop_cart(store.pk, "jane-1", shopper_id="cust-7")
+    guest = shop_cart(store.pk, "jane-guest")
+    steps = [campaign_step(signed_in), campaign_step(guest)]
+    barrier = threading.Barrier(8)
+
+    def unsubscribe(step_id: int) -> bool:
+        barrier.wait()
+        return tracking.shopper_unsubscribe(step_id=step_id, now=T0 + timedelta(hours=3))
+
+    # when eight requests race, four from each email
+    outcomes = run_in_threads(unsubscribe, [(steps[i % 2].pk,) for i in range(8)])
+
+    # then none failed, each key is suppressed once, and each step is skipped once
+    raise_first_error(outcomes)
+    assert sorted(
+        Suppression.objects.filter(store=store).values_list("shopper", flat=True)
+    ) == sorted([JANE_ID, JANE_EMAIL])
+    assert _statuses(*steps) == [("skipped", "unsubscribed"), ("skipped", "unsubscribed")]
+    types = [t for _, t, _ in _campaign_events(store)]
+    assert types.count("campaign.unsubscribed") == outcomes.count(True)
+    assert outcomes.count(True) in (1, 2)
+    assert types.count("campaign.step_skipped") == 2
