@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from campaigns.models import Campaign, Tier
+from campaigns.models import Campaign, Suppression, Tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +39,11 @@ def onsite_offer_for_store(*, store_id: int) -> OnsiteOffer | None:
         .order_by("-campaign__priority", "campaign_id", "position")
         .first()
     )
-    if tier is None:
-        return None
+    return None if tier is None else onsite_offer_of(tier)
+
+
+def onsite_offer_of(tier: Tier) -> OnsiteOffer:
+    """An on-site tier as plain values (its campaign is read too)."""
     campaign: Campaign = tier.campaign
     return OnsiteOffer(
         campaign_id=campaign.pk,
@@ -59,3 +62,10 @@ def onsite_offer_for_store(*, store_id: int) -> OnsiteOffer | None:
         cooldown_hours=tier.cooldown_hours,
         offer_ttl_minutes=tier.offer_ttl_minutes,
     )
+
+
+def reminders_declined(*, store_id: int, shopper: str) -> bool:
+    """Whether the shopper asked the store not to remind them (campaigns.tracking)."""
+    return Suppression.objects.filter(
+        store_id=store_id, shopper=shopper, kind=Suppression.Kind.DONT_REMIND
+    ).exists()

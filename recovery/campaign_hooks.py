@@ -4,9 +4,10 @@ recovery): the council's price sensitivity for discount amounts, and the on-site
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from campaigns.models import Step, Tier
+from campaigns.selectors import onsite_offer_of
 from campaigns.steps import HOOKS
 from carts.models import CartState
 from carts.services import NewEvent, cart_from_row
@@ -34,16 +35,14 @@ def onsite_offer(
 ) -> tuple[dict, list[NewEvent]]:
     """A campaign's on-site nudge for a cart, recorded as an offer decision (so the browser gets
     it again on reconnect, like an exit-intent offer)."""
-    offer: dict = {
-        "id": uuid.uuid5(_NAMESPACE, f"step:{step.pk}").hex,
-        "kind": tier.offer_kind if tier.offer_kind in ("message", "free_shipping") else "message",
-        "headline": tier.headline,
-        "body": tier.body,
-        "cta_label": tier.cta_label,
-        "cta_url": tier.cta_url,
-        "expires_at": (now + timedelta(minutes=tier.offer_ttl_minutes)).isoformat(),
-        "step": step.pk,
-    }
+    offer = offers.offer_build(
+        tier=onsite_offer_of(tier),
+        cart=cart_from_row(row),
+        now=now,
+        offer_id=uuid.uuid5(_NAMESPACE, f"step:{step.pk}").hex,
+        code=live.offer_code(),
+    )
+    offer["step"] = step.pk
     event = NewEvent(
         event_id=uuid.uuid5(_NAMESPACE, f"decided:step:{step.pk}"),
         cart=row.token,

@@ -18,7 +18,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from campaigns.selectors import OnsiteOffer, onsite_offer_for_store
+from campaigns.selectors import OnsiteOffer, onsite_offer_for_store, reminders_declined
 from carts import event_types, redis_client, selectors
 from carts.apis import events_in
 from carts.errors import EventIdConflict
@@ -172,7 +172,8 @@ class EventOutcome:
     decision: offers.Decision | None
 
 
-def _code() -> str:
+def offer_code() -> str:
+    """A discount code for an on-site offer (recorded with the offer decision)."""
     return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
 
 
@@ -203,18 +204,22 @@ def shopper_event_append(
             for exit_event in reacting.appended:
                 state = reacting.states[exit_event.cart]
                 scored = reacting.scores[exit_event.cart]
+                shopper = features.shopper_key(
+                    inner_accumulator(reacting.accumulators[exit_event.cart])
+                )
                 decision = offers.decide(
                     cart=state,
                     score=scored.score if scored else None,
                     tier=tier,
                     last_offer=offers.last_offer_at(reacting.accumulators[exit_event.cart]),
-                    shopper=features.shopper_key(
-                        inner_accumulator(reacting.accumulators[exit_event.cart])
-                    )
-                    or exit_event.cart,
+                    shopper=shopper or exit_event.cart,
                     now=now,
                     offer_id=uuid.uuid5(_NAMESPACE, f"offer:{exit_event.event_id}").hex,
-                    code=_code(),
+                    code=offer_code(),
+                    # Known shoppers only (one indexed lookup): "don't remind me" covers offers.
+                    declined=tier is not None
+                    and shopper is not None
+                    and reminders_declined(store_id=store_id, shopper=shopper),
                 )
                 data = decision.as_event_data(
                     tier=tier,

@@ -58,12 +58,16 @@ def decide(
     now: datetime,
     offer_id: str,
     code: str,
+    declined: bool = False,
 ) -> Decision:
-    """Whether and what to offer a shopper showing exit intent."""
+    """Whether and what to offer a shopper showing exit intent (``declined``: the shopper asked
+    not to be reminded, from a campaign email)."""
     if tier is None:
         return Decision(NONE, "no_campaign")
     if cart.status == CONVERTED:
         return Decision(NONE, "converted")
+    if declined:
+        return Decision(NONE, "dont_remind")
     if not cart.lines:
         return Decision(NONE, "empty_cart")
     if (
@@ -78,6 +82,15 @@ def decide(
         return Decision(NONE, "below_min_value")
     if in_holdout(campaign_id=tier.campaign_id, shopper=shopper, share=tier.holdout_share):
         return Decision(NONE, "holdout", holdout=True)
+    offer = offer_build(tier=tier, cart=cart, now=now, offer_id=offer_id, code=code)
+    return Decision(OFFER, "eligible", offer=offer)
+
+
+def offer_build(
+    *, tier: OnsiteTier, cart: Cart, now: datetime, offer_id: str, code: str
+) -> dict[str, Any]:
+    """The offer frame for the browser, from the tier (the exit-intent offer and a campaign's
+    scheduled on-site nudge look the same)."""
     offer: dict[str, Any] = {
         "id": offer_id,
         "kind": tier.offer_kind,
@@ -97,4 +110,4 @@ def decide(
             offer["currency"] = cart.currency
     elif tier.offer_kind == "free_shipping":
         offer["discount_code"] = code
-    return Decision(OFFER, "eligible", offer=offer)
+    return offer

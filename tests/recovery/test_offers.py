@@ -105,3 +105,24 @@ def test_holdout_is_stable_and_close_to_its_share():
 def test_last_offer_at_reads_the_accumulator():
     assert offers.last_offer_at({}) is None
     assert offers.last_offer_at({"offers": {"last_at": NOW.isoformat(), "count": 1}}) == NOW
+
+
+def test_a_shopper_who_asked_not_to_be_reminded_gets_no_exit_offer():
+    from datetime import UTC, datetime
+
+    from campaigns.selectors import OnsiteOffer
+    from carts.projections import Cart, Line
+
+    tier = OnsiteOffer(
+        campaign_id=1, campaign_name="c", holdout_share=Decimal("0"), tier_id=1, min_score=0.0,
+        min_cart_value=0, offer_kind="message", percent=None, discount_cap=None, headline="h",
+        body="b", cta_label="l", cta_url="", cooldown_hours=0, offer_ttl_minutes=30,
+    )  # fmt: skip
+    cart = Cart(lines=(Line("A", "a", 1, 1000),), currency="EUR")
+    kwargs: dict[str, Any] = dict(
+        cart=cart, score=0.9, tier=tier, last_offer=None, shopper="id:7",
+        now=datetime(2026, 1, 1, tzinfo=UTC), offer_id="o", code="C",
+    )  # fmt: skip
+    assert offers.decide(**kwargs).decision == offers.OFFER
+    declined = offers.decide(**kwargs, declined=True)
+    assert (declined.decision, declined.reason) == (offers.NONE, "dont_remind")
