@@ -8,7 +8,6 @@ means from the groups' sample variances (Welch's standard error). docs/attributi
 formulas.
 """
 
-# mypy: disallow-untyped-defs, disallow-any-generics, disallow-untyped-calls, warn-return-any
 
 from __future__ import annotations
 
