@@ -8,7 +8,6 @@ means from the groups' sample variances (Welch's standard error). docs/attributi
 formulas.
 """
 
-
 from __future__ import annotations
 
 import math
