@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import timedelta
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 from celery import Celery
@@ -16,7 +19,7 @@ from django.test import Client
 from django.utils import timezone
 
 from campaigns import clock, steps
-from campaigns.models import Coupon, Step
+from campaigns.models import CampaignSettings, Coupon, Step
 from carts.models import CartEvent
 from config import env as config_env
 from tests.campaigns.builders import campaign_with_tiers, cart_abandoned
@@ -59,6 +62,26 @@ def _sent_events(store_id: int, cart: str) -> int:
     return CartEvent.objects.filter(store_id=store_id, cart=cart, type="campaign.step_sent").count()
 
 
+ZONES = (
+    "Pacific/Auckland",
+    "Asia/Tokyo",
+    "Asia/Kolkata",
+    "Europe/Berlin",
+    "America/Sao_Paulo",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Pacific/Honolulu",
+)  # fmt: skip  (no two offsets more than 4.5 hours apart)
+
+
+def _zone_where(now: datetime, hours: Collection[int]) -> str:
+    """A zone whose local hour at ``now`` is in ``hours`` (7 or more hours wide)."""
+    for name in ZONES:
+        if now.astimezone(ZoneInfo(name)).hour in hours:
+            return name
+    raise AssertionError(f"none of the zones is at {hours} now")
+
+
 def _email_env(sink: SmtpSink, **extra: str) -> dict[str, str]:
     return subprocess_env(
         EMAIL_BACKEND=SMTP,
@@ -83,6 +106,8 @@ def test_nudge_email_and_discount_run_in_sequence_on_a_compressed_clock(
         store.pk,
         activated_at=clock.now() - timedelta(hours=1),
         inactivity_minutes=1,
+        quiet_start=dtime(21, 0),
+        quiet_end=dtime(8, 0),
         tiers=[
             {"channel": "onsite", "delay_minutes": 0},
             {"channel": "email", "delay_minutes": 2, "subject_template": "Still thinking?"},
@@ -99,6 +124,15 @@ def test_nudge_email_and_discount_run_in_sequence_on_a_compressed_clock(
     )
     stays = cart_abandoned(store.pk, at=clock.now(), email="stays@example.com")
     leaves = cart_abandoned(store.pk, at=clock.now(), email="leaves@example.com")
+    # The store's zone (for shoppers of unknown zone) is in its daytime for the whole test; for
+    # one shopper it is the middle of the night, and emails wait for 08:00 there.
+    CampaignSettings.objects.filter(store=store).update(
+        timezone=_zone_where(clock.now(), range(10, 17))
+    )
+    night_zone = _zone_where(clock.now(), (22, 23, 0, 1, 2, 3, 4))
+    sleeps = cart_abandoned(
+        store.pk, at=clock.now(), email="sleeps@example.com", timezone=night_zone
+    )
     with SmtpSink() as sink:
         env = _email_env(
             sink,
@@ -133,9 +167,13 @@ def test_nudge_email_and_discount_run_in_sequence_on_a_compressed_clock(
             assert third.message["Subject"] == "A code for you"
             # Past the discount's due time for both carts: nothing more arrives.
             procs.wait_for(
-                lambda: not Step.objects.filter(store=store, status__in=Step.OPEN).exists(),
+                lambda: (
+                    not Step.objects.filter(store=store, status__in=Step.OPEN)
+                    .exclude(cart=sleeps.token)
+                    .exists()
+                ),
                 timeout=30,
-                what="every step to finish",
+                what="every step to finish (but the sleeping shopper's)",
             )
             time.sleep(1)
             assert len(sink.received) == 3
@@ -154,6 +192,13 @@ def test_nudge_email_and_discount_run_in_sequence_on_a_compressed_clock(
         (2, "email", "sent", "eligible"),
         (3, "discount", "sent", "eligible"),
     ]
+    [nudge, email, discount] = Step.objects.filter(store=store, cart=sleeps.token).order_by(
+        "tier__position"
+    )
+    assert (nudge.status, email.status, email.reason) == ("sent", "pending", "quiet_hours")
+    local_due = email.due_at.astimezone(ZoneInfo(night_zone))
+    assert (local_due.hour, local_due.minute) == (8, 0)
+    assert discount.status == "pending"
     assert outcomes(leaves.token) == [
         (1, "onsite", "sent", "eligible"),
         (2, "email", "sent", "eligible"),
