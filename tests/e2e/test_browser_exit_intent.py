@@ -112,7 +112,7 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
 ) -> None:
     origin, creds = server
     store, _ = committed_store
-    tier = store.campaigns.get().tiers.get()
+    tier = store.campaigns.get().tiers.get(channel="onsite")
     started = time.monotonic()
     driver = _chromium(tmp_path)
     try:
