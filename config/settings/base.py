@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "carts",
     "campaigns",
     "recovery",
+    "dashboards",
 ]
 
 MIDDLEWARE = [
