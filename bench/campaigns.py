@@ -61,7 +61,7 @@ Each round, for each worker concurrency (1 and 2; the headline is 1, "drained by
      clock runs from the first ``.delay()`` until the broker's queue and its unacked set are both
      empty (twice in a row, 20 ms apart). Ratio = steps/s / tasks/s, paired within the round.
   3. lateness: ``--carts`` more carts whose steps come due at a steady ``--rate`` (default 150
-     steps/s, about half of what one worker drains here, ~280/s; so 67 s for 10,000 steps),
+     steps/s, under half of what one worker drains here, ~345/s; so 67 s for 10,000 steps),
      handed out by the real scheduler process (every CAMPAIGNS_ENQUEUE_SECONDS = 0.25 s) to the
      same worker. The rate is fixed rather than derived from the throughput, so runs compare.
      The first step is due a few seconds after the scheduler is up (a lead planned from the
@@ -1101,6 +1101,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     run = uuid.uuid4().hex[:8]
+    commit = git_head()  # at the start: others may commit while a long run goes on
     headline = 1 if 1 in args.concurrency else args.concurrency[0]
 
     # The development servers (embedded unless the URLs are set; this process holds a lease).
@@ -1200,7 +1201,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "postgres": pg_version,
-        "commit": git_head(),
+        "commit": commit,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 1),
     }
