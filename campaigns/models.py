@@ -129,6 +129,8 @@ class Campaign(models.Model):
         help_text="An order this soon after a touch counts as recovered.",
     )
     activated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Enrolment's high-water mark: carts whose last activity is before this were considered.
+    enrolled_through = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

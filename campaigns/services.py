@@ -85,7 +85,7 @@ def campaign_activate(*, campaign_id: int, now: datetime) -> bool:
     return True
 
 
-_NOT_COPIED = {"id", "created_at", "activated_at"}
+_NOT_COPIED = {"id", "created_at", "activated_at", "enrolled_through"}
 
 
 @transaction.atomic

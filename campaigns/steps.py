@@ -39,6 +39,9 @@ from carts.services import NewEvent, Reacting, append_reaction_register, events_
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+# Enrolment rescans this far behind its high-water mark: a cart whose events arrive later than
+# this after they happened (by its clock) is not enrolled.
+ENROLL_OVERLAP = timedelta(minutes=5)
 RETRY_BACKOFF = timedelta(seconds=30)
 
 
@@ -106,10 +109,15 @@ def _enroll(campaign: Campaign, tiers: list[Tier], *, now: datetime, limit: int)
         return 0
     started = campaign.activated_at or campaign.created_at
     inactivity = timedelta(minutes=campaign.inactivity_minutes)
+    since = started - inactivity
+    if campaign.enrolled_through is not None:
+        # Only carts that went idle since the last turn (and a margin for late arrivals): the
+        # scan stays the same size however long the store's history grows.
+        since = max(since, campaign.enrolled_through - ENROLL_OVERLAP)
     params = {
         "store": campaign.store_id,
         "idle_since": now - inactivity,
-        "since": started - inactivity,
+        "since": since,
         "min_value": campaign.min_cart_value,
         "min_score": campaign.min_score,
         "no_filter": not campaign.only_skus and not campaign.only_categories,
@@ -136,6 +144,9 @@ def _enroll_batch(
         with connection.cursor() as cursor:
             cursor.execute(_CANDIDATES, params)
             rows = cursor.fetchall()
+        # Considered up to here: everything idle long enough, or the last row of a full batch.
+        through = rows[-1][6] if len(rows) >= params["limit"] else params["idle_since"]
+        Campaign.objects.filter(pk=campaign.pk).update(enrolled_through=through)
         if not rows:
             return 0
         enrollments = []

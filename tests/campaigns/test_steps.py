@@ -311,3 +311,22 @@ def test_the_cart_cap_skips_further_messages(store, django_capture_on_commit_cal
         ("sent", "eligible"),
         ("skipped", "cart_cap"),
     ]
+
+
+def test_enrolment_scans_only_since_its_high_water_mark(store):
+    campaign = campaign_with_tiers(store.pk, activated_at=ACTIVATED)
+    first = cart_abandoned(store.pk, at=T)
+    assert steps.abandoned_carts_enroll(now=T + timedelta(minutes=31)) == 1
+    campaign.refresh_from_db()
+    assert campaign.enrolled_through == T + timedelta(minutes=1)  # now - inactivity
+
+    # Events that arrive late: one a few minutes behind the mark (within the overlap) is still
+    # enrolled; one from hours before is not looked at again.
+    late = cart_abandoned(store.pk, at=T - timedelta(minutes=2))
+    stale = cart_abandoned(store.pk, at=T - timedelta(hours=3))
+    assert steps.abandoned_carts_enroll(now=T + timedelta(minutes=32)) == 1
+    assert set(Enrollment.objects.filter(store=store).values_list("cart", flat=True)) == {
+        first.token,
+        late.token,
+    }
+    assert not Enrollment.objects.filter(cart=stale.token).exists()
