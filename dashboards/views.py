@@ -1,0 +1,249 @@
+"""The dashboard pages under /dashboard/<store>/ and their CSV exports.
+
+Each view checks access (a store the user may not see is a 404, as one that does not exist),
+parses the filters (``apis.filters_parse``: the API's, with field errors shown on the page and a
+400), calls the selectors and renders; the tables and charts come from dashboards/tables.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from campaigns.models import Tier
+from carts.models import Store
+from dashboards import access, apis, selectors, tables
+from dashboards.tables import Table
+
+LOGIN_URL = "dashboards:login"
+PAGES = (
+    ("overview", "Overview"),
+    ("timeseries", "Over time"),
+    ("funnel", "Funnel"),
+    ("offers", "Offers"),
+    ("scores", "Scores"),
+    ("products", "Products"),
+)
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "dashboards/login.html"
+    next_page = "dashboards:index"
+    redirect_authenticated_user = True
+
+
+logout = auth_views.LogoutView.as_view(next_page=LOGIN_URL)
+
+
+@login_required(login_url=LOGIN_URL)
+def index(request: HttpRequest) -> HttpResponse:
+    """The user's stores; straight to the overview when there is one."""
+    stores = access.viewable_stores(user=request.user)
+    if len(stores) == 1:
+        return redirect("dashboards:overview", store_id=stores[0].pk)
+    return render(request, "dashboards/stores.html", {"stores": stores})
+
+
+def _store(request: HttpRequest, store_id: int) -> Store:
+    if not access.can_view(user=request.user, store_id=store_id):
+        raise Http404("No such store.")
+    return get_object_or_404(Store, pk=store_id)
+
+
+def _filters(
+    request: HttpRequest, store: Store, now: datetime
+) -> tuple[selectors.Filters | None, dict[str, Any], list[tuple[int, str]]]:
+    """(filters or None, field errors, the store's campaigns)."""
+    campaigns = apis.store_campaigns(store.pk)
+    try:
+        filters = apis.filters_parse(request.GET, store_id=store.pk, now=now, campaigns=campaigns)
+    except ValidationError as exc:
+        return None, dict(exc.detail) if isinstance(exc.detail, dict) else {}, campaigns
+    return filters, {}, campaigns
+
+
+def _context(
+    request: HttpRequest,
+    store: Store,
+    page: str,
+    filters: selectors.Filters | None,
+    errors: dict[str, Any],
+    campaigns: list[tuple[int, str]],
+) -> dict[str, Any]:
+    query = request.GET.urlencode()
+    suffix = f"?{query}" if query else ""
+    nav = [
+        {
+            "url": reverse(f"dashboards:{name}", args=[store.pk]) + suffix,
+            "label": label,
+            "current": name == page,
+        }
+        for name, label in PAGES
+    ]
+    # The live page (dashboards' websocket view) lives at /dashboard/<store>/live/.
+    nav.append({"url": f"/dashboard/{store.pk}/live/", "label": "Live", "current": False})
+    shown = {
+        "start": filters.start.isoformat() if filters else request.GET.get("start", ""),
+        "end": (filters.end - apis.ONE_DAY).isoformat() if filters else request.GET.get("end", ""),
+        "campaign": str(filters.campaign_id or "") if filters else request.GET.get("campaign", ""),
+        "channel": (filters.channel or "") if filters else request.GET.get("channel", ""),
+    }
+    return {
+        "store": store,
+        "page": page,
+        "title": dict(PAGES)[page],
+        "nav": nav,
+        "filters": filters,
+        "shown": shown,
+        "errors": {k: [str(m) for m in v] for k, v in errors.items()},
+        "campaigns": campaigns,
+        "channels": Tier.Channel.choices,
+        "timezone": selectors.store_zone(store.pk).key,
+        "query": suffix,
+    }
+
+
+def _table_context(store: Store, table: Table, query: str) -> dict[str, Any]:
+    return {
+        "name": table.name,
+        "caption": table.caption,
+        "columns": [c.label for c in table.columns],
+        "rows": table.display(),
+        "csv": reverse("dashboards:export", args=[store.pk, table.name]) + query,
+    }
+
+
+Builder = Callable[[selectors.Filters, datetime], dict[str, Any]]
+
+
+def _page(name: str, template: str, build: Builder) -> Callable[..., HttpResponse]:
+    @login_required(login_url=LOGIN_URL)
+    def view(request: HttpRequest, store_id: int) -> HttpResponse:
+        store = _store(request, store_id)
+        now = timezone.now()
+        filters, errors, campaigns = _filters(request, store, now)
+        context = _context(request, store, name, filters, errors, campaigns)
+        if filters is None:
+            return render(request, template, context, status=400)
+        parts = build(filters, now)
+        context["tables"] = [
+            _table_context(store, t, context["query"]) for t in parts.pop("tables", [])
+        ]
+        context.update(parts)
+        return render(request, template, context)
+
+    view.__name__ = name
+    return view
+
+
+# -- what each page shows -----------------------------------------------------------------------
+
+
+def _overview(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+    result = selectors.overview(filters, now=now)
+    series = selectors.timeseries(filters, now=now)
+    return {
+        "overview": result,
+        "figures": tables.figure_lines(result),
+        "lift": tables.lift_lines(result),
+        "charts": tables.series_charts(series, only_carts=True),
+        "tables": [tables.series_table(series)],
+    }
+
+
+def _timeseries(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+    series = selectors.timeseries(filters, now=now)
+    return {
+        "series": series,
+        "charts": tables.series_charts(series),
+        "tables": [tables.series_table(series)],
+    }
+
+
+def _funnel(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+    rows = selectors.funnel(filters)
+    return {"charts": tables.funnel_charts(rows), "tables": [tables.funnel_table(rows)]}
+
+
+def _offers(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+    result = selectors.offers(filters)
+    return {
+        "charts": tables.offers_charts(result),
+        "tables": [tables.offers_table(result), tables.no_offer_table(result)],
+    }
+
+
+def _scores(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+    bands = selectors.scores(filters, now=now)
+    return {"charts": tables.scores_charts(bands), "tables": [tables.scores_table(bands)]}
+
+
+def _products(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+    products = selectors.top_products(filters, now=now, by="sku")
+    categories = selectors.top_products(filters, now=now, by="category")
+    return {
+        "charts": [
+            tables.lost_chart(products, by="sku"),
+            tables.lost_chart(categories, by="category"),
+        ],
+        "tables": [
+            tables.lost_table(products, by="sku"),
+            tables.lost_table(categories, by="category"),
+        ],
+    }
+
+
+overview = _page("overview", "dashboards/overview.html", _overview)
+timeseries = _page("timeseries", "dashboards/charts.html", _timeseries)
+funnel = _page("funnel", "dashboards/charts.html", _funnel)
+offers = _page("offers", "dashboards/charts.html", _offers)
+scores = _page("scores", "dashboards/charts.html", _scores)
+products = _page("products", "dashboards/charts.html", _products)
+
+
+# -- CSV ----------------------------------------------------------------------------------------
+
+EXPORTS: dict[str, Callable[[selectors.Filters, datetime], Table]] = {
+    "overview": lambda f, now: tables.overview_table(selectors.overview(f, now=now)),
+    "timeseries": lambda f, now: tables.series_table(selectors.timeseries(f, now=now)),
+    "funnel": lambda f, now: tables.funnel_table(selectors.funnel(f)),
+    "offers": lambda f, now: tables.offers_table(selectors.offers(f)),
+    "no_offer": lambda f, now: tables.no_offer_table(selectors.offers(f)),
+    "scores": lambda f, now: tables.scores_table(selectors.scores(f, now=now)),
+    "products": lambda f, now: tables.lost_table(
+        selectors.top_products(f, now=now, by="sku"), by="sku"
+    ),
+    "categories": lambda f, now: tables.lost_table(
+        selectors.top_products(f, now=now, by="category"), by="category"
+    ),
+}
+
+
+@login_required(login_url=LOGIN_URL)
+def export(request: HttpRequest, store_id: int, table: str) -> HttpResponse:
+    """A page's table as CSV, with the page's filters."""
+    store = _store(request, store_id)
+    make = EXPORTS.get(table)
+    if make is None:
+        raise Http404("No such table.")
+    now = timezone.now()
+    filters, errors, _ = _filters(request, store, now)
+    if filters is None:
+        lines = [
+            f"{field}: {' '.join(str(m) for m in messages)}" for field, messages in errors.items()
+        ]
+        return HttpResponse("\n".join(lines), status=400, content_type="text/plain; charset=utf-8")
+    end = filters.end - apis.ONE_DAY
+    name = f"store{store.pk}-{table}-{filters.start.isoformat()}-{end.isoformat()}.csv"
+    response = HttpResponse(make(filters, now).csv(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
