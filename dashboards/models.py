@@ -16,7 +16,10 @@ class CartFact(models.Model):
     fixed when the projector sets the time, so counters derived from a row never move by
     themselves."""
 
-    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No database constraint: a read model needs none, and its check cost a lookup per row.
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     cart = models.CharField(max_length=128)
     currency = models.CharField(max_length=3, blank=True)
     # The first shopper event (not campaign.* or recovery.*) in log order.
@@ -106,7 +109,10 @@ class DailyCount(models.Model):
     channel, metric, key and currency: count, amount (minor units) and, for the lift cohorts,
     the sum of squared amounts. 0 and '' stand for "none" in the dimensions."""
 
-    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No database constraint: a read model needs none, and its check cost a lookup per row.
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     metric = models.CharField(max_length=32)
     hourly = models.BooleanField(default=False)  # False: the whole day; True: one local hour
     day = models.DateField()

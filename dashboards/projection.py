@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 from django.db import connection
 
 from carts import event_types
@@ -591,6 +592,8 @@ def _fold_enrolled(fact: Fact, at: datetime, data: Mapping[str, Any], zone: Zone
         fact.scored_by_enrolment = True
     # The campaign judged the cart abandoned: it is, at the earlier of its abandonment time and
     # ours (so every recovered cart is an abandoned one).
+    if fact.converted_at is not None and fact.converted_at <= abandoned:
+        return  # enrolled on a stale view of a cart that had ordered: not abandoned
     if not fact.abandoned_final:
         prospective = _prospective(fact)
         when = min(abandoned, prospective) if prospective is not None else abandoned
@@ -765,7 +768,7 @@ _LOAD = f"SELECT {', '.join(COLUMNS)} FROM dashboards_cartfact WHERE cart = ANY(
 _UPSERT_FACTS = (
     f"INSERT INTO dashboards_cartfact ({', '.join(COLUMNS)}) "
     f"SELECT {', '.join(f'{n}::jsonb' if n in _JSON else n for n in COLUMNS)} FROM unnest("
-    + ", ".join(f"%s::{'text' if t == 'jsonb' else t}[]" for t in COLUMNS.values())
+    + ", ".join(f"%b::{'text' if t == 'jsonb' else t}[]" for t in COLUMNS.values())
     + f") AS v({', '.join(COLUMNS)}) "
     "ON CONFLICT (cart, store_id) DO UPDATE SET "
     + ", ".join(f"{n} = EXCLUDED.{n}" for n in COLUMNS if n not in ("store_id", "cart"))
@@ -775,9 +778,9 @@ _UPSERT_COUNTS = """
     INSERT INTO dashboards_dailycount AS d
         (store_id, metric, hourly, day, hour, campaign_id, tier_id, channel, key, currency,
          count, amount, squares)
-    SELECT * FROM unnest(%s::int[], %s::text[], %s::bool[], %s::date[], %s::int2[], %s::int[],
-                         %s::int[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],
-                         %s::numeric[])
+    SELECT * FROM unnest(%b::int[], %b::text[], %b::bool[], %b::date[], %b::int2[], %b::int[],
+                         %b::int[], %b::text[], %b::text[], %b::text[], %b::int8[], %b::int8[],
+                         %b::numeric[])
     ON CONFLICT (store_id, hourly, metric, day, hour, campaign_id, tier_id, channel, key, currency)
     DO UPDATE SET count = d.count + EXCLUDED.count, amount = d.amount + EXCLUDED.amount,
                   squares = d.squares + EXCLUDED.squares
@@ -823,7 +826,10 @@ def _column(facts: Sequence[Fact], name: str) -> list[Any]:
 
 def _write(facts: Sequence[Fact], counters: _Counters) -> None:
     rows = [(k, v) for k, v in counters.rows.items() if v != [0, 0, 0]]
-    with connection.cursor() as cursor:
+    connection.ensure_connection()
+    # Raw psycopg with binary parameters: Django's client-side binding quotes every array
+    # element as text (with regular expressions), which cost more than the fold itself.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         if facts:
             cursor.execute(_UPSERT_FACTS, [_column(facts, name) for name in COLUMNS])
         if rows:
