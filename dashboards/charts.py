@@ -19,7 +19,7 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 WIDTH = 720
 HEIGHT = 300
 # Plot area margins: room for the tick labels and axis titles (left, bottom) and the legend (top).
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 40, 56
+LEFT, RIGHT, TOP, BOTTOM = 64, 32, 40, 56
 MAX_X_LABELS = 8
 FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 

@@ -2,13 +2,13 @@
 
 Each view checks access (a store the user may not see is a 404, as one that does not exist),
 parses the filters (``apis.filters_parse``: the API's, with field errors shown on the page and a
-400), calls the selectors and renders; the tables and charts come from dashboards/tables.py.
+400), calls the selectors and renders; the tables and charts come from dashboards/pages.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.contrib.auth import views as auth_views
@@ -21,7 +21,7 @@ from rest_framework.exceptions import ValidationError
 
 from campaigns.models import Tier
 from carts.models import Store
-from dashboards import access, apis, selectors, tables
+from dashboards import access, apis, pages, selectors
 from dashboards.tables import Table
 
 LOGIN_URL = "dashboards:login"
@@ -98,6 +98,8 @@ def _context(
         "channel": (filters.channel or "") if filters else request.GET.get("channel", ""),
     }
     return {
+        "period": _period(filters.start, filters.end) if filters else "",
+        "previous_period": _period(filters.previous().start, filters.start) if filters else "",
         "store": store,
         "page": page,
         "title": dict(PAGES)[page],
@@ -110,6 +112,17 @@ def _context(
         "timezone": selectors.store_zone(store.pk).key,
         "query": suffix,
     }
+
+
+def _period(start: date, end: date) -> str:
+    """``[start, end)`` for reading: ``"8 Nov 2026 to 14 Nov 2026 (7 days)"``."""
+    last = end - apis.ONE_DAY
+    days = (end - start).days
+    return f"{_day(start)} to {_day(last)} ({days} day{'s' if days != 1 else ''})"
+
+
+def _day(day: date) -> str:
+    return f"{day.day} {day:%b %Y}"
 
 
 def _table_context(store: Store, table: Table, query: str) -> dict[str, Any]:
@@ -153,10 +166,10 @@ def _overview(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     series = selectors.timeseries(filters, now=now)
     return {
         "overview": result,
-        "figures": tables.figure_lines(result),
-        "lift": tables.lift_lines(result),
-        "charts": tables.series_charts(series, only_carts=True),
-        "tables": [tables.series_table(series)],
+        "figures": pages.figure_lines(result),
+        "lift": pages.lift_lines(result),
+        "charts": pages.series_charts(series, only_carts=True),
+        "tables": [pages.series_table(series)],
     }
 
 
@@ -164,27 +177,27 @@ def _timeseries(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     series = selectors.timeseries(filters, now=now)
     return {
         "series": series,
-        "charts": tables.series_charts(series),
-        "tables": [tables.series_table(series)],
+        "charts": pages.series_charts(series),
+        "tables": [pages.series_table(series)],
     }
 
 
 def _funnel(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     rows = selectors.funnel(filters)
-    return {"charts": tables.funnel_charts(rows), "tables": [tables.funnel_table(rows)]}
+    return {"charts": pages.funnel_charts(rows), "tables": [pages.funnel_table(rows)]}
 
 
 def _offers(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     result = selectors.offers(filters)
     return {
-        "charts": tables.offers_charts(result),
-        "tables": [tables.offers_table(result), tables.no_offer_table(result)],
+        "charts": pages.offers_charts(result),
+        "tables": [pages.offers_table(result), pages.no_offer_table(result)],
     }
 
 
 def _scores(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     bands = selectors.scores(filters, now=now)
-    return {"charts": tables.scores_charts(bands), "tables": [tables.scores_table(bands)]}
+    return {"charts": pages.scores_charts(bands), "tables": [pages.scores_table(bands)]}
 
 
 def _products(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
@@ -192,12 +205,12 @@ def _products(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     categories = selectors.top_products(filters, now=now, by="category")
     return {
         "charts": [
-            tables.lost_chart(products, by="sku"),
-            tables.lost_chart(categories, by="category"),
+            pages.lost_chart(products, by="sku"),
+            pages.lost_chart(categories, by="category"),
         ],
         "tables": [
-            tables.lost_table(products, by="sku"),
-            tables.lost_table(categories, by="category"),
+            pages.lost_table(products, by="sku"),
+            pages.lost_table(categories, by="category"),
         ],
     }
 
@@ -213,16 +226,17 @@ products = _page("products", "dashboards/charts.html", _products)
 # -- CSV ----------------------------------------------------------------------------------------
 
 EXPORTS: dict[str, Callable[[selectors.Filters, datetime], Table]] = {
-    "overview": lambda f, now: tables.overview_table(selectors.overview(f, now=now)),
-    "timeseries": lambda f, now: tables.series_table(selectors.timeseries(f, now=now)),
-    "funnel": lambda f, now: tables.funnel_table(selectors.funnel(f)),
-    "offers": lambda f, now: tables.offers_table(selectors.offers(f)),
-    "no_offer": lambda f, now: tables.no_offer_table(selectors.offers(f)),
-    "scores": lambda f, now: tables.scores_table(selectors.scores(f, now=now)),
-    "products": lambda f, now: tables.lost_table(
+    "overview": lambda f, now: pages.overview_table(selectors.overview(f, now=now)),
+    "lift": lambda f, now: pages.lift_table(selectors.overview(f, now=now)),
+    "timeseries": lambda f, now: pages.series_table(selectors.timeseries(f, now=now)),
+    "funnel": lambda f, now: pages.funnel_table(selectors.funnel(f)),
+    "offers": lambda f, now: pages.offers_table(selectors.offers(f)),
+    "no_offer": lambda f, now: pages.no_offer_table(selectors.offers(f)),
+    "scores": lambda f, now: pages.scores_table(selectors.scores(f, now=now)),
+    "products": lambda f, now: pages.lost_table(
         selectors.top_products(f, now=now, by="sku"), by="sku"
     ),
-    "categories": lambda f, now: tables.lost_table(
+    "categories": lambda f, now: pages.lost_table(
         selectors.top_products(f, now=now, by="category"), by="category"
     ),
 }

@@ -91,7 +91,7 @@ def test_line_chart_draws_a_point_per_value_and_gaps_for_missing_ones():
 
     assert svg.count('<circle class="point"') == 4  # 3 started + 1 abandoned
     assert svg.count("<polyline") == 1  # abandoned is a lone point: no line
-    assert '<polyline points="64,40 384,142 704,91"' in svg  # 4, 2, 3 on 0-4
+    assert '<polyline points="64,40 376,142 688,91"' in svg  # 4, 2, 3 on 0-4
     assert "<title>abandoned, 1 Nov: 1</title>" in svg
     assert re.findall(r"\b(?:nan|inf)\b", svg, flags=re.IGNORECASE) == []
 
@@ -108,7 +108,7 @@ def test_area_chart_fills_under_each_line():
 
     assert svg.count("<polygon") == 1
     # Ticks 0-25: 10.5 sits at 244 - 10.5 / 25 * 204 px.
-    assert '<polygon points="64,244 64,158.32 704,78.76 704,244"' in svg
+    assert '<polygon points="64,244 64,158.32 688,78.76 688,244"' in svg
 
 
 def test_the_same_data_gives_the_same_bytes():
@@ -163,8 +163,8 @@ def test_grouped_bars_sit_side_by_side():
     bars = re.findall(r'<rect class="bar" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)"', svg)
 
     assert len(bars) == 4
-    assert bars[0] == ("96", "40", "128")  # sent, tier 1: the full height
-    assert bars[2] == ("224", "142", "128")  # opened, tier 1: next to it, half as high
+    assert bars[0] == ("95.2", "40", "124.8")  # sent, tier 1: the full height
+    assert bars[2] == ("220", "142", "124.8")  # opened, tier 1: next to it, half as high
     assert "<desc>Grouped bar chart of Steps by Tier.</desc>" in svg
     assert "<title>opened, Tier 2: 1</title>" in svg
 
@@ -183,10 +183,10 @@ def test_stacked_bars_sit_on_top_of_each_other():
     )
 
     assert bars == [
-        ("96", "210", "34"),
-        ("416", "176", "68"),
-        ("96", "108", "102"),
-        ("416", "40", "136"),
+        ("95.2", "210", "34"),
+        ("407.2", "176", "68"),
+        ("95.2", "108", "102"),
+        ("407.2", "40", "136"),
     ]
     root = _parse(svg)
     assert [t.text for t in root.iterfind(f"{SVG}g[@class='y-axis']/{SVG}text")] == [
@@ -203,7 +203,7 @@ def test_negative_bars_hang_below_zero():
         title="t", categories=["a"], series=[ChartSeries("s", [-2])], x_label="", y_label=""
     )
 
-    assert '<rect class="bar" x="128" y="40" width="512" height="204">' in svg
+    assert '<rect class="bar" x="126.4" y="40" width="499.2" height="204">' in svg
     assert ">-2<" in svg
 
 
@@ -218,7 +218,7 @@ def test_histogram_has_one_adjacent_bar_per_bin():
     )
 
     assert svg.count('<rect class="bar"') == 10
-    assert 'width="61.44"' in svg  # 64 px per bin, 4% gap
+    assert 'width="59.9"' in svg  # 62.4 px per bin, 4% gap
     assert "<title>carts, 0.9-1.0: 9</title>" in svg
 
 
@@ -233,7 +233,7 @@ def test_calibration_chart_draws_the_diagonal_and_a_point_per_band():
     )
     root = _parse(svg)
 
-    assert '<line class="diagonal" x1="64" y1="324" x2="404" y2="40"' in svg
+    assert '<line class="diagonal" x1="64" y1="324" x2="388" y2="40"' in svg
     assert svg.count('<circle class="point"') == 2
     assert "<title>0.9-1.0: predicted 95%, observed 80%, 40 carts</title>" in svg
     assert [t.text for t in root.iterfind(f"{SVG}g[@class='x-axis']/{SVG}text")] == [

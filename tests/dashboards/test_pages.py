@@ -173,6 +173,7 @@ def test_the_overview_shows_every_figure_with_its_change(log, marketer):
     assert figures["carts_started"].previous == "0"
     assert figures["carts_started"].change == "new"
     assert figures["abandonment_rate"].change == "—"
+    assert "8 Nov 2026 to 14 Nov 2026 (7 days), against 1 Nov 2026 to 7 Nov 2026 (7 days)" in page
     assert '<div class="value">22.00 EUR</div>' in page
     assert '<div class="value">66.7%</div>' in page
 
@@ -255,9 +256,10 @@ def test_a_range_of_one_day_is_charted_per_hour(log, marketer):
 
     assert "<title>Carts per hour</title>" in page
     assert ">Hour (UTC)</text>" in page
+    assert ">10 Nov</text>" in page and ">03:00</text>" in page and ">21:00</text>" in page
     assert len(response.context["tables"][0]["rows"]) == 24
     # 10:00-11:00: three carts started, two abandoned at 10:30.
-    assert response.context["tables"][0]["rows"][10][:3] == ["2026-11-10T10:00:00+00:00", "3", "2"]
+    assert response.context["tables"][0]["rows"][10][:3] == ["2026-11-10 10:00", "3", "2"]
 
 
 def test_the_funnel_page_shows_each_tier(log, marketer):
@@ -386,8 +388,36 @@ def test_the_overview_csv_has_the_same_figures(log, marketer):
     assert rows[("recovered_revenue", "EUR")]["kind"] == "money"
 
 
+def test_the_lift_csv_has_the_estimates_and_their_intervals(log, marketer):
+    response = marketer.get(f"/dashboard/{log.store.pk}/export/lift.csv?{RANGE}")
+    rows = {(r["measure"], r["currency"]): r for r in csv_rows(response)}
+
+    assert rows[("conversion lift", "")] == {
+        "measure": "conversion lift",
+        "currency": "",
+        "estimate": "1.0000",
+        "low": "-0.1221",
+        "high": "1.0000",
+        "kind": "rate",
+    }
+    assert rows[("incremental revenue", "EUR")]["estimate"] == "22.00"
+    assert rows[("incremental revenue", "EUR")]["low"] == ""  # one cart per group: no interval
+
+
+def test_the_time_series_csv_of_one_day_has_iso_hours(log, marketer):
+    response = marketer.get(
+        f"/dashboard/{log.store.pk}/export/timeseries.csv?start=2026-11-10&end=2026-11-10"
+    )
+    rows = csv_rows(response)
+
+    assert len(rows) == 24
+    assert rows[10]["hour"] == "2026-11-10T10:00:00+00:00"
+    assert rows[10]["carts started"] == "3"
+
+
 def test_every_table_exports_as_csv(log, marketer):
     expected = {
+        "lift": 6,
         "timeseries": 7,
         "funnel": 1,
         "offers": 2,

@@ -1,0 +1,90 @@
+"""dashboards.tables (pure, no database): formatting of figures and the CSV of a table."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from dashboards import tables
+from dashboards.tables import COUNT, HOUR, MONEY, RATE, Column
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "text", "major"),
+    [
+        (1299, "EUR", "12.99 EUR", Decimal("12.99")),
+        (1299, "JPY", "1299 JPY", Decimal("1299")),
+        (1299, "KWD", "1.299 KWD", Decimal("1.299")),
+        (-500, "USD", "-5.00 USD", Decimal("-5.00")),
+        (1234.6, "EUR", "12.35 EUR", Decimal("12.35")),  # a mean: rounded to minor units
+    ],
+)
+def test_money_is_shown_in_major_units_with_its_currency(amount, currency, text, major):
+    assert tables.money_text(amount, currency) == text
+    assert tables.major(amount, currency) == major
+
+
+def test_money_per_currency_is_never_added_up():
+    assert tables.moneys_text({"USD": 300, "EUR": 1200}) == "12.00 EUR, 3.00 USD"
+    assert tables.moneys_text({}) == "0"
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "value", "previous", "text"),
+    [
+        (0.25, "count", 5, 4, "+25.0%"),
+        (-0.5, "money", 100, 200, "-50.0%"),
+        (0.031, "rate", 0.5, 0.469, "+3.1 pts"),
+        (None, "count", 3, 0, "new"),
+        (None, "count", 0, 0, "—"),
+        (None, "rate", 0.5, None, "—"),
+    ],
+)
+def test_changes_are_relative_or_in_points(change, kind, value, previous, text):
+    assert tables.change_text(change, kind, value, previous) == text
+
+
+def test_day_and_hour_labels_are_short():
+    day = datetime(2026, 11, 10, 0, tzinfo=UTC)
+
+    assert tables.day_label(day, False) == "10 Nov"
+    assert tables.day_label(day, True) == "10 Nov"  # midnight names the day
+    assert tables.day_label(day.replace(hour=9), True) == "09:00"
+
+
+def _table() -> tables.Table:
+    return tables.table(
+        "products",
+        "Products",
+        [Column("sku"), Column("carts", COUNT), Column("rate", RATE), Column("value", MONEY)],
+        [
+            ("=HYPERLINK(1)", 1200, 0.5, (450050, "EUR")),
+            ("-5", 3, None, (7, "JPY")),
+            ("-x", 0, 1.0, (0, "EUR")),
+        ],
+    )
+
+
+def test_a_table_shows_formatted_cells():
+    assert _table().display() == [
+        ["=HYPERLINK(1)", "1,200", "50.0%", "4500.50 EUR"],
+        ["-5", "3", "—", "7 JPY"],
+        ["-x", "0", "100.0%", "0.00 EUR"],
+    ]
+
+
+def test_a_tables_csv_has_plain_numbers_and_no_formulas():
+    assert _table().csv() == (
+        "sku,carts,rate,value\r\n"
+        "'=HYPERLINK(1),1200,0.5000,4500.50\r\n"
+        "-5,3,,7\r\n"
+        "'-x,0,1.0000,0.00\r\n"
+    )
+
+
+def test_an_hour_cell_is_iso_in_the_csv_and_short_on_the_page():
+    hour = datetime(2026, 11, 10, 9, tzinfo=UTC)
+    table = tables.table("t", "t", [Column("hour", HOUR)], [(hour,)])
+
+    assert table.display() == [["2026-11-10 09:00"]]
+    assert table.csv() == "hour\r\n2026-11-10T09:00:00+00:00\r\n"
