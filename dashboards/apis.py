@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -86,18 +87,20 @@ def store_campaigns(store_id: int) -> list[tuple[int, str]]:
     )
 
 
-def store_today(store_id: int, *, now: datetime) -> date:
-    return now.astimezone(selectors.store_zone(store_id)).date()
-
-
 def filters_parse(
-    params: Any, *, store_id: int, now: datetime, campaigns: list[tuple[int, str]]
+    params: Any,
+    *,
+    store_id: int,
+    now: datetime,
+    zone: ZoneInfo,
+    campaigns: list[tuple[int, str]],
 ) -> selectors.Filters:
-    """The selectors' filters from query parameters; a ValidationError with field errors else."""
+    """The selectors' filters from query parameters (defaults from today in the store's ``zone``);
+    a ValidationError with field errors else."""
     checked = FiltersIn(
         data=params,
         context={
-            "today": store_today(store_id, now=now),
+            "today": now.astimezone(zone).date(),
             "campaign_ids": {c for c, _ in campaigns},
         },
     )
@@ -112,7 +115,7 @@ def filters_parse(
     )
 
 
-def filters_out(filters: selectors.Filters) -> dict[str, Any]:
+def filters_out(filters: selectors.Filters, zone: ZoneInfo) -> dict[str, Any]:
     """The filters as the API shows them: ``end`` included, as given."""
     return {
         "store": filters.store_id,
@@ -120,7 +123,7 @@ def filters_out(filters: selectors.Filters) -> dict[str, Any]:
         "end": (filters.end - ONE_DAY).isoformat(),
         "campaign": filters.campaign_id,
         "channel": filters.channel,
-        "timezone": selectors.store_zone(filters.store_id).key,
+        "timezone": zone.key,
     }
 
 
@@ -376,14 +379,18 @@ class _MetricsApi(APIView):
     permission_classes = [IsStoreOrUser]
     throttle_classes = [StoreRateThrottle]
 
-    def filters(self, request: Request, now: datetime) -> selectors.Filters:
+    def filters(self, request: Request, now: datetime) -> tuple[selectors.Filters, dict[str, Any]]:
+        """The request's filters, and as the response repeats them."""
         store_id = request_store_id(request)
-        return filters_parse(
+        zone = selectors.store_zone(store_id)
+        filters = filters_parse(
             request.query_params,
             store_id=store_id,
             now=now,
+            zone=zone,
             campaigns=store_campaigns(store_id),
         )
+        return filters, filters_out(filters, zone)
 
 
 def _without_filters(result: dict[str, Any]) -> dict[str, Any]:
@@ -394,18 +401,18 @@ class OverviewApi(_MetricsApi):
     @_schema("metrics_overview", "Headline figures against the previous period.", OverviewOut)
     def get(self, request: Request) -> Response:
         now = timezone.now()
-        filters = self.filters(request, now)
+        filters, echo = self.filters(request, now)
         result = selectors.overview(filters, now=now).as_dict()
-        return Response({"filters": filters_out(filters), **_without_filters(result)})
+        return Response({"filters": echo, **_without_filters(result)})
 
 
 class TimeseriesApi(_MetricsApi):
     @_schema("metrics_timeseries", "The figures per local day (hour for <= 2 days).", SeriesOut)
     def get(self, request: Request) -> Response:
         now = timezone.now()
-        filters = self.filters(request, now)
+        filters, echo = self.filters(request, now)
         result = selectors.timeseries(filters, now=now).as_dict()
-        return Response({"filters": filters_out(filters), **_without_filters(result)})
+        return Response({"filters": echo, **_without_filters(result)})
 
 
 class FunnelApi(_MetricsApi):
@@ -413,26 +420,26 @@ class FunnelApi(_MetricsApi):
         "metrics_funnel", "Steps per campaign and tier, from scheduled to converted.", FunnelOut
     )
     def get(self, request: Request) -> Response:
-        filters = self.filters(request, timezone.now())
+        filters, echo = self.filters(request, timezone.now())
         rows = [row.as_dict() for row in selectors.funnel(filters)]
-        return Response({"filters": filters_out(filters), "rows": rows})
+        return Response({"filters": echo, "rows": rows})
 
 
 class OffersApi(_MetricsApi):
     @_schema("metrics_offers", "On-site offers by kind; no-offer decisions by reason.", OffersOut)
     def get(self, request: Request) -> Response:
-        filters = self.filters(request, timezone.now())
+        filters, echo = self.filters(request, timezone.now())
         result = selectors.offers(filters).as_dict()
-        return Response({"filters": filters_out(filters), **_without_filters(result)})
+        return Response({"filters": echo, **_without_filters(result)})
 
 
 class ScoresApi(_MetricsApi):
     @_schema("metrics_scores", "Score distribution and calibration in ten bands.", ScoresOut)
     def get(self, request: Request) -> Response:
         now = timezone.now()
-        filters = self.filters(request, now)
+        filters, echo = self.filters(request, now)
         bands = [band.as_dict() for band in selectors.scores(filters, now=now)]
-        return Response({"filters": filters_out(filters), "bands": bands})
+        return Response({"filters": echo, "bands": bands})
 
 
 class ProductsApi(_MetricsApi):
@@ -444,11 +451,9 @@ class ProductsApi(_MetricsApi):
     )
     def get(self, request: Request) -> Response:
         now = timezone.now()
-        filters = self.filters(request, now)
+        filters, echo = self.filters(request, now)
         params = ProductsIn(data=request.query_params)
         params.is_valid(raise_exception=True)
         by = params.validated_data["by"]
         rows = selectors.top_products(filters, now=now, by=by, limit=params.validated_data["limit"])
-        return Response(
-            {"filters": filters_out(filters), "by": by, "rows": [r.as_dict() for r in rows]}
-        )
+        return Response({"filters": echo, "by": by, "rows": [r.as_dict() for r in rows]})

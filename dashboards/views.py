@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -60,12 +61,14 @@ def _store(request: HttpRequest, store_id: int) -> Store:
 
 
 def _filters(
-    request: HttpRequest, store: Store, now: datetime
+    request: HttpRequest, store: Store, now: datetime, zone: ZoneInfo
 ) -> tuple[selectors.Filters | None, dict[str, Any], list[tuple[int, str]]]:
     """(filters or None, field errors, the store's campaigns)."""
     campaigns = apis.store_campaigns(store.pk)
     try:
-        filters = apis.filters_parse(request.GET, store_id=store.pk, now=now, campaigns=campaigns)
+        filters = apis.filters_parse(
+            request.GET, store_id=store.pk, now=now, zone=zone, campaigns=campaigns
+        )
     except ValidationError as exc:
         return None, dict(exc.detail) if isinstance(exc.detail, dict) else {}, campaigns
     return filters, {}, campaigns
@@ -78,6 +81,7 @@ def _context(
     filters: selectors.Filters | None,
     errors: dict[str, Any],
     campaigns: list[tuple[int, str]],
+    zone: ZoneInfo,
 ) -> dict[str, Any]:
     query = request.GET.urlencode()
     suffix = f"?{query}" if query else ""
@@ -109,7 +113,7 @@ def _context(
         "errors": {k: [str(m) for m in v] for k, v in errors.items()},
         "campaigns": campaigns,
         "channels": Tier.Channel.choices,
-        "timezone": selectors.store_zone(store.pk).key,
+        "timezone": zone.key,
         "query": suffix,
     }
 
@@ -143,8 +147,9 @@ def _page(name: str, template: str, build: Builder) -> Callable[..., HttpRespons
     def view(request: HttpRequest, store_id: int) -> HttpResponse:
         store = _store(request, store_id)
         now = timezone.now()
-        filters, errors, campaigns = _filters(request, store, now)
-        context = _context(request, store, name, filters, errors, campaigns)
+        zone = selectors.store_zone(store.pk)
+        filters, errors, campaigns = _filters(request, store, now, zone)
+        context = _context(request, store, name, filters, errors, campaigns, zone)
         if filters is None:
             return render(request, template, context, status=400)
         parts = build(filters, now)
@@ -250,7 +255,7 @@ def export(request: HttpRequest, store_id: int, table: str) -> HttpResponse:
     if make is None:
         raise Http404("No such table.")
     now = timezone.now()
-    filters, errors, _ = _filters(request, store, now)
+    filters, errors, _ = _filters(request, store, now, selectors.store_zone(store.pk))
     if filters is None:
         lines = [
             f"{field}: {' '.join(str(m) for m in messages)}" for field, messages in errors.items()
