@@ -16,12 +16,13 @@ from a2wsgi import WSGIMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from dashboards.routing import websocket_urlpatterns as dashboards_websockets  # noqa: E402
 from recovery.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # (django-stubs types WSGIHandler as returning a response, not an iterable of bytes.)
         "http": WSGIMiddleware(django_wsgi_app, workers=settings.HTTP_THREADS),  # type: ignore[arg-type]
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": URLRouter([*websocket_urlpatterns, *dashboards_websockets]),
     }
 )

@@ -13,3 +13,5 @@ class DashboardsConfig(AppConfig):
         projectors.register(
             projectors.Projector(projection.NAME, projection.apply, projection.reset)
         )
+        # Registers the projector `dashboard_live` (the live view's pushes).
+        from dashboards import live  # noqa: F401
