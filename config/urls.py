@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/", include("recovery.urls")),
     path("api/v1/", include("campaigns.api_urls")),
     path("api/v1/", include("dashboards.api_urls")),
+    path("dashboard/", include("dashboards.live_urls")),
     path("dashboard/", include("dashboards.urls")),
     path("", include("campaigns.urls")),  # restore, unsubscribe and tracking links in emails
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -315,3 +315,31 @@ async def test_a_rolled_back_batch_pushes_nothing_and_a_failed_push_fails_nothin
     assert "pushing 1 stores' live events failed" in caplog.text
     assert await socket.receive_nothing(timeout=0.3)
     await socket.disconnect()
+
+
+# The page ----------------------------------------------------------------------------------------
+
+
+def test_the_live_page_needs_a_login_and_shows_only_the_users_stores(db):
+    m = make_marketer()
+    other = Store.objects.get(pk=store_create(name="Someone else's").store_id)
+    url = f"/dashboard/{m['store'].pk}/live/"
+
+    anonymous = Client().get(url)
+    assert anonymous.status_code == 302
+    assert anonymous["Location"] == f"/dashboard/login/?next={url}"
+
+    client = Client()
+    client.force_login(m["user"])
+    assert client.get(f"/dashboard/{other.pk}/live/").status_code == 404
+    assert client.get("/dashboard/999999999/live/").status_code == 404
+    page = client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert (
+        f'<script src="/static/dashboards/live.js" data-store="{m["store"].pk}" '
+        'data-ws-path="/ws/v1/dashboard/" data-window-seconds="1800" defer></script>'
+    ) in html
+    assert 'id="live-carts"' in html and 'id="live-feed"' in html
+    assert f'<a href="{url}" aria-current="page">Live</a>' in html
+    assert client.get("/static/dashboards/live.js").status_code == 200
