@@ -100,12 +100,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import Subprocess, django_setup, free_port, git_head  # noqa: E402
+from bench.common import (  # noqa: E402
+    Subprocess,
+    database_create,
+    database_drop,
+    database_url_with_name,
+    databases_drop_stale,
+    django_setup,
+    free_port,
+    git_head,
+    log,
+    redis_client,
+    redis_db_claim,
+    redis_url_with_db,
+)
 
 RATIO_TARGET = 3.0
 LATENESS_P99_TARGET_S = 2.0
@@ -124,10 +136,6 @@ QUEUE = "celery"  # the default queue; kombu keeps priorities 3, 6, 9 in keys of
 QUEUE_KEYS = (QUEUE, *(f"{QUEUE}\x06\x16{p}" for p in (3, 6, 9)))
 UNACKED_KEY = "unacked"
 MESSAGE_ID = re.compile(r"<step-(\d+)\.\d+@")
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 # The SMTP sink (a process of its own: this file with --sink) -------------------------------------
@@ -318,91 +326,6 @@ class CpuMeter:
         out["machine_cores"] = share * (os.cpu_count() or 1)  # cores busy on average
         out["wall"] = wall
         return out
-
-
-# Isolation: a database and a Redis logical database of the run's own ----------------------------
-
-
-def redis_url_with_db(url: str, db: int) -> str:
-    """The same Redis server, another logical database."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", str(db))]
-        return f"unix://{parts.netloc}{parts.path}?{urlencode(query)}"
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
-
-
-def redis_client(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=10)
-
-
-def redis_db_claim(base_url: str, run: str) -> int:
-    """An empty logical database (1-15), claimed with a key; an offset from our pid first."""
-    start = os.getpid() % 15
-    for i in range(15):
-        db = 1 + (start + i) % 15
-        client = redis_client(redis_url_with_db(base_url, db))
-        try:
-            if client.dbsize() == 0 and client.set("bench:campaigns:run", run, nx=True, ex=86400):
-                return db
-        finally:
-            client.close()
-    raise RuntimeError("no empty Redis logical database (1-15) for the bench's broker")
-
-
-def database_url_with_name(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def databases_drop_stale(admin_url: str) -> None:
-    """Drop the databases of earlier runs whose process is gone (a run killed with SIGKILL)."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        names = [
-            r[0]
-            for r in conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", [DB_PREFIX + "%"]
-            ).fetchall()
-        ]
-        for name in names:
-            pid = name.removeprefix(DB_PREFIX).split("_")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                log(f"dropping {name}, left by an earlier run")
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
-
-
-def database_create(admin_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def database_drop(admin_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 # Set-up through the services ---------------------------------------------------------------------
@@ -1109,8 +1032,8 @@ def main() -> int:
 
     services = config_env.services()
     db_name = f"{DB_PREFIX}{os.getpid()}_{run}"
-    databases_drop_stale(services.database_url)
-    redis_db = redis_db_claim(services.redis_url, run)
+    databases_drop_stale(services.database_url, DB_PREFIX)
+    redis_db = redis_db_claim(services.redis_url, run, bench="campaigns")
     database_url = database_url_with_name(services.database_url, db_name)
     redis_url = redis_url_with_db(services.redis_url, redis_db)
     log(f"run {run}: database {db_name}, Redis database {redis_db}")

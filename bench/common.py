@@ -1,4 +1,5 @@
-"""Pieces the benchmarks share: servers in their own process group, ports, Django, the commit."""
+"""Pieces the benchmarks share: servers in their own process group, ports, Django, the commit, and
+a database and Redis logical database of a run's own."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -103,3 +112,90 @@ def git_head() -> str:
         ["git", "diff", "--quiet", "HEAD", "--", "."], cwd=BASE_DIR, capture_output=True
     ).returncode
     return f"{head}+dirty" if dirty else head
+
+
+# Isolation: a database and a Redis logical database of the run's own ----------------------------
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """The same Redis server, another logical database."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", str(db))]
+        return f"unix://{parts.netloc}{parts.path}?{urlencode(query)}"
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
+
+def redis_client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=10)
+
+
+def redis_db_claim(base_url: str, run: str, *, bench: str) -> int:
+    """An empty logical database (1-15), claimed with a key ``bench:<bench>:run``; an offset from
+    our pid first."""
+    start = os.getpid() % 15
+    for i in range(15):
+        db = 1 + (start + i) % 15
+        client = redis_client(redis_url_with_db(base_url, db))
+        try:
+            if client.dbsize() == 0 and client.set(f"bench:{bench}:run", run, nx=True, ex=86400):
+                return db
+        finally:
+            client.close()
+    raise RuntimeError("no empty Redis logical database (1-15) for the bench")
+
+
+def database_url_with_name(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def databases_drop_stale(admin_url: str, prefix: str) -> None:
+    """Drop the databases ``<prefix><pid>_...`` of earlier runs whose process is gone (a run
+    killed with SIGKILL)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", [prefix + "%"]
+            ).fetchall()
+        ]
+        for name in names:
+            pid = name.removeprefix(prefix).split("_")[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                log(f"dropping {name}, left by an earlier run")
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
+def database_create(admin_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def database_drop(admin_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
