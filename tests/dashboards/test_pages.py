@@ -454,3 +454,20 @@ def test_bad_filters_in_an_export_are_a_400(log, marketer):
 
     assert response.status_code == 400
     assert response.content.decode() == "end: The end must not be before the start."
+
+
+@pytest.mark.parametrize(
+    ("page", "empty_charts"),
+    [("", 0), ("timeseries/", 1), ("funnel/", 2), ("offers/", 2), ("scores/", 1), ("products/", 2)],
+)
+def test_a_store_without_data_shows_zeros_and_empty_charts(store, page, empty_charts):
+    client = client_for(member(store, "mia"))
+
+    response = client.get(f"/dashboard/{store.pk}/{page}?{RANGE}")
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    # Days with zero carts are zeros on a line; a chart without any value says so (the rate
+    # over no carts, tiers or products that do not exist, calibration without scored carts).
+    assert content.count(">No data</text>") == empty_charts
+    assert "NaN" not in content
