@@ -16,6 +16,7 @@ rebuild to apply them to the past.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -39,6 +40,7 @@ EMAIL_CHANNELS = ("email", "discount")
 ONSITE = "onsite"
 DEFAULT_ATTRIBUTION_HOURS = 72
 _KEY_NAME_CHARS = 120  # a product name in a counter key (keeps the unique index small)
+KEY_CHARS = 256  # DailyCount.key holds up to 300
 
 # Metrics. Cart counters (from ``contributions``) and event counters; "hourly" ones also have
 # a row per local hour, for short time series.
@@ -149,6 +151,24 @@ def _int(value: Any, default: int = 0) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def _id(value: Any) -> int:
+    """A database id from a payload (0 when missing or out of an integer column's range)."""
+    number = _int(value)
+    return number if 0 < number < 2**31 else 0
+
+
+def _text(value: Any, length: int) -> str:
+    """Text from a payload, cut to its column."""
+    return str(value or "")[:length]
+
+
+def _score(value: Any) -> float | None:
+    """A probability from a payload, None unless a finite number (clamped to 0..1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return min(max(float(value), 0.0), 1.0)
 
 
 # -- the cart row --------------------------------------------------------------------------------
@@ -335,7 +355,7 @@ def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
             name = str(data.get("name", ""))
             lines.append([sku, name, quantity, price, str(data.get("category", "") or "")])
         if not fact.currency and data.get("currency"):
-            fact.currency = str(data["currency"])
+            fact.currency = _text(data["currency"], 3)
     elif i >= 0:
         if event_type == "cart.item_removed":
             remaining = _int(lines[i][2]) - (_int(data.get("quantity")) or 10**9)
@@ -408,10 +428,7 @@ class _Counters:
 
 
 def _campaign_of(data: Mapping[str, Any], fact: Fact) -> int:
-    campaign = data.get("campaign")
-    if isinstance(campaign, int) and not isinstance(campaign, bool):
-        return campaign
-    return fact.campaign_id or 0
+    return _id(data.get("campaign")) or fact.campaign_id or 0
 
 
 def fold(
@@ -446,12 +463,12 @@ def fold(
                 fact.converted_day, fact.converted_hour = _local(at, zone)
                 fact.order_total = _int(data.get("total"))
                 if not fact.currency and data.get("currency"):
-                    fact.currency = str(data["currency"])
+                    fact.currency = _text(data["currency"], 3)
         elif event_type == "order.refunded":
             fact.refunded += _int(data.get("amount"))
         elif event_type == "checkout.shipping_quoted":
             if not fact.currency and data.get("currency"):
-                fact.currency = str(data["currency"])
+                fact.currency = _text(data["currency"], 3)
         elif event_type == "shopper.exit_intent":
             fact.exit_intents += 1
             day, hour = _local(at, zone)
@@ -469,24 +486,24 @@ def fold(
                     day,
                     None,
                     campaign=_campaign_of(data, fact),
-                    tier=_int(step.get("tier")),
-                    channel=str(step.get("channel") or ""),
+                    tier=_id(step.get("tier")),
+                    channel=_text(step.get("channel"), 16),
                 )
         return
     metric = _STEP_METRICS.get(event_type)
     if metric is not None or event_type == "campaign.link_clicked":
         campaign = _campaign_of(data, fact)
-        tier = _int(data.get("tier"))
-        channel = str(data.get("channel") or "")
+        tier = _id(data.get("tier"))
+        channel = _text(data.get("channel"), 16)
         if event_type == "campaign.step_sent":
             fact.touches.append(
                 [
                     at.isoformat(),
                     campaign,
                     tier,
-                    _int(data.get("position")),
+                    _id(data.get("position")),
                     channel,
-                    _int(data.get("step")),
+                    _id(data.get("step")),
                 ]
             )
             if fact.last_touch_at is None or at >= fact.last_touch_at:
@@ -497,11 +514,11 @@ def fold(
                 )
         key = ""
         if metric in _KEYED_BY_REASON:
-            key = str(data.get("reason") or "")
+            key = _text(data.get("reason"), KEY_CHARS)
         elif metric == FAILED:
             key = "final" if data.get("final") else "retry"
         elif metric is None:  # a click: the first of each step counts
-            step = _int(data.get("step"))
+            step = _id(data.get("step"))
             if step in fact.clicked:
                 return
             fact.clicked = [*fact.clicked, step]
@@ -520,24 +537,19 @@ def fold(
     if event_type == "campaign.coupon_redeemed":
         applied = data.get("discount_applied")
         fact.discount = _int(applied) if applied is not None else 0
-        fact.discount_currency = str(data.get("currency") or "")
+        fact.discount_currency = _text(data.get("currency"), 3)
         fact.redeemed_at = at
         fact.redeemed_day, fact.redeemed_hour = day, hour
         return
     if event_type == "recovery.offer_decided":
-        campaign = _int(data.get("campaign"))
-        tier = _int(data.get("tier"))
-        score = data.get("score")
-        if (
-            "exit_event" in data
-            and isinstance(score, int | float)
-            and not isinstance(score, bool)
-            and not fact.scored_by_enrolment
-        ):
-            fact.score, fact.scored_at, fact.scored_day = float(score), at, day
+        campaign = _id(data.get("campaign"))
+        tier = _id(data.get("tier"))
+        score = _score(data.get("score"))
+        if "exit_event" in data and score is not None and not fact.scored_by_enrolment:
+            fact.score, fact.scored_at, fact.scored_day = score, at, day
         offer = data.get("offer")
         if data.get("decision") == "offer" and isinstance(offer, Mapping):
-            kind = str(offer.get("kind") or "")
+            kind = _text(offer.get("kind"), KEY_CHARS)
             fact.offers = {**fact.offers, str(offer.get("id", "")): [kind, campaign, tier]}
             counters.add(
                 store,
@@ -557,7 +569,7 @@ def fold(
                 None,
                 campaign=campaign,
                 tier=tier,
-                key=str(data.get("reason") or ""),
+                key=_text(data.get("reason"), KEY_CHARS),
             )
         return
     reaction = _REACTIONS.get(event_type)
@@ -580,15 +592,15 @@ def fold(
 
 
 def _fold_enrolled(fact: Fact, at: datetime, data: Mapping[str, Any], zone: ZoneInfo) -> None:
-    fact.campaign_id = _int(data.get("campaign")) or None
+    fact.campaign_id = _id(data.get("campaign")) or None
     fact.holdout = bool(data.get("holdout"))
     fact.enrolled_at = at
     abandoned = _parse_time(data.get("abandoned_at")) or at
     fact.enrolled_abandoned_at = abandoned
     fact.enrolled_day = _local(abandoned, zone)[0]
-    score = data.get("score")
-    if isinstance(score, int | float) and not isinstance(score, bool):
-        fact.score, fact.scored_at, fact.scored_day = float(score), at, _local(at, zone)[0]
+    score = _score(data.get("score"))
+    if score is not None:
+        fact.score, fact.scored_at, fact.scored_day = score, at, _local(at, zone)[0]
         fact.scored_by_enrolment = True
     # The campaign judged the cart abandoned: it is, at the earlier of its abandonment time and
     # ours (so every recovered cart is an abandoned one).

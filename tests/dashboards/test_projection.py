@@ -348,3 +348,39 @@ def test_reset_empties_both_models(store):
     projection.reset()
 
     assert (CartFact.objects.count(), DailyCount.objects.count()) == (0, 0)
+
+
+def test_odd_payloads_are_folded_without_failing(store):
+    odd = {
+        "step": "x",
+        "campaign": 10**12,  # beyond an integer column
+        "tier": -3,
+        "position": None,
+        "channel": "c" * 40,  # beyond the channel column
+        "reason": "r" * 400,
+    }
+    _append(
+        store.pk,
+        new_event("cart.item_added", "a", item("X", 1, 500), at=at(0)),
+        ce.campaign_event(cart="a", type=ce.STEP_SKIPPED, data=odd, now=at(1)),
+        ce.campaign_event(
+            cart="a",
+            type=ce.ENROLLED,
+            data={
+                "campaign": "seven",
+                "score": "high",
+                "abandoned_at": "yesterday",
+                "steps": "none",
+            },
+            now=at(2),
+        ),
+    )
+
+    projectors.projector_catch_up(name="dashboard")
+
+    [(channel, key, campaign, tier)] = DailyCount.objects.filter(
+        store=store, metric="skipped"
+    ).values_list("channel", "key", "campaign_id", "tier_id")
+    assert (channel, key, campaign, tier) == ("c" * 16, "r" * 256, 0, 0)
+    fact = CartFact.objects.get(store=store, cart="a")
+    assert (fact.campaign_id, fact.score, fact.enrolled_abandoned_at) == (None, None, at(2))
