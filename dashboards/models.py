@@ -1,4 +1,4 @@
-"""The dashboards' read models, maintained by the ``dashboard`` projector (dashboards/projection.py)
+"""The dashboards' read models, maintained by the ``dashboard`` projector (dashboards/projection/)
 and rebuilt from the log with ``manage.py rebuild_projections dashboard``. docs/dashboards.md has
 the definitions; nothing else writes these tables."""
 

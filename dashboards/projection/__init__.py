@@ -1,0 +1,160 @@
+"""The ``dashboard`` projector: folds the event log into CartFact and DailyCount.
+
+``apply(events)`` is set-based: one query loads the batch's carts, one pass in Python folds every
+event into them, then two statements write the carts and the counters back. Counters come in two
+kinds: event counters (a step sent, an offer shown: +1 on the event's local day) and cart
+counters, which are a pure function of a cart's row (``contributions``): a batch adds the
+difference between a cart's contributions after and before it, so a refund arriving weeks later
+moves the recovered revenue of the order's day, and counters always equal what the rows say.
+
+Local days and hours are the store's (``CampaignSettings.timezone``, UTC without one), computed
+when a time is set and stored with it. A campaign's attribution window and tier delays are read
+per batch; changing them (or a store's zone) applies to carts the projector touches afterwards:
+rebuild to apply them to the past.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from django.db import connection
+
+from carts import event_types
+from carts.models import CartEvent
+from dashboards.projection.counters import Counters, contributions
+from dashboards.projection.fold import derive, fold
+from dashboards.projection.row import COLUMNS, JSON_COLUMNS, Fact, zone_of
+
+__all__ = ["COLUMNS", "NAME", "Fact", "apply", "contributions", "reset", "store_zones"]
+
+NAME = "dashboard"
+
+
+def store_zones(store_ids: Iterable[int]) -> dict[int, ZoneInfo]:
+    """Each store's zone (one query)."""
+    ids = sorted(set(store_ids))
+    zones = dict.fromkeys(ids, ZoneInfo("UTC"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT store_id, timezone FROM campaigns_campaignsettings WHERE store_id = ANY(%s)",
+            [ids],
+        )
+        for store_id, name in cursor.fetchall():
+            zones[store_id] = zone_of(name)
+    return zones
+
+
+# -- storage -----------------------------------------------------------------------------------
+
+_LOAD = f"SELECT {', '.join(COLUMNS)} FROM dashboards_cartfact WHERE cart = ANY(%s::text[])"
+
+_UPSERT_FACTS = (
+    f"INSERT INTO dashboards_cartfact ({', '.join(COLUMNS)}) "
+    f"SELECT {', '.join(f'{n}::jsonb' if n in JSON_COLUMNS else n for n in COLUMNS)} FROM unnest("
+    + ", ".join(f"%b::{'text' if t == 'jsonb' else t}[]" for t in COLUMNS.values())
+    + f") AS v({', '.join(COLUMNS)}) "
+    "ON CONFLICT (cart, store_id) DO UPDATE SET "
+    + ", ".join(f"{n} = EXCLUDED.{n}" for n in COLUMNS if n not in ("store_id", "cart"))
+)
+
+_UPSERT_COUNTS = """
+    INSERT INTO dashboards_dailycount AS d
+        (store_id, metric, hourly, day, hour, campaign_id, tier_id, channel, key, currency,
+         count, amount, squares)
+    SELECT * FROM unnest(%b::int[], %b::text[], %b::bool[], %b::date[], %b::int2[], %b::int[],
+                         %b::int[], %b::text[], %b::text[], %b::text[], %b::int8[], %b::int8[],
+                         %b::numeric[])
+    ON CONFLICT (store_id, hourly, metric, day, hour, campaign_id, tier_id, channel, key, currency)
+    DO UPDATE SET count = d.count + EXCLUDED.count, amount = d.amount + EXCLUDED.amount,
+                  squares = d.squares + EXCLUDED.squares
+"""
+
+
+def _campaign_windows(campaign_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    ids = sorted(set(campaign_ids))
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.id, c.attribution_hours, COALESCE(MAX(t.delay_minutes), 0)
+              FROM campaigns_campaign c LEFT JOIN campaigns_tier t ON t.campaign_id = c.id
+             WHERE c.id = ANY(%s) GROUP BY c.id
+            """,
+            [ids],
+        )
+        return {k: (hours, delay) for k, hours, delay in cursor.fetchall()}
+
+
+def _load(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Fact]:
+    wanted = set(keys)
+    facts: dict[tuple[int, str], Fact] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_LOAD, [sorted({cart for _, cart in wanted})])
+        for row in cursor.fetchall():
+            key = (row[0], row[1])
+            if key in wanted:  # the same token in another store is another cart
+                facts[key] = Fact.from_row(row)
+    return facts
+
+
+def _column(facts: Sequence[Fact], name: str) -> list[Any]:
+    if name in JSON_COLUMNS:
+        return [
+            None if (v := getattr(f, name)) is None else json.dumps(v, separators=(",", ":"))
+            for f in facts
+        ]
+    return [getattr(f, name) for f in facts]
+
+
+def _write(facts: Sequence[Fact], counters: Counters) -> None:
+    rows = [(k, v) for k, v in counters.rows.items() if v != [0, 0, 0]]
+    connection.ensure_connection()
+    # Raw psycopg with binary parameters: Django's client-side binding quotes every array
+    # element as text (with regular expressions), which cost more than the fold itself.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        if facts:
+            cursor.execute(_UPSERT_FACTS, [_column(facts, name) for name in COLUMNS])
+        if rows:
+            columns: list[list[Any]] = [[k[i] for k, _ in rows] for i in range(10)]
+            columns += [[v[0] for _, v in rows], [v[1] for _, v in rows]]
+            columns.append([Decimal(v[2]) for _, v in rows])
+            cursor.execute(_UPSERT_COUNTS, columns)
+
+
+def apply(events: Sequence[CartEvent]) -> None:
+    """Fold a batch of events (in position order) into CartFact and DailyCount."""
+    if not events:
+        return
+    keys = {(e.store_id, e.cart) for e in events}
+    zones = store_zones(store for store, _ in keys)
+    facts = _load(keys)
+    counters = Counters()
+    for key, fact in facts.items():
+        counters.merge(key[0], contributions(fact), -1)
+    registry = event_types.REGISTRY
+    for event in events:
+        key = (event.store_id, event.cart)
+        fact = facts.get(key) or facts.setdefault(key, Fact(event.store_id, event.cart))
+        data = event.data if isinstance(event.data, Mapping) else {}
+        known = registry.get(event.type)
+        if known is not None and event.schema_version < known.version:
+            data = event_types.upcast(event.type, event.schema_version, dict(data))
+        fold(fact, event, data, zones[event.store_id], counters)
+    windows = _campaign_windows(f.campaign_id for f in facts.values() if f.campaign_id)
+    for key, fact in facts.items():
+        derive(fact, windows, zones[key[0]])
+        counters.merge(key[0], contributions(fact), +1)
+    _write(list(facts.values()), counters)
+
+
+def reset() -> None:
+    """Empty both read models (readers keep the old rows until the rebuild commits)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM dashboards_dailycount")
+        cursor.execute("DELETE FROM dashboards_cartfact")

@@ -1,0 +1,323 @@
+"""Folding one event into its cart's row, and what follows from the row and its campaign's
+windows (``derive``). Pure: no ORM, no clock; the caller supplies the store's zone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from dashboards import ABANDONMENT_WINDOW
+from dashboards.projection.counters import (
+    CLICKED,
+    EXIT_INTENT,
+    FAILED,
+    KEY_CHARS,
+    KEYED_BY_REASON,
+    OFFER_ACCEPTED,
+    OFFER_DECIDED,
+    OFFER_DISMISSED,
+    OFFER_NONE,
+    OFFER_SHOWN,
+    ONSITE,
+    REACTIONS,
+    SCHEDULED,
+    SENT,
+    STEP_METRICS,
+    Counters,
+)
+from dashboards.projection.row import Fact, as_id, as_int, as_score, as_text, local, parse_time
+
+if TYPE_CHECKING:
+    from carts.models import CartEvent
+
+_SYSTEM_PREFIXES = ("campaign.", "recovery.")
+# What counts as the shopper doing something (as carts/projections.py has it).
+_ACTIVITY_PREFIXES = ("cart.", "page.", "checkout.", "coupon.", "shopper.", "order.placed")
+DEFAULT_ATTRIBUTION_HOURS = 72
+
+
+def _set_lines(fact: Fact, lines: list[list[Any]]) -> None:
+    fact.lines = lines
+    fact.item_count = sum(as_int(line[2]) for line in lines)
+    fact.value = sum(as_int(line[2]) * as_int(line[3]) for line in lines)
+    if fact.value > fact.peak_value:
+        fact.peak_value = fact.value
+    if fact.item_count > 0:
+        fact.had_items = True
+
+
+def _line_index(lines: list[list[Any]], sku: str) -> int:
+    for i, line in enumerate(lines):
+        if line[0] == sku:
+            return i
+    return -1
+
+
+def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
+    """The cart's lines after an item event (as carts/projections.py folds them)."""
+    sku = str(data.get("sku", ""))
+    lines = [list(line) for line in fact.lines]
+    i = _line_index(lines, sku)
+    if event_type == "cart.item_added":
+        quantity, price = as_int(data.get("quantity")), as_int(data.get("unit_price"))
+        if i >= 0:
+            lines[i][2] = as_int(lines[i][2]) + quantity
+            lines[i][3] = price
+        else:
+            name = str(data.get("name", ""))
+            lines.append([sku, name, quantity, price, str(data.get("category", "") or "")])
+        if not fact.currency and data.get("currency"):
+            fact.currency = as_text(data["currency"], 3)
+    elif i >= 0:
+        if event_type == "cart.item_removed":
+            remaining = as_int(lines[i][2]) - (as_int(data.get("quantity")) or 10**9)
+        else:
+            remaining = as_int(data.get("quantity"))
+        if remaining <= 0:
+            del lines[i]
+        else:
+            lines[i][2] = remaining
+    _set_lines(fact, lines)
+
+
+def _settle_abandonment(fact: Fact, at: datetime, zone: ZoneInfo) -> None:
+    fact.abandoned_final = True
+    fact.abandoned_at = at
+    fact.abandoned_day, fact.abandoned_hour = local(at, zone)
+    fact.abandoned_lines = [list(line) for line in fact.lines]
+    fact.abandoned_value = fact.value
+
+
+def _prospective(fact: Fact) -> datetime | None:
+    if fact.converted_at is None and fact.item_count > 0 and fact.last_activity_at is not None:
+        return fact.last_activity_at + ABANDONMENT_WINDOW
+    return None
+
+
+def _campaign_of(data: Mapping[str, Any], fact: Fact) -> int:
+    return as_id(data.get("campaign")) or fact.campaign_id or 0
+
+
+def fold(
+    fact: Fact, event: CartEvent, data: Mapping[str, Any], zone: ZoneInfo, counters: Counters
+) -> None:
+    """One event into its cart's fact; event counters into ``counters``."""
+    event_type = event.type
+    at = event.occurred_at
+    store = fact.store_id
+    if not event_type.startswith(_SYSTEM_PREFIXES):
+        if fact.started_at is None:
+            fact.started_at = at
+            fact.started_day, fact.started_hour = local(at, zone)
+        if event_type.startswith(_ACTIVITY_PREFIXES):
+            last = fact.last_activity_at
+            if (
+                last is not None
+                and at - last >= ABANDONMENT_WINDOW
+                and not fact.abandoned_final
+                and fact.converted_at is None
+                and fact.item_count > 0
+            ):
+                # The shopper was quiet for the window before this event: abandoned then.
+                _settle_abandonment(fact, last + ABANDONMENT_WINDOW, zone)
+            if last is None or at > last:
+                fact.last_activity_at = at
+        if event_type.startswith("cart.item_"):
+            _fold_items(fact, event_type, data)
+        elif event_type == "order.placed":
+            if fact.converted_at is None:
+                fact.converted_at = at
+                fact.converted_day, fact.converted_hour = local(at, zone)
+                fact.order_total = as_int(data.get("total"))
+                if not fact.currency and data.get("currency"):
+                    fact.currency = as_text(data["currency"], 3)
+        elif event_type == "order.refunded":
+            fact.refunded += as_int(data.get("amount"))
+        elif event_type == "checkout.shipping_quoted":
+            if not fact.currency and data.get("currency"):
+                fact.currency = as_text(data["currency"], 3)
+        elif event_type == "shopper.exit_intent":
+            fact.exit_intents += 1
+            day, hour = local(at, zone)
+            counters.add(store, EXIT_INTENT, day, hour, campaign=fact.campaign_id or 0)
+        return
+
+    day, hour = local(at, zone)
+    if event_type == "campaign.enrolled":
+        _fold_enrolled(fact, at, data, zone)
+        for step in data.get("steps") or ():
+            if isinstance(step, Mapping):
+                counters.add(
+                    store,
+                    SCHEDULED,
+                    day,
+                    None,
+                    campaign=_campaign_of(data, fact),
+                    tier=as_id(step.get("tier")),
+                    channel=as_text(step.get("channel"), 16),
+                )
+        return
+    metric = STEP_METRICS.get(event_type)
+    if metric is not None or event_type == "campaign.link_clicked":
+        campaign = _campaign_of(data, fact)
+        tier = as_id(data.get("tier"))
+        channel = as_text(data.get("channel"), 16)
+        if event_type == "campaign.step_sent":
+            fact.touches.append(
+                [
+                    at.isoformat(),
+                    campaign,
+                    tier,
+                    as_id(data.get("position")),
+                    channel,
+                    as_id(data.get("step")),
+                ]
+            )
+            if fact.last_touch_at is None or at >= fact.last_touch_at:
+                fact.last_touch_at, fact.last_touch_tier, fact.last_touch_channel = (
+                    at,
+                    tier,
+                    channel,
+                )
+        key = ""
+        if metric in KEYED_BY_REASON:
+            key = as_text(data.get("reason"), KEY_CHARS)
+        elif metric == FAILED:
+            key = "final" if data.get("final") else "retry"
+        elif metric is None:  # a click: the first of each step counts
+            step = as_id(data.get("step"))
+            if step in fact.clicked:
+                return
+            fact.clicked = [*fact.clicked, step]
+            metric = CLICKED
+        counters.add(
+            store,
+            metric,
+            day,
+            hour if metric == SENT else None,
+            campaign=campaign,
+            tier=tier,
+            channel=channel,
+            key=key,
+        )
+        return
+    if event_type == "campaign.coupon_redeemed":
+        applied = data.get("discount_applied")
+        fact.discount = as_int(applied) if applied is not None else 0
+        fact.discount_currency = as_text(data.get("currency"), 3)
+        fact.redeemed_at = at
+        fact.redeemed_day, fact.redeemed_hour = day, hour
+        return
+    if event_type == "recovery.offer_decided":
+        campaign = as_id(data.get("campaign"))
+        tier = as_id(data.get("tier"))
+        score = as_score(data.get("score"))
+        if "exit_event" in data and score is not None and not fact.scored_by_enrolment:
+            fact.score, fact.scored_at, fact.scored_day = score, at, day
+        offer = data.get("offer")
+        if data.get("decision") == "offer" and isinstance(offer, Mapping):
+            kind = as_text(offer.get("kind"), KEY_CHARS)
+            fact.offers = {**fact.offers, str(offer.get("id", "")): [kind, campaign, tier]}
+            counters.add(
+                store,
+                OFFER_DECIDED,
+                day,
+                None,
+                campaign=campaign,
+                tier=tier,
+                channel=ONSITE,
+                key=kind,
+            )
+        else:
+            counters.add(
+                store,
+                OFFER_NONE,
+                day,
+                None,
+                campaign=campaign,
+                tier=tier,
+                key=as_text(data.get("reason"), KEY_CHARS),
+            )
+        return
+    reaction = REACTIONS.get(event_type)
+    if reaction is not None:
+        kind, campaign, tier = fact.offers.get(str(data.get("offer_id", "")), ["", 0, 0])
+        if reaction == OFFER_SHOWN:
+            fact.offers_shown += 1
+        elif reaction == OFFER_ACCEPTED:
+            fact.offers_accepted += 1
+        counters.add(
+            store,
+            reaction,
+            day,
+            hour if reaction != OFFER_DISMISSED else None,
+            campaign=campaign,
+            tier=tier,
+            channel=ONSITE,
+            key=kind,
+        )
+
+
+def _fold_enrolled(fact: Fact, at: datetime, data: Mapping[str, Any], zone: ZoneInfo) -> None:
+    fact.campaign_id = as_id(data.get("campaign")) or None
+    fact.holdout = bool(data.get("holdout"))
+    fact.enrolled_at = at
+    abandoned = parse_time(data.get("abandoned_at")) or at
+    fact.enrolled_abandoned_at = abandoned
+    fact.enrolled_day = local(abandoned, zone)[0]
+    score = as_score(data.get("score"))
+    if score is not None:
+        fact.score, fact.scored_at, fact.scored_day = score, at, local(at, zone)[0]
+        fact.scored_by_enrolment = True
+    # The campaign judged the cart abandoned: it is, at the earlier of its abandonment time and
+    # ours (so every recovered cart is an abandoned one).
+    if fact.converted_at is not None and fact.converted_at <= abandoned:
+        return  # enrolled on a stale view of a cart that had ordered: not abandoned
+    if not fact.abandoned_final:
+        prospective = _prospective(fact)
+        when = min(abandoned, prospective) if prospective is not None else abandoned
+        _settle_abandonment(fact, when, zone)
+    elif fact.abandoned_at is not None and abandoned < fact.abandoned_at:
+        fact.abandoned_at = abandoned
+        fact.abandoned_day, fact.abandoned_hour = local(abandoned, zone)
+
+
+def derive(fact: Fact, windows: Mapping[int, tuple[int, int]], zone: ZoneInfo) -> None:
+    """What follows from the fact and its campaign's windows: the prospective abandonment, whether
+    its order was recovered (and by which touch), whether it converted within the lift window.
+
+    ``windows``: campaign id -> (attribution hours, largest tier delay in minutes)."""
+    if not fact.abandoned_final:
+        prospective = _prospective(fact)
+        if prospective != fact.abandoned_at:
+            fact.abandoned_at = prospective
+            fact.abandoned_day, fact.abandoned_hour = (
+                local(prospective, zone) if prospective is not None else (None, None)
+            )
+    hours, delay = windows.get(fact.campaign_id or 0, (DEFAULT_ATTRIBUTION_HOURS, 0))
+    fact.recovered, fact.credit_tier, fact.credit_channel = False, None, ""
+    fact.converted_in_window = False
+    converted = fact.converted_at
+    if converted is None or fact.order_total is None or fact.campaign_id is None:
+        return
+    abandoned = fact.enrolled_abandoned_at
+    if abandoned is not None:
+        window = timedelta(hours=hours, minutes=delay)
+        fact.converted_in_window = abandoned < converted <= abandoned + window
+    if fact.holdout:
+        return
+    # The last touch strictly before the order gets the credit (campaigns.attribution).
+    best: tuple[datetime, int, int] | None = None
+    credit: list[Any] | None = None
+    for touch in fact.touches:
+        touched_at = parse_time(touch[0])
+        if touched_at is None or touched_at >= converted:
+            continue
+        rank = (touched_at, as_int(touch[3]), as_int(touch[5]))
+        if best is None or rank > best:
+            best, credit = rank, touch
+    if best is not None and credit is not None and converted - best[0] <= timedelta(hours=hours):
+        fact.recovered = True
+        fact.credit_tier, fact.credit_channel = as_int(credit[2]), str(credit[4])

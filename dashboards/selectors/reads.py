@@ -1,0 +1,237 @@
+"""Reading the counters (DailyCount) and the few cart rows the moment of reading settles."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from fractions import Fraction
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db import connection
+
+from campaigns import stats
+from campaigns.attribution import INSUFFICIENT, IncrementalRevenue, Lift
+from dashboards import projection
+from dashboards.projection import counters as p
+from dashboards.selectors.results import Filters, Money
+
+# -- reading the counters ----------------------------------------------------------------------
+
+
+def store_zone(store_id: int) -> ZoneInfo:
+    return projection.store_zones([store_id])[store_id]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Row:
+    metric: str
+    bucket: Any
+    tier_id: int
+    channel: str
+    key: str
+    currency: str
+    count: int
+    amount: int
+    squares: int
+
+
+def counter_rows(
+    filters: Filters,
+    metrics: Sequence[str],
+    *,
+    start: date,
+    bucket: str,
+    hourly: bool = False,
+) -> list[Row]:
+    """Summed counters of ``metrics`` from ``start`` to filters.end, grouped by ``bucket`` (an SQL
+    expression over the row) and every dimension but the day."""
+    sql = f"""
+        SELECT metric, {bucket}, tier_id, channel, key, currency,
+               SUM(count), SUM(amount), SUM(squares)
+          FROM dashboards_dailycount
+         WHERE store_id = %s AND hourly = %s AND metric = ANY(%s) AND day >= %s AND day < %s
+               {"AND campaign_id = %s" if filters.campaign_id is not None else ""}
+         GROUP BY 1, 2, 3, 4, 5, 6
+    """
+    params: list[Any] = [filters.store_id, hourly, list(metrics), start, filters.end]
+    if filters.campaign_id is not None:
+        params.append(filters.campaign_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [
+            Row(m, b, t, ch, k, cur, int(n), int(a), int(s))
+            for m, b, t, ch, k, cur, n, a, s in cursor.fetchall()
+        ]
+
+
+def channel_ok(metric: str, channel: str, wanted: str | None) -> bool:
+    """Which counters a channel filter keeps: those with a channel (touches, sends, offers)."""
+    if metric == p.SENT and channel not in p.EMAIL_CHANNELS:
+        return False
+    if wanted is None:
+        return True
+    if metric in (p.RECOVERED, p.SENT, p.OFFER_SHOWN, p.OFFER_ACCEPTED):
+        return channel == wanted
+    return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quiet:
+    """A cart whose prospective abandonment is still ahead at the moment of reading."""
+
+    started: tuple[date, int] | None
+    abandoned: tuple[date, int]
+    currency: str
+    value: int
+    lines: list[list[Any]]
+
+
+def not_yet_abandoned(filters: Filters, now: datetime) -> list[Quiet]:
+    """Carts counted as abandoned by the counters whose abandonment time is after ``now``: they
+    were active in the last half hour (or have future times). Not enrolled, so none for a
+    campaign."""
+    if filters.campaign_id is not None:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT started_day, started_hour, had_items, abandoned_day, abandoned_hour,
+                   currency, value, lines
+              FROM dashboards_cartfact
+             WHERE store_id = %s AND NOT abandoned_final AND abandoned_at > %s
+            """,
+            [filters.store_id, now],
+        )
+        rows = cursor.fetchall()
+    out = []
+    for s_day, s_hour, had_items, a_day, a_hour, currency, value, lines in rows:
+        started = (s_day, s_hour) if s_day is not None and had_items else None
+        if isinstance(lines, str):
+            lines = json.loads(lines)
+        out.append(Quiet(started, (a_day, a_hour), currency, value, lines))
+    return out
+
+
+class Sums:
+    """Counter sums by (metric, bucket) with the channel filter applied."""
+
+    def __init__(self, rows: Iterable[Row], channel: str | None) -> None:
+        self.counts: defaultdict[tuple[str, Any], int] = defaultdict(int)
+        # (metric, bucket) -> currency -> [count, amount]
+        self.money: defaultdict[tuple[str, Any], defaultdict[str, list[int]]] = defaultdict(
+            lambda: defaultdict(lambda: [0, 0])
+        )
+        for row in rows:
+            if not channel_ok(row.metric, row.channel, channel):
+                continue
+            self.counts[(row.metric, row.bucket)] += row.count
+            acc = self.money[(row.metric, row.bucket)][row.currency]
+            acc[0] += row.count
+            acc[1] += row.amount
+
+    def count(self, metric: str, bucket: Any) -> int:
+        return self.counts.get((metric, bucket), 0)
+
+    def amounts(self, metric: str, bucket: Any) -> Money:
+        """Per currency (those with any count or amount), in minor units."""
+        found = self.money.get((metric, bucket))
+        if not found:
+            return {}
+        return {c: a for c, (n, a) in sorted(found.items()) if n or a}
+
+    def subtract(self, metric: str, bucket: Any, currency: str, count: int, amount: int) -> None:
+        self.counts[(metric, bucket)] -= count
+        acc = self.money[(metric, bucket)][currency]
+        acc[0] -= count
+        acc[1] -= amount
+
+
+def lift_of(rows: Iterable[Row]) -> tuple[Lift, int, int]:
+    """campaigns.attribution's lift from the cohort counters: (lift, treated carts, holdout
+    carts). Sums of net and squared net give each currency's mean and sample variance exactly."""
+    n: defaultdict[str, int] = defaultdict(int)
+    x: defaultdict[str, int] = defaultdict(int)
+    money: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in rows:
+        if row.metric == p.COHORT:
+            n[row.key] += row.count
+            acc = money[(row.key, row.currency)]
+            acc[0] += row.count
+            acc[1] += row.amount
+            acc[2] += row.squares
+        elif row.metric == p.COHORT_CONVERTED:
+            x[row.key] += row.count
+    n_t, n_h = n[p.TREATED], n[p.HOLDOUT]
+    x_t, x_h = x[p.TREATED], x[p.HOLDOUT]
+    currencies = sorted({c for (_, c), acc in money.items() if acc[0]})
+    revenue = tuple(
+        incremental_revenue_of(c, money.get((p.TREATED, c)), money.get((p.HOLDOUT, c)))
+        for c in currencies
+    )
+    p_t = x_t / n_t if n_t else None
+    p_h = x_h / n_h if n_h else None
+    d: stats.Difference | None = None
+    if p_t is None or p_h is None:
+        note = f"{INSUFFICIENT}: no {'treated' if p_t is None else 'holdout'} carts"
+    else:
+        d = stats.newcombe(x_t, n_t, x_h, n_h)
+        note = "" if p_h > 0 else "relative lift undefined: no holdout conversions"
+    lift = Lift(
+        treated_rate=p_t,
+        holdout_rate=p_h,
+        absolute=d.estimate if d else None,
+        absolute_low=d.low if d else None,
+        absolute_high=d.high if d else None,
+        relative=d.estimate / p_h if d and p_h else None,
+        incremental_conversions=d.estimate * n_t if d else None,
+        incremental_conversions_low=d.low * n_t if d else None,
+        incremental_conversions_high=d.high * n_t if d else None,
+        incremental_revenue=revenue,
+        confidence=stats.CONFIDENCE,
+        method="newcombe-wilson",
+        note=note,
+    )
+    return lift, n_t, n_h
+
+
+def sample_of(acc: list[int] | None) -> stats.Sample:
+    if not acc or acc[0] <= 0:
+        return stats.Sample(n=0, mean=None, variance=None)
+    count, total, squares = acc
+    mean = total / count
+    if count == 1:
+        return stats.Sample(n=1, mean=mean, variance=None)
+    variance = Fraction(count * squares - total * total, count * (count - 1))
+    return stats.Sample(n=count, mean=mean, variance=float(variance))
+
+
+def incremental_revenue_of(
+    currency: str, treated: list[int] | None, holdout: list[int] | None
+) -> IncrementalRevenue:
+    t, h = sample_of(treated), sample_of(holdout)
+    per_cart = t.mean - h.mean if t.mean is not None and h.mean is not None else None
+    interval = stats.mean_difference(t, h)
+    if per_cart is None:
+        note = f"{INSUFFICIENT}: no {'treated' if not t.n else 'holdout'} carts in {currency}"
+    elif interval is None:
+        note = f"{INSUFFICIENT}: an interval needs two carts in each group"
+    else:
+        note = ""
+    return IncrementalRevenue(
+        currency=currency,
+        treated_carts=t.n,
+        holdout_carts=h.n,
+        treated_mean_net=t.mean,
+        holdout_mean_net=h.mean,
+        per_cart=per_cart,
+        per_cart_low=interval.low if interval else None,
+        per_cart_high=interval.high if interval else None,
+        incremental=per_cart * t.n if per_cart is not None else None,
+        low=interval.low * t.n if interval else None,
+        high=interval.high * t.n if interval else None,
+        note=note,
+    )
