@@ -1,10 +1,11 @@
 """``make run``: migrate, ensure the demo store, then run every process in the foreground.
 
-The ASGI server (HTTP + websockets), a Celery worker, the scheduler and the projectors run as
-children, each in a session of its own (so a terminal's Ctrl-C reaches only this supervisor, which
-stops them in order), with their output prefixed by name. Ctrl-C or SIGTERM sends SIGTERM to every
-child's process group, then SIGKILL to whatever is left after a grace period; a second Ctrl-C kills
-at once. If one child exits on its own, the others are stopped too.
+The ASGI server (HTTP + websockets), a Celery worker, the scheduler, the projectors and the
+shopper simulator (unless SIMULATE=0) run as children, each in a session of its own (so a
+terminal's Ctrl-C reaches only this supervisor, which stops them in order), with their output
+prefixed by name. Ctrl-C or SIGTERM sends SIGTERM to every child's process group, then SIGKILL to
+whatever is left after a grace period; a second Ctrl-C kills at once. If one child exits on its
+own, the others are stopped too.
 
 This process exits only after its children are gone, so with embedded PostgreSQL/Redis its lease
 is the last one (config.embedded) and the servers stop with it.
@@ -66,7 +67,30 @@ def programs(*, port: int) -> list[Program]:
         Program("scheduler", (python, manage, "run_scheduler")),
         Program("projectors", (python, manage, "run_projectors")),
     ]  # fmt: skip
+    if env.get_bool("SIMULATE", True):
+        # Shoppers for the demo store, so its dashboard fills within minutes; it waits for
+        # /healthz itself. SIMULATE=0 turns it off.
+        listed.append(Program("simulator", simulator_argv(port=port)))
     return listed
+
+
+# Light on purpose (two cores shared by everything): a new shopper every 3 s on average, visits
+# 60 times faster than real (a few seconds each), time away 10 times faster: the demo campaign
+# runs in real time (on-site nudge 30 minutes after a cart goes quiet, email an hour later), so
+# shoppers who left are still around, for a few hours, when it reaches them.
+SIMULATOR_RATE = 20
+SIMULATOR_SPEED = 60
+SIMULATOR_AWAY_SPEED = 10
+SIMULATOR_CONCURRENCY = 8
+
+
+def simulator_argv(*, port: int) -> tuple[str, ...]:
+    return (
+        sys.executable, str(env.BASE_DIR / "manage.py"), "simulate", "--forever",
+        "--rate", str(SIMULATOR_RATE), "--speed", str(SIMULATOR_SPEED),
+        "--away-speed", str(SIMULATOR_AWAY_SPEED), "--concurrency", str(SIMULATOR_CONCURRENCY),
+        "--url", f"http://127.0.0.1:{port}",
+    )  # fmt: skip
 
 
 class Printer:
