@@ -85,13 +85,9 @@ class CartFact(models.Model):
             models.UniqueConstraint(fields=["cart", "store"], name="dashboards_cartfact_unique"),
         ]
         indexes = [
+            # Live carts, and the prospective abandonments not reached yet (last activity within
+            # the window), which the selectors subtract at read time.
             models.Index(fields=["store", "last_activity_at"], name="dashboards_cartfact_live"),
-            # Prospective abandonments not yet reached (subtracted at read time).
-            models.Index(
-                fields=["store", "abandoned_at"],
-                condition=Q(abandoned_final=False, abandoned_at__isnull=False),
-                name="dashboards_cartfact_quiet",
-            ),
             # Scored carts whose outcome is not known yet (the last 24 hours).
             models.Index(
                 fields=["store", "scored_at"],

@@ -140,8 +140,8 @@ def fold(
                 fact.currency = as_text(data["currency"], 3)
         elif event_type == "shopper.exit_intent":
             fact.exit_intents += 1
-            day, hour = local(at, zone)
-            counters.add(store, EXIT_INTENT, day, hour, campaign=fact.campaign_id or 0)
+            day = local(at, zone)[0]
+            counters.add(store, EXIT_INTENT, day, None, campaign=fact.campaign_id or 0)
         return
 
     day, hour = local(at, zone)

@@ -15,7 +15,7 @@ from django.db import connection
 
 from campaigns import stats
 from campaigns.attribution import INSUFFICIENT, IncrementalRevenue, Lift
-from dashboards import projection
+from dashboards import ABANDONMENT_WINDOW, projection
 from dashboards.projection import counters as p
 from dashboards.selectors.results import Filters, Money
 
@@ -93,7 +93,8 @@ class Quiet:
 def not_yet_abandoned(filters: Filters, now: datetime) -> list[Quiet]:
     """Carts counted as abandoned by the counters whose abandonment time is after ``now``: they
     were active in the last half hour (or have future times). Not enrolled, so none for a
-    campaign."""
+    campaign. A prospective abandonment is last activity + the window, so these are found through
+    the live carts' index (store, last activity)."""
     if filters.campaign_id is not None:
         return []
     with connection.cursor() as cursor:
@@ -102,9 +103,10 @@ def not_yet_abandoned(filters: Filters, now: datetime) -> list[Quiet]:
             SELECT started_day, started_hour, had_items, abandoned_day, abandoned_hour,
                    currency, value, lines
               FROM dashboards_cartfact
-             WHERE store_id = %s AND NOT abandoned_final AND abandoned_at > %s
+             WHERE store_id = %s AND last_activity_at > %s
+               AND NOT abandoned_final AND abandoned_at > %s
             """,
-            [filters.store_id, now],
+            [filters.store_id, now - ABANDONMENT_WINDOW, now],
         )
         rows = cursor.fetchall()
     out = []
