@@ -214,10 +214,11 @@ async def test_another_store_or_none_is_closed_with_4403_or_4400(committed_db):
 async def test_a_foreign_origin_is_refused_at_the_handshake(committed_db):
     m = await marketer()
     for origin in ("http://evil.test", None):
-        _, connected = await open_socket(
+        socket, connected = await open_socket(
             f"store={m['store'].pk}", cookie=m["cookie"], origin=origin
         )
         assert not connected
+        await socket.disconnect()  # end the application instance, or the loop waits for it
 
 
 @pytest.mark.asyncio
