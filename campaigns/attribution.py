@@ -303,6 +303,20 @@ def _lift(treated: Sequence[CohortCart], holdout: Sequence[CohortCart]) -> Lift:
     n_t, n_h = len(treated), len(holdout)
     x_t = sum(1 for c in treated if converted_in_window(c))
     x_h = sum(1 for c in holdout if converted_in_window(c))
+    return lift_from_counts(x_t=x_t, n_t=n_t, x_h=x_h, n_h=n_h, revenue=revenue)
+
+
+def lift_from_counts(
+    *,
+    x_t: int,
+    n_t: int,
+    x_h: int,
+    n_h: int,
+    revenue: tuple[IncrementalRevenue, ...],
+) -> Lift:
+    """The lift from conversions ``x`` of ``n`` carts per group (treated, holdout) and the
+    incremental revenue per currency: Newcombe's interval on the difference, and its scaling to
+    the treated group. The dashboards compute the same from their counters."""
     p_t = x_t / n_t if n_t else None
     p_h = x_h / n_h if n_h else None
     d: stats.Difference | None = None

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from django.db import connection
 
 from campaigns import stats
-from campaigns.attribution import INSUFFICIENT, IncrementalRevenue, Lift
+from campaigns.attribution import INSUFFICIENT, IncrementalRevenue, Lift, lift_from_counts
 from dashboards import ABANDONMENT_WINDOW, projection
 from dashboards.projection import counters as p
 from dashboards.selectors.results import Filters, Money
@@ -174,29 +174,7 @@ def lift_of(rows: Iterable[Row]) -> tuple[Lift, int, int]:
         incremental_revenue_of(c, money.get((p.TREATED, c)), money.get((p.HOLDOUT, c)))
         for c in currencies
     )
-    p_t = x_t / n_t if n_t else None
-    p_h = x_h / n_h if n_h else None
-    d: stats.Difference | None = None
-    if p_t is None or p_h is None:
-        note = f"{INSUFFICIENT}: no {'treated' if p_t is None else 'holdout'} carts"
-    else:
-        d = stats.newcombe(x_t, n_t, x_h, n_h)
-        note = "" if p_h > 0 else "relative lift undefined: no holdout conversions"
-    lift = Lift(
-        treated_rate=p_t,
-        holdout_rate=p_h,
-        absolute=d.estimate if d else None,
-        absolute_low=d.low if d else None,
-        absolute_high=d.high if d else None,
-        relative=d.estimate / p_h if d and p_h else None,
-        incremental_conversions=d.estimate * n_t if d else None,
-        incremental_conversions_low=d.low * n_t if d else None,
-        incremental_conversions_high=d.high * n_t if d else None,
-        incremental_revenue=revenue,
-        confidence=stats.CONFIDENCE,
-        method="newcombe-wilson",
-        note=note,
-    )
+    lift = lift_from_counts(x_t=x_t, n_t=n_t, x_h=x_h, n_h=n_h, revenue=revenue)
     return lift, n_t, n_h
 
 
