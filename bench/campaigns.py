@@ -117,6 +117,7 @@ from bench.common import (  # noqa: E402
     redis_client,
     redis_db_claim,
     redis_url_with_db,
+    results_print,
 )
 
 RATIO_TARGET = 3.0
@@ -1128,13 +1129,8 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 1),
     }
-    import json
 
-    line = json.dumps(figures, separators=(",", ":"))
-    results = BASE_DIR / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"campaigns-{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(line + "\n")
-    print(line)
+    results_print("campaigns", figures)
     return 0
 
 

@@ -199,3 +199,16 @@ def database_drop(admin_url: str, name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+def results_print(bench: str, figures: dict[str, Any]) -> None:
+    """The benchmark's last line: one JSON object, also saved under bench/results/ (ignored by
+    git) as <bench>-<UTC time>.json."""
+    import json
+    from datetime import UTC, datetime
+
+    line = json.dumps(figures, separators=(",", ":"))
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"{bench}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(line + "\n")
+    print(line)

@@ -118,6 +118,7 @@ from bench.common import (  # noqa: E402
     redis_client,
     redis_db_claim,
     redis_url_with_db,
+    results_print,
 )
 from config.devrun import WEB_ENV, WEB_WORKERS  # noqa: E402 - needs the project on sys.path
 
@@ -1755,11 +1756,7 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 1),
     }
-    line = json.dumps(figures, separators=(",", ":"))
-    results = BASE_DIR / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"dashboard-{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(line + "\n")
-    print(line)
+    results_print("dashboard", figures)
     return 0
 
 

@@ -43,7 +43,7 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import Subprocess, django_setup, free_port, git_head  # noqa: E402
+from bench.common import Subprocess, django_setup, free_port, git_head, results_print  # noqa: E402
 from config.devrun import WEB_WORKERS  # noqa: E402 - needs the project on sys.path
 
 SCRATCH_TABLE = "bench_scratch"
@@ -725,11 +725,7 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 1),
     }
-    line = json.dumps(figures, separators=(",", ":"))
-    results = BASE_DIR / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"ingest-{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(line + "\n")
-    print(line)
+    results_print("ingest", figures)
     return 0
 
 
