@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower, Now
 
+from carts.sources import Kind
+
 
 class Store(models.Model):
     """A merchant's shop. Keys live in StoreKey, hashed; the webhook secret is derived (keys.py)."""
@@ -89,6 +91,19 @@ class CartEvent(models.Model):
     body_hash = models.CharField(
         max_length=64, help_text="sha256 of the event body, for idempotency."
     )
+    # Provenance (carts/sources.py): who appended the event, set by the append service.
+    source = models.CharField(
+        max_length=16,
+        choices=[(k.value, k.value) for k in Kind],
+        db_default=Kind.UNKNOWN.value,
+        help_text="Who appended it: server, browser, platform, system (unknown: before 0008).",
+    )
+    source_ref = models.CharField(
+        max_length=128,
+        blank=True,
+        db_default="",
+        help_text="Which one: the key prefix, browser session, webhook delivery or component.",
+    )
 
     class Meta:
         constraints = [
@@ -125,6 +140,9 @@ class CartState(models.Model):
     email = models.CharField(max_length=254, blank=True)
     phone = models.CharField(max_length=32, blank=True)
     consent = models.JSONField(default=dict)
+    # The source kind that gave the contact details and consent (a browser never replaces a
+    # trusted source's).
+    contact_source = models.CharField(max_length=16, blank=True, db_default="")
     timezone = models.CharField(max_length=64, blank=True)
     locale = models.CharField(max_length=35, blank=True)
     order_id = models.CharField(max_length=128, blank=True)
@@ -191,3 +209,36 @@ class DailyEventCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.type}: {self.count}"
+
+
+class DeadLetter(models.Model):
+    """An event of the log that a reader (a projector, a rebuild) could not apply.
+
+    The reader records it here and moves on; ``/healthz`` and the admin show the open ones. A
+    rebuild of the projector tries every event again and resolves those that now apply."""
+
+    projector = models.CharField(max_length=64)
+    position = models.BigIntegerField(help_text="The event's position in the log.")
+    store_id = models.BigIntegerField(null=True, blank=True)
+    cart = models.CharField(max_length=128, blank=True)
+    event_type = models.CharField(max_length=64, blank=True)
+    error = models.TextField()
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["projector", "position"], name="deadletter_unique_position"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["projector"],
+                condition=Q(resolved_at__isnull=True),
+                name="deadletter_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.projector} #{self.position}: {self.error[:60]}"
