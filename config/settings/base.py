@@ -10,6 +10,11 @@ SERVICES = env.services()
 
 SECRET_KEY = env.get_str("DJANGO_SECRET_KEY", "dev-insecure-change-me-" + "x" * 32)
 DEBUG = env.get_bool("DJANGO_DEBUG", False)
+# Signing keys of their own, newest first (the first signs, every one verifies: rotation).
+# Shopper tickets, browser-minted cart tokens and browser cart grants:
+RECOVERY_TICKET_KEYS = [SECRET_KEY + ":recovery.tickets"]
+# Links in campaign emails (restore, unsubscribe, don't remind me, open pixel):
+CAMPAIGNS_LINK_KEYS = [SECRET_KEY + ":campaigns.links"]
 ALLOWED_HOSTS = [
     h for h in env.get_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h
 ]
