@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import redis
+from django import db
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -13,6 +14,10 @@ from carts import projectors, redis_client
 from carts.services import EVENTS_HINT_CHANNEL
 
 log = logging.getLogger("carts.projectors")
+
+# After a failed catch-up: wait 1 s, then twice as long after each further failure, up to 30 s.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
 
 
 class Command(BaseCommand):
@@ -36,8 +41,21 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         pubsub = None
         log.info("projectors running: %s", ", ".join(projectors.REGISTRY))
+        backoff = BACKOFF_FIRST
         while not stopping:
-            applied = projectors.projectors_catch_up_all()
+            try:
+                applied = projectors.projectors_catch_up_all()
+            except Exception:
+                # Never exit (make run would lose the read models until a restart that fails the
+                # same way): log, back off and try again, until it works or a signal stops us.
+                log.exception("catching up failed; trying again in %.0f s", backoff)
+                db.close_old_connections()  # a broken connection is replaced on the next try
+                deadline = time.monotonic() + backoff
+                while not stopping and time.monotonic() < deadline:
+                    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_FIRST
             if applied:
                 log.info("applied %d events", applied)
             # Wait for a hint or the poll interval, whichever comes first.
