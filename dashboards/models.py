@@ -119,7 +119,9 @@ class DailyCount(models.Model):
     key = models.CharField(max_length=300, default="", blank=True)
     currency = models.CharField(max_length=3, default="", blank=True)
     count = models.BigIntegerField(default=0)
-    amount = models.BigIntegerField(default=0)
+    # numeric, not int8: a sum over any number of carts (each bounded by the projection's
+    # MAX_AMOUNT) cannot overflow. Reads cast sums to int.
+    amount = models.DecimalField(max_digits=40, decimal_places=0, default=0)
     squares = models.DecimalField(max_digits=40, decimal_places=0, default=0)
 
     class Meta:

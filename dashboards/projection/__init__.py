@@ -11,6 +11,10 @@ Local days and hours are the store's (``CampaignSettings.timezone``, UTC without
 when a time is set and stored with it. A campaign's attribution window and tier delays are read
 per batch; changing them (or a store's zone) applies to carts the projector touches afterwards:
 rebuild to apply them to the past.
+
+An event whose times or amounts the rows cannot hold raises ``Unrepresentable`` from the fold
+(the projector runner dead-letters it: carts/projectors.py). Counter amounts are numeric, so no
+sum over carts can overflow.
 """
 
 from __future__ import annotations
@@ -28,10 +32,19 @@ from django.db import connection
 from carts import event_types
 from carts.models import CartEvent
 from dashboards.projection.counters import Counters, contributions
-from dashboards.projection.fold import derive, fold
-from dashboards.projection.row import COLUMNS, JSON_COLUMNS, Fact, zone_of
+from dashboards.projection.fold import amounts_check, derive, fold
+from dashboards.projection.row import COLUMNS, JSON_COLUMNS, Fact, Unrepresentable, zone_of
 
-__all__ = ["COLUMNS", "NAME", "Fact", "apply", "contributions", "reset", "store_zones"]
+__all__ = [
+    "COLUMNS",
+    "NAME",
+    "Fact",
+    "Unrepresentable",
+    "apply",
+    "contributions",
+    "reset",
+    "store_zones",
+]
 
 NAME = "dashboard"
 
@@ -71,7 +84,7 @@ _COUNTER_COLUMNS = {
     "key": "text",
     "currency": "text",
     "count": "int8",
-    "amount": "int8",
+    "amount": "numeric",
     "squares": "numeric",
 }
 _STAGING = (
@@ -198,6 +211,7 @@ def _apply(events: Sequence[CartEvent]) -> None:
         if known is not None and event.schema_version < known.version:
             data = event_types.upcast(event.type, event.schema_version, dict(data))
         fold(fact, event, data, zones[event.store_id], counters)
+        amounts_check(fact)
     windows = _campaign_windows(f.campaign_id for f in facts.values() if f.campaign_id)
     for key, fact in facts.items():
         derive(fact, windows, zones[key[0]])

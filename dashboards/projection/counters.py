@@ -235,7 +235,8 @@ def contributions(fact: Fact) -> dict[CartKey, list[int]]:
         add(SCORE, fact.scored_day, None, key=band, amount=round(fact.score * SCORE_MICROS))
         if (
             fact.converted_at is not None
-            and fact.converted_at <= fact.scored_at + OBSERVATION_WINDOW
+            # A difference, not a sum: no overflow near the end of the calendar.
+            and fact.converted_at - fact.scored_at <= OBSERVATION_WINDOW
         ):
             add(SCORE_ORDERED, fact.scored_day, None, key=band)
     return out

@@ -1,5 +1,9 @@
 """Folding one event into its cart's row, and what follows from the row and its campaign's
-windows (``derive``). Pure: no ORM, no clock; the caller supplies the store's zone."""
+windows (``derive``). Pure: no ORM, no clock; the caller supplies the store's zone.
+
+Total over what the log may hold: a time or an amount the row cannot represent raises
+``Unrepresentable`` (the projector dead-letters the event), never an error deep in a later
+computation or in the database."""
 
 from __future__ import annotations
 
@@ -27,7 +31,20 @@ from dashboards.projection.counters import (
     STEP_METRICS,
     Counters,
 )
-from dashboards.projection.row import Fact, as_id, as_int, as_score, as_text, local, parse_time
+from dashboards.projection.row import (
+    MAX_COUNT,
+    Fact,
+    Unrepresentable,
+    amount_in_range,
+    as_id,
+    as_int,
+    as_score,
+    as_text,
+    in_range,
+    local,
+    parse_time,
+    plus,
+)
 
 if TYPE_CHECKING:
     from carts.models import CartEvent
@@ -38,48 +55,69 @@ _ACTIVITY_PREFIXES = ("cart.", "page.", "checkout.", "coupon.", "shopper.", "ord
 DEFAULT_ATTRIBUTION_HOURS = 72
 
 
-def _set_lines(fact: Fact, lines: list[list[Any]]) -> None:
-    fact.lines = lines
-    fact.item_count = sum(as_int(line[2]) for line in lines)
-    fact.value = sum(as_int(line[2]) * as_int(line[3]) for line in lines)
+def _skus(fact: Fact) -> dict[str, list[Any]]:
+    """The fact's lines by SKU (the same list objects), built once per batch."""
+    skus = fact.skus
+    if skus is None:
+        skus = fact.skus = {str(line[0]): line for line in fact.lines}
+    return skus
+
+
+def _line_set(fact: Fact, line: list[Any], quantity: int, price: int) -> None:
+    """Set a line's quantity and unit price in place, moving the cart's running totals by the
+    difference (so an item event costs the same whatever the cart's line count)."""
+    old_quantity = as_int(line[2])
+    fact.item_count += quantity - old_quantity
+    fact.value += quantity * price - old_quantity * as_int(line[3])
+    line[2], line[3] = quantity, price
+
+
+def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
+    """The cart's lines after an item event (as carts/projections.py folds them), updated in
+    place: nothing is copied, the line is found by its SKU."""
+    sku = str(data.get("sku", ""))
+    skus = _skus(fact)
+    line = skus.get(sku)
+    if event_type == "cart.item_added":
+        quantity, price = as_int(data.get("quantity")), as_int(data.get("unit_price"))
+        if line is not None:
+            _line_set(fact, line, as_int(line[2]) + quantity, price)
+        else:
+            name = str(data.get("name", ""))
+            line = [sku, name, 0, 0, str(data.get("category", "") or "")]
+            fact.lines.append(line)
+            skus[sku] = line
+            _line_set(fact, line, quantity, price)
+        if not fact.currency and data.get("currency"):
+            fact.currency = as_text(data["currency"], 3)
+    elif line is not None:
+        if event_type == "cart.item_removed":
+            remaining = as_int(line[2]) - (as_int(data.get("quantity")) or 10**9)
+        else:
+            remaining = as_int(data.get("quantity"))
+        if remaining <= 0:
+            _line_set(fact, line, 0, 0)
+            fact.lines.remove(line)
+            del skus[sku]
+        else:
+            _line_set(fact, line, remaining, as_int(line[3]))
+    amount_in_range(fact.value, "cart value")
+    if not -MAX_COUNT <= fact.item_count <= MAX_COUNT:
+        raise Unrepresentable(f"item count out of range: {fact.item_count}")
     if fact.value > fact.peak_value:
         fact.peak_value = fact.value
     if fact.item_count > 0:
         fact.had_items = True
 
 
-def _line_index(lines: list[list[Any]], sku: str) -> int:
-    for i, line in enumerate(lines):
-        if line[0] == sku:
-            return i
-    return -1
-
-
-def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
-    """The cart's lines after an item event (as carts/projections.py folds them)."""
-    sku = str(data.get("sku", ""))
-    lines = [list(line) for line in fact.lines]
-    i = _line_index(lines, sku)
-    if event_type == "cart.item_added":
-        quantity, price = as_int(data.get("quantity")), as_int(data.get("unit_price"))
-        if i >= 0:
-            lines[i][2] = as_int(lines[i][2]) + quantity
-            lines[i][3] = price
-        else:
-            name = str(data.get("name", ""))
-            lines.append([sku, name, quantity, price, str(data.get("category", "") or "")])
-        if not fact.currency and data.get("currency"):
-            fact.currency = as_text(data["currency"], 3)
-    elif i >= 0:
-        if event_type == "cart.item_removed":
-            remaining = as_int(lines[i][2]) - (as_int(data.get("quantity")) or 10**9)
-        else:
-            remaining = as_int(data.get("quantity"))
-        if remaining <= 0:
-            del lines[i]
-        else:
-            lines[i][2] = remaining
-    _set_lines(fact, lines)
+def amounts_check(fact: Fact) -> None:
+    """Unrepresentable when an amount of the row is past MAX_AMOUNT (its columns are int8, and
+    a cohort's squares of net amounts must fit their numeric)."""
+    amount_in_range(fact.value, "cart value")
+    if fact.order_total is not None:
+        amount_in_range(fact.order_total, "order total")
+    amount_in_range(fact.refunded, "refunded amount")
+    amount_in_range(fact.discount, "discount")
 
 
 def _settle_abandonment(fact: Fact, at: datetime, zone: ZoneInfo) -> None:
@@ -92,7 +130,7 @@ def _settle_abandonment(fact: Fact, at: datetime, zone: ZoneInfo) -> None:
 
 def _prospective(fact: Fact) -> datetime | None:
     if fact.converted_at is None and fact.item_count > 0 and fact.last_activity_at is not None:
-        return fact.last_activity_at + ABANDONMENT_WINDOW
+        return plus(fact.last_activity_at, ABANDONMENT_WINDOW, "prospective abandonment")
     return None
 
 
@@ -103,9 +141,11 @@ def _campaign_of(data: Mapping[str, Any], fact: Fact) -> int:
 def fold(
     fact: Fact, event: CartEvent, data: Mapping[str, Any], zone: ZoneInfo, counters: Counters
 ) -> None:
-    """One event into its cart's fact; event counters into ``counters``."""
+    """One event into its cart's fact; event counters into ``counters``. Unrepresentable when
+    the event's time or an amount it leads to cannot be held (the fact is then half-folded:
+    the caller discards it)."""
     event_type = event.type
-    at = event.occurred_at
+    at = in_range(event.occurred_at, "occurred_at")
     store = fact.store_id
     if not event_type.startswith(_SYSTEM_PREFIXES):
         if fact.started_at is None:
@@ -264,7 +304,7 @@ def _fold_enrolled(fact: Fact, at: datetime, data: Mapping[str, Any], zone: Zone
     fact.campaign_id = as_id(data.get("campaign")) or None
     fact.holdout = bool(data.get("holdout"))
     fact.enrolled_at = at
-    abandoned = parse_time(data.get("abandoned_at")) or at
+    abandoned = in_range(parse_time(data.get("abandoned_at")) or at, "abandoned_at")
     fact.enrolled_abandoned_at = abandoned
     fact.enrolled_day = local(abandoned, zone)[0]
     score = as_score(data.get("score"))
@@ -304,8 +344,9 @@ def derive(fact: Fact, windows: Mapping[int, tuple[int, int]], zone: ZoneInfo) -
         return
     abandoned = fact.enrolled_abandoned_at
     if abandoned is not None:
+        # Differences, not sums: a campaign's window may reach past the end of the calendar.
         window = timedelta(hours=hours, minutes=delay)
-        fact.converted_in_window = abandoned < converted <= abandoned + window
+        fact.converted_in_window = abandoned < converted and converted - abandoned <= window
     if fact.holdout:
         return
     # The last touch strictly before the order gets the credit (campaigns.attribution).

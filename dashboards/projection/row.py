@@ -6,11 +6,56 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from carts.validation import MAX_MONEY
+
+
+class Unrepresentable(ValueError):
+    """A value of an event that the read model cannot hold: a time too near either end of the
+    calendar, an amount past MAX_AMOUNT. The projector dead-letters the event (docs/operations.md)
+    instead of failing later, deep in a computation or in the database."""
+
+
+# Times the read model holds: a day clear of either end of Python's calendar, so that a local
+# time in any zone (offsets are under a day) and the abandonment and observation windows (at most
+# a day) can be computed from any of them.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+# Amounts of one cart (value, order total, refunds, discount), in minor units: a thousand times
+# the largest amount one field of an event may carry. The int8 columns hold over 9,000 of these;
+# the counters that sum them over carts are numeric.
+MAX_AMOUNT = 1000 * MAX_MONEY
+MAX_COUNT = 2**31 - 1  # item counts (an int column)
+
 # -- time and payload values --------------------------------------------------------------------
+
+
+def in_range(at: datetime, what: str) -> datetime:
+    """``at``, or Unrepresentable when it is outside EARLIEST..LATEST."""
+    if not EARLIEST <= at <= LATEST:
+        raise Unrepresentable(
+            f"{what} out of range: {at.isoformat()} (the dashboards hold "
+            f"{EARLIEST.date()} to {LATEST.date()})"
+        )
+    return at
+
+
+def plus(at: datetime, delta: timedelta, what: str) -> datetime:
+    """``at + delta``, or Unrepresentable (never OverflowError) past the calendar's end."""
+    try:
+        return in_range(at + delta, what)
+    except OverflowError:
+        raise Unrepresentable(f"{what} out of range: {at.isoformat()} + {delta}") from None
+
+
+def amount_in_range(value: int, what: str) -> int:
+    """``value``, or Unrepresentable when its magnitude exceeds MAX_AMOUNT."""
+    if not -MAX_AMOUNT <= value <= MAX_AMOUNT:
+        raise Unrepresentable(f"{what} out of range: {value} (at most {MAX_AMOUNT} minor units)")
+    return value
 
 
 def zone_of(name: str | None) -> ZoneInfo:
@@ -24,8 +69,9 @@ def zone_of(name: str | None) -> ZoneInfo:
 
 
 def local(at: datetime, zone: ZoneInfo) -> tuple[date, int]:
-    """The local day and hour of ``at`` in ``zone``."""
-    t = at.astimezone(zone)
+    """The local day and hour of ``at`` in ``zone`` (Unrepresentable outside EARLIEST..LATEST,
+    where the conversion could overflow)."""
+    t = in_range(at, "time").astimezone(zone)
     return t.date(), t.hour
 
 
@@ -133,7 +179,8 @@ JSON_COLUMNS = {name for name, kind in COLUMNS.items() if kind == "jsonb"}
 class Fact:
     """A CartFact row in memory while a batch is folded into it."""
 
-    __slots__ = tuple(COLUMNS)
+    # ``skus``: not a column; the lines by SKU while a batch is folded (built on first use).
+    __slots__ = (*COLUMNS, "skus")
 
     store_id: int
     cart: str
@@ -185,10 +232,12 @@ class Fact:
     offers_accepted: int
     offers: dict[str, list[Any]]
     clicked: list[int]
+    skus: dict[str, list[Any]] | None
 
     def __init__(self, store_id: int, cart: str) -> None:
         for name in COLUMNS:
             setattr(self, name, None)
+        self.skus = None
         self.store_id, self.cart = store_id, cart
         self.currency = self.discount_currency = ""
         self.last_touch_channel = self.credit_channel = ""
@@ -202,6 +251,7 @@ class Fact:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Fact:
         fact = cls.__new__(cls)
+        fact.skus = None
         for name, value in zip(COLUMNS, row, strict=True):
             if name in JSON_COLUMNS and isinstance(value, str):
                 value = json.loads(value)
