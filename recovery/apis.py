@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import exceptions, permissions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -134,11 +139,21 @@ def _preflight(request: Request) -> Response:
     return _cors(response, request.headers.get("Origin"))
 
 
+_GRANT_HELP = (
+    "For a cart the shop's server made: its browser grant (POST /api/v1/carts/{cart}/"
+    "browser-grant, or computed with the webhook secret; docs/snippet.md)."
+)
+
+
 class _SessionIn(serializers.Serializer):
     publishable_key = serializers.CharField(max_length=128)
     cart = serializers.RegexField(
-        CART_TOKEN_PATTERN, required=False, help_text="Omit for a new cart token."
+        CART_TOKEN_PATTERN,
+        required=False,
+        help_text="Omit for a new cart token. Otherwise a token minted by an earlier session of "
+        "this store, or a cart granted with `grant`.",
     )
+    grant = serializers.CharField(max_length=128, required=False, help_text=_GRANT_HELP)
 
 
 class SessionOut(serializers.Serializer):
@@ -147,6 +162,12 @@ class SessionOut(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     expires_in = serializers.IntegerField()
     ws_path = serializers.CharField()
+    grant = serializers.CharField(
+        allow_null=True,
+        help_text="For a cart opened with a grant: a renewed grant (use it for the next session "
+        "and the offers call); null otherwise.",
+    )
+    grant_expires_at = serializers.DateTimeField(allow_null=True)
 
 
 class _BadKey(exceptions.APIException):
@@ -189,6 +210,26 @@ class _BrowserApi(APIView):
         return _cors(response, self.request.headers.get("Origin"))
 
 
+def _cart_not_allowed() -> exceptions.PermissionDenied:
+    return exceptions.PermissionDenied(
+        {
+            "code": "cart_not_allowed",
+            "detail": "The publishable key opens only carts its sessions made (c_ tokens) or "
+            "carts the shop's server granted: send the cart's grant, or start a new cart.",
+        }
+    )
+
+
+_REFUSALS = {
+    401: OpenApiResponse(description="Unknown or revoked publishable key."),
+    403: OpenApiResponse(
+        description='{"code": "origin_not_allowed"}: the Origin is not in the store\'s list; '
+        '{"code": "cart_not_allowed"}: the cart was not made by this store\'s browser sessions '
+        "and no valid grant for it was given."
+    ),
+}
+
+
 def _origin_not_allowed() -> exceptions.PermissionDenied:
     return exceptions.PermissionDenied(
         {
@@ -204,7 +245,11 @@ class ShopperSessionsApi(_BrowserApi):
         operation_id="shopper_session_open",
         summary="A single-use websocket ticket for a cart (publishable key, allowed Origin).",
         request=_SessionIn,
-        responses={201: SessionOut},
+        responses={
+            201: SessionOut,
+            400: OpenApiResponse(description='Field errors, e.g. {"cart": ["..."]}.'),
+            **_REFUSALS,
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -215,17 +260,22 @@ class ShopperSessionsApi(_BrowserApi):
             opened = live.shopper_session_open(
                 store=store,
                 cart=params.validated_data.get("cart"),
+                grant=params.validated_data.get("grant"),
                 origin=origin,
                 now=timezone.now(),
             )
         except live.OriginNotAllowed:
             raise _origin_not_allowed() from None
+        except live.CartNotAllowed:
+            raise _cart_not_allowed() from None
         body = {
             "ticket": opened.ticket,
             "cart": opened.cart,
             "expires_at": opened.expires_at,
             "expires_in": opened.expires_in,
             "ws_path": "/ws/v1/shopper/",
+            "grant": opened.grant.grant if opened.grant else None,
+            "grant_expires_at": opened.grant.expires_at if opened.grant else None,
         }
         return _cors(Response(SessionOut(body).data, status=201), origin)
 
@@ -233,6 +283,7 @@ class ShopperSessionsApi(_BrowserApi):
 class _OffersParams(serializers.Serializer):
     publishable_key = serializers.CharField(max_length=128)
     cart = serializers.RegexField(CART_TOKEN_PATTERN)
+    grant = serializers.CharField(max_length=128, required=False)
 
 
 class ShopperOffersApi(_BrowserApi):
@@ -241,9 +292,20 @@ class ShopperOffersApi(_BrowserApi):
         summary="The cart's pending (unacknowledged, unexpired) offers.",
         parameters=[
             OpenApiParameter("publishable_key", str, required=True),
-            OpenApiParameter("cart", str, required=True),
+            OpenApiParameter(
+                "cart",
+                str,
+                required=True,
+                description="A token minted by this store's sessions, or a cart granted with "
+                "`grant`.",
+            ),
+            OpenApiParameter("grant", str, description=_GRANT_HELP),
         ],
-        responses=inline_serializer("PendingOffers", {"offers": serializers.ListField()}),
+        responses={
+            200: inline_serializer("PendingOffers", {"offers": serializers.ListField()}),
+            400: OpenApiResponse(description="Field errors."),
+            **_REFUSALS,
+        },
         auth=[],
     )
     def get(self, request: Request) -> Response:
@@ -252,8 +314,14 @@ class ShopperOffersApi(_BrowserApi):
         store, origin = _store_and_origin(request, params.validated_data["publishable_key"])
         try:
             offers = live.shopper_offers_pending(
-                store=store, cart=params.validated_data["cart"], origin=origin, now=timezone.now()
+                store=store,
+                cart=params.validated_data["cart"],
+                grant=params.validated_data.get("grant"),
+                origin=origin,
+                now=timezone.now(),
             )
         except live.OriginNotAllowed:
             raise _origin_not_allowed() from None
+        except live.CartNotAllowed:
+            raise _cart_not_allowed() from None
         return _cors(Response({"offers": offers}), origin)

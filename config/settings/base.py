@@ -6,15 +6,27 @@ from config import env
 
 BASE_DIR = env.BASE_DIR
 
+# Secrets have no default here: a process without them refuses to start (ImproperlyConfigured).
+# config/settings/local.py (make run) supplies generated ones from var/secrets.json and
+# config/settings/test.py random ones per test process; the environment overrides both.
+SECRET_KEY = env.get_secret(
+    "DJANGO_SECRET_KEY", purpose="Django's SECRET_KEY (sessions, CSRF, webhook secrets)"
+)
+# Former keys still accepted for sessions and Django's own signatures while rotating.
+SECRET_KEY_FALLBACKS = env.get_list("DJANGO_SECRET_KEY_FALLBACKS")
+DEBUG = env.get_bool("DJANGO_DEBUG", False)
+# Signing keys of their own, independent of SECRET_KEY, newest first (the first signs, every one
+# verifies: rotation). Shopper tickets, browser-minted cart tokens and browser cart grants:
+RECOVERY_TICKET_KEYS = env.get_secret_list(
+    "RECOVERY_TICKET_KEYS", purpose="the keys of shopper tickets and cart grants, newest first"
+)
+# Links in campaign emails (restore, unsubscribe, don't remind me, open pixel):
+CAMPAIGNS_LINK_KEYS = env.get_secret_list(
+    "CAMPAIGNS_LINK_KEYS", purpose="the keys of links in campaign emails, newest first"
+)
+# (After the secrets: a process without them stops before starting embedded servers.)
 SERVICES = env.services()
 
-SECRET_KEY = env.get_str("DJANGO_SECRET_KEY", "dev-insecure-change-me-" + "x" * 32)
-DEBUG = env.get_bool("DJANGO_DEBUG", False)
-# Signing keys of their own, newest first (the first signs, every one verifies: rotation).
-# Shopper tickets, browser-minted cart tokens and browser cart grants:
-RECOVERY_TICKET_KEYS = [SECRET_KEY + ":recovery.tickets"]
-# Links in campaign emails (restore, unsubscribe, don't remind me, open pixel):
-CAMPAIGNS_LINK_KEYS = [SECRET_KEY + ":campaigns.links"]
 ALLOWED_HOSTS = [
     h for h in env.get_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h
 ]
@@ -37,6 +49,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.LengthRequiredMiddleware",  # a chunked body with no length: 411
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin, API docs and snippet assets
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -135,6 +148,14 @@ CARTS_MAX_BATCH = 1000
 CARTS_RATE_LIMIT_PER_MINUTE = env.get_int("CARTS_RATE_LIMIT_PER_MINUTE", 60_000)
 # Redis pub/sub wake-ups for tailing readers; with them off, readers rely on polling alone.
 CARTS_HINTS = env.get_bool("CARTS_HINTS", True)
+# Where an event's occurred_at may fall, around the server's clock (docs/api.md, "Bounds"): events
+# from the store's server (POST /api/v1/events) up to this many days back, from a shopper's browser
+# (the shopper websocket) this many; both at most this many minutes ahead.
+CARTS_SERVER_PAST_DAYS = env.get_int("CARTS_SERVER_PAST_DAYS", 400)
+CARTS_BROWSER_PAST_DAYS = env.get_int("CARTS_BROWSER_PAST_DAYS", 30)
+CARTS_FUTURE_MINUTES = env.get_int("CARTS_FUTURE_MINUTES", 10)
+# How long a browser grant (POST /api/v1/carts/{cart}/browser-grant, carts/grants.py) is valid.
+CARTS_BROWSER_GRANT_SECONDS = env.get_int("CARTS_BROWSER_GRANT_SECONDS", 15 * 60)
 
 # Scoring (recovery/serving.py): how long a process trusts its cached choice of a store's active
 # model before asking the database again; a newly activated model is live within this.
@@ -151,7 +172,8 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSONParser, with nesting bounded (400 parse_error, not a 500 from RecursionError).
+    "DEFAULT_PARSER_CLASSES": ["carts.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -168,6 +190,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two serializers have a "kind" choice field: name their enums apart.
+    "ENUM_NAME_OVERRIDES": {
+        "CouponKindEnum": ["percent", "fixed", "free_shipping"],
+        "FigureKindEnum": ["count", "money", "rate"],
+    },
 }
 
 CELERY_BROKER_URL = env.celery_broker_url(REDIS_URL)
