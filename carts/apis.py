@@ -6,7 +6,13 @@ from typing import Annotated, Any, NotRequired
 from uuid import UUID
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,11 +32,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from typing_extensions import TypedDict
 
-from carts import event_types, selectors, services
+from carts import event_types, grants, selectors, services
 from carts.auth import StoreRateThrottle
 from carts.errors import EventInvalid
-from carts.models import CartState
+from carts.models import CartState, Store
 from carts.validation import (
+    CART_TOKEN_PATTERN,
     NOT_BOOL,
     STRICT,
     CartToken,
@@ -325,3 +332,44 @@ class CartEventsApi(APIView):
 class _HistoryParams(serializers.Serializer):
     after = serializers.IntegerField(min_value=0, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=1000)
+
+
+class BrowserGrantOut(serializers.Serializer):
+    grant = serializers.CharField(
+        help_text="g1.<expiry>.<hex HMAC-SHA256(webhook secret, '<store id>:<cart>:<expiry>')>: "
+        "give it to the page (the snippet's data-grant) to open this cart with the publishable key."
+    )
+    cart = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    expires_in = serializers.IntegerField()
+
+
+class _CartTokenIn(serializers.Serializer):
+    cart = serializers.RegexField(CART_TOKEN_PATTERN)
+
+
+class BrowserGrantApi(APIView):
+    throttle_classes = [StoreRateThrottle]
+
+    @extend_schema(
+        operation_id="cart_browser_grant",
+        summary="A short-lived grant that lets the shop's page open this cart with the "
+        "publishable key (docs/snippet.md).",
+        request=None,
+        responses={
+            200: BrowserGrantOut,
+            400: OpenApiResponse(description="The cart token is not a valid token."),
+        },
+    )
+    def post(self, request: Request, cart: str) -> Response:
+        _CartTokenIn(data={"cart": cart}).is_valid(raise_exception=True)
+        store = request.auth
+        assert isinstance(store, Store)  # IsStore
+        granted = grants.browser_grant_issue(store=store, cart=cart, now=timezone.now())
+        body = {
+            "grant": granted.grant,
+            "cart": granted.cart,
+            "expires_at": granted.expires_at,
+            "expires_in": granted.expires_in,
+        }
+        return Response(BrowserGrantOut(body).data)

@@ -19,13 +19,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from campaigns.selectors import OnsiteOffer, onsite_offer_for_store, reminders_declined
-from carts import event_types, redis_client, selectors
+from carts import event_types, grants, redis_client, selectors
 from carts.apis import events_in
 from carts.errors import EventIdConflict
 from carts.models import CartEvent, Store, StoreKey
 from carts.origins import origin_allowed, origin_normalise
 from carts.services import Appended, NewEvent, Reacting, events_append
-from recovery import features, offers, tickets
+from recovery import cart_tokens, features, offers, tickets
 from recovery.serving import inner_accumulator
 
 OFFER_DECIDED = "recovery.offer_decided"
@@ -58,6 +58,11 @@ class UnknownOffer(Exception):
     pass
 
 
+class CartNotAllowed(Exception):
+    """The publishable key may not open this cart: not minted by the browser for this store,
+    and no valid grant (docs/websocket.md)."""
+
+
 class CrossStoreTicket(tickets.TicketError):
     code = 4406
 
@@ -82,16 +87,13 @@ def origin_known(origin: str | None) -> bool:
     return Store.objects.filter(allowed_origins__contains=[normal]).exists()
 
 
-def new_cart_token() -> str:
-    return "c_" + secrets.token_urlsafe(18)
-
-
 @dataclass(frozen=True, slots=True)
 class SessionTicket:
     ticket: str
     cart: str
     expires_at: datetime
     expires_in: int
+    grant: grants.Grant | None = None  # a renewed grant, for a cart opened with one
 
 
 def origin_check(*, store: Store, origin: str | None) -> None:
@@ -100,26 +102,52 @@ def origin_check(*, store: Store, origin: str | None) -> None:
         raise OriginNotAllowed(f"Origin {origin!r} is not allowed for this store.")
 
 
+def cart_allowed(*, store: Store, cart: str, grant: str | None, now: datetime) -> bool:
+    """Whether the publishable key may open this cart: a token the browser minted for this store,
+    or a cart the shop's server granted (a valid, unexpired grant for this store and cart)."""
+    return cart_tokens.cart_token_minted(store_id=store.pk, token=cart) or (
+        grant is not None
+        and grants.browser_grant_valid(store=store, cart=cart, grant=grant, now=now)
+    )
+
+
 def shopper_offers_pending(
-    *, store: Store, cart: str, origin: str | None, now: datetime
+    *, store: Store, cart: str, grant: str | None, origin: str | None, now: datetime
 ) -> list[dict]:
-    """pending_offers, for the storefront (its origin checked like a session's)."""
+    """pending_offers, for the storefront (its origin checked like a session's, and its right
+    to the cart: CartNotAllowed)."""
     origin_check(store=store, origin=origin)
+    if not cart_allowed(store=store, cart=cart, grant=grant, now=now):
+        raise CartNotAllowed(cart)
     return pending_offers(store_id=store.pk, cart=cart, now=now)
 
 
 def shopper_session_open(
-    *, store: Store, cart: str | None, origin: str | None, now: datetime
+    *, store: Store, cart: str | None, grant: str | None, origin: str | None, now: datetime
 ) -> SessionTicket:
-    """A ticket for one websocket of this cart (a new cart token when none is given)."""
+    """A ticket for one websocket of this cart; without a cart, a newly minted token. A given
+    cart must be one the browser minted for this store or one granted to it (else
+    CartNotAllowed); a cart opened with a grant gets a renewed grant with its ticket."""
     origin_check(store=store, origin=origin)
-    token = cart or new_cart_token()
+    renewed = None
+    if cart is None:
+        token = cart_tokens.cart_token_mint(store_id=store.pk)
+    elif cart_tokens.cart_token_minted(store_id=store.pk, token=cart):
+        token = cart
+    elif grant is not None and grants.browser_grant_valid(
+        store=store, cart=cart, grant=grant, now=now
+    ):
+        token = cart
+        renewed = grants.browser_grant_issue(store=store, cart=cart, now=now)
+    else:
+        raise CartNotAllowed(cart)
     ttl = tickets.TTL_SECONDS
     return SessionTicket(
         tickets.ticket_issue(store_id=store.pk, cart=token),
         token,
         now + timedelta(seconds=ttl),
         ttl,
+        renewed,
     )
 
 

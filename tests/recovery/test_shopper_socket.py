@@ -17,7 +17,7 @@ from campaigns.models import Campaign, Tier
 from carts.models import CartEvent
 from carts.services import store_create, store_origins_add
 from config.asgi import application
-from recovery import live, offers, serving, tickets
+from recovery import cart_tokens, live, offers, serving, tickets
 from tests.conftest import item
 
 ORIGIN = "http://shop.test"
@@ -198,20 +198,21 @@ async def test_no_campaign_and_empty_cart_are_recorded_reasons(committed_db):
 async def test_unacked_offers_come_back_on_reconnect_and_over_http(committed_db):
     s = await shop()
     store_id = s["store"].pk
-    socket = await hello(store_id, "cart-r")
+    cart = cart_tokens.cart_token_mint(store_id=store_id)  # a cart the browser minted
+    socket = await hello(store_id, cart)
     await send_event(socket, "cart.item_added", item())
     offer = (await send_event(socket, "shopper.exit_intent", {"trigger": "mouse_leave"}))[0]
     await socket.disconnect()  # dropped before the browser acked
 
     client = Client()
     url = "/api/v1/shopper-sessions/offers"
-    query = {"publishable_key": s["creds"].publishable_key, "cart": "cart-r"}
+    query = {"publishable_key": s["creds"].publishable_key, "cart": cart}
     pending = await sync_to_async(client.get)(url, query, HTTP_ORIGIN=ORIGIN)
     assert pending.status_code == 200
     assert [o["id"] for o in pending.json()["offers"]] == [offer["id"]]
 
     again = await connect()
-    ticket = tickets.ticket_issue(store_id=store_id, cart="cart-r")
+    ticket = tickets.ticket_issue(store_id=store_id, cart=cart)
     await again.send_json_to({"type": "hello", "ticket": ticket})
     assert (await again.receive_json_from(timeout=5))["type"] == "welcome"
     resent = await again.receive_json_from(timeout=5)
@@ -222,11 +223,11 @@ async def test_unacked_offers_come_back_on_reconnect_and_over_http(committed_db)
     assert (await again.receive_json_from(timeout=5))["type"] == "pong"  # the acks were handled
     await again.disconnect()
 
-    log = [t for t, _ in await log_types(store_id, "cart-r")]
+    log = [t for t, _ in await log_types(store_id, cart)]
     assert log[-2:] == ["recovery.offer_decided", "recovery.offer_accepted"]  # acks: off the log
     pending = await sync_to_async(client.get)(url, query, HTTP_ORIGIN=ORIGIN)
     assert pending.json()["offers"] == []
-    third = await hello(store_id, "cart-r")
+    third = await hello(store_id, cart)
     assert await third.receive_nothing(timeout=0.3)  # nothing pending any more
     await third.disconnect()
 
@@ -383,3 +384,46 @@ async def test_an_idle_socket_stays_open(committed_db):
     await live.offer_push_async(store_id=s["store"].pk, cart="idle", offer={"id": "late"})
     assert (await socket.receive_json_from(timeout=5))["id"] == "late"
     await socket.disconnect()
+
+
+def _session(creds, body: dict):
+    return Client().post(
+        "/api/v1/shopper-sessions",
+        {"publishable_key": creds.publishable_key, **body},
+        content_type="application/json",
+        headers={"Origin": ORIGIN},
+    )
+
+
+async def test_the_browser_writes_to_a_server_made_cart_only_with_the_servers_grant(committed_db):
+    """Security review 2, finding 3: the publishable key gets no ticket for a cart the shop's
+    server made; with the server's grant it does, and the socket appends to that cart."""
+    s = await shop()
+    store_id, creds = s["store"].pk, s["creds"]
+    auth = {"Authorization": f"Bearer {creds.secret_key}"}
+    made = await sync_to_async(Client().post)(
+        "/api/v1/events",
+        {**ev("cart.item_added", item())["event"], "cart": "order-77"},
+        content_type="application/json",
+        headers=auth,
+    )
+    assert made.status_code == 201
+
+    refused = await sync_to_async(_session)(creds, {"cart": "order-77"})
+    assert refused.status_code == 403 and refused.json()["code"] == "cart_not_allowed"
+
+    grant = await sync_to_async(Client().post)("/api/v1/carts/order-77/browser-grant", headers=auth)
+    opened = await sync_to_async(_session)(
+        creds, {"cart": "order-77", "grant": grant.json()["grant"]}
+    )
+    assert opened.status_code == 201
+    socket = await connect()
+    await socket.send_json_to({"type": "hello", "ticket": opened.json()["ticket"]})
+    assert (await socket.receive_json_from(timeout=5))["cart"] == "order-77"
+    [answer] = await send_event(socket, "checkout.started")
+    assert answer["type"] == "appended" and answer["version"] == 2
+    await socket.disconnect()
+    assert [t for t, _ in await log_types(store_id, "order-77")] == [
+        "cart.item_added",
+        "checkout.started",
+    ]
