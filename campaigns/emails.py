@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,7 +38,7 @@ from campaigns.models import CampaignSettings, Coupon, Step, Tier
 from carts import money
 from carts.models import CartState, Store
 
-PREVIEW_STEP_ID = 0  # links in a preview carry this id, which no step has
+PREVIEW_LINK_ID = uuid.UUID(int=0)  # links in a preview carry this id, which no step has
 SAMPLE_CODE = "SAMPLE-7K2M9Q"
 
 
@@ -216,7 +217,7 @@ class _Rendered:
 
 def _context(
     *,
-    step_id: int,
+    link_id: uuid.UUID,
     settings: CampaignSettings,
     store: Store,
     cart: CartState,
@@ -224,7 +225,7 @@ def _context(
 ) -> dict[str, Any]:
     code = coupon.code if coupon is not None else ""
     if settings.track_clicks:
-        restore = links.restore_url(step_id)
+        restore = links.restore_url(link_id)
     else:
         restore = cart_url(settings=settings, store=store, cart=cart, items=cart.items, code=code)
     return {
@@ -246,14 +247,14 @@ def _context(
 
 def _render_email(
     *,
-    step_id: int,
+    link_id: uuid.UUID,
     tier: Tier,
     settings: CampaignSettings,
     store: Store,
     cart: CartState,
     coupon: Coupon | None,
 ) -> _Rendered:
-    context = _context(step_id=step_id, settings=settings, store=store, cart=cart, coupon=coupon)
+    context = _context(link_id=link_id, settings=settings, store=store, cart=cart, coupon=coupon)
     subject = _subject(
         _render(tier.subject_template, context, autoescape=False),
         fallback=f"Your cart at {store.name}",
@@ -267,9 +268,9 @@ def _render_email(
         "code": context["code"],
         "restore_url": context["restore_url"],
         "cta_label": tier.cta_label or "Back to my cart",
-        "unsubscribe_url": links.unsubscribe_url(step_id),
-        "stop_url": links.stop_url(step_id),
-        "open_pixel_url": links.open_pixel_url(step_id) if settings.track_opens else "",
+        "unsubscribe_url": links.unsubscribe_url(link_id),
+        "stop_url": links.stop_url(link_id),
+        "open_pixel_url": links.open_pixel_url(link_id) if settings.track_opens else "",
     }
     text = render_to_string(
         "campaigns/email.txt",
@@ -306,7 +307,7 @@ def step_email(
     one-click unsubscribe headers (RFC 8058) and a Message-ID that is the same on every attempt.
     ``now`` is unused for now: nothing in the message depends on the time it is built."""
     rendered = _render_email(
-        step_id=step.pk, tier=tier, settings=settings, store=store, cart=cart, coupon=coupon
+        link_id=step.link_id, tier=tier, settings=settings, store=store, cart=cart, coupon=coupon
     )
     message = EmailMultiAlternatives(
         subject=rendered.subject,
@@ -316,7 +317,7 @@ def step_email(
         reply_to=[settings.reply_to] if settings.reply_to else None,
         headers={
             "Message-ID": message_id(step_id=step.pk, store_id=store.pk),
-            "List-Unsubscribe": f"<{links.unsubscribe_url(step.pk)}>",
+            "List-Unsubscribe": f"<{links.unsubscribe_url(step.link_id)}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             "X-Campaign-Step": str(step.pk),
         },
@@ -378,7 +379,7 @@ def email_preview(*, tier: Tier, settings: CampaignSettings, store: Store) -> Em
         expires = timezone.now() + timedelta(hours=tier.code_expiry_hours or 48)
         coupon = _sample_coupon(tier, expires_at=expires)
     rendered = _render_email(
-        step_id=PREVIEW_STEP_ID,
+        link_id=PREVIEW_LINK_ID,
         tier=tier,
         settings=settings,
         store=store,
@@ -400,7 +401,7 @@ def _sample_contexts() -> list[dict[str, Any]]:
         expires_at=timezone.now() + timedelta(hours=48),
     )
     return [
-        _context(step_id=PREVIEW_STEP_ID, settings=settings, store=store, cart=cart, coupon=c)
+        _context(link_id=PREVIEW_LINK_ID, settings=settings, store=store, cart=cart, coupon=c)
         for c in (coupon, None)
     ]
 

@@ -11,6 +11,7 @@ also a ``campaign.*`` event in the log.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -313,6 +314,9 @@ class Step(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=255, blank=True)
+    # What the links in the step's email carry (campaigns/links.py): random, so a link names no
+    # sequential id that could be counted through.
+    link_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
 
     class Meta:
         constraints = [

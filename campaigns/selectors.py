@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from campaigns.models import Campaign, Suppression, Tier
+from campaigns.models import Campaign, Step, Suppression, Tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +70,8 @@ def reminders_declined(*, store_id: int, shopper: str) -> bool:
     return Suppression.objects.filter(
         store_id=store_id, shopper=shopper, kind=Suppression.Kind.DONT_REMIND
     ).exists()
+
+
+def step_id_for_link(*, link_id: uuid.UUID) -> int:
+    """The step whose email carried links with this ``link_id``; Step.DoesNotExist if none."""
+    return Step.objects.filter(link_id=link_id).values_list("pk", flat=True).get()

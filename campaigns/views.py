@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from campaigns import clock, links, tracking
+from campaigns import clock, links, selectors, tracking
 from campaigns.models import Step
 
 # The smallest transparent GIF (1x1, 43 bytes).
@@ -38,11 +38,16 @@ def _bad_link(request: HttpRequest, message: str) -> HttpResponse:
     )
 
 
+def _step_id(token: str, purpose: links.Purpose) -> int:
+    """The step a link names (by its opaque link_id); BadLink or Step.DoesNotExist."""
+    return selectors.step_id_for_link(link_id=links.link_from_token(token, purpose))
+
+
 @require_GET
 def restore(request: HttpRequest, token: str) -> HttpResponse:
     """Record the click and send the shopper to the store's cart."""
     try:
-        step_id = links.step_from_token(token, links.Purpose.RESTORE)
+        step_id = _step_id(token, links.Purpose.RESTORE)
         url = tracking.link_click_record(step_id=step_id, now=clock.now())
     except links.BadLink as exc:
         return _bad_link(request, exc.message)
@@ -55,7 +60,7 @@ def restore(request: HttpRequest, token: str) -> HttpResponse:
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     """Record the open; a 1x1 transparent GIF."""
     try:
-        step_id = links.step_from_token(token, links.Purpose.OPEN)
+        step_id = _step_id(token, links.Purpose.OPEN)
         tracking.email_open_record(step_id=step_id, now=clock.now())
     except links.BadLink as exc:
         return _bad_link(request, exc.message)
@@ -74,7 +79,7 @@ def _confirm_then_act(
 ) -> HttpResponse:
     """GET: a page asking to confirm with a POST; POST: ``act`` and the page saying it is done."""
     try:
-        step_id = links.step_from_token(token, purpose)
+        step_id = _step_id(token, purpose)
         store_name = tracking.step_store_name(step_id=step_id)
         if request.method == "POST":
             act(step_id=step_id, now=clock.now())

@@ -39,6 +39,54 @@ def get_str(name: str, default: str = "") -> str:
     return _get(name, default)
 
 
+def get_list(name: str) -> list[str]:
+    """A comma-separated list (blanks dropped); empty when unset."""
+    return [part.strip() for part in _get(name).split(",") if part.strip()]
+
+
+# Secrets that a settings module supplies when the environment does not: make run's generated
+# var/secrets.json (config/settings/local.py) and the test suite's keys (config/settings/test.py).
+# Never filled in production settings, where an unset secret stops the process.
+_SECRET_DEFAULTS: dict[str, str] = {}
+
+
+def secret_defaults_set(values: dict[str, str]) -> None:
+    """Supply secrets for this process when the environment does not set them."""
+    _SECRET_DEFAULTS.update(values)
+
+
+def export_for_children(values: dict[str, str]) -> None:
+    """Put ``values`` in this process's environment, so the processes it starts inherit them
+    (the test suite's keys, for the servers and workers that tests start)."""
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+
+
+def get_secret(name: str, *, purpose: str) -> str:
+    """A required secret: the environment's, else a settings-supplied default, else the process
+    refuses to start (ImproperlyConfigured naming the variable and what it is for)."""
+    value = _get(name).strip() or _SECRET_DEFAULTS.get(name, "")
+    if not value:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"{name} is not set. It is {purpose}; set it in the environment to a long random "
+            f"value (e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'). "
+            "`make run` (config.settings.local) generates one into var/secrets.json."
+        )
+    return value
+
+
+def get_secret_list(name: str, *, purpose: str) -> list[str]:
+    """A required list of keys, newest first (comma-separated); see get_secret."""
+    keys = [part.strip() for part in get_secret(name, purpose=purpose).split(",") if part.strip()]
+    if not keys:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} names no key: it is {purpose}.")
+    return keys
+
+
 def child_environment(**overrides: str) -> dict[str, str]:
     """This process's environment plus ``overrides``, for the processes ``make run`` starts."""
     return {**os.environ, **overrides}

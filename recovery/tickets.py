@@ -1,8 +1,10 @@
 """Shopper-session tickets: short-lived, single-use, signed, bound to a store and a cart.
 
-A ticket opens one websocket (docs/websocket.md). It is signed with the project's secret (HMAC
-via django.core.signing) with a timestamp; it is used up by recording its nonce in Redis with
-SET NX, so a second use is refused even across processes.
+A ticket opens one websocket (docs/websocket.md). It is signed with a timestamp (HMAC via
+django.core.signing) with keys of its own, ``settings.RECOVERY_TICKET_KEYS``, not the Django
+SECRET_KEY: the first key signs and every listed key verifies, so a key is rotated by putting a
+new one first and dropping the old one once its tickets have expired (seconds). It is used up by
+recording its nonce in Redis with SET NX, so a second use is refused even across processes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core import signing
 
 from carts import redis_client
@@ -48,8 +51,13 @@ class Ticket:
     nonce: str
 
 
+def _signer() -> signing.TimestampSigner:
+    keys: list[str | bytes] = list(settings.RECOVERY_TICKET_KEYS)  # newest first
+    return signing.TimestampSigner(key=keys[0], fallback_keys=keys[1:], salt=SALT)
+
+
 def ticket_issue(*, store_id: int, cart: str) -> str:
-    return signing.dumps({"s": store_id, "c": cart, "n": secrets.token_urlsafe(16)}, salt=SALT)
+    return _signer().sign_object({"s": store_id, "c": cart, "n": secrets.token_urlsafe(16)})
 
 
 def ticket_read(token: str, *, max_age: int | None = None) -> Ticket:
@@ -58,7 +66,7 @@ def ticket_read(token: str, *, max_age: int | None = None) -> Ticket:
     if not isinstance(token, str) or len(token) > 512:
         raise TicketInvalid("The ticket is malformed.")
     try:
-        claims = signing.loads(token, salt=SALT, max_age=max_age)
+        claims = _signer().unsign_object(token, max_age=max_age)
     except signing.SignatureExpired:
         raise TicketExpired("The ticket has expired: ask for a new one.") from None
     except signing.BadSignature:

@@ -1,9 +1,21 @@
-"""Development settings used by ``make run`` and manage.py."""
+"""Development settings used by ``make run`` and manage.py.
 
-from config import env
+Signing keys are generated once per clone into ``var/secrets.json`` (mode 0600; CARTS_VAR_DIR
+moves it) and reused by every process that loads these settings; DJANGO_SECRET_KEY,
+RECOVERY_TICKET_KEYS and CAMPAIGNS_LINK_KEYS in the environment take precedence. DEBUG is off
+unless DJANGO_DEBUG=1: the debug 500 page would echo a request's headers, API keys included.
+"""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config import env, local_secrets
+
+try:
+    env.secret_defaults_set(local_secrets.load_or_create(env.VAR_DIR))
+except local_secrets.LocalSecretsError as exc:
+    raise ImproperlyConfigured(str(exc)) from exc
 
 from .base import *  # noqa: F403
 
-DEBUG = env.get_bool("DJANGO_DEBUG", True)
 # Emails print to the console unless EMAIL_BACKEND says otherwise (e.g. SMTP, see README).
 EMAIL_BACKEND = env.get_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -1,8 +1,18 @@
-"""Settings for the test suite: same real PostgreSQL and Redis, faster password hashing."""
+"""Settings for the test suite: same real PostgreSQL and Redis, faster password hashing.
+
+Test-only keys: each test process makes random signing keys of its own (the environment's win),
+and exports them, so the servers, workers and commands a test starts sign with the same keys.
+"""
 
 import os
 
-from .base import *  # noqa: F403
+from config import env, local_secrets
+
+_keys = local_secrets.generate()
+env.secret_defaults_set(_keys)
+env.export_for_children(_keys)
+
+from .base import *  # noqa: E402, F403
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -59,34 +60,46 @@ def csrf_client() -> Client:
     return Client(enforce_csrf_checks=True)
 
 
+LINK = uuid.UUID("0b5f9a3e-7c41-4d2a-9e1f-5a6b7c8d9e0f")
+OTHER_LINK = uuid.UUID("0b5f9a3e-7c41-4d2a-9e1f-5a6b7c8d9e10")
+
+
 def test_each_link_resolves_to_its_view():
-    assert resolve(_path(links.restore_url(7))).func == views.restore
-    assert resolve(_path(links.open_pixel_url(7))).func == views.open_pixel
-    assert resolve(_path(links.unsubscribe_url(7))).func == views.unsubscribe
-    assert resolve(_path(links.stop_url(7))).func == views.stop
+    assert resolve(_path(links.restore_url(LINK))).func == views.restore
+    assert resolve(_path(links.open_pixel_url(LINK))).func == views.open_pixel
+    assert resolve(_path(links.unsubscribe_url(LINK))).func == views.unsubscribe
+    assert resolve(_path(links.stop_url(LINK))).func == views.stop
 
 
-def test_a_token_carries_its_step_for_its_purpose_only():
-    token = _path(links.unsubscribe_url(42)).removeprefix("/u/")
+def test_a_token_carries_its_link_id_for_its_purpose_only():
+    token = _path(links.unsubscribe_url(LINK)).removeprefix("/u/")
 
-    assert links.step_from_token(token, "unsubscribe") == 42
-    for other_token, purpose in ((token, "stop"), (token.replace("42.", "43."), "unsubscribe")):
+    assert links.link_from_token(token, "unsubscribe") == LINK
+    for other_token, purpose in (
+        (token, "stop"),
+        (token.replace(LINK.hex, OTHER_LINK.hex), "unsubscribe"),
+    ):
         with pytest.raises(links.BadLink) as caught:
-            links.step_from_token(other_token, purpose)
+            links.link_from_token(other_token, purpose)
         assert (caught.value.message, caught.value.expired) == ("This link is not valid.", False)
+
+
+def test_a_link_is_made_from_a_link_id_only_never_a_step_pk():
+    with pytest.raises(TypeError):
+        links.restore_url(42)  # type: ignore[arg-type]
 
 
 def test_a_restore_token_expires_after_60_days_and_an_unsubscribe_token_never(monkeypatch):
     real = time.time()
     monkeypatch.setattr(time, "time", lambda: real - 61 * 86400)
-    restore = _path(links.restore_url(5)).removeprefix("/r/")
-    unsubscribe = _path(links.unsubscribe_url(5)).removeprefix("/u/")
+    restore = _path(links.restore_url(LINK)).removeprefix("/r/")
+    unsubscribe = _path(links.unsubscribe_url(LINK)).removeprefix("/u/")
     monkeypatch.setattr(time, "time", lambda: real)
 
     with pytest.raises(links.BadLink) as caught:
-        links.step_from_token(restore, "restore")
+        links.link_from_token(restore, "restore")
     assert (caught.value.message, caught.value.expired) == ("This link has expired.", True)
-    assert links.step_from_token(unsubscribe, "unsubscribe") == 5
+    assert links.link_from_token(unsubscribe, "unsubscribe") == LINK
 
 
 # Restore and click ------------------------------------------------------------------------------
@@ -113,7 +126,7 @@ def test_a_restore_click_records_one_event_and_redirects_to_the_cart_with_items_
     )
 
     # when the shopper follows the restore link
-    response = client.get(_path(links.restore_url(step.pk)))
+    response = client.get(_path(links.restore_url(step.link_id)))
 
     # then they land on the store's cart with the items and the code, and the click is recorded
     assert response.status_code == 302
@@ -139,7 +152,7 @@ def test_a_used_code_is_not_put_in_the_cart_url(client, store, shop_cart, campai
         redeemed_at=T0 + timedelta(hours=1),
     )
 
-    response = client.get(_path(links.restore_url(step.pk)))
+    response = client.get(_path(links.restore_url(step.link_id)))
 
     assert (response.status_code, response["Location"]) == (302, "https://shop.example/cart")
 
@@ -152,17 +165,17 @@ def _tampered(url: str) -> str:
 
 
 TAMPERED = {
-    "restore, signature changed": lambda step: _tampered(links.restore_url(step.pk)),
-    "restore, another step": lambda step: _path(links.restore_url(step.pk)).replace(
-        f"/r/{step.pk}.", f"/r/{step.pk + 1}."
+    "restore, signature changed": lambda step: _tampered(links.restore_url(step.link_id)),
+    "restore, another step": lambda step: _path(links.restore_url(step.link_id)).replace(
+        f"/r/{step.link_id.hex}.", f"/r/{OTHER_LINK.hex}."
     ),
-    "restore, a stop token": lambda step: _path(links.stop_url(step.pk)).removesuffix("/stop"),
-    "pixel, signature changed": lambda step: _tampered(links.open_pixel_url(step.pk)),
-    "unsubscribe, signature changed": lambda step: _tampered(links.unsubscribe_url(step.pk)),
-    "unsubscribe, a restore token": lambda step: _path(links.restore_url(step.pk)).replace(
+    "restore, a stop token": lambda step: _path(links.stop_url(step.link_id)).removesuffix("/stop"),
+    "pixel, signature changed": lambda step: _tampered(links.open_pixel_url(step.link_id)),
+    "unsubscribe, signature changed": lambda step: _tampered(links.unsubscribe_url(step.link_id)),
+    "unsubscribe, a restore token": lambda step: _path(links.restore_url(step.link_id)).replace(
         "/r/", "/u/"
     ),
-    "stop, signature changed": lambda step: _tampered(links.stop_url(step.pk)),
+    "stop, signature changed": lambda step: _tampered(links.stop_url(step.link_id)),
 }
 
 
@@ -185,11 +198,11 @@ def test_a_tampered_link_is_a_404_page_and_stores_nothing(
 
 
 def test_a_link_to_a_step_that_does_not_exist_is_a_404(client, db):
-    for url in (links.restore_url(999_999), links.open_pixel_url(999_999), links.stop_url(999_999)):
+    for url in (links.restore_url(LINK), links.open_pixel_url(LINK), links.stop_url(LINK)):
         response = client.get(_path(url))
         assert response.status_code == 404
         assert "This link does not belong to any email we sent." in response.content.decode()
-    response = client.post(_path(links.unsubscribe_url(999_999)))
+    response = client.post(_path(links.unsubscribe_url(LINK)))
     assert response.status_code == 404
     assert Suppression.objects.count() == 0
 
@@ -201,7 +214,7 @@ def test_the_open_pixel_is_a_gif_not_cached_and_records_the_first_open_only(
     client, store, shop_cart, campaign_step
 ):
     step = campaign_step(shop_cart(store.pk, "cart-1"))
-    pixel = _path(links.open_pixel_url(step.pk))
+    pixel = _path(links.open_pixel_url(step.link_id))
 
     first = client.get(pixel)
     second = client.get(pixel)
@@ -247,7 +260,7 @@ JANE_EMAIL = f"email:{identity.email_digest('jane.doe@example.com')}"
 
 
 def test_unsubscribe_on_get_asks_and_stores_nothing(client, store, shoppers):
-    response = client.get(_path(links.unsubscribe_url(shoppers["email"].pk)))
+    response = client.get(_path(links.unsubscribe_url(shoppers["email"].link_id)))
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -262,7 +275,7 @@ def test_one_click_unsubscribe_suppresses_the_shopper_and_skips_their_open_email
     csrf_client, store, shoppers
 ):
     s = shoppers
-    url = _path(links.unsubscribe_url(s["email"].pk))
+    url = _path(links.unsubscribe_url(s["email"].link_id))
 
     # when the mail provider posts the one-click unsubscribe (RFC 8058), without a CSRF token
     response = csrf_client.post(url, *ONE_CLICK)
@@ -310,7 +323,7 @@ def test_dont_remind_me_asks_on_get_then_skips_every_open_step_of_the_shopper_in
     client, csrf_client, store, shoppers
 ):
     s = shoppers
-    url = _path(links.stop_url(s["guest_nudge"].pk))
+    url = _path(links.stop_url(s["guest_nudge"].link_id))
 
     asked = client.get(url)
     assert asked.status_code == 200
