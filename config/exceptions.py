@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -25,4 +25,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             body["field"] = f"data.{exc.field}"
             body["errors"] = {"data": {exc.field: [exc.message]}}
         return Response(body, status=_STATUS.get(type(exc), status.HTTP_400_BAD_REQUEST))
-    return exception_handler(exc, context)
+    response = exception_handler(exc, context)
+    if isinstance(exc, exceptions.ParseError) and response is not None:
+        response.data = {"detail": response.data["detail"], "code": "parse_error"}
+    return response
