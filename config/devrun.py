@@ -4,8 +4,9 @@ The ASGI server (HTTP + websockets), a Celery worker, the scheduler, the project
 shopper simulator (unless SIMULATE=0) run as children, each in a session of its own (so a
 terminal's Ctrl-C reaches only this supervisor, which stops them in order), with their output
 prefixed by name. Ctrl-C or SIGTERM sends SIGTERM to every child's process group, then SIGKILL to
-whatever is left after a grace period; a second Ctrl-C kills at once. If one child exits on its
-own, the others are stopped too.
+whatever is left after a grace period; a second Ctrl-C kills at once. A child that exits on its
+own is restarted (what is left of its process group killed first) after a back-off: 1 s, doubling
+to 30 s while it keeps dying, back to 1 s once it has stayed up for a minute. The others run on.
 
 This process exits only after its children are gone, so with embedded PostgreSQL/Redis its lease
 is the last one (config.embedded) and the servers stop with it.
@@ -29,6 +30,11 @@ from config import env
 
 GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.2
+# A child that dies is restarted after RESTART_FIRST seconds, doubling up to RESTART_MAX while it
+# keeps dying; one that stayed up for RESTART_RESET seconds starts again from RESTART_FIRST.
+RESTART_FIRST = 1.0
+RESTART_MAX = 30.0
+RESTART_RESET = 60.0
 _COLOURS = ("36", "33", "32", "35", "34", "31")
 
 
@@ -118,6 +124,8 @@ class Printer:
 class Child:
     def __init__(self, program: Program, printer: Printer) -> None:
         self.name = program.name
+        self.program = program
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             program.argv,
             cwd=env.BASE_DIR,
@@ -154,7 +162,7 @@ class Child:
 
 
 def supervise(listed: Sequence[Program], printer: Printer) -> int:
-    """Run the programs until a signal or until one exits; stop them all; return an exit code."""
+    """Run the programs until a signal, restarting any that exits; stop them all; return 0."""
     signals: list[int] = []
     wake = threading.Event()
 
@@ -166,7 +174,8 @@ def supervise(listed: Sequence[Program], printer: Printer) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     children: list[Child] = []
-    code = 0
+    delays = {program.name: RESTART_FIRST for program in listed}
+    restart_at: dict[int, float] = {}  # index in children -> when its replacement starts
     try:
         for program in listed:
             if signals:
@@ -174,21 +183,33 @@ def supervise(listed: Sequence[Program], printer: Printer) -> int:
             children.append(Child(program, printer))
             printer.system(f"{program.name} started (pid {children[-1].pid})")
         while not signals:
-            exited = [c for c in children if not c.running()]
-            if exited:
-                first = exited[0]
-                rc = first.process.returncode
-                code = 128 - rc if rc < 0 else rc or 1  # a signal's death as a shell reports it
+            now = time.monotonic()
+            for i, child in enumerate(children):
+                if i in restart_at or child.running():
+                    continue
+                # Whatever it left in its process group (pool processes, uvicorn's workers still
+                # holding the port) goes first, or its replacement would find them in its way.
+                child.signal_group(signal.SIGKILL)
+                up = now - child.started_at
+                if up >= RESTART_RESET:
+                    delays[child.name] = RESTART_FIRST
+                delay = delays[child.name]
+                delays[child.name] = min(delay * 2, RESTART_MAX)
+                restart_at[i] = now + delay
                 printer.system(
-                    f"{first.name} exited with code {first.process.returncode}; stopping the rest"
+                    f"{child.name} exited with code {child.process.returncode} after {up:.0f}s;"
+                    f" restarting it in {delay:.0f}s"
                 )
-                break
+            for i, when in sorted(restart_at.items()):
+                if now >= when and not signals:
+                    del restart_at[i]
+                    children[i] = Child(children[i].program, printer)
+                    printer.system(f"{children[i].name} restarted (pid {children[i].pid})")
             wake.wait(POLL_SECONDS)
-        if signals:
-            printer.system(f"{signal.Signals(signals[0]).name} received; stopping")
+        printer.system(f"{signal.Signals(signals[0]).name} received; stopping")
     finally:
         _stop(children, printer, signals)
-    return code
+    return 0
 
 
 def _stop(children: Sequence[Child], printer: Printer, signals: list[int]) -> None:

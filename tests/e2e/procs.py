@@ -160,6 +160,11 @@ def _stat(pid: int) -> tuple[int, str, int] | None:
     return int(fields[1]), fields[0], int(fields[19])
 
 
+def parent_of(pid: int) -> int | None:
+    stat = _stat(pid)
+    return None if stat is None else stat[0]
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()

@@ -50,17 +50,11 @@ def _cleanup(var_dir: Path, leftovers: dict[tuple[int, int], str]) -> None:
     )
 
 
-def _kill_the_scheduler(devrun: subprocess.Popen[bytes], children: dict) -> None:
-    [pid] = [i[0] for i, cmd in children.items() if "manage.py run_scheduler" in cmd]
-    os.kill(pid, signal.SIGKILL)
-
-
 STOPS = {
     # Ctrl-C in a terminal signals the whole foreground process group.
     "ctrl-c": (lambda devrun, children: os.killpg(devrun.pid, signal.SIGINT), 0),
     "sigterm": (lambda devrun, children: os.kill(devrun.pid, signal.SIGTERM), 0),
-    # One process dying takes the others down with it (128 + SIGKILL, as a shell reports it).
-    "a-child-dies": (_kill_the_scheduler, 128 + signal.SIGKILL),
+    # A child that dies is restarted instead: test_make_run_restarts_a_process_that_dies.
 }
 
 
@@ -131,3 +125,156 @@ def test_make_run_serves_everything_then_stops_it_all(tmp_path, how):
         if devrun.poll() is None:
             procs.stop(devrun, sig=signal.SIGKILL)
         _cleanup(var_dir, children)
+
+
+# The processes killed, by a part of their command line: each of make run's children but the
+# simulator (uvicorn's main process, whose workers it leaves behind holding the port).
+KILLED = {
+    "web": "uvicorn config.asgi:application",
+    "worker": "celery -A config worker",
+    "scheduler": "manage.py run_scheduler",
+    "projectors": "manage.py run_projectors",
+}
+
+
+def _children_of(devrun: subprocess.Popen[bytes]) -> dict[str, tuple[int, int]]:
+    """make run's direct children that KILLED names, by name: (pid, start time)."""
+    found: dict[str, tuple[int, int]] = {}
+    for pid, cmd in procs.descendants(devrun.pid).items():
+        if procs.parent_of(pid) != devrun.pid:
+            continue
+        for name, part in KILLED.items():
+            if part in cmd and (identity := procs.process_identity(pid)) is not None:
+                found[name] = identity
+    return found
+
+
+@pytest.mark.slow
+def test_make_run_restarts_a_process_that_dies(tmp_path):
+    """SIGKILL each of the web server, worker, scheduler and projectors: make run starts each
+    again (a new process, same command), /healthz is ok again with heartbeats newer than the kill,
+    the web serves, and Ctrl-C then still stops everything, the new processes included."""
+    var_dir, log, port = tmp_path / "var", tmp_path / "devrun.log", procs.free_port()
+    base = f"http://127.0.0.1:{port}"
+    devrun = procs.start(
+        [procs.PYTHON, "-m", "config.devrun"], env=_devrun_env(var_dir, port), log=log
+    )
+    seen: dict[tuple[int, int], str] = {}
+    try:
+
+        def healthy() -> bool:
+            assert devrun.poll() is None, f"devrun exited early:\n{procs.tail(log)}"
+            return procs.get_json(f"{base}/healthz")[0] == 200
+
+        procs.wait_for(healthy, timeout=STARTUP_TIMEOUT, interval=0.5, what="/healthz 200")
+        before = _children_of(devrun)
+        assert set(before) == set(KILLED), procs.tail(log)
+        commands = {name: procs.cmdline(pid) for name, (pid, _) in before.items()}
+        seen.update({i: cmd for p, cmd in procs.descendants(devrun.pid).items()
+                     if (i := procs.process_identity(p))})  # fmt: skip
+
+        killed_at = time.time()
+        for identity in before.values():
+            os.kill(identity[0], signal.SIGKILL)
+
+        def restarted() -> dict[str, tuple[int, int]] | None:
+            assert devrun.poll() is None, f"devrun exited:\n{procs.tail(log)}"
+            now = _children_of(devrun)
+            new = {n: i for n, i in now.items() if i != before[n]}
+            return new if set(new) == set(KILLED) else None
+
+        after = procs.wait_for(restarted, timeout=15, interval=0.2, what="every process restarted")
+        assert {name: procs.cmdline(pid) for name, (pid, _) in after.items()} == commands
+        assert not any(procs.alive(i) for i in before.values())
+
+        def fresh() -> bool:
+            since_kill = time.time() - killed_at
+            status, body = procs.get_json(f"{base}/healthz")
+            if status != 200 or body is None:
+                return False
+            ages = {n: body["components"][n].get("age_seconds") for n in ("worker", "scheduler")}
+            # Heartbeats written since the kill, so by the new worker and scheduler.
+            return all(a is not None and a < since_kill for a in ages.values())
+
+        # The new scheduler takes over once the dead one's lock expires (carts.scheduler, 15 s).
+        restarted_after = time.time() - killed_at
+        procs.wait_for(fresh, timeout=45, interval=0.5, what="/healthz ok with fresh heartbeats")
+        healthy_after = time.time() - killed_at
+        assert procs.status_of(f"{base}/api/docs/") == 200
+        assert procs.status_of(f"{base}/admin/") == 302
+        output = log.read_text()
+        for name in KILLED:
+            assert f"{name} exited with code -9" in output, output
+            assert f"{name} restarted (pid {after[name][0]})" in output, output
+        assert devrun.poll() is None
+
+        seen.update({i: cmd for p, cmd in procs.descendants(devrun.pid).items()
+                     if (i := procs.process_identity(p))})  # fmt: skip
+        os.kill(devrun.pid, signal.SIGTERM)
+        assert devrun.wait(timeout=STOP_TIMEOUT) == 0, procs.tail(log)
+        assert not procs.group_exists(devrun.pid)
+        assert {i: cmd for i, cmd in seen.items() if procs.alive(i)} == {}
+        assert not (var_dir / "postgres" / "postmaster.pid").exists()
+        print(
+            f"\nmake run: all four restarted {restarted_after:.1f}s after the kill,"
+            f" healthy again after {healthy_after:.1f}s"
+        )
+        print("\n".join(line for line in output.splitlines() if "devrun" in line[:12]))
+    finally:
+        if devrun.poll() is None:
+            procs.stop(devrun, sig=signal.SIGKILL)
+        _cleanup(var_dir, seen)
+
+
+_SUPERVISE = """
+import sys
+
+from config import devrun
+
+devrun.RESTART_RESET = 3.0  # a minute in make run
+py = sys.executable
+listed = [
+    devrun.Program("dies", (py, "-c", "raise SystemExit(3)")),
+    devrun.Program("steady", (py, "-c", "import time; time.sleep(3.2)")),
+]
+sys.exit(devrun.supervise(listed, devrun.Printer(sys.stdout, [p.name for p in listed])))
+"""
+
+
+def test_the_supervisor_backs_off_a_child_that_keeps_dying(tmp_path):
+    """A child that dies at once is restarted after 1 s, 2 s, 4 s...; one that stayed up long
+    enough is restarted after 1 s every time. SIGTERM then stops the supervisor, exit code 0."""
+    supervisor = subprocess.Popen(
+        [procs.PYTHON, "-c", _SUPERVISE],
+        cwd=procs.ROOT,
+        env=procs.child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert supervisor.stdout is not None
+        deadline = time.monotonic() + 30
+        for line in supervisor.stdout:
+            lines.append(line.rstrip())
+            steady = [x for x in lines if "steady exited" in x]
+            if len(steady) >= 2 and any("dies exited" in x and "in 4s" in x for x in lines):
+                break
+            assert time.monotonic() < deadline, "\n".join(lines)
+        supervisor.send_signal(signal.SIGTERM)
+        rest, _ = supervisor.communicate(timeout=20)
+    finally:
+        procs.stop(supervisor, sig=signal.SIGKILL)  # type: ignore[arg-type]
+    lines += rest.splitlines()
+    output = "\n".join(lines)
+
+    def delays(name: str) -> list[str]:
+        return [x.rsplit(" in ", 1)[1] for x in lines if f"{name} exited with code" in x]
+
+    assert delays("dies")[:3] == ["1s", "2s", "4s"], output
+    assert output.count("dies exited with code 3 after ") == len(delays("dies"))
+    assert delays("steady")[:2] == ["1s", "1s"], output
+    assert "SIGTERM received; stopping" in output
+    assert supervisor.returncode == 0, output
