@@ -1,7 +1,9 @@
-"""The projector runner survives a projector that raises: it logs, backs off and tries again.
+"""The projector runner survives a catch-up that raises: it logs, backs off and tries again.
 
-The runner is a real process; the failing projector is registered by a small script that then
-runs the command, as ``manage.py run_projectors`` would.
+An event a projector cannot apply is dead-lettered (carts/projectors.py); what still escapes a
+catch-up is an error that says nothing about the events, such as the database going away. The
+runner is a real process; a projector that raises such an error is registered by a small script
+that then runs the command, as ``manage.py run_projectors`` would.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _RUNNER = textwrap.dedent(
 
     django.setup()
     from django.core.management import call_command
+    from django.db import OperationalError
 
     from carts import projectors
 
@@ -40,7 +43,7 @@ _RUNNER = textwrap.dedent(
         global calls
         calls += 1
         if failures < 0 or calls <= failures:
-            raise RuntimeError(f"flaky projector: failure {calls}")
+            raise OperationalError(f"flaky projector: failure {calls}")
         print(f"flaky projector applied {len(events)} events", flush=True)
 
 
@@ -112,7 +115,7 @@ def test_the_runner_keeps_running_through_errors_and_catches_up_after(committed_
         assert "trying again in 1 s" in output
         assert "trying again in 2 s" in output
         assert output.count("Traceback (most recent call last)") == 2
-        assert "RuntimeError: flaky projector: failure 2" in output
+        assert "django.db.utils.OperationalError: flaky projector: failure 2" in output
         assert recovered_after >= 3.0
         _wait_for(lambda: _position(name) >= last)  # the batch commits after apply returns
 
@@ -157,7 +160,7 @@ def test_once_still_exits_with_the_error(committed_store):
     runner = _runner(name, -1, "--once")
     output, _ = runner.communicate(timeout=60)
     assert runner.returncode == 1, output
-    assert "RuntimeError: flaky projector: failure 1" in output
+    assert "django.db.utils.OperationalError: flaky projector: failure 1" in output
     assert "catching up failed" not in output
 
 
