@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
+from django.core import signing
 from django.test import Client
 from django.urls import resolve
 
@@ -195,6 +197,110 @@ def test_a_tampered_link_is_a_404_page_and_stores_nothing(
     assert CartEvent.objects.filter(store=store).count() == events_before
     assert Suppression.objects.filter(store=store).count() == 0
     assert _statuses(step) == [("pending", "")]
+
+
+# Keys (issue 11, security review 2 finding 4) -----------------------------------------------------
+
+# The key every instance signed with before issue 11 (base.py's fallback): public.
+OLD_PUBLIC_KEY = "dev-insecure-change-me-" + "x" * 32
+
+
+def _signed_with(key: str, value: str, purpose: str, *, timestamped: bool) -> str:
+    signer_class = signing.TimestampSigner if timestamped else signing.Signer
+    return signer_class(key=key, salt=f"campaigns.links.{purpose}", sep=".").sign(value)
+
+
+def test_links_carry_the_steps_random_link_id_not_its_pk(db, store, shop_cart, campaign_step):
+    steps = [campaign_step(shop_cart(store.pk, f"cart-{i}")) for i in (1, 2)]
+
+    for step in steps:
+        for url in (
+            links.restore_url(step.link_id),
+            links.open_pixel_url(step.link_id),
+            links.unsubscribe_url(step.link_id),
+            links.stop_url(step.link_id),
+        ):
+            signed_value = _path(url).split("/")[2].split(".")[0]
+            assert signed_value == step.link_id.hex
+    assert steps[0].link_id.version == 4
+    assert steps[0].link_id != steps[1].link_id
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        # the old format (the step's pk), as the review forged it
+        lambda step: (
+            "/r/" + _signed_with(OLD_PUBLIC_KEY, str(step.pk), "restore", timestamped=True)
+        ),
+        lambda step: (
+            "/u/" + _signed_with(OLD_PUBLIC_KEY, str(step.pk), "unsubscribe", timestamped=False)
+        ),
+        # the new format, knowing the link id
+        lambda step: (
+            "/r/" + _signed_with(OLD_PUBLIC_KEY, step.link_id.hex, "restore", timestamped=True)
+        ),
+        lambda step: (
+            "/u/" + _signed_with(OLD_PUBLIC_KEY, step.link_id.hex, "unsubscribe", timestamped=False)
+        ),
+        lambda step: (
+            "/r/"
+            + _signed_with(OLD_PUBLIC_KEY, step.link_id.hex, "stop", timestamped=False)
+            + "/stop"
+        ),
+        # nor does the Django SECRET_KEY sign links: they have keys of their own
+        lambda step: (
+            "/u/"
+            + _signed_with(settings.SECRET_KEY, step.link_id.hex, "unsubscribe", timestamped=False)
+        ),
+    ],
+    ids=["restore-pk", "unsubscribe-pk", "restore", "unsubscribe", "stop", "django-key"],
+)
+def test_a_link_signed_with_the_old_public_key_is_refused_and_stores_nothing(
+    client, store, shop_cart, campaign_step, forge
+):
+    step = campaign_step(shop_cart(store.pk, "cart-1"))
+    url = forge(step)
+
+    got = client.get(url)
+    posted = client.post(url, *ONE_CLICK)
+
+    assert got.status_code == 404
+    assert "This link is not valid." in got.content.decode()
+    assert posted.status_code in (404, 405)  # restore links take GET only
+    assert _campaign_events(store) == []
+    assert Suppression.objects.count() == 0
+    assert _statuses(step) == [("pending", "")]
+
+
+def test_a_link_key_rotated_out_but_listed_still_works_and_one_dropped_does_not(
+    csrf_client, client, store, shop_cart, campaign_step, settings
+):
+    old, new = "link-key-old-" + "o" * 40, "link-key-new-" + "n" * 40
+    step = campaign_step(shop_cart(store.pk, "cart-1"))
+    settings.CAMPAIGNS_LINK_KEYS = [old]
+    unsubscribe = _path(links.unsubscribe_url(step.link_id))
+    restore = _path(links.restore_url(step.link_id))
+
+    # when the key is rotated (the new one first, the old one still listed)
+    settings.CAMPAIGNS_LINK_KEYS = [new, old]
+    # then new links are signed with the new key, and old links still work
+    assert links.unsubscribe_url(step.link_id) != f"{settings.CAMPAIGNS_PUBLIC_URL}{unsubscribe}"
+    assert client.get(restore).status_code == 302
+    assert client.get(unsubscribe).status_code == 200
+
+    # when the old key is dropped, its links stop working
+    settings.CAMPAIGNS_LINK_KEYS = [new]
+    dropped = csrf_client.post(unsubscribe, *ONE_CLICK)
+    assert dropped.status_code == 404
+    assert "This link is not valid." in dropped.content.decode()
+    assert client.get(restore).status_code == 404
+    assert Suppression.objects.count() == 0
+    assert [t for _, t, _ in _campaign_events(store)] == ["campaign.link_clicked"]
+    # and links signed with the new key work
+    assert (
+        csrf_client.post(_path(links.unsubscribe_url(step.link_id)), *ONE_CLICK).status_code == 200
+    )
 
 
 def test_a_link_to_a_step_that_does_not_exist_is_a_404(client, db):
