@@ -78,7 +78,7 @@ class ItemRemoved(TypedDict):
 @with_config(STRICT)
 class ItemQuantityChanged(TypedDict):
     sku: Annotated[str, text(128)]
-    quantity: Annotated[int, Field(ge=0, le=100_000), NOT_BOOL]
+    quantity: Annotated[int, Field(ge=0, le=validation.MAX_QUANTITY), NOT_BOOL]
 
 
 PageType = Literal["home", "category", "product", "search", "cart", "checkout", "account", "other"]
@@ -92,7 +92,7 @@ class PageViewed(TypedDict):
     url: Annotated[str, text(2048)]
     page_type: PageType
     sku: NotRequired[Annotated[str, text(128)]]
-    dwell_ms: NotRequired[Annotated[int, Field(ge=0), NOT_BOOL]]
+    dwell_ms: NotRequired[Annotated[int, Field(ge=0, le=validation.MAX_DWELL_MS), NOT_BOOL]]
     device: NotRequired[Device]
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from rest_framework import parsers as drf_parsers
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser, get_encoding
+from rest_framework.parsers import JSONParser
 from rest_framework.utils.json import strict_constant
 
 MAX_DEPTH = 32
@@ -62,9 +64,10 @@ class BoundedJSONParser(JSONParser):
         self,
         stream: Any,
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        encoding = get_encoding(parser_context or {})
+        # (the request's charset, else DEFAULT_CHARSET; missing from the stubs)
+        encoding = drf_parsers.get_encoding(parser_context or {})  # type: ignore[attr-defined]
         parse_constant = strict_constant if self.strict else None
         try:
             text = codecs.getreader(encoding)(stream).read()

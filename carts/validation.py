@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -35,6 +36,12 @@ from carts import money
 STRICT = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 MAX_MONEY = 10**12
+# A line's quantity, and what one item event may add to it.
+MAX_QUANTITY = 100_000
+# How long a page view may have lasted: one day.
+MAX_DWELL_MS = 86_400_000
+# A cart's version (int4 in the database).
+MAX_VERSION = 2**31 - 1
 # PostgreSQL refuses NUL in text and jsonb; every free-text field refuses it up front.
 NO_NUL = r"^[^\x00]*$"
 CART_TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"  # noqa: S105
@@ -70,7 +77,7 @@ def _not_bool(value: Any) -> Any:
 
 NOT_BOOL = BeforeValidator(_not_bool)
 
-Quantity = Annotated[int, Field(ge=1, le=100_000), NOT_BOOL]
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY), NOT_BOOL]
 Money = Annotated[int, Field(ge=0, le=MAX_MONEY, description="Integer minor units."), NOT_BOOL]
 
 
@@ -175,6 +182,33 @@ Timestamp = Annotated[
     PlainValidator(_timestamp),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class OccurredWindow:
+    """The instants an event's ``occurred_at`` may name, both included: a window around the
+    server's clock (``now`` from the edge), so that a client's clock can neither pin a cart's
+    activity years ahead nor file it in a long-closed period, nor reach the ends of the calendar."""
+
+    earliest: datetime
+    latest: datetime
+
+    @classmethod
+    def around(cls, now: datetime, *, past: timedelta, future: timedelta) -> OccurredWindow:
+        return cls(earliest=now - past, latest=now + future)
+
+    def error(self, occurred_at: datetime) -> str | None:
+        """The client-facing message when ``occurred_at`` is outside; None when inside."""
+        if self.earliest <= occurred_at <= self.latest:
+            return None
+        return (
+            f"Must be between {_iso(self.earliest)} and {_iso(self.latest)} "
+            "(a window around the server's clock)."
+        )
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # Errors ------------------------------------------------------------------------------------------

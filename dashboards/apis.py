@@ -28,6 +28,9 @@ from dashboards import access, selectors
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 MAX_LIMIT = 100
+# Dates a filter may name (docs/api.md, "Bounds"): room for a previous period and a local day's
+# end, with datetimes that stop at year 9999.
+FIRST_YEAR, LAST_YEAR = 2000, 9998
 ONE_DAY = timedelta(days=1)
 
 
@@ -38,17 +41,26 @@ class StoreNotFound(exceptions.NotFound):
 # -- filters ----------------------------------------------------------------------------------
 
 
+def _bounded_day(value: date) -> None:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise serializers.ValidationError(f"Enter a date in the years {FIRST_YEAR} to {LAST_YEAR}.")
+
+
 class FiltersIn(serializers.Serializer):
     """The filters of every page, export and metrics endpoint. Context: ``today`` (the store's
     local date) and ``campaign_ids`` (the store's campaigns)."""
 
     start = serializers.DateField(
         required=False,
-        help_text="First local day (the store's zone), included. Default: 29 days before end.",
+        validators=[_bounded_day],
+        help_text="First local day (the store's zone), included. Default: 29 days before end. "
+        f"Years {FIRST_YEAR} to {LAST_YEAR}.",
     )
     end = serializers.DateField(
         required=False,
-        help_text="Last local day, included (at most 366 days in all). Default: today.",
+        validators=[_bounded_day],
+        help_text="Last local day, included (at most 366 days in all). Default: today. "
+        f"Years {FIRST_YEAR} to {LAST_YEAR}.",
     )
     campaign = serializers.IntegerField(
         required=False, min_value=1, help_text="Only this campaign's carts and messages."

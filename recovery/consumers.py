@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from carts import parsers
 from carts.errors import CartsError
 from recovery import live, offers, tickets
 
@@ -73,7 +74,12 @@ class ShopperConsumer(AsyncWebsocketConsumer):
             await self._error("too_large", f"Messages are at most {MAX_MESSAGE_BYTES} bytes.")
             return
         try:
-            message = json.loads(raw)
+            message = parsers.loads(raw)
+        except parsers.TooDeep:
+            await self._error(
+                "invalid_json", f"Messages are JSON nested at most {parsers.MAX_DEPTH} levels."
+            )
+            return
         except ValueError:
             await self._error("invalid_json", "Messages are JSON objects.")
             return
@@ -98,7 +104,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
 
     async def _hello(self, raw: str) -> None:
         try:
-            message = json.loads(raw) if len(raw) <= MAX_MESSAGE_BYTES else None
+            message = parsers.loads(raw) if len(raw) <= MAX_MESSAGE_BYTES else None
         except ValueError:
             message = None
         if (
