@@ -330,4 +330,4 @@ def test_static_files_are_served_with_debug_off(db):
 
     assert django_settings.DEBUG is False
     assert response.status_code == 200
-    assert b"".join(response.streaming_content).startswith(b"/*")
+    assert response.getvalue().startswith(b"/*")

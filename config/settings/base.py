@@ -16,13 +16,13 @@ SECRET_KEY = env.get_secret(
 SECRET_KEY_FALLBACKS = env.get_list("DJANGO_SECRET_KEY_FALLBACKS")
 DEBUG = env.get_bool("DJANGO_DEBUG", False)
 # Signing keys of their own, independent of SECRET_KEY, newest first (the first signs, every one
-# verifies: rotation). Shopper tickets, browser-minted cart tokens and browser cart grants:
+# verifies: rotation). Shopper tickets and browser-minted cart tokens (recovery/cart_tokens.py):
 RECOVERY_TICKET_KEYS = env.get_secret_list(
-    "RECOVERY_TICKET_KEYS", purpose="the keys of shopper tickets and cart grants, newest first"
+    "RECOVERY_TICKET_KEYS", purpose="the keys of shopper tickets and minted cart tokens"
 )
 # Links in campaign emails (restore, unsubscribe, don't remind me, open pixel):
 CAMPAIGNS_LINK_KEYS = env.get_secret_list(
-    "CAMPAIGNS_LINK_KEYS", purpose="the keys of links in campaign emails, newest first"
+    "CAMPAIGNS_LINK_KEYS", purpose="the keys of links in campaign emails"
 )
 # (After the secrets: a process without them stops before starting embedded servers.)
 SERVICES = env.services()
