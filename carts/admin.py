@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from carts import origins as origins_module
 from carts import services
-from carts.models import CartEvent, CartState, Store, StoreKey, StoreMember
+from carts.models import CartEvent, CartState, DeadLetter, Store, StoreKey, StoreMember
 
 
 class StoreKeyInline(admin.TabularInline):
@@ -148,3 +148,30 @@ class CartStateAdmin(ReadOnlyAdmin):
     list_filter = ["status", "store"]
     search_fields = ["token", "email"]
     ordering = ["-last_activity_at"]
+
+
+class DeadLetterOpenFilter(admin.SimpleListFilter):
+    title = "open"
+    parameter_name = "open"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "open"), ("no", "resolved")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "yes":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    """Events a reader of the log could not apply (docs/operations.md, "Dead letters"). Read
+    only: fix the code, then ``rebuild_projections <projector>`` resolves those that now apply."""
+
+    list_display = ["projector", "position", "store_id", "cart", "event_type", "error",
+                    "created_at", "resolved_at"]  # fmt: skip
+    list_filter = ["projector", DeadLetterOpenFilter]
+    search_fields = ["cart", "=position", "error"]
+    ordering = ["projector", "position"]

@@ -1,4 +1,5 @@
-"""GET /healthz: each component's status; 503 naming whatever is down."""
+"""GET /healthz: each component's status; 503 naming whatever is down, 200 with the status
+"degraded" naming what needs attention while the service runs (open dead letters)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from collections.abc import Callable
 import redis
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count, Min
 from django.http import HttpRequest, JsonResponse
 
+from carts import projectors
+from carts.models import DeadLetter, ProjectorCheckpoint
 from carts.scheduler import HEARTBEAT_KEY as SCHEDULER_HEARTBEAT_KEY
 
 # The worker (config.celery) and the scheduler (carts.scheduler) each refresh a key in Redis;
@@ -47,11 +51,44 @@ def _heartbeat(key: str) -> Callable[[], dict[str, object]]:
     return check
 
 
+def _dead_letters() -> dict[str, object]:
+    """Events some reader of the log could not apply (docs/operations.md, "Dead letters"): per
+    projector, how many are open and the oldest position. Any makes the service degraded."""
+    open_by_projector = (
+        DeadLetter.objects.filter(resolved_at__isnull=True)
+        .values("projector")
+        .annotate(count=Count("id"), oldest=Min("position"))
+        .order_by("projector")
+    )
+    found = {
+        row["projector"]: {"count": row["count"], "oldest_position": row["oldest"]}
+        for row in open_by_projector
+    }
+    count = sum(each["count"] for each in found.values())
+    if not count:
+        return {"ok": True, "count": 0}
+    return {"ok": True, "degraded": True, "count": count, "projectors": found}
+
+
+def _projectors() -> dict[str, object]:
+    """How many events of the log each tailing projector has still to read (its checkpoint
+    against the last position): two index lookups, no scan."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COALESCE(MAX(position), 0) FROM carts_cartevent")
+        row = cursor.fetchone()
+    head = int(row[0]) if row else 0
+    checkpoints = dict(ProjectorCheckpoint.objects.values_list("name", "position"))
+    lag = {name: max(head - checkpoints.get(name, 0), 0) for name in projectors.REGISTRY}
+    return {"ok": True, "position": head, "lag": lag}
+
+
 CHECKS: dict[str, Callable[[], dict[str, object]]] = {
     "database": _database,
     "redis": _redis,
     "worker": _heartbeat(WORKER_HEARTBEAT_KEY),
     "scheduler": _heartbeat(SCHEDULER_HEARTBEAT_KEY),
+    "dead_letters": _dead_letters,
+    "projectors": _projectors,
 }
 
 
@@ -63,5 +100,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         except Exception as exc:
             components[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     down = [name for name, result in components.items() if not result["ok"]]
-    body = {"status": "ok" if not down else "down", "down": down, "components": components}
+    degraded = [name for name, result in components.items() if result.get("degraded")]
+    status = "down" if down else "degraded" if degraded else "ok"
+    body = {"status": status, "down": down, "degraded": degraded, "components": components}
     return JsonResponse(body, status=503 if down else 200)

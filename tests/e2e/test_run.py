@@ -84,6 +84,8 @@ def test_make_run_serves_everything_then_stops_it_all(tmp_path, how):
             "redis": True,
             "worker": True,
             "scheduler": True,
+            "dead_letters": True,
+            "projectors": True,
         }
         assert procs.status_of(f"{base}/api/docs/") == 200
         assert procs.status_of(f"{base}/admin/") == 302  # to the login page
