@@ -389,7 +389,7 @@ def _new_event(type_name: str, cart: str, data: dict[str, Any], at: datetime) ->
 
 def carts_append(store_id: int, carts: Sequence[BenchCart]) -> None:
     """Each cart: an item, then its contact (with consent to email) at ``last_activity``."""
-    from carts import services
+    from carts import services, sources
 
     for i in range(0, len(carts), CARTS_PER_APPEND):
         events = []
@@ -408,7 +408,9 @@ def carts_append(store_id: int, carts: Sequence[BenchCart]) -> None:
                 _new_event("cart.item_added", cart.token, item, at - timedelta(minutes=2))
             )
             events.append(_new_event("checkout.contact_captured", cart.token, contact, at))
-        services.events_append(store_id=store_id, events=events)
+        services.events_append(
+            store_id=store_id, events=events, source=sources.Source.server("bench")
+        )
 
 
 def carts_enroll(store_id: int, carts: Sequence[BenchCart]) -> dict[int, datetime]:

@@ -854,7 +854,7 @@ def stores_create() -> list[StoreRun]:
 
 def log_generate(stores: Sequence[StoreRun], target: int, seed: str) -> dict[str, Any]:
     """Append ``target`` events through ``events_append``, BATCH per call and store."""
-    from carts import event_types, services
+    from carts import event_types, services, sources
 
     products = catalogue()
     now = time.time()
@@ -872,7 +872,9 @@ def log_generate(stores: Sequence[StoreRun], target: int, seed: str) -> dict[str
     def flush(i: int) -> None:
         nonlocal appended, append_s
         t = time.perf_counter()
-        services.events_append(store_id=stores[i].store_id, events=buffers[i])
+        services.events_append(
+            store_id=stores[i].store_id, events=buffers[i], source=sources.Source.server("bench")
+        )
         append_s += time.perf_counter() - t
         appended += len(buffers[i])
         buffers[i] = []

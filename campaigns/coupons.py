@@ -16,6 +16,7 @@ from campaigns import discounts, errors, events
 from campaigns.discounts import DiscountChoice
 from campaigns.models import Coupon, Tier
 from carts.services import NewEvent, events_append
+from carts.sources import Source
 
 _CODE_ATTEMPTS = 5
 
@@ -231,6 +232,7 @@ def coupon_redeem(
             raise errors.CouponExpired("This code has expired.", expires_at=_iso(coupon.expires_at))
         coupon.redeemed_at, coupon.order_id, coupon.discount_applied = now, order_id, applied
         events_append(
+            source=Source.system("campaigns"),
             store_id=store_id,
             events=[
                 events.campaign_event(

@@ -20,6 +20,7 @@ from carts import identity
 from carts.errors import EventIdConflict
 from carts.models import CartEvent, CartState
 from carts.services import events_append
+from carts.sources import Source
 
 
 def _step(step_id: int) -> Step:
@@ -61,7 +62,7 @@ def link_click_record(*, step_id: int, now: datetime) -> str:
     click = events.campaign_event(
         cart=step.cart, type=events.LINK_CLICKED, data=_step_data(step), now=now
     )
-    events_append(store_id=store.pk, events=[click])
+    events_append(store_id=store.pk, events=[click], source=Source.system("campaigns"))
     return url
 
 
@@ -78,7 +79,7 @@ def email_open_record(*, step_id: int, now: datetime) -> None:
     if CartEvent.objects.filter(store_id=step.store_id, event_id=opened.event_id).exists():
         return
     with contextlib.suppress(EventIdConflict):  # a concurrent first open won: its time is kept
-        events_append(store_id=step.store_id, events=[opened])
+        events_append(store_id=step.store_id, events=[opened], source=Source.system("campaigns"))
 
 
 def _shopper_keys(step: Step) -> list[str]:
@@ -160,7 +161,9 @@ def _suppress(
         )
         for s in skipped
     ]
-    events_append(store_id=step.store_id, events=[asked, *outcomes])
+    events_append(
+        store_id=step.store_id, events=[asked, *outcomes], source=Source.system("campaigns")
+    )
     return True
 
 

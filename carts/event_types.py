@@ -192,6 +192,19 @@ REGISTRY: dict[str, EventType] = _types(
 )
 
 CLIENT_TYPES = tuple(name for name, t in REGISTRY.items() if t.client_may_post)
+# What a shopper's browser may send (the publishable key): what a browser knows. Orders and refunds
+# come from the shop's server or a platform (carts/sources.py).
+BROWSER_TYPES = (
+    "cart.item_added",
+    "cart.item_removed",
+    "cart.item_quantity_changed",
+    "page.viewed",
+    "checkout.started",
+    "checkout.contact_captured",
+    "checkout.shipping_quoted",
+    "coupon.rejected",
+    "shopper.exit_intent",
+)
 
 
 def register_system_type(event_type: EventType) -> None:

@@ -2,6 +2,13 @@
 
 ``apply(state, event)`` returns the next state or raises ``Rejected`` when the event cannot apply
 to this cart (for example an item in another currency). Payloads are already validated and upcast.
+
+Rules that follow an event's source (carts/sources.py): only a trusted source (the shop's server,
+a platform, the system) places or refunds an order; the first order converts the cart and a
+different later one is refused, so every reader agrees on which order counts; a browser never
+replaces contact details or consent that a trusted source gave. ``apply(..., strict=False)`` is
+for readers of events the log already holds (a rebuild): an event that would be refused now
+changes nothing but the cart's version, so a reader never stops on it.
 """
 
 from __future__ import annotations
@@ -10,6 +17,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+from carts.sources import trusted
+
+# Bounds of a cart that every later computation can represent (docs/api.md, "Bounds"): its value
+# in minor units (carts.validation.MAX_MONEY; bigint columns and sums of a few carts stay in range),
+# its distinct lines, and one line's quantity (with MAX_LINES, the item count fits an int4).
+MAX_CART_VALUE = 10**12
+MAX_LINES = 500
+MAX_LINE_QUANTITY = 100_000
 
 ACTIVE = "active"
 CHECKOUT = "checkout"
@@ -56,6 +72,7 @@ class FoldEvent:
     data: Mapping[str, Any]
     occurred_at: datetime
     shopper: Mapping[str, Any] | None = None
+    source: str = "unknown"  # the source kind (carts/sources.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +85,7 @@ class Cart:
     email: str = ""
     phone: str = ""
     consent: Mapping[str, bool] = field(default_factory=dict)
+    contact_source: str = ""  # the source kind that gave email, phone and consent
     timezone: str = ""
     locale: str = ""
     order_id: str = ""
@@ -95,60 +113,94 @@ def _check_currency(cart: Cart, currency: str | None, field_name: str = "currenc
     return currency
 
 
-def _set_quantity(lines: tuple[Line, ...], sku: str, quantity: int) -> tuple[Line, ...]:
-    if quantity <= 0:
-        return tuple(line for line in lines if line.sku != sku)
-    return tuple(replace(line, quantity=quantity) if line.sku == sku else line for line in lines)
+def _index_of(lines: tuple[Line, ...], sku: str) -> int:
+    for i, line in enumerate(lines):
+        if line.sku == sku:
+            return i
+    return -1
 
 
-def _quantity_of(lines: tuple[Line, ...], sku: str) -> int:
-    return next((line.quantity for line in lines if line.sku == sku), 0)
+def _with_line(lines: tuple[Line, ...], i: int, line: Line | None) -> tuple[Line, ...]:
+    """``lines`` with line ``i`` replaced by ``line`` (removed if None): slices, not a rebuild."""
+    return (*lines[:i], *lines[i + 1 :]) if line is None else (*lines[:i], line, *lines[i + 1 :])
 
 
-def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+def _check_bounds(lines: tuple[Line, ...], changed: Line) -> None:
+    """Refuse a line that grew past MAX_LINE_QUANTITY, or a cart past MAX_CART_VALUE."""
+    if changed.quantity > MAX_LINE_QUANTITY:
+        raise Rejected(
+            "quantity",
+            f"The line's quantity would be {changed.quantity}; at most {MAX_LINE_QUANTITY}.",
+        )
+    value = sum(line.quantity * line.unit_price for line in lines)
+    if value > MAX_CART_VALUE:
+        raise Rejected(
+            "quantity",
+            f"The cart's value would be {value} minor units; at most {MAX_CART_VALUE}.",
+        )
+
+
+def _changes(cart: Cart, event_type: str, data: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The fields an event of this type changes (a dict, so ``apply`` replaces only once)."""
     if event_type == "cart.item_added":
         currency = _check_currency(cart, data["currency"])
         sku = str(data["sku"])
-        existing = _quantity_of(cart.lines, sku)
-        if existing:
-            lines = tuple(
-                replace(
-                    line,
-                    quantity=line.quantity + int(data["quantity"]),
-                    unit_price=int(data["unit_price"]),
-                )
-                if line.sku == sku
-                else line
-                for line in cart.lines
+        i = _index_of(cart.lines, sku)
+        if i >= 0:
+            old = cart.lines[i]
+            line = replace(
+                old,
+                quantity=old.quantity + int(data["quantity"]),
+                unit_price=int(data["unit_price"]),
             )
+            lines = _with_line(cart.lines, i, line)
         else:
-            lines = (
-                *cart.lines,
-                Line(
-                    sku=sku,
-                    name=str(data["name"]),
-                    quantity=int(data["quantity"]),
-                    unit_price=int(data["unit_price"]),
-                    category=str(data.get("category", "")),
-                    url=str(data.get("url", "")),
-                    image_url=str(data.get("image_url", "")),
-                ),
+            if len(cart.lines) >= MAX_LINES:
+                raise Rejected("sku", f"A cart holds at most {MAX_LINES} distinct lines.")
+            line = Line(
+                sku=sku,
+                name=str(data["name"]),
+                quantity=int(data["quantity"]),
+                unit_price=int(data["unit_price"]),
+                category=str(data.get("category", "")),
+                url=str(data.get("url", "")),
+                image_url=str(data.get("image_url", "")),
             )
+            lines = (*cart.lines, line)
+        _check_bounds(lines, line)
         return {"currency": currency, "lines": lines}
     if event_type == "cart.item_removed":
         sku = str(data["sku"])
-        remaining = _quantity_of(cart.lines, sku) - int(data.get("quantity") or 10**9)
-        return {"lines": _set_quantity(cart.lines, sku, remaining)}
+        i = _index_of(cart.lines, sku)
+        if i < 0:
+            return {}
+        old = cart.lines[i]
+        remaining = old.quantity - int(data.get("quantity") or 10**9)
+        kept = replace(old, quantity=remaining) if remaining > 0 else None
+        return {"lines": _with_line(cart.lines, i, kept)}
     if event_type == "cart.item_quantity_changed":
         sku = str(data["sku"])
-        if not _quantity_of(cart.lines, sku) and int(data["quantity"]) > 0:
-            raise Rejected("sku", f"{sku!r} is not in this cart; add it with cart.item_added.")
-        return {"lines": _set_quantity(cart.lines, sku, int(data["quantity"]))}
+        quantity = int(data["quantity"])
+        i = _index_of(cart.lines, sku)
+        if i < 0:
+            if quantity > 0:
+                raise Rejected("sku", f"{sku!r} is not in this cart; add it with cart.item_added.")
+            return {"lines": cart.lines}
+        old = cart.lines[i]
+        changed = replace(old, quantity=quantity) if quantity > 0 else None
+        lines = _with_line(cart.lines, i, changed)
+        if changed is not None and quantity > old.quantity:
+            _check_bounds(lines, changed)
+        return {"lines": lines}
     if event_type == "checkout.started":
         status = cart.status if cart.status == CONVERTED else CHECKOUT
         return {"status": status}
     if event_type == "checkout.contact_captured":
+        if not trusted(source) and cart.email and trusted(cart.contact_source):
+            raise Rejected(
+                "email",
+                "The shop's server gave this cart's contact details; a browser cannot change them.",
+            )
         consent = dict(cart.consent)
         consent.update({k: bool(v) for k, v in dict(data.get("consent") or {}).items()})
         return {
@@ -157,10 +209,19 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, 
             "consent": consent,
             "timezone": str(data.get("timezone", cart.timezone)),
             "locale": str(data.get("locale", cart.locale)),
+            "contact_source": source,
         }
     if event_type == "checkout.shipping_quoted":
         return {"currency": _check_currency(cart, data.get("currency"))}
     if event_type == "order.placed":
+        if not trusted(source):
+            raise Rejected("type", "Orders come from the shop's server, not from a browser.")
+        if cart.order_id:
+            if cart.order_id == str(data["order_id"]):
+                return {}  # the same order again: it converted the cart already
+            raise Rejected(
+                "order_id", f"This cart was converted by order {cart.order_id!r} already."
+            )
         currency = _check_currency(cart, data["currency"])
         return {
             "status": CONVERTED,
@@ -169,6 +230,8 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, 
             "order_total": int(data["total"]),
         }
     if event_type == "order.refunded":
+        if not trusted(source):
+            raise Rejected("type", "Refunds come from the shop's server, not from a browser.")
         if not cart.order_id:
             raise Rejected("order_id", "This cart has no order to refund.")
         _check_currency(cart, data.get("currency"))
@@ -179,9 +242,17 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, 
     return {}  # page views, coupons, exit intents, system events: activity only
 
 
-def apply(cart: Cart, event: FoldEvent) -> Cart:
-    """The state after ``event``; its version is one more than before."""
-    changes = _changes(cart, event.type, event.data)
+def apply(cart: Cart, event: FoldEvent, *, strict: bool = True) -> Cart:
+    """The state after ``event``; its version is one more than before.
+
+    Raises ``Rejected`` for an event that cannot apply; with ``strict=False`` such an event
+    changes nothing but the version (and the cart's activity times)."""
+    try:
+        changes = _changes(cart, event.type, event.data, event.source)
+    except Rejected:
+        if strict:
+            raise
+        changes = {}
     occurred = event.occurred_at
     changes["version"] = cart.version + 1
     if cart.started_at is None:
@@ -191,7 +262,7 @@ def apply(cart: Cart, event: FoldEvent) -> Cart:
         changes["last_activity_at"] = occurred
     if event.type == "checkout.started" and cart.checkout_started_at is None:
         changes["checkout_started_at"] = occurred
-    if event.type == "order.placed" and cart.converted_at is None:
+    if "order_id" in changes and cart.converted_at is None:
         changes["converted_at"] = occurred
     shopper = event.shopper
     if shopper:
@@ -200,12 +271,14 @@ def apply(cart: Cart, event: FoldEvent) -> Cart:
         for name in ("email", "timezone", "locale"):
             if shopper.get(name) and not changes.get(name, getattr(cart, name)):
                 changes[name] = str(shopper[name])
+                if name == "email":
+                    changes["contact_source"] = event.source
     return replace(cart, **changes)
 
 
-def fold(events: Iterable[FoldEvent], cart: Cart | None = None) -> Cart:
+def fold(events: Iterable[FoldEvent], cart: Cart | None = None, *, strict: bool = True) -> Cart:
     """Fold events, in version order, onto ``cart`` (an empty cart by default)."""
     state = cart or Cart()
     for event in events:
-        state = apply(state, event)
+        state = apply(state, event, strict=strict)
     return state

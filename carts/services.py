@@ -20,6 +20,7 @@ from carts import event_types, hints, keys, projections
 from carts import origins as origins_module
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
 from carts.models import CartEvent, CartState, Store, StoreKey
+from carts.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,8 @@ def cart_from_row(row: CartState) -> projections.Cart:
 _STATE_ARRAYS = [
     ("version", "int"), ("status", "text"), ("currency", "text"), ("items", "text"),
     ("value", "bigint"), ("item_count", "int"), ("shopper_id", "text"), ("email", "text"),
-    ("phone", "text"), ("consent", "text"), ("timezone", "text"), ("locale", "text"),
+    ("phone", "text"), ("consent", "text"), ("contact_source", "text"), ("timezone", "text"),
+    ("locale", "text"),
     ("order_id", "text"), ("order_total", "bigint"), ("refunded", "bigint"),
     ("started_at", "timestamptz"), ("last_activity_at", "timestamptz"),
     ("checkout_started_at", "timestamptz"), ("converted_at", "timestamptz"),
@@ -268,12 +270,15 @@ class Scored:
         return [_canonical(self.acc), s.score, s.model_version, _canonical(s.reasons), s.scored_at]
 
 
-def fold_event(event: NewEvent | CartEvent) -> projections.FoldEvent:
+def fold_event(event: NewEvent | CartEvent, source: str | None = None) -> projections.FoldEvent:
+    """The fold's view of an event; ``source`` is its source kind (a stored event has its own)."""
+    kind = source if source is not None else getattr(event, "source", "unknown")
     return projections.FoldEvent(
         type=event.type,
         data=event_types.upcast(event.type, event.schema_version, event.data),
         occurred_at=event.occurred_at,
         shopper=event.shopper,
+        source=kind,
     )
 
 
@@ -286,6 +291,7 @@ class Reacting:
     scores: Mapping[str, CartScore | None]
     accumulators: Mapping[str, dict[str, Any]]  # the scorer's, per cart ({} without a scorer)
     appended: Sequence[NewEvent]  # the request's new events (duplicates left out), in order
+    source: Source  # who appended them (a reaction's own events are the system's)
 
 
 # A reaction returns system events (recovery.*, campaign.*) for the request's carts, appended in
@@ -305,13 +311,22 @@ def append_reaction_register(*, types: Sequence[str], reaction: Reaction) -> Non
 
 
 def events_append(
-    *, store_id: int, events: Sequence[NewEvent], react: Reaction | None = None
+    *,
+    store_id: int,
+    events: Sequence[NewEvent],
+    source: Source,
+    react: Reaction | None = None,
 ) -> list[Appended]:
     """Append a batch to the log, all or nothing, and fold it into cart state in the same commit.
 
-    Idempotent per event id: an id seen before with the same body returns its original version and
-    position and stores nothing; with another body it raises EventIdConflict. ``expected_version``
-    mismatches raise VersionConflict. Readers see positions in commit order (docs/adr/0001).
+    ``source`` is who appends (carts/sources.py): stored with each event, and the fold's rules
+    follow it (only trusted sources convert or refund a cart; a browser never replaces the contact
+    a trusted source gave). Reactions' events are recorded as the system's.
+
+    Idempotent per event id: an id seen before with the same body (and source kind) returns its
+    original version and position and stores nothing; with another body, or the same id from
+    another kind of source, it raises EventIdConflict. ``expected_version`` mismatches raise
+    VersionConflict. Readers see positions in commit order (docs/adr/0001).
     """
     # When this call owns the transaction, its COMMIT travels in the last round trip instead of
     # one of its own: the log's append lock is held until commit, so every round trip it waits
@@ -321,7 +336,7 @@ def events_append(
         try:
             # wrap_database_errors: raw psycopg errors surface as django.db errors, as elsewhere.
             with transaction.atomic(), connection.wrap_database_errors:
-                results, appended = _append(store_id, events, react, commit=own_transaction)
+                results, appended = _append(store_id, events, source, react, commit=own_transaction)
         except IntegrityError:
             # Two requests raced to insert the same new event id for different carts; the retry
             # sees the committed one and reports a duplicate or a conflict.
@@ -352,7 +367,7 @@ _LOCK_CARTS = f"""
     FOR UPDATE
 """
 _EXISTING_EVENTS = """
-    SELECT event_id, cart, version, position, body_hash FROM carts_cartevent
+    SELECT event_id, cart, version, position, body_hash, source FROM carts_cartevent
     WHERE event_id = ANY(%b::uuid[]) AND store_id + 0 = %s
 """
 # Both lookups name the store as ``store_id + 0``, which no index can serve, so the only plan is
@@ -385,12 +400,13 @@ _UPDATE_CARTS_SCORED = _update_carts_sql(_STATE_ARRAYS + _SCORE_ARRAYS)
 _INSERT_EVENTS = """
     INSERT INTO carts_cartevent (
         store_id, event_id, cart, version, type, schema_version, data, shopper, occurred_at,
-        body_hash)
+        body_hash, source, source_ref)
     SELECT %s, e.event_id, e.cart, e.version, e.type, e.schema_version, e.data::jsonb,
-           e.shopper::jsonb, e.occurred_at, e.body_hash
+           e.shopper::jsonb, e.occurred_at, e.body_hash, e.source, e.source_ref
     FROM unnest(%b::uuid[], %b::text[], %b::int[], %b::text[], %b::int[], %b::text[],
-                %b::text[], %b::timestamptz[], %b::text[])
-         AS e(event_id, cart, version, type, schema_version, data, shopper, occurred_at, body_hash)
+                %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::text[])
+         AS e(event_id, cart, version, type, schema_version, data, shopper, occurred_at, body_hash,
+              source, source_ref)
     RETURNING event_id, position
 """
 
@@ -410,6 +426,7 @@ def _cart_from_values(v: Mapping[str, Any]) -> projections.Cart:
         email=v["email"],
         phone=v["phone"],
         consent=dict(_json(v["consent"])),
+        contact_source=v["contact_source"],
         timezone=v["timezone"],
         locale=v["locale"],
         order_id=v["order_id"],
@@ -465,8 +482,15 @@ def carts_score(
     }
 
 
+_SYSTEM = Source.system("reaction")
+
+
 def _append(
-    store_id: int, events: Sequence[NewEvent], react: Reaction | None = None, commit: bool = False
+    store_id: int,
+    events: Sequence[NewEvent],
+    source: Source,
+    react: Reaction | None = None,
+    commit: bool = False,
 ) -> tuple[list[Appended], int]:
     """The append itself, in the caller's transaction, in three round trips to PostgreSQL.
 
@@ -519,6 +543,11 @@ def _append(
                     f"Event {event.event_id} was already stored with a different body.",
                     event_id=str(event.event_id),
                 )
+            if seen[5] != source.kind and seen[5] != "unknown":
+                raise EventIdConflict(
+                    f"Event {event.event_id} was already stored, sent by another source.",
+                    event_id=str(event.event_id),
+                )
             pending.append((i, None, seen))
             continue
         if first_index[event.event_id] != i:
@@ -532,7 +561,7 @@ def _append(
                 expected_version=event.expected_version,
                 actual_version=state.version,
             )
-        folded = fold_event(event)
+        folded = fold_event(event, source.kind)
         try:
             state = projections.apply(state, folded)
         except projections.Rejected as exc:
@@ -554,8 +583,8 @@ def _append(
         )
 
     # Reactions: system events decided from the new states, appended in the same commit.
-    inserts: list[tuple[NewEvent, int, tuple[str, str, str | None]]] = [
-        (events[i], version, encoded[i]) for i, version in new
+    inserts: list[tuple[NewEvent, int, tuple[str, str, str | None], Source]] = [
+        (events[i], version, encoded[i], source) for i, version in new
     ]
     reactions: list[Reaction] = []
     if new and _standing_reactions:
@@ -573,6 +602,7 @@ def _append(
                 t: (scored[row_ids[t]].acc if scored is not None else {}) for t in changed
             },
             appended=request_events,
+            source=source,
         )
         for extra in (e for reaction in reactions for e in reaction(reacting)):
             if extra.cart not in changed or not extra.type.startswith(
@@ -581,27 +611,29 @@ def _append(
                 raise ValueError(
                     f"A reaction appends system events to the request's carts: {extra}"
                 )
-            folded = fold_event(extra)
+            folded = fold_event(extra, _SYSTEM.kind)
             states[extra.cart] = projections.apply(states[extra.cart], folded)
             if scorer is not None and scored is not None:
                 accs[extra.cart] = scorer.accumulate(accs[extra.cart], folded)
                 row = row_ids[extra.cart]
                 scored[row] = Scored(accs[extra.cart], scored[row].score)
-            inserts.append((extra, states[extra.cart].version, extra.encoded()))
+            inserts.append((extra, states[extra.cart].version, extra.encoded(), _SYSTEM))
 
     positions: dict[uuid.UUID, int] = {}
     if new:
         columns = (
             store_id,
-            [e.event_id for e, _, _ in inserts],
-            [e.cart for e, _, _ in inserts],
-            [version for _, version, _ in inserts],
-            [e.type for e, _, _ in inserts],
-            [e.schema_version for e, _, _ in inserts],
-            [enc[1] for _, _, enc in inserts],
-            [enc[2] for _, _, enc in inserts],
-            [e.occurred_at for e, _, _ in inserts],
-            [enc[0] for _, _, enc in inserts],
+            [e.event_id for e, _, _, _ in inserts],
+            [e.cart for e, _, _, _ in inserts],
+            [version for _, version, _, _ in inserts],
+            [e.type for e, _, _, _ in inserts],
+            [e.schema_version for e, _, _, _ in inserts],
+            [enc[1] for _, _, enc, _ in inserts],
+            [enc[2] for _, _, enc, _ in inserts],
+            [e.occurred_at for e, _, _, _ in inserts],
+            [enc[0] for _, _, enc, _ in inserts],
+            [str(src.kind) for _, _, _, src in inserts],
+            [src.ref for _, _, _, src in inserts],
         )
         with psycopg.Cursor(raw) as cursor, psycopg.Cursor(raw) as insert_cursor:
             # Round trip 2: write the cart states, then take the log's append lock and insert.

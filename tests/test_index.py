@@ -1,12 +1,17 @@
 from django.test import Client
 
 from carts import services
+from carts.sources import Source
 from tests.conftest import new_event
 
 
 def test_landing_page_links_the_docs_and_shows_the_demo_store(db):
     store, _ = services.store_demo_ensure()
-    services.events_append(store_id=store.pk, events=[new_event("checkout.started", "c1")])
+    services.events_append(
+        store_id=store.pk,
+        events=[new_event("checkout.started", "c1")],
+        source=Source.server("test"),
+    )
 
     page = Client().get("/")
 

@@ -10,6 +10,7 @@ from carts import services
 from carts.errors import CartsError, StoreNotFound
 from carts.importers.types import Mapped, Skipped
 from carts.models import Store
+from carts.sources import Source
 
 BATCH_SIZE = 500
 EXAMPLES_PER_REASON = 3
@@ -61,11 +62,15 @@ def replay(
 
 def _append(store_id: int, batch: Sequence[services.NewEvent], report: ReplayReport) -> None:
     try:
-        results = services.events_append(store_id=store_id, events=batch)
+        results = services.events_append(
+            store_id=store_id, events=batch, source=Source.server("import")
+        )
     except CartsError:
         for event in batch:
             try:
-                [result] = services.events_append(store_id=store_id, events=[event])
+                [result] = services.events_append(
+                    store_id=store_id, events=[event], source=Source.server("import")
+                )
             except CartsError as exc:
                 report.rejected[exc.code] += 1
                 report._example(exc.code, f"{event.type} {event.event_id}: {exc.message}")

@@ -10,6 +10,7 @@ from typing import Any
 from campaigns.models import Campaign, CampaignSettings, Tier
 from carts import services
 from carts.models import CartState
+from carts.sources import Source
 from tests.conftest import item, new_event
 
 
@@ -44,12 +45,13 @@ def cart_abandoned(
         events.append(new_event("checkout.contact_captured", token, contact, at=at))
     else:
         events.append(new_event("page.viewed", token, {"url": "/cart", "page_type": "cart"}, at=at))
-    services.events_append(store_id=store_id, events=events)
+    services.events_append(store_id=store_id, events=events, source=Source.server("test"))
     return CartState.objects.get(store_id=store_id, token=token)
 
 
 def order_placed(store_id: int, token: str, *, at: datetime, total: int = 4500) -> None:
     services.events_append(
+        source=Source.server("test"),
         store_id=store_id,
         events=[
             new_event(

@@ -12,6 +12,7 @@ import pytest
 from campaigns.models import Campaign, Enrollment, Step, Tier
 from carts import identity, services
 from carts.models import CartState
+from carts.sources import Source
 from tests.conftest import new_event
 from tests.smtp_sink import SmtpSink
 
@@ -82,7 +83,9 @@ def _shop_cart(
         {"email": email, "consent": {"email": True}, "timezone": timezone},
         at=T0 + timedelta(minutes=1),
     )
-    services.events_append(store_id=store_id, events=[*added, contact])
+    services.events_append(
+        store_id=store_id, events=[*added, contact], source=Source.server("test")
+    )
     return CartState.objects.get(store_id=store_id, token=token)
 
 

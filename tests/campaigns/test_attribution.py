@@ -46,6 +46,7 @@ from campaigns.attribution import (
 from campaigns.models import Campaign, Coupon, Enrollment, Step, Tier
 from carts import services
 from carts.models import Store
+from carts.sources import Source
 from tests.conftest import new_event
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -86,7 +87,7 @@ def a_cart(
         if refund:
             refunded = {"order_id": f"o-{token}", "amount": refund}
             events.append(new_event("order.refunded", token, refunded, at=order_at + timedelta(1)))
-    services.events_append(store_id=store.pk, events=events)
+    services.events_append(store_id=store.pk, events=events, source=Source.server("test"))
 
 
 def a_campaign(store: Store, *, hours: int, delays: list[tuple[str, int]]) -> Campaign:

@@ -16,6 +16,7 @@ from campaigns.discounts import CODE_PATTERN
 from campaigns.models import Coupon, Tier
 from carts import services
 from carts.models import CartEvent
+from carts.sources import Source
 from tests.campaigns.builders import campaign_with_tiers, cart_abandoned
 from tests.carts.threads import raise_first_error, run_in_threads
 
@@ -69,7 +70,9 @@ def _issue(
             gross_margin_percent=40,
             now=now,
         )
-        services.events_append(store_id=store_id, events=[issued.event])
+        services.events_append(
+            store_id=store_id, events=[issued.event], source=Source.server("test")
+        )
     return issued
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from campaigns import steps
 from campaigns.models import Step
 from carts import services
+from carts.sources import Source
 from tests.campaigns.builders import campaign_with_tiers
 from tests.conftest import item, new_event
 
@@ -21,6 +22,7 @@ def test_concurrent_enqueuers_hand_out_disjoint_steps_that_cover_them_all(commit
     now = timezone.now()
     campaign_with_tiers(store.pk, activated_at=now - timedelta(days=1))
     services.events_append(
+        source=Source.server("test"),
         store_id=store.pk,
         events=[
             new_event("cart.item_added", f"q-{store.pk}-{n}", item(), at=now - timedelta(hours=2))

@@ -7,6 +7,7 @@ from django.test import Client
 from carts import services
 from carts.keys import hash_key
 from carts.models import CartEvent, Store, StoreKey
+from carts.sources import Source
 from tests.conftest import item, new_event
 
 
@@ -61,7 +62,9 @@ def test_rotating_keys_from_the_admin_revokes_the_old_ones(admin_client):
 def test_event_log_and_carts_are_browsable_but_read_only(admin_client):
     creds = services.store_create(name="Browsed shop")
     services.events_append(
-        store_id=creds.store_id, events=[new_event("cart.item_added", "browse-1", item())]
+        source=Source.server("test"),
+        store_id=creds.store_id,
+        events=[new_event("cart.item_added", "browse-1", item())],
     )
     event = CartEvent.objects.get(store_id=creds.store_id)
 

@@ -17,6 +17,7 @@ import pytest
 from django.db import connection
 
 from carts import services
+from carts.sources import Source
 from tests.conftest import item, new_event
 
 # The shape of the queries before the fix, as a negative control.
@@ -51,12 +52,15 @@ def stale_statistics(store):
         for table in ("carts_cartevent", "carts_cartstate"):
             cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
         services.events_append(
-            store_id=store.pk, events=[new_event("cart.item_added", "c-0", item())]
+            source=Source.server("test"),
+            store_id=store.pk,
+            events=[new_event("cart.item_added", "c-0", item())],
         )
         cursor.execute("ANALYZE carts_cartevent")
         cursor.execute("ANALYZE carts_cartstate")
     for batch in range(12):
         services.events_append(
+            source=Source.server("test"),
             store_id=store.pk,
             events=[
                 new_event("cart.item_added", f"c-{batch}-{n}", item(sku=f"S{n}"))

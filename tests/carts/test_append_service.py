@@ -10,11 +10,14 @@ from django.db import DatabaseError, connection
 from carts import projections, services
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
 from carts.models import CartEvent, CartState
+from carts.sources import Source
 from tests.conftest import item, new_event
 
 
 def append(store, *events):
-    return services.events_append(store_id=store.pk, events=list(events))
+    return services.events_append(
+        store_id=store.pk, events=list(events), source=Source.server("test")
+    )
 
 
 def stored(store) -> list[tuple[str, int, str]]:
@@ -185,7 +188,9 @@ def test_event_ids_are_unique_per_store_not_globally(store):
     append(store, shared)
 
     # when another store appends an event with the same id
-    [result] = services.events_append(store_id=other.store_id, events=[shared])
+    [result] = services.events_append(
+        store_id=other.store_id, events=[shared], source=Source.server("test")
+    )
 
     # then it is a new event there
     assert (result.version, result.duplicate) == (1, False)

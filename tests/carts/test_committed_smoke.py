@@ -1,5 +1,6 @@
 from carts import services
 from carts.models import CartEvent
+from carts.sources import Source
 from tests.conftest import item, new_event
 
 
@@ -9,7 +10,9 @@ def test_committed_append_is_visible_from_another_connection(committed_store):
 
     store, _ = committed_store
     [result] = services.events_append(
-        store_id=store.pk, events=[new_event("cart.item_added", "c1", item())]
+        source=Source.server("test"),
+        store_id=store.pk,
+        events=[new_event("cart.item_added", "c1", item())],
     )
     params = connection.get_connection_params()
     with psycopg.connect(**params) as other:

@@ -12,6 +12,7 @@ import uuid
 from carts import services
 from carts.errors import EventIdConflict, VersionConflict
 from carts.models import CartEvent, CartState
+from carts.sources import Source
 from tests.carts.threads import raise_first_error, run_in_threads
 from tests.conftest import item, new_event
 
@@ -29,7 +30,11 @@ def test_parallel_appends_to_one_cart_get_versions_1_to_n(committed_store):
         results = []
         for i in range(per_thread):
             event = new_event("cart.item_added", "shared", item(f"T{t}-{i}", 1, 100 * (t + 1)))
-            results.extend(services.events_append(store_id=store.pk, events=[event]))
+            results.extend(
+                services.events_append(
+                    store_id=store.pk, events=[event], source=Source.server("test")
+                )
+            )
         return results
 
     # when they run at once
@@ -60,7 +65,11 @@ def test_concurrent_duplicate_deliveries_to_one_cart_are_stored_once(committed_s
         results = []
         for event in events:
             start.wait()
-            results.extend(services.events_append(store_id=store.pk, events=[event]))
+            results.extend(
+                services.events_append(
+                    store_id=store.pk, events=[event], source=Source.server("test")
+                )
+            )
         return results
 
     # when they race
@@ -91,7 +100,9 @@ def test_concurrent_duplicates_batched_with_other_carts_are_stored_once(committe
     def deliver(t: int) -> list[services.Appended]:
         own = new_event("cart.item_added", f"own-{t}", item(f"O{t}", 1, 10))
         start.wait()
-        return services.events_append(store_id=store.pk, events=[shared, own])
+        return services.events_append(
+            store_id=store.pk, events=[shared, own], source=Source.server("test")
+        )
 
     # when they race
     outcomes = run_in_threads(deliver, [(t,) for t in range(THREADS)])
@@ -125,7 +136,11 @@ def test_concurrent_reuse_of_an_id_for_different_carts_stores_one(committed_stor
             )
             start.wait()
             try:
-                answers.extend(services.events_append(store_id=store.pk, events=[event]))
+                answers.extend(
+                    services.events_append(
+                        store_id=store.pk, events=[event], source=Source.server("test")
+                    )
+                )
             except EventIdConflict as exc:
                 answers.append(exc)
         return answers
@@ -165,7 +180,11 @@ def test_expected_version_races_have_one_winner_per_version(committed_store):
             )
             start.wait()
             try:
-                answers.extend(services.events_append(store_id=store.pk, events=[event]))
+                answers.extend(
+                    services.events_append(
+                        store_id=store.pk, events=[event], source=Source.server("test")
+                    )
+                )
             except VersionConflict as exc:
                 answers.append(exc)
         return answers

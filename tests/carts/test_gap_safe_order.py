@@ -19,6 +19,7 @@ from django.db.models import Max
 
 from carts import selectors, services
 from carts.models import CartEvent
+from carts.sources import Source
 from tests.carts.threads import raise_first_error, run_in_threads
 from tests.conftest import item, new_event
 
@@ -56,7 +57,9 @@ def test_tailing_readers_see_every_committed_event_in_position_order(committed_s
             time.sleep(rng.uniform(0, 0.004))
             try:
                 with transaction.atomic():
-                    services.events_append(store_id=store.pk, events=events)
+                    services.events_append(
+                        store_id=store.pk, events=events, source=Source.server("test")
+                    )
                     time.sleep(rng.uniform(0, 0.008))  # late commit of positions already taken
                     if rng.random() < 0.1:
                         raise RollBack
@@ -134,7 +137,9 @@ def test_an_append_cannot_commit_a_later_position_while_an_earlier_one_is_open(c
 
     def first() -> int:
         with transaction.atomic():
-            [result] = services.events_append(store_id=store.pk, events=[first_event])
+            [result] = services.events_append(
+                store_id=store.pk, events=[first_event], source=Source.server("test")
+            )
             appended.set()
             assert release.wait(30)
         return result.position
@@ -142,7 +147,9 @@ def test_an_append_cannot_commit_a_later_position_while_an_earlier_one_is_open(c
     def second() -> int:
         assert appended.wait(30)
         # another store, another cart: nothing is shared but the log's order
-        [result] = services.events_append(store_id=other.store_id, events=[second_event])
+        [result] = services.events_append(
+            store_id=other.store_id, events=[second_event], source=Source.server("test")
+        )
         second_done.set()
         return result.position
 

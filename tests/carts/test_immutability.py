@@ -12,6 +12,7 @@ from django.db import DatabaseError, connection, transaction
 
 from carts import services
 from carts.models import CartEvent
+from carts.sources import Source
 from config import embedded
 from tests.conftest import item, new_event
 
@@ -25,7 +26,9 @@ STATEMENTS = {
 
 def _append_one(store_id: int) -> CartEvent:
     [result] = services.events_append(
-        store_id=store_id, events=[new_event("cart.item_added", "c1", item(unit_price=1299))]
+        source=Source.server("test"),
+        store_id=store_id,
+        events=[new_event("cart.item_added", "c1", item(unit_price=1299))],
     )
     return CartEvent.objects.get(position=result.position)
 

@@ -11,6 +11,7 @@ from carts import services
 from carts.importers import Skipped, rees46
 from carts.models import CartEvent, CartState
 from carts.services import NewEvent
+from carts.sources import Source
 from tests.conftest import item, new_event
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "rees46" / "2019-Oct_sample.csv"
@@ -324,7 +325,9 @@ def test_importing_the_sample_again_stores_nothing(store):
 def test_an_event_the_service_rejects_costs_only_itself_not_its_batch(store, tmp_path):
     # The cart already holds euros, so a USD item cannot join it; the rest of the batch can.
     services.events_append(
-        store_id=store.pk, events=[new_event("cart.item_added", CART, item(currency="EUR"))]
+        source=Source.server("test"),
+        store_id=store.pk,
+        events=[new_event("cart.item_added", CART, item(currency="EUR"))],
     )
     path = tmp_path / "events.csv"
     path.write_text(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -232,13 +233,63 @@ def test_checkout_and_conversion_times_are_the_first_ones():
             ev("checkout.started", at=10),
             ev("checkout.started", at=20),
             placed(order_id="O-1", at=30),
-            placed(order_id="O-2", total=3000, at=40),
+            placed(order_id="O-1", at=40),  # the same order again changes nothing
         ]
     )
 
     assert cart.checkout_started_at == T0 + timedelta(seconds=10)
     assert cart.converted_at == T0 + timedelta(seconds=30)
-    assert (cart.order_id, cart.order_total) == ("O-2", 3000)
+    assert (cart.order_id, cart.order_total) == ("O-1", 2000)
+    assert cart.version == 4
+
+
+def test_the_first_order_converts_the_cart_and_another_one_is_refused():
+    first = fold([placed(order_id="O-1", at=30)])
+
+    with pytest.raises(Rejected) as refused:
+        apply(first, placed(order_id="O-2", total=3000, at=40))
+
+    assert refused.value.field == "order_id"
+    # A reader of the log (strict=False) keeps the first order and moves on.
+    lenient = apply(first, placed(order_id="O-2", total=3000, at=40), strict=False)
+    assert (lenient.order_id, lenient.order_total, lenient.version) == ("O-1", 2000, 2)
+
+
+@pytest.mark.parametrize("type_", ["order.placed", "order.refunded"])
+def test_a_browser_cannot_place_or_refund_an_order(type_):
+    ordered = fold([placed(order_id="O-1", at=30)])
+    data = {"order_id": "O-1", "amount": 100} if type_ == "order.refunded" else None
+    event = placed(order_id="FAKE", total=10**12, at=40) if data is None else ev(type_, data)
+    browser = replace(event, source="browser")
+
+    with pytest.raises(Rejected) as refused:
+        apply(Cart() if data is None else ordered, browser)
+
+    assert refused.value.field == "type"
+    target = Cart() if data is None else ordered
+    assert apply(target, replace(event, source="server")).version == target.version + 1
+    lenient = apply(Cart(), replace(placed(order_id="FAKE", at=40), source="browser"), strict=False)
+    assert (lenient.status, lenient.order_id, lenient.converted_at) == ("active", "", None)
+
+
+def test_a_browser_never_replaces_contact_details_a_trusted_source_gave():
+    server = replace(ev("checkout.contact_captured", {"email": "ada@example.com"}), source="server")
+    browser = replace(
+        ev("checkout.contact_captured", {"email": "evil@example.net", "consent": {"email": True}}),
+        source="browser",
+    )
+    cart = fold([server])
+    assert (cart.email, cart.contact_source) == ("ada@example.com", "server")
+
+    with pytest.raises(Rejected) as refused:
+        apply(cart, browser)
+
+    assert refused.value.field == "email"
+    # A browser's own contact (no trusted one yet) can be given, and changed by the browser.
+    own = fold([browser, replace(browser, data={"email": "ada@example.org"})])
+    assert (own.email, own.contact_source) == ("ada@example.org", "browser")
+    # The server's word replaces the browser's.
+    assert apply(own, server).email == "ada@example.com"
 
 
 def test_contact_captured_sets_contact_and_merges_consent():

@@ -8,6 +8,7 @@ import pytest
 
 from carts import services
 from carts.models import DailyEventCount
+from carts.sources import Source
 from tests.conftest import BASE_DIR_FOR_TESTS, item, new_event, subprocess_env
 
 
@@ -49,6 +50,7 @@ def test_runner_applies_new_events(committed_store, poll, extra_env, within):
                 break
         time.sleep(1.0)
         services.events_append(
+            source=Source.server("test"),
             store_id=store.pk,
             events=[new_event("cart.item_added", f"c{i}", item()) for i in range(5)],
         )

@@ -2,11 +2,13 @@ from django.core.management import call_command
 
 from carts import projectors, services
 from carts.models import CartState, DailyEventCount, ProjectorCheckpoint
+from carts.sources import Source
 from tests.conftest import item, new_event
 
 
 def _log(store_id: int) -> None:
     services.events_append(
+        source=Source.server("test"),
         store_id=store_id,
         events=[
             new_event("cart.item_added", "a", item("X", 2, 500), at=0),

@@ -17,6 +17,7 @@ from django.test import Client
 from carts import projectors
 from carts.models import CartEvent, CartState, Store, StoreMember
 from carts.services import events_append, store_create
+from carts.sources import Source
 from config.asgi import application
 from dashboards import live
 from recovery import live as recovery_live
@@ -135,7 +136,11 @@ def other_store() -> Store:
 
 @sync_to_async
 def append(store_id: int, type: str, data: dict, cart: str = "c-live") -> None:
-    events_append(store_id=store_id, events=[new_event(type, cart, data, at=datetime.now(UTC))])
+    events_append(
+        store_id=store_id,
+        events=[new_event(type, cart, data, at=datetime.now(UTC))],
+        source=Source.server("test"),
+    )
 
 
 @sync_to_async
@@ -147,7 +152,9 @@ def exit_intent(store_id: int, cart: str) -> None:
         "occurred_at": datetime.now(UTC).isoformat(),
         "data": {"trigger": "mouse_leave"},
     }
-    recovery_live.shopper_event_append(store_id=store_id, cart=cart, raw=raw, now=datetime.now(UTC))
+    recovery_live.shopper_event_append(
+        store_id=store_id, cart=cart, raw=raw, now=datetime.now(UTC), session="test"
+    )
 
 
 @sync_to_async

@@ -18,6 +18,7 @@ from campaigns import events as campaign_events
 from campaigns.models import Campaign, Tier
 from carts import projectors, services
 from carts.models import Store, StoreMember
+from carts.sources import Source
 from dashboards import selectors
 from tests.campaigns.builders import campaign_with_tiers
 from tests.conftest import item, new_event
@@ -117,7 +118,7 @@ def log_build(store: Store) -> Log:
     ]
     events.sort(key=lambda e: e.occurred_at)
     for event in events:  # one at a time: each cart's events in order
-        services.events_append(store_id=store.pk, events=[event])
+        services.events_append(store_id=store.pk, events=[event], source=Source.server("test"))
     projectors.projector_catch_up(name="dashboard")
     return Log(store=store, campaign=campaign, tier=tier)
 

@@ -11,6 +11,7 @@ from campaigns import events as ce
 from campaigns.models import CampaignSettings
 from carts import projectors, services
 from carts.services import NewEvent
+from carts.sources import Source
 from dashboards import ABANDONMENT_WINDOW, projection
 from dashboards.models import CartFact, DailyCount
 from tests.conftest import item, new_event
@@ -24,7 +25,7 @@ def at(minutes: float) -> datetime:
 
 
 def _append(store_id: int, *events: NewEvent) -> None:
-    services.events_append(store_id=store_id, events=list(events))
+    services.events_append(store_id=store_id, events=list(events), source=Source.server("test"))
 
 
 def _counts(store_id: int, metric: str, *, hourly: bool = False) -> dict[tuple, tuple[int, int]]:
@@ -271,7 +272,7 @@ def _mixed_log(store_id: int) -> None:
                 )
             )
     events.sort(key=lambda e: e.occurred_at)
-    services.events_append(store_id=store_id, events=events)
+    services.events_append(store_id=store_id, events=events, source=Source.server("test"))
 
 
 def _nonzero_counts(store_id: int) -> dict[tuple, tuple[int, int, int]]:

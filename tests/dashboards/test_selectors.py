@@ -35,6 +35,7 @@ from campaigns import stats
 from campaigns.models import Campaign, CampaignSettings, Tier
 from carts import projectors, services
 from carts.services import NewEvent
+from carts.sources import Source
 from dashboards import selectors as s
 from tests.campaigns.builders import campaign_with_tiers
 from tests.conftest import item, new_event
@@ -207,7 +208,7 @@ def build_log(store_id: int) -> Shop:
         _client("order.refunded", "A", {"order_id": "o-A", "amount": 200}, utc(6, 10)),
         _added("F", 800, utc(6, 11, 55)),
     ]
-    services.events_append(store_id=store_id, events=log)
+    services.events_append(store_id=store_id, events=log, source=Source.server("test"))
     return shop
 
 
@@ -570,6 +571,7 @@ def test_lift_and_recovery_agree_with_attribution_summary_on_a_real_campaign_run
         if i % 3 != 2:  # two in three order, in both groups
             order_placed(store.pk, cart.token, at=t0 + timedelta(hours=2), total=cart.value)
     services.events_append(
+        source=Source.server("test"),
         store_id=store.pk,
         events=[
             _client(

@@ -26,6 +26,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from campaigns.services import campaign_demo_ensure
 from carts.models import Store, StoreMember
 from carts.services import events_append
+from carts.sources import Source
 from dashboards.pages import FIGURES
 from dashboards.tables import count_text, day_label, money_text, rate_text
 from recovery import live as recovery_live
@@ -81,6 +82,7 @@ def dashboard_server(committed_store, isolated_redis, tmp_path) -> Iterator[dict
 
 def _append(store: Store, cart: str, *events: tuple[str, dict, datetime]) -> None:
     events_append(
+        source=Source.server("test"),
         store_id=store.pk,
         events=[new_event(kind, cart, data, at=at) for kind, data, at in events],
     )
@@ -223,6 +225,7 @@ def test_a_marketer_sees_the_overview_match_the_api_and_live_events_arrive(
 
         sent = time.monotonic()
         recovery_live.shopper_event_append(
+            session="test",
             store_id=store.pk,
             cart="bt-browsing",
             raw={

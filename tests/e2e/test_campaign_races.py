@@ -16,6 +16,7 @@ from campaigns import steps
 from campaigns.models import Step
 from carts import services
 from carts.models import CartEvent
+from carts.sources import Source
 from tests.campaigns.builders import campaign_with_tiers
 from tests.conftest import item, new_event
 from tests.smtp_sink import SmtpSink
@@ -37,6 +38,7 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
     tokens = [f"race-{store.pk}-{n}" for n in range(RACES)]
     for n, token in enumerate(tokens):
         services.events_append(
+            source=Source.server("test"),
             store_id=store.pk,
             events=[
                 new_event("cart.item_added", token, item(), at=now - timedelta(hours=2)),
@@ -67,6 +69,7 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
             barrier.wait()
             time.sleep(delay)
             services.events_append(
+                source=Source.server("test"),
                 store_id=store.pk,
                 events=[
                     new_event(

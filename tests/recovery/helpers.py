@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from carts import event_types, services
+from carts.sources import Source
 from recovery import synthetic
 
 NAMESPACE = uuid.UUID("6b1d3c1e-3f0a-4a51-9b8e-5a0c7f2d9e11")
@@ -36,14 +37,18 @@ def _flush(store_id: int, batch: list[services.NewEvent]) -> int:
     if not batch:
         return 0
     try:
-        results = services.events_append(store_id=store_id, events=batch)
+        results = services.events_append(
+            store_id=store_id, events=batch, source=Source.server("test")
+        )
     except Exception:
         # A journey whose remove names an already removed line is refused as a whole batch:
         # append one by one and skip the refused events (the log never holds them).
         results = []
         for event in batch:
             try:
-                results += services.events_append(store_id=store_id, events=[event])
+                results += services.events_append(
+                    store_id=store_id, events=[event], source=Source.server("test")
+                )
             except Exception:  # noqa: S112
                 continue
     batch.clear()

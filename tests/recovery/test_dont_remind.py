@@ -16,6 +16,7 @@ T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 def _exit(store_id: int, cart: str) -> str:
     outcome = live.shopper_event_append(
+        session="test",
         store_id=store_id,
         cart=cart,
         raw={

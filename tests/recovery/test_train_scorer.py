@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 
 from carts import services as carts_services
 from carts.models import CartState
+from carts.sources import Source
 from recovery import features, services, serving
 from recovery.council import Council
 from recovery.models import ScoringModel
@@ -68,6 +69,7 @@ def test_activation_swaps_the_model_for_the_next_append(store, post_events, api)
     assert ScoringModel.objects.get(version=summary["version"]).active
 
     carts_services.events_append(
+        source=Source.server("test"),
         store_id=store.pk,
         events=[
             __import__("tests.conftest", fromlist=["new_event"]).new_event(
@@ -80,6 +82,7 @@ def test_activation_swaps_the_model_for_the_next_append(store, post_events, api)
 
     run("activate_scorer", "--store", str(store.pk), "--stock")
     carts_services.events_append(
+        source=Source.server("test"),
         store_id=store.pk,
         events=[
             __import__("tests.conftest", fromlist=["new_event"]).new_event(
