@@ -173,5 +173,5 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     list_display = ["projector", "position", "store_id", "cart", "event_type", "error",
                     "created_at", "resolved_at"]  # fmt: skip
     list_filter = ["projector", DeadLetterOpenFilter]
-    search_fields = ["cart", "=position", "error"]
+    search_fields = ["cart", "position__exact", "error"]  # exact: compared as text, never a 500
     ordering = ["projector", "position"]

@@ -274,6 +274,9 @@ def test_dead_letters_are_listed_read_only_in_the_admin(admin_client, store):
     assert "Unrepresentable: occurred_at out of range" in page
     assert "Resolved: long ago" not in page
     assert "Resolved: long ago" in resolved.content.decode()
+    found = admin_client.get(f"/admin/carts/deadletter/?q={position}")
+    assert "Unrepresentable: occurred_at out of range" in found.content.decode()
+    assert admin_client.get("/admin/carts/deadletter/?q=not-a-number").status_code == 200
     letter = DeadLetter.objects.get(projector="dashboard")
     assert admin_client.get("/admin/carts/deadletter/add/").status_code == 403
     change = admin_client.post(f"/admin/carts/deadletter/{letter.pk}/change/", {"error": "x"})
