@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("healthz", health.healthz, name="healthz"),
     path("demo/", demo.demo_storefront, name="demo"),
+    path("demo/order", demo.demo_order, name="demo-order"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("carts.urls")),
     path("api/v1/", include("recovery.urls")),

@@ -1,15 +1,31 @@
-"""The demo storefront (/demo/): a tiny shop running the storefront snippet against this server."""
+"""The demo storefront (/demo/): a tiny shop running the storefront snippet against this server,
+and the shop's server side of its checkout (/demo/order): orders come from the shop's server,
+never from the browser (docs/api.md, "Sources")."""
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from carts import event_types
+from carts.errors import EventIdConflict
+from carts.models import CartEvent, Store
+from carts.selectors import cart_state_get
+from carts.services import DEMO_STORE_NAME, NewEvent, events_append
+from carts.sources import Source
+from recovery import cart_tokens, live
 
 _KEY = re.compile(r"pk_[A-Za-z0-9_-]{1,200}")
 
@@ -28,6 +44,8 @@ PRODUCTS: list[Product] = [
     {"sku": "APRON-04", "name": "Linen apron", "unit_price": 2900, "colour": "#4a6a9c"},
 ]
 CURRENCY = "EUR"
+SHIPPING = (495, 995)  # the demo's standard and express shipping, minor units
+_ORDER_NAMESPACE = uuid.UUID("5d0e8f0a-9a43-4c38-8f3e-3c7a64e1f2b7")
 
 
 def _demo_store_key() -> str | None:
@@ -69,3 +87,133 @@ def demo_storefront(request: HttpRequest) -> HttpResponse:
     # A bad ?key= is the caller's mistake (400); no demo store yet is a page that says what to do.
     status = 400 if given is not None and key is None else 200
     return render(request, "demo/storefront.html", context, status=status)
+
+
+# The shop's server side of the demo checkout ------------------------------------------------------
+
+
+class DemoOrderRefused(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOrder:
+    order_id: str
+    total: int
+    discount: int
+    shipping: int
+    duplicate: bool
+
+
+def _offer_with_code(*, store_id: int, cart: str, code: str) -> dict[str, Any] | None:
+    """The on-site offer made to this cart with this discount code, if any."""
+    row = (
+        CartEvent.objects.filter(
+            store_id=store_id,
+            cart=cart,
+            type=live.OFFER_DECIDED,
+            data__offer__discount_code=code,
+        )
+        .values_list("data", flat=True)
+        .first()
+    )
+    return row["offer"] if row else None
+
+
+def demo_order_place(
+    *, store: Store, cart: str, coupon: str | None, shipping: int, now: datetime
+) -> DemoOrder:
+    """Place the demo cart's order as the shop's server would: the demo store only, a cart its
+    browser minted, priced from the cart's state (the shop's own prices), the discount from the
+    on-site offer whose code it names. One order per cart (a repeat is a duplicate)."""
+    if store.name != DEMO_STORE_NAME:
+        raise DemoOrderRefused(403, "not_the_demo_store", "Demo orders are for the demo store.")
+    if not cart_tokens.cart_token_minted(store_id=store.pk, token=cart):
+        raise DemoOrderRefused(403, "cart_not_allowed", "Not a cart of this shop's browser.")
+    if shipping not in SHIPPING:
+        raise DemoOrderRefused(400, "invalid_shipping", f"Shipping is one of {SHIPPING}.")
+    state = cart_state_get(store_id=store.pk, token=cart)
+    if state is None or not state.value:
+        raise DemoOrderRefused(400, "empty_cart", "The cart is empty.")
+    discount = 0
+    if coupon:
+        offer = _offer_with_code(store_id=store.pk, cart=cart, code=coupon)
+        if offer is None:
+            raise DemoOrderRefused(400, "unknown_coupon", "No offer to this cart has this code.")
+        if offer.get("kind") == "free_shipping":
+            shipping = 0
+        off = state.value * int(offer.get("percent") or 0) // 100
+        cap = offer.get("discount_cap")
+        discount = min(off, cap) if isinstance(cap, int) and cap > 0 else off
+    event_id = uuid.uuid5(_ORDER_NAMESPACE, f"{store.pk}:{cart}")
+    order_id = "D-" + event_id.hex[:10].upper()
+    total = state.value - discount + shipping
+    data: dict[str, Any] = {"order_id": order_id, "total": total, "currency": CURRENCY}
+    if coupon:
+        data["coupon"] = coupon
+    version, payload = event_types.validate("order.placed", None, data)
+    event = NewEvent(
+        event_id=event_id,
+        cart=cart,
+        type="order.placed",
+        schema_version=version,
+        occurred_at=now,
+        data=payload,
+    )
+    try:
+        [appended] = events_append(store_id=store.pk, events=[event], source=Source.server("demo"))
+    except EventIdConflict:  # ordered before, differently: the first order stands
+        raise DemoOrderRefused(409, "already_ordered", "This cart was ordered already.") from None
+    return DemoOrder(order_id, total, discount, shipping, appended.duplicate)
+
+
+def _refused(status: int, code: str, detail: str, origin: str | None) -> JsonResponse:
+    response = JsonResponse({"code": code, "detail": detail}, status=status)
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+    return response
+
+
+@csrf_exempt  # no cookies: the publishable key, the store's origins and a minted cart
+@require_POST
+def demo_order(request: HttpRequest) -> HttpResponse:
+    """POST /demo/order {"publishable_key", "cart", "shipping", "coupon"?}: the demo checkout."""
+    origin = request.headers.get("Origin")
+    try:
+        body = json.loads(request.body)
+    except (ValueError, RecursionError):
+        return _refused(400, "invalid_json", "The body must be a JSON object.", origin)
+    if not isinstance(body, dict):
+        return _refused(400, "invalid_json", "The body must be a JSON object.", origin)
+    cart, coupon, shipping = body.get("cart"), body.get("coupon"), body.get("shipping")
+    if (
+        not isinstance(cart, str)
+        or not isinstance(shipping, int)
+        or (coupon is not None and (not isinstance(coupon, str) or len(coupon) > 64))
+    ):
+        return _refused(400, "invalid_order", "cart, shipping (and coupon) are required.", origin)
+    store = live.store_for_publishable_key(body.get("publishable_key"))
+    if store is None:
+        return _refused(401, "invalid_key", "Unknown or revoked publishable key.", origin)
+    try:
+        live.origin_check(store=store, origin=origin)
+        order = demo_order_place(
+            store=store, cart=cart, coupon=coupon or None, shipping=shipping, now=timezone.now()
+        )
+    except live.OriginNotAllowed:
+        return _refused(403, "origin_not_allowed", "This origin is not allowed.", origin)
+    except DemoOrderRefused as refused:
+        return _refused(refused.status, refused.code, refused.detail, origin)
+    return JsonResponse(
+        {
+            "order_id": order.order_id,
+            "total": order.total,
+            "discount": order.discount,
+            "shipping": order.shipping,
+            "currency": CURRENCY,
+            "duplicate": order.duplicate,
+        },
+        status=201,
+    )

@@ -4,9 +4,13 @@ in the cart's log."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,9 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.wait import WebDriverWait
 
 from campaigns.services import campaign_demo_ensure
-from carts.models import CartEvent
+from carts.models import CartEvent, Store
+from carts.services import DEMO_STORE_NAME, store_create, store_origins_add
+from recovery import cart_tokens
 from tests.conftest import subprocess_env
 from tests.e2e import procs
 
@@ -112,6 +118,9 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
 ) -> None:
     origin, creds = server
     store, _ = committed_store
+    # The demo checkout's server side places orders for the demo store only.
+    store.name = DEMO_STORE_NAME
+    store.save(update_fields=["name"])
     tier = store.campaigns.get().tiers.get(channel="onsite")
     started = time.monotonic()
     driver = _chromium(tmp_path)
@@ -183,7 +192,8 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
         assert decided.data["decision"] == "offer"
         assert accepted.data["offer_id"] == decided.data["offer"]["id"]
 
-        # The rest of the demo's checkout, with the offer's code: every event is accepted as sent.
+        # The rest of the demo's checkout, with the offer's code: every event is accepted as sent,
+        # and the order comes from the shop's server side (/demo/order), not from the browser.
         code = decided.data["offer"]["discount_code"]
         driver.find_element(By.ID, "start-checkout").click()
         driver.find_element(By.ID, "email").send_keys("ada@example.com")
@@ -212,7 +222,13 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
                 },
             ),
         ]
-        # A converted cart is done with: the snippet starts the next one on a new session.
+        order = placed.get(type="order.placed")
+        assert (order.source, order.source_ref) == ("server", "demo")
+        assert set(
+            CartEvent.objects.filter(store=store, cart=cart).values_list("source", flat=True)
+        ) == {"browser", "server", "system"}
+        # A converted cart is done with: the thank-you step calls Recovery.reset(), and the
+        # snippet starts the next cart on a new session.
         WebDriverWait(driver, 10).until(
             lambda d: d.execute_script("return Recovery.cart()") != cart
         )
@@ -425,3 +441,153 @@ def test_a_hidden_tab_and_then_idleness_are_exit_intents_once_per_page_view(
         assert exits() == [{"trigger": "tab_hidden"}, {"trigger": "idle"}]
     finally:
         driver.quit()
+
+
+def _post(url: str, body: dict | None, secret_key: str) -> dict:
+    request = urllib.request.Request(  # noqa: S310 - our own server's http URL
+        url,
+        data=json.dumps(body).encode() if body is not None else b"",
+        headers={"Authorization": f"Bearer {secret_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own server
+        return json.loads(response.read())
+
+
+def test_the_snippet_opens_granted_server_carts_only_and_corrects_its_clock(
+    server, committed_store, tmp_path
+) -> None:
+    """A stored token of a server-made cart without a grant is refused (cart_not_allowed) and a new
+    cart started; Recovery.grant opens the server's cart with its grant. The browser's clock is
+    three hours slow: events are stamped with the server's time from the welcome frame."""
+    origin, creds = server
+    store, _ = committed_store
+    for cart in ("order-e2e-1", "order-e2e-2"):
+        _post(
+            f"{origin}/api/v1/events",
+            {
+                "id": str(uuid.uuid4()),
+                "cart": cart,
+                "type": "cart.item_added",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "data": {"sku": "L-1", "name": "Lamp", "quantity": 1, "unit_price": 5000,
+                         "currency": "EUR"},
+            },
+            creds.secret_key,
+        )  # fmt: skip
+    grant = _post(f"{origin}/api/v1/carts/order-e2e-1/browser-grant", None, creds.secret_key)
+    driver = _chromium(tmp_path)
+    try:
+        driver.get(f"{origin}/")
+        driver.execute_script(
+            """
+            const real = Date.now.bind(Date);
+            Date.now = () => real() - 3 * 3600 * 1000;  // a browser clock three hours slow
+            localStorage.setItem("recovery.cart", "order-e2e-2");  // a server cart, no grant
+            window.errors = []; window.welcomes = [];
+            window.Recovery = {q: [
+              ["on", ["error", (m) => errors.push(m)]],
+              ["on", ["welcome", (m) => welcomes.push(m)]],
+            ]};
+            """
+        )
+        _inject_snippet(driver, key=creds.publishable_key)
+        welcome = WebDriverWait(driver, 10).until(lambda d: d.execute_script("return welcomes[0]"))
+        errors = driver.execute_script("return errors")
+        assert [(e["code"], e["cart"]) for e in errors] == [("cart_not_allowed", "order-e2e-2")]
+        minted = welcome["cart"]
+        assert cart_tokens.cart_token_minted(store_id=store.pk, token=minted)
+
+        before = time.time()
+        event_id = driver.execute_script("return Recovery.track('checkout.started', {})")
+        procs.wait_for(
+            lambda: CartEvent.objects.filter(store=store, event_id=event_id).exists(),
+            timeout=10,
+            what="the event",
+        )
+        stamped = CartEvent.objects.get(store=store, event_id=event_id)
+        assert stamped.cart == minted
+        assert abs(stamped.occurred_at.timestamp() - before) < 30  # not three hours ago
+
+        # The shop's page hands over its server's cart with the grant.
+        driver.execute_script("Recovery.grant('order-e2e-1', arguments[0])", grant["grant"])
+        WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script("return welcomes.length === 2 && welcomes[1].cart")
+        )
+        assert driver.execute_script("return Recovery.cart()") == "order-e2e-1"
+        event_id = driver.execute_script("return Recovery.track('checkout.started', {})")
+        procs.wait_for(
+            lambda: CartEvent.objects.filter(
+                store=store, cart="order-e2e-1", event_id=event_id
+            ).exists(),
+            timeout=10,
+            what="the event on the server's cart",
+        )
+        assert [e.type for e in CartEvent.objects.filter(store=store, cart="order-e2e-2")] == [
+            "cart.item_added"
+        ]  # nothing reached the cart it was refused
+    finally:
+        driver.quit()
+
+
+# The demo checkout's server side (no browser needed) ---------------------------------------------
+
+
+def _demo_order(body: dict, origin: str = "http://shop.test"):
+    return Client().post(
+        "/demo/order", body, content_type="application/json", headers={"Origin": origin}
+    )
+
+
+def test_demo_orders_are_placed_server_side_for_the_demo_stores_browser_carts(db) -> None:
+    from django.utils import timezone
+
+    from carts import event_types
+    from carts.services import NewEvent, events_append
+    from carts.sources import Source
+
+    creds = store_create(name=DEMO_STORE_NAME)
+    store = Store.objects.get(pk=creds.store_id)
+    store_origins_add(store=store, origins=["http://shop.test"])
+    cart = cart_tokens.cart_token_mint(store_id=store.pk)
+    item = {"sku": "MUG-01", "name": "Mug", "quantity": 2, "unit_price": 1299, "currency": "EUR"}
+    version, data = event_types.validate("cart.item_added", None, item)
+    for token in (cart, "order-9"):
+        events_append(
+            store_id=store.pk,
+            events=[
+                NewEvent(uuid.uuid4(), token, "cart.item_added", version, timezone.now(), data)
+            ],
+            source=Source.browser("s") if token == cart else Source.server("test"),
+        )
+    key = creds.publishable_key
+
+    unknown = _demo_order({"publishable_key": key, "cart": cart, "shipping": 495, "coupon": "NOPE"})
+    assert (unknown.status_code, unknown.json()["code"]) == (400, "unknown_coupon")
+    server_cart = _demo_order({"publishable_key": key, "cart": "order-9", "shipping": 495})
+    assert (server_cart.status_code, server_cart.json()["code"]) == (403, "cart_not_allowed")
+    elsewhere = _demo_order(
+        {"publishable_key": key, "cart": cart, "shipping": 495}, "http://x.test"
+    )
+    assert elsewhere.status_code == 403
+    assert _demo_order({"publishable_key": key, "cart": cart, "shipping": 1}).status_code == 400
+    assert (
+        _demo_order({"publishable_key": "pk_x", "cart": cart, "shipping": 495}).status_code == 401
+    )
+
+    placed = _demo_order({"publishable_key": key, "cart": cart, "shipping": 995})
+    assert placed.status_code == 201
+    assert placed.json()["total"] == 2 * 1299 + 995
+    [order] = CartEvent.objects.filter(store=store, cart=cart, type="order.placed")
+    assert order.data == {"order_id": placed.json()["order_id"], "total": 3593, "currency": "EUR"}
+    assert (order.source, order.source_ref) == ("server", "demo")
+
+    # Another store's key (not the demo store) cannot place orders through the demo.
+    other = store_create(name="A real shop")
+    other_store = Store.objects.get(pk=other.store_id)
+    store_origins_add(store=other_store, origins=["http://shop.test"])
+    theirs = cart_tokens.cart_token_mint(store_id=other_store.pk)
+    refused = _demo_order(
+        {"publishable_key": other.publishable_key, "cart": theirs, "shipping": 495}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (403, "not_the_demo_store")

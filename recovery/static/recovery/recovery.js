@@ -14,7 +14,7 @@
   const API = (attr('api') || (script && script.src ? new URL(script.src, location.href).origin : location.origin)).replace(/\/+$/, '');
   const MIN_DWELL = num('min-dwell-ms', 5000), IDLE = num('idle-ms', 60000), HIDDEN = num('hidden-ms', 3000);
   const MAX_QUEUE = 100, MAX_FRAME = 16384, PING = 25000, CAP = 30000;
-  const CART = 'recovery.cart', SHOWN = 'recovery.offers';
+  const CART = 'recovery.cart', GRANT = 'recovery.grant', SHOWN = 'recovery.offers';
 
   // Storage that never throws: a page-local copy, and the real storage when the browser allows it.
   const storage = (name) => {
@@ -41,18 +41,30 @@
   const hooks = {};
   const emit = (name, arg) => (hooks[name] || []).forEach((fn) => { try { fn(arg); } catch (e) { warn(e); } });
 
+  // The server's clock: offset = server_time of the last welcome - our clock then. Events are stamped
+  // with our clock corrected by it (a browser's clock can be hours off; the server refuses events far
+  // from its own time). Frames made before the first welcome are stamped when they are first sent.
+  let offset = 0;
+  const now = () => Date.now() + offset;
+  const unstamped = new WeakMap(); // frame -> our clock (ms) when it was tracked
+
   // Connection ------------------------------------------------------------------------------------
-  let cart = local.get(CART);
+  // The cart: one its sessions minted (c_ tokens), or a cart the shop's server made and granted to
+  // the page (data-cart + data-grant, or Recovery.grant(cart, grant)); its grant is kept with it.
+  let cart = local.get(CART), grant = null;
+  try { const g = JSON.parse(local.get(GRANT)); if (g && g.cart === cart) grant = g.grant; } catch (e) { /* none */ }
   let enabled = false, stopped = false, leaving = false, connecting = false, welcomed = false, reconnect = false;
   let ws = null, attempt = 0, retryTimer = 0, pingTimer = 0, lastSeen = 0;
   let queue = [], inflight = []; // frames to send once welcomed; events sent and not yet answered
 
-  const saveCart = (token) => { cart = token || null; local.set(CART, cart); };
+  const saveGrant = (value) => { grant = (cart && value) || null; local.set(GRANT, grant ? JSON.stringify({ cart, grant }) : null); };
+  const saveCart = (token, granted) => { cart = token || null; local.set(CART, cart); saveGrant(granted); };
   const ready = () => ws && ws.readyState === 1 && welcomed;
   const trim = () => { if (queue.length > MAX_QUEUE) { warn('queue full: dropping the oldest messages'); queue = queue.slice(-MAX_QUEUE); } };
   const flush = () => {
     while (ready() && queue.length) {
       const f = queue.shift();
+      if (unstamped.has(f)) { f.event.occurred_at = new Date(unstamped.get(f) + offset).toISOString(); unstamped.delete(f); }
       ws.send(JSON.stringify(f));
       if (f.type === 'event') inflight.push(f);
     }
@@ -93,16 +105,27 @@
     try {
       const body = { publishable_key: KEY };
       if (cart) body.cart = cart;
+      if (cart && grant) body.grant = grant;
       const r = await fetch(API + '/api/v1/shopper-sessions', {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), credentials: 'omit',
       });
       if (r.status === 400 && cart) { saveCart(null); throw new Error('stored cart refused: starting a new one'); }
       if (r.status === 401) return fatal('unknown or revoked publishable key (data-key)', { status: 401 });
-      if (r.status === 403) return fatal(`${location.origin} is not in the store's allowed origins`, { status: 403 });
+      if (r.status === 403) {
+        const b = await r.json().catch(() => ({}));
+        if (b.code === 'cart_not_allowed' && cart) {
+          // Not a cart of this browser's, or its grant expired: the next session starts a new cart.
+          emit('error', { type: 'error', code: 'cart_not_allowed', message: b.detail, cart });
+          saveCart(null); attempt = 0;
+          throw new Error('cart not allowed: starting a new one');
+        }
+        return fatal(`${location.origin} is not in the store's allowed origins`, { status: 403 });
+      }
       if (r.status !== 201) throw new Error('HTTP ' + r.status);
       const s = await r.json();
       if (!enabled || stopped) return;
-      saveCart(s.cart);
+      if (s.cart !== cart) saveCart(s.cart);
+      if (s.grant) saveGrant(s.grant); // renewed with every session opened with a grant
       const url = new URL(s.ws_path || '/ws/v1/shopper/', API);
       url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
       const sock = ws = new WebSocket(url.href);
@@ -137,6 +160,8 @@
     lastSeen = Date.now();
     if (m.type === 'welcome') {
       welcomed = true; attempt = 0;
+      const t = Date.parse(m.server_time);
+      if (t > 0) offset = t - Date.now();
       if (m.cart && m.cart !== cart) saveCart(m.cart);
       emit('welcome', m);
       flush();
@@ -152,7 +177,6 @@
       const i = inflight.findIndex((f) => f.event.id === m.id);
       const f = i >= 0 ? inflight.splice(i, 1)[0] : null;
       emit('appended', Object.assign({ event_type: f && f.event.type }, m));
-      if (f && f.event.type === 'order.placed') newCart();
     } else if (m.type === 'error') {
       // Events are answered in order, each with `appended` or an error; these three are about
       // other messages (reactions to an unknown offer, say).
@@ -164,9 +188,11 @@
     }
   };
 
-  // The order converted this cart: the next one starts afresh, on a new session.
-  const newCart = () => {
-    saveCart(null);
+  // Another cart from now on (none: a new one, minted by the next session), on a new session. The
+  // shop's server records orders; its thank-you page calls Recovery.reset() so the next item starts
+  // a new cart.
+  const switchCart = (token, granted) => {
+    saveCart(token, granted);
     if (ws) { inflight = []; drop(ws, false); }
     reconnect = false; attempt = 0;
     connect();
@@ -174,7 +200,8 @@
 
   const pending = () => {
     if (!cart) return;
-    fetch(`${API}/api/v1/shopper-sessions/offers?publishable_key=${encodeURIComponent(KEY)}&cart=${encodeURIComponent(cart)}`, { credentials: 'omit' })
+    const g = grant ? '&grant=' + encodeURIComponent(grant) : '';
+    fetch(`${API}/api/v1/shopper-sessions/offers?publishable_key=${encodeURIComponent(KEY)}&cart=${encodeURIComponent(cart)}${g}`, { credentials: 'omit' })
       .then((r) => (r.ok ? r.json() : null))
       .then((b) => b && (b.offers || []).forEach(offer))
       .catch(() => {});
@@ -192,7 +219,7 @@
   };
   const display = (o) => {
     if (dialog || shown().indexOf(o.id) >= 0) return;
-    if (o.expires_at && Date.parse(o.expires_at) < Date.now()) return;
+    if (o.expires_at && Date.parse(o.expires_at) < now()) return;
     if (d.hidden) { later = o; return; } // shown when the shopper comes back
     session.set(SHOWN, JSON.stringify(shown().concat(o.id).slice(-20)));
     show(o);
@@ -354,11 +381,23 @@
   };
 
   // API -------------------------------------------------------------------------------------------
+  // occurredAt (ISO 8601) is on this browser's clock, like the snippet's own times: both are corrected.
   const track = (type, data, occurredAt) => {
     if (!enabled || typeof type !== 'string') return null;
-    const event = { id: uuid(), type, occurred_at: occurredAt || new Date().toISOString(), data: data || {} };
+    const local = (occurredAt && Date.parse(occurredAt)) || Date.now();
+    const event = { id: uuid(), type, occurred_at: new Date(local + offset).toISOString(), data: data || {} };
     if (type === 'page.viewed') fired = false; // a new (single-page app) page view
-    return push({ type: 'event', event }) ? event.id : null;
+    const frame = { type: 'event', event };
+    if (!welcomed) unstamped.set(frame, local); // the offset may not be known yet
+    return push(frame) ? event.id : null;
+  };
+
+  // The shop's server made this cart and grants it to the page (docs/snippet.md).
+  const useGrant = (token, value) => {
+    if (typeof token !== 'string' || typeof value !== 'string' || !token || !value) return warn('Recovery.grant(cart, grant) takes two strings');
+    if (token === cart) return saveGrant(value);
+    if (!enabled) return saveCart(token, value);
+    switchCart(token, value);
   };
 
   const dnt = attr('respect-dnt') === 'true' && (navigator.doNotTrack === '1' || w.doNotTrack === '1');
@@ -377,18 +416,25 @@
     if (ws) drop(ws, false);
     saveCart(null); // withdrawn: forget the cart token too
   };
+  const reset = () => { if (enabled) switchCart(null); else saveCart(null); };
 
   w.Recovery = {
     v: 1,
     track,
     cart: () => cart,
     consent,
+    grant: useGrant,
+    reset,
     on: (name, fn) => { (hooks[name] = hooks[name] || []).push(fn); },
   };
+  // Calls made to a stub before this script loaded: [method, args, time of the call]. The page's
+  // cart (data-cart/data-grant, or a grant call) is known before the first session.
+  const calls = (stub && stub.q) || [];
+  if (attr('cart') && attr('grant')) useGrant(attr('cart'), attr('grant'));
+  calls.filter((c) => c[0] === 'grant').forEach((c) => useGrant(...c[1]));
   if (attr('consent') !== 'required') enable();
-  // Calls made to a stub before this script loaded: [method, args, time of the call].
-  ((stub && stub.q) || []).forEach((c) => {
+  calls.forEach((c) => {
     if (c[0] === 'track') track(c[1][0], c[1][1], c[1][2] || c[2]);
-    else if (w.Recovery[c[0]]) w.Recovery[c[0]](...c[1]);
+    else if (c[0] !== 'grant' && w.Recovery[c[0]]) w.Recovery[c[0]](...c[1]);
   });
 })();
