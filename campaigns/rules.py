@@ -21,6 +21,8 @@ SKIP = "skip"
 DEFER = "defer"
 SUPPRESS = "suppress"  # holdout: would have been sent, deliberately not
 CANCEL = "cancel"  # the cart converted
+FAIL = "fail"  # the step cannot be decided: failed for good
+BAD_TIME = "bad_time"  # FAIL's reason: a time the arithmetic cannot represent (past year 9999)
 
 EMAIL_CHANNELS = frozenset({"email", "discount"})
 UNSUBSCRIBED = "unsubscribed"
@@ -67,7 +69,9 @@ def quiet_until(
 
 
 def due_at(last_activity: datetime, *, inactivity_minutes: int, delay_minutes: int) -> datetime:
-    """A tier's due time: the cart's abandonment (last activity + inactivity) plus its delay."""
+    """A tier's due time: the cart's abandonment (last activity + inactivity) plus its delay.
+    Raises OverflowError past the calendar's end (year 9999); ``step_decide`` turns it into
+    ``FAIL``/``BAD_TIME``."""
     return last_activity + timedelta(minutes=inactivity_minutes + delay_minutes)
 
 
@@ -118,8 +122,15 @@ class Outcome:
 def step_decide(facts: StepFacts, now: datetime) -> Outcome:
     """What a due step does now. Checks run in this order (docs/campaigns.md); a holdout cart goes
     through every check and is suppressed only where it would have been sent, so the holdout
-    group is comparable to the treated one."""
-    f = facts
+    group is comparable to the treated one. A due time or deferral beyond the calendar (a last
+    activity dated near year 9999, an absurd cap) fails the step with ``bad_time``."""
+    try:
+        return _decide(facts, now)
+    except OverflowError:
+        return Outcome(FAIL, BAD_TIME)
+
+
+def _decide(f: StepFacts, now: datetime) -> Outcome:
     if f.status == CONVERTED:
         return Outcome(CANCEL, "converted")
     if DONT_REMIND in f.suppressions:

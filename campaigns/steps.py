@@ -11,6 +11,8 @@
    (campaigns/rules.py) and is sent, skipped, suppressed, deferred or cancelled; its outcome is a
    ``campaign.*`` event appended in the same transaction. Only ``enqueued`` steps run, under their
    row lock, so a duplicate delivery or a racing worker finds them finished and does nothing.
+   Each step runs under a savepoint of its own: one that raises is undone alone and failed with
+   its error, and the rest of the batch commits.
    Emails go out while the cart is locked, before the commit: an ``order.placed`` for the cart
    waits for the commit, then finds the step done; a step that locks after the order sees the cart
    converted. Nothing is sent after an order commits (tests/e2e/test_campaign_races.py).
@@ -27,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Max
 
 from campaigns import events, rules, senders
@@ -282,6 +284,14 @@ class _Batch:
     pushes: list[tuple[int, str, dict]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
+    def merge(self, other: _Batch) -> None:
+        self.updates += other.updates
+        for store_id, store_events in other.events.items():
+            self.events[store_id] += store_events
+        self.pushes += other.pushes
+        for outcome, n in other.counts.items():
+            self.counts[outcome] += n
+
 
 def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> dict[str, int]:
     """Run the given steps that are still enqueued; each at most once. Returns outcome counts."""
@@ -405,90 +415,140 @@ def _run(
     ):
         last_email[(last_row["store_id"], last_row["shopper"])] = last_row["last"]
 
+    known = _Known(stores, store_settings, suppressed, sent_to_cart, last_email)
     with senders.session() as session:
         for step in steps:
-            state = states.get((step.store_id, step.cart))
-            campaign = step.tier.campaign
-            cfg = store_settings.get(step.store_id) or CampaignSettings(store_id=step.store_id)
-            key = (step.store_id, step.shopper)
-            facts = rules.StepFacts(
-                channel=step.channel,
-                tier_min_score=step.tier.min_score,
-                delay_minutes=step.tier.delay_minutes,
-                status=state.status if state else "active",
-                item_count=state.item_count if state else 0,
-                last_activity_at=state.last_activity_at if state else None,
-                score=state.score if state else None,
-                email=state.email if state else "",
-                consent=state.consent if state else {},
-                timezone=state.timezone if state else "",
-                inactivity_minutes=campaign.inactivity_minutes,
-                holdout=step.enrollment.holdout,
-                cart_cap=campaign.cart_cap,
-                shopper_cap_hours=campaign.shopper_cap_hours,
-                quiet_start=campaign.quiet_start,
-                quiet_end=campaign.quiet_end,
-                store_timezone=cfg.timezone,
-                legal_basis=cfg.email_legal_basis,
-                suppressions=frozenset(suppressed.get(key, ())),
-                sent_to_cart=sent_to_cart[(step.store_id, step.cart)],
-                last_email_to_shopper=last_email.get(key) if step.shopper else None,
-            )
-            outcome = rules.step_decide(facts, now)
-            data: dict[str, Any] = {
-                "step": step.pk,
-                "campaign": campaign.pk,
-                "tier": step.tier_id,
-                "position": step.tier.position,
-                "channel": step.channel,
-                "reason": outcome.reason,
-            }
-            if outcome.action == rules.SEND:
-                assert state is not None
-                sent = session.send(
-                    store=stores[step.store_id], settings=cfg, step=step, cart=state, now=now
-                )
-                batch.events[step.store_id].extend(sent.events)
-                if sent.push is not None:
-                    batch.pushes.append((step.store_id, step.cart, sent.push))
-                if sent.error is not None:
-                    _failed(step, batch, data, sent.error, now)
-                    continue
-                if sent.skipped is not None:
-                    data["reason"] = sent.skipped
-                    _finish(step, batch, data, Step.Status.SKIPPED, events.STEP_SKIPPED, now)
-                    continue
-                step.message_id = sent.message_id
-                data["message_id"] = sent.message_id
-                data.update(sent.data)
-                _finish(step, batch, data, Step.Status.SENT, events.STEP_SENT, now)
-                sent_to_cart[(step.store_id, step.cart)] += 1
-                if step.channel in rules.EMAIL_CHANNELS and step.shopper:
-                    last_email[key] = now
-            elif outcome.action == rules.DEFER:
-                assert outcome.until is not None
-                step.status = Step.Status.PENDING
-                step.reason = outcome.reason
-                step.due_at = outcome.until
-                data["until"] = outcome.until.isoformat()
-                batch.updates.append(step)
-                batch.counts["deferred"] += 1
-                batch.events[step.store_id].append(
-                    events.campaign_event(
-                        cart=step.cart,
-                        type=events.STEP_DEFERRED,
-                        data=data,
-                        now=now,
-                        key=f"{step.pk}:{outcome.until.isoformat()}",
+            # Each step under a savepoint of its own: one that raises (a bug, data no rule
+            # foresaw) is failed with its error and undone alone, and the rest of the batch,
+            # whose messages may be out already, commits.
+            done = _Batch()
+            try:
+                with transaction.atomic():
+                    _step_run(
+                        step, states.get((step.store_id, step.cart)), known, session, done, now
                     )
-                )
-            else:
-                status, event_type = {
-                    rules.SKIP: (Step.Status.SKIPPED, events.STEP_SKIPPED),
-                    rules.SUPPRESS: (Step.Status.SUPPRESSED, events.STEP_SUPPRESSED),
-                    rules.CANCEL: (Step.Status.CANCELLED, events.STEP_CANCELLED),
-                }[outcome.action]
-                _finish(step, batch, data, status, event_type, now)
+            except Exception as exc:
+                log.exception("campaign step %s (cart %s) failed", step.pk, step.cart)
+                # The database failing under it says nothing about the step: retried like a
+                # refused send. Anything else would fail again: failed for good.
+                transient = isinstance(exc, (OperationalError, InterfaceError))
+                data = _step_data(step, "failed" if transient else "error")
+                error = f"{type(exc).__name__}: {exc}"
+                _failed(step, batch, data, error, now, permanent=not transient)
+                continue
+            batch.merge(done)
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What a batch reads once for all its steps; the counts are updated as steps send."""
+
+    stores: dict[int, Store]
+    settings: dict[int, CampaignSettings]
+    suppressed: dict[tuple[int, str], set[str]]
+    sent_to_cart: dict[tuple[int, str], int]
+    last_email: dict[tuple[int, str], datetime]
+
+
+def _step_data(step: Step, reason: str) -> dict[str, Any]:
+    return {
+        "step": step.pk,
+        "campaign": step.tier.campaign_id,
+        "tier": step.tier_id,
+        "position": step.tier.position,
+        "channel": step.channel,
+        "reason": reason,
+    }
+
+
+def _step_run(
+    step: Step,
+    state: CartState | None,
+    known: _Known,
+    session: senders.Session,
+    batch: _Batch,
+    now: datetime,
+) -> None:
+    """Decide one step and act on it; its outcome goes into ``batch`` (the step's own)."""
+    campaign = step.tier.campaign
+    cfg = known.settings.get(step.store_id) or CampaignSettings(store_id=step.store_id)
+    key = (step.store_id, step.shopper)
+    facts = rules.StepFacts(
+        channel=step.channel,
+        tier_min_score=step.tier.min_score,
+        delay_minutes=step.tier.delay_minutes,
+        status=state.status if state else "active",
+        item_count=state.item_count if state else 0,
+        last_activity_at=state.last_activity_at if state else None,
+        score=state.score if state else None,
+        email=state.email if state else "",
+        consent=state.consent if state else {},
+        timezone=state.timezone if state else "",
+        inactivity_minutes=campaign.inactivity_minutes,
+        holdout=step.enrollment.holdout,
+        cart_cap=campaign.cart_cap,
+        shopper_cap_hours=campaign.shopper_cap_hours,
+        quiet_start=campaign.quiet_start,
+        quiet_end=campaign.quiet_end,
+        store_timezone=cfg.timezone,
+        legal_basis=cfg.email_legal_basis,
+        suppressions=frozenset(known.suppressed.get(key, ())),
+        sent_to_cart=known.sent_to_cart[(step.store_id, step.cart)],
+        last_email_to_shopper=known.last_email.get(key) if step.shopper else None,
+    )
+    outcome = rules.step_decide(facts, now)
+    data = _step_data(step, outcome.reason)
+    if outcome.action == rules.SEND:
+        assert state is not None
+        sent = session.send(
+            store=known.stores[step.store_id], settings=cfg, step=step, cart=state, now=now
+        )
+        batch.events[step.store_id].extend(sent.events)
+        if sent.push is not None:
+            batch.pushes.append((step.store_id, step.cart, sent.push))
+        if sent.error is not None:
+            _failed(step, batch, data, sent.error, now)
+            return
+        if sent.skipped is not None:
+            data["reason"] = sent.skipped
+            _finish(step, batch, data, Step.Status.SKIPPED, events.STEP_SKIPPED, now)
+            return
+        step.message_id = sent.message_id
+        data["message_id"] = sent.message_id
+        data.update(sent.data)
+        _finish(step, batch, data, Step.Status.SENT, events.STEP_SENT, now)
+        known.sent_to_cart[(step.store_id, step.cart)] += 1
+        if step.channel in rules.EMAIL_CHANNELS and step.shopper:
+            known.last_email[key] = now
+    elif outcome.action == rules.DEFER:
+        assert outcome.until is not None
+        step.status = Step.Status.PENDING
+        step.reason = outcome.reason
+        step.due_at = outcome.until
+        data["until"] = outcome.until.isoformat()
+        batch.updates.append(step)
+        batch.counts["deferred"] += 1
+        batch.events[step.store_id].append(
+            events.campaign_event(
+                cart=step.cart,
+                type=events.STEP_DEFERRED,
+                data=data,
+                now=now,
+                key=f"{step.pk}:{outcome.until.isoformat()}",
+            )
+        )
+    elif outcome.action == rules.FAIL:
+        error = (
+            f"{outcome.reason}: a time beyond the calendar (last activity {facts.last_activity_at})"
+        )
+        _failed(step, batch, data, error, now, permanent=True)
+    else:
+        status, event_type = {
+            rules.SKIP: (Step.Status.SKIPPED, events.STEP_SKIPPED),
+            rules.SUPPRESS: (Step.Status.SUPPRESSED, events.STEP_SUPPRESSED),
+            rules.CANCEL: (Step.Status.CANCELLED, events.STEP_CANCELLED),
+        }[outcome.action]
+        _finish(step, batch, data, status, event_type, now)
 
 
 def _finish(
@@ -506,11 +566,20 @@ def _finish(
     )
 
 
-def _failed(step: Step, batch: _Batch, data: dict[str, Any], error: str, now: datetime) -> None:
+def _failed(
+    step: Step,
+    batch: _Batch,
+    data: dict[str, Any],
+    error: str,
+    now: datetime,
+    *,
+    permanent: bool = False,
+) -> None:
     """A transient failure (the mail server refused or was down): retry with backoff, then give
-    up and record it."""
+    up and record it. A permanent one (the step cannot run) is recorded as final at once, with
+    the reason in ``data`` (``bad_time``, ``error``)."""
     step.attempts += 1
-    final = step.attempts >= MAX_ATTEMPTS
+    final = permanent or step.attempts >= MAX_ATTEMPTS
     data.update({"error": error[:500], "attempt": step.attempts, "final": final})
     if final:
         step.status = Step.Status.FAILED
@@ -518,7 +587,7 @@ def _failed(step: Step, batch: _Batch, data: dict[str, Any], error: str, now: da
     else:
         step.status = Step.Status.PENDING
         step.due_at = now + RETRY_BACKOFF * 2 ** (step.attempts - 1)
-    step.reason = "failed"
+    step.reason = str(data["reason"]) if permanent else "failed"
     batch.updates.append(step)
     batch.counts["failed"] += 1
     batch.events[step.store_id].append(
@@ -542,6 +611,8 @@ _CANCEL_OPEN = """
 
 
 def _order_cancels_steps(reacting: Reacting) -> list[NewEvent]:
+    if not reacting.source.trusted:  # the cart's fold refuses such orders already
+        return []
     orders = [e for e in reacting.appended if e.type == "order.placed"]
     if not orders:
         return []

@@ -160,6 +160,20 @@ FACTS = rules.StepFacts(
         ),
         # A holdout cart that would not have been sent is skipped like any other.
         ({"holdout": True, "consent": {}}, rules.Outcome("skip", "no_consent")),
+        # Times past the calendar's end (year 9999) fail the step instead of raising.
+        (
+            {"last_activity_at": datetime.max.replace(tzinfo=UTC) - timedelta(minutes=10)},
+            rules.Outcome("fail", "bad_time"),
+        ),
+        (
+            {"last_email_to_shopper": NOW, "shopper_cap_hours": 2**31 - 1},
+            rules.Outcome("fail", "bad_time"),
+        ),
+        # A converted cart is cancelled before any arithmetic on its times.
+        (
+            {"status": "converted", "last_activity_at": datetime.max.replace(tzinfo=UTC)},
+            rules.Outcome("cancel", "converted"),
+        ),
     ],
 )
 def test_the_step_decision(changes, outcome):
