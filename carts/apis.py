@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, Any, NotRequired
 from uuid import UUID
 
@@ -38,11 +39,13 @@ from carts.errors import EventInvalid
 from carts.models import CartState, Store
 from carts.validation import (
     CART_TOKEN_PATTERN,
+    MAX_VERSION,
     NOT_BOOL,
     STRICT,
     CartToken,
     Email,
     Locale,
+    OccurredWindow,
     Timestamp,
     Timezone,
     field_errors,
@@ -115,7 +118,11 @@ class EventIn(TypedDict):
     ]
     occurred_at: Annotated[Timestamp, Field(description="When it happened at the source.")]
     expected_version: NotRequired[
-        Annotated[int, Field(ge=0, description="The cart's version before this event."), NOT_BOOL]
+        Annotated[
+            int,
+            Field(ge=0, le=MAX_VERSION, description="The cart's version before this event."),
+            NOT_BOOL,
+        ]
     ]
     shopper: NotRequired[ShopperIn]
     # Checked by event_types.validate against the type's schema.
@@ -148,38 +155,58 @@ class EventsIn(
 _EVENT_IN: TypeAdapter[EventIn] = TypeAdapter(EventIn)
 
 
-def events_in(body: Any) -> list[services.NewEvent]:
+def occurred_window(*, now: datetime, browser: bool = False) -> OccurredWindow:
+    """The ``occurred_at`` window around ``now`` (the server's clock, from the edge): for the
+    store's server (CARTS_SERVER_PAST_DAYS back) or for a shopper's browser
+    (CARTS_BROWSER_PAST_DAYS back); both CARTS_FUTURE_MINUTES ahead. docs/api.md, "Bounds"."""
+    days = settings.CARTS_BROWSER_PAST_DAYS if browser else settings.CARTS_SERVER_PAST_DAYS
+    return OccurredWindow.around(
+        now,
+        past=timedelta(days=days),
+        future=timedelta(minutes=settings.CARTS_FUTURE_MINUTES),
+    )
+
+
+def events_in(body: Any, *, window: OccurredWindow | None = None) -> list[services.NewEvent]:
     """The request's events, valid; else a 400 with field errors keyed like the body.
 
     One event: ``{"data": {"quantity": ["..."]}}``; a batch: ``{"events": {"3": {...}}}``.
+    ``window``: where ``occurred_at`` must fall (``occurred_window``); None: anywhere.
     """
     try:
         parsed = EventsIn.model_validate(body).root
     except ValidationError as exc:
-        raise exceptions.ValidationError(_envelope_errors(exc, body)) from None
+        raise exceptions.ValidationError(_envelope_errors(exc, body, window)) from None
     if isinstance(parsed, BatchIn):
-        events, errors = _new_events(parsed.events)
+        events, errors = _new_events(parsed.events, window)
         if errors:
             raise exceptions.ValidationError({"events": errors})
         return events
-    events, errors = _new_events([parsed])
+    events, errors = _new_events([parsed], window)
     if errors:
         raise exceptions.ValidationError(errors["0"])
     return events
 
 
-def _new_events(events: list[EventIn]) -> tuple[list[services.NewEvent], dict[str, Any]]:
-    """Check each payload against its type; the events, and payload errors by index."""
+def _new_events(
+    events: list[EventIn], window: OccurredWindow | None = None
+) -> tuple[list[services.NewEvent], dict[str, Any]]:
+    """Check each payload against its type and each time against ``window``; the events, and
+    their errors by index."""
     out: list[services.NewEvent] = []
     errors: dict[str, Any] = {}
     for index, event in enumerate(events):
         shopper = event.get("shopper")
+        late = window.error(event["occurred_at"]) if window is not None else None
         try:
             version, data = event_types.validate(
                 event["type"], event.get("schema_version"), event.get("data", {})
             )
         except EventInvalid as exc:
-            errors[str(index)] = exc.detail
+            errors[str(index)] = {"occurred_at": [late], **exc.detail} if late else exc.detail
+            continue
+        if late:
+            errors[str(index)] = {"occurred_at": [late]}
             continue
         out.append(
             services.NewEvent(
@@ -196,7 +223,9 @@ def _new_events(events: list[EventIn]) -> tuple[list[services.NewEvent], dict[st
     return out, errors
 
 
-def _envelope_errors(exc: ValidationError, body: Any) -> dict[str, Any]:
+def _envelope_errors(
+    exc: ValidationError, body: Any, window: OccurredWindow | None = None
+) -> dict[str, Any]:
     errors = field_errors(exc, skip=1)  # the first part of each location is the union's tag
     by_index = errors.get("events", {})
     if "non_field_errors" in by_index:  # about the list itself: too long, empty, not a list
@@ -206,7 +235,7 @@ def _envelope_errors(exc: ValidationError, body: Any) -> dict[str, Any]:
         # holds for the events without envelope errors, so report their payload errors too.
         for index, raw in enumerate(body["events"]):
             if str(index) not in by_index:
-                _, more = _new_events([_EVENT_IN.validate_python(raw)])
+                _, more = _new_events([_EVENT_IN.validate_python(raw)], window=window)
                 if more:
                     by_index[str(index)] = more["0"]
         if by_index:
@@ -236,7 +265,7 @@ class EventsApi(APIView):
     )
     def post(self, request: Request) -> Response:
         _check_body_size(request)
-        events = events_in(request.data)
+        events = events_in(request.data, window=occurred_window(now=timezone.now()))
         results = services.events_append(store_id=request.auth.pk, events=events)
         code = status.HTTP_200_OK if all(r.duplicate for r in results) else status.HTTP_201_CREATED
         # Plain dicts in AppendedOut's shape: a serializer per result cost ~30 µs an event.

@@ -20,7 +20,7 @@ from django.conf import settings
 
 from campaigns.selectors import OnsiteOffer, onsite_offer_for_store, reminders_declined
 from carts import event_types, grants, redis_client, selectors
-from carts.apis import events_in
+from carts.apis import events_in, occurred_window
 from carts.errors import EventIdConflict
 from carts.models import CartEvent, Store, StoreKey
 from carts.origins import origin_allowed, origin_normalise
@@ -221,7 +221,7 @@ def shopper_event_append(
     the commit fail, it withdraws the offer). Raises rest_framework's ValidationError for an
     invalid event (field errors as in the HTTP API) and the append service's errors."""
     body = {**raw, "cart": cart} if isinstance(raw, dict) else raw
-    [event] = events_in(body)
+    [event] = events_in(body, window=occurred_window(now=now, browser=True))
     decided: list[offers.Decision] = []
     react = None
     if event.type == "shopper.exit_intent":
