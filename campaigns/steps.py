@@ -37,6 +37,7 @@ from campaigns.models import Campaign, CampaignSettings, Enrollment, Step, Suppr
 from carts.identity import cart_shopper_key
 from carts.models import CartState, Store
 from carts.services import NewEvent, Reacting, append_reaction_register, events_append
+from carts.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def _enroll_batch(
         for step in steps:
             by_cart[step.cart].append(step)
         events_append(
+            source=Source.system("campaigns"),
             store_id=campaign.store_id,
             events=[
                 events.campaign_event(
@@ -333,7 +335,7 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
         if batch.updates:
             _steps_update(batch.updates)
         for store_id, store_events in batch.events.items():
-            events_append(store_id=store_id, events=store_events)
+            events_append(store_id=store_id, events=store_events, source=Source.system("campaigns"))
         for store_id, cart, offer in batch.pushes:
             transaction.on_commit(
                 lambda s=store_id, c=cart, o=offer: _push(s, c, o)  # type: ignore[misc]

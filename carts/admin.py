@@ -134,8 +134,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(CartEvent)
 class CartEventAdmin(ReadOnlyAdmin):
-    list_display = ["position", "store", "cart", "version", "type", "occurred_at", "recorded_at"]
-    list_filter = ["type", "store"]
+    list_display = ["position", "store", "cart", "version", "type", "source", "source_ref",
+                    "occurred_at", "recorded_at"]  # fmt: skip
+    list_filter = ["type", "source", "store"]
     search_fields = ["cart", "=event_id"]
     ordering = ["-position"]
     show_full_result_count = False
@@ -144,7 +145,7 @@ class CartEventAdmin(ReadOnlyAdmin):
 @admin.register(CartState)
 class CartStateAdmin(ReadOnlyAdmin):
     list_display = ["token", "store", "status", "value", "currency", "item_count", "version",
-                    "last_activity_at"]  # fmt: skip
+                    "contact_source", "last_activity_at"]  # fmt: skip
     list_filter = ["status", "store"]
     search_fields = ["token", "email"]
     ordering = ["-last_activity_at"]

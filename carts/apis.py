@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Annotated, Any, NotRequired
 from uuid import UUID
@@ -37,6 +38,7 @@ from carts import event_types, grants, selectors, services
 from carts.auth import StoreRateThrottle
 from carts.errors import EventInvalid
 from carts.models import CartState, Store
+from carts.sources import Source
 from carts.validation import (
     CART_TOKEN_PATTERN,
     MAX_VERSION,
@@ -167,35 +169,51 @@ def occurred_window(*, now: datetime, browser: bool = False) -> OccurredWindow:
     )
 
 
-def events_in(body: Any, *, window: OccurredWindow | None = None) -> list[services.NewEvent]:
+def events_in(
+    body: Any,
+    *,
+    types: Collection[str] | None = None,
+    window: OccurredWindow | None = None,
+) -> list[services.NewEvent]:
     """The request's events, valid; else a 400 with field errors keyed like the body.
 
     One event: ``{"data": {"quantity": ["..."]}}``; a batch: ``{"events": {"3": {...}}}``.
-    ``window``: where ``occurred_at`` must fall (``occurred_window``); None: anywhere.
+    ``types``: the event types this caller may send (a browser's allow-list); None: every client
+    type. ``window``: where ``occurred_at`` must fall (``occurred_window``); None: anywhere.
     """
     try:
         parsed = EventsIn.model_validate(body).root
     except ValidationError as exc:
         raise exceptions.ValidationError(_envelope_errors(exc, body, window)) from None
     if isinstance(parsed, BatchIn):
-        events, errors = _new_events(parsed.events, window)
+        events, errors = _new_events(parsed.events, types, window)
         if errors:
             raise exceptions.ValidationError({"events": errors})
         return events
-    events, errors = _new_events([parsed], window)
+    events, errors = _new_events([parsed], types, window)
     if errors:
         raise exceptions.ValidationError(errors["0"])
     return events
 
 
 def _new_events(
-    events: list[EventIn], window: OccurredWindow | None = None
+    events: list[EventIn],
+    types: Collection[str] | None = None,
+    window: OccurredWindow | None = None,
 ) -> tuple[list[services.NewEvent], dict[str, Any]]:
     """Check each payload against its type and each time against ``window``; the events, and
     their errors by index."""
     out: list[services.NewEvent] = []
     errors: dict[str, Any] = {}
     for index, event in enumerate(events):
+        if types is not None and event["type"] not in types:
+            errors[str(index)] = {
+                "type": [
+                    f"'{event['type']}' cannot be sent from a browser (orders and refunds come "
+                    f"from the shop's server). Browsers send: {', '.join(types)}."
+                ]
+            }
+            continue
         shopper = event.get("shopper")
         late = window.error(event["occurred_at"]) if window is not None else None
         try:
@@ -243,6 +261,12 @@ def _envelope_errors(
     return errors
 
 
+def _key_source(request: Request) -> Source:
+    """The server, named by its key's prefix (as the admin shows keys)."""
+    _, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return Source.server(key.strip()[:10])
+
+
 class AppendedOut(serializers.Serializer):
     id = serializers.UUIDField(source="event_id")
     cart = serializers.CharField()
@@ -266,7 +290,9 @@ class EventsApi(APIView):
     def post(self, request: Request) -> Response:
         _check_body_size(request)
         events = events_in(request.data, window=occurred_window(now=timezone.now()))
-        results = services.events_append(store_id=request.auth.pk, events=events)
+        results = services.events_append(
+            store_id=request.auth.pk, events=events, source=_key_source(request)
+        )
         code = status.HTTP_200_OK if all(r.duplicate for r in results) else status.HTTP_201_CREATED
         # Plain dicts in AppendedOut's shape: a serializer per result cost ~30 µs an event.
         body = [
@@ -331,6 +357,14 @@ class EventOut(serializers.Serializer):
     recorded_at = serializers.DateTimeField()
     shopper = serializers.JSONField()
     data = serializers.JSONField()  # type: ignore[assignment]
+    source = serializers.CharField(
+        help_text="Who appended it: server, browser, platform, system (unknown: before provenance "
+        "was recorded)."
+    )
+    source_ref = serializers.CharField(
+        help_text="Which one: the secret key's prefix, the browser session, the webhook delivery "
+        "or the component."
+    )
 
 
 class CartEventsApi(APIView):

@@ -2,6 +2,13 @@
 
 ``apply(state, event)`` returns the next state or raises ``Rejected`` when the event cannot apply
 to this cart (for example an item in another currency). Payloads are already validated and upcast.
+
+Rules that follow an event's source (carts/sources.py): only a trusted source (the shop's server,
+a platform, the system) places or refunds an order; the first order converts the cart and a
+different later one is refused, so every reader agrees on which order counts; a browser never
+replaces contact details or consent that a trusted source gave. ``apply(..., strict=False)`` is
+for readers of events the log already holds (a rebuild): an event that would be refused now
+changes nothing but the cart's version, so a reader never stops on it.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+from carts.sources import trusted
 
 # Bounds of a cart that every later computation can represent (docs/api.md, "Bounds"): its value
 # in minor units (carts.validation.MAX_MONEY; bigint columns and sums of a few carts stay in range),
@@ -63,6 +72,7 @@ class FoldEvent:
     data: Mapping[str, Any]
     occurred_at: datetime
     shopper: Mapping[str, Any] | None = None
+    source: str = "unknown"  # the source kind (carts/sources.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,7 @@ class Cart:
     email: str = ""
     phone: str = ""
     consent: Mapping[str, bool] = field(default_factory=dict)
+    contact_source: str = ""  # the source kind that gave email, phone and consent
     timezone: str = ""
     locale: str = ""
     order_id: str = ""
@@ -129,7 +140,7 @@ def _check_bounds(lines: tuple[Line, ...], changed: Line) -> None:
         )
 
 
-def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+def _changes(cart: Cart, event_type: str, data: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The fields an event of this type changes (a dict, so ``apply`` replaces only once)."""
     if event_type == "cart.item_added":
         currency = _check_currency(cart, data["currency"])
@@ -185,6 +196,11 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, 
         status = cart.status if cart.status == CONVERTED else CHECKOUT
         return {"status": status}
     if event_type == "checkout.contact_captured":
+        if not trusted(source) and cart.email and trusted(cart.contact_source):
+            raise Rejected(
+                "email",
+                "The shop's server gave this cart's contact details; a browser cannot change them.",
+            )
         consent = dict(cart.consent)
         consent.update({k: bool(v) for k, v in dict(data.get("consent") or {}).items()})
         return {
@@ -193,10 +209,19 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, 
             "consent": consent,
             "timezone": str(data.get("timezone", cart.timezone)),
             "locale": str(data.get("locale", cart.locale)),
+            "contact_source": source,
         }
     if event_type == "checkout.shipping_quoted":
         return {"currency": _check_currency(cart, data.get("currency"))}
     if event_type == "order.placed":
+        if not trusted(source):
+            raise Rejected("type", "Orders come from the shop's server, not from a browser.")
+        if cart.order_id:
+            if cart.order_id == str(data["order_id"]):
+                return {}  # the same order again: it converted the cart already
+            raise Rejected(
+                "order_id", f"This cart was converted by order {cart.order_id!r} already."
+            )
         currency = _check_currency(cart, data["currency"])
         return {
             "status": CONVERTED,
@@ -205,6 +230,8 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, 
             "order_total": int(data["total"]),
         }
     if event_type == "order.refunded":
+        if not trusted(source):
+            raise Rejected("type", "Refunds come from the shop's server, not from a browser.")
         if not cart.order_id:
             raise Rejected("order_id", "This cart has no order to refund.")
         _check_currency(cart, data.get("currency"))
@@ -215,9 +242,17 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any]) -> dict[str, 
     return {}  # page views, coupons, exit intents, system events: activity only
 
 
-def apply(cart: Cart, event: FoldEvent) -> Cart:
-    """The state after ``event``; its version is one more than before."""
-    changes = _changes(cart, event.type, event.data)
+def apply(cart: Cart, event: FoldEvent, *, strict: bool = True) -> Cart:
+    """The state after ``event``; its version is one more than before.
+
+    Raises ``Rejected`` for an event that cannot apply; with ``strict=False`` such an event
+    changes nothing but the version (and the cart's activity times)."""
+    try:
+        changes = _changes(cart, event.type, event.data, event.source)
+    except Rejected:
+        if strict:
+            raise
+        changes = {}
     occurred = event.occurred_at
     changes["version"] = cart.version + 1
     if cart.started_at is None:
@@ -227,7 +262,7 @@ def apply(cart: Cart, event: FoldEvent) -> Cart:
         changes["last_activity_at"] = occurred
     if event.type == "checkout.started" and cart.checkout_started_at is None:
         changes["checkout_started_at"] = occurred
-    if event.type == "order.placed" and cart.converted_at is None:
+    if "order_id" in changes and cart.converted_at is None:
         changes["converted_at"] = occurred
     shopper = event.shopper
     if shopper:
@@ -236,12 +271,14 @@ def apply(cart: Cart, event: FoldEvent) -> Cart:
         for name in ("email", "timezone", "locale"):
             if shopper.get(name) and not changes.get(name, getattr(cart, name)):
                 changes[name] = str(shopper[name])
+                if name == "email":
+                    changes["contact_source"] = event.source
     return replace(cart, **changes)
 
 
-def fold(events: Iterable[FoldEvent], cart: Cart | None = None) -> Cart:
+def fold(events: Iterable[FoldEvent], cart: Cart | None = None, *, strict: bool = True) -> Cart:
     """Fold events, in version order, onto ``cart`` (an empty cart by default)."""
     state = cart or Cart()
     for event in events:
-        state = apply(state, event)
+        state = apply(state, event, strict=strict)
     return state

@@ -170,6 +170,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
                 cart=self.session.cart,
                 raw=raw,
                 now=timezone.now(),
+                session=self.session.session_id,
                 on_decided=on_decided,
             )
         except ValidationError as exc:
@@ -213,6 +214,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
                 offer_id=offer_id,
                 message_type=kind,
                 now=timezone.now(),
+                session=self.session.session_id,
             )
         except live.UnknownOffer as exc:
             await self._error("invalid_message", str(exc))

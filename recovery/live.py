@@ -25,6 +25,7 @@ from carts.errors import EventIdConflict
 from carts.models import CartEvent, Store, StoreKey
 from carts.origins import origin_allowed, origin_normalise
 from carts.services import Appended, NewEvent, Reacting, events_append
+from carts.sources import Source
 from recovery import cart_tokens, features, offers, tickets
 from recovery.serving import inner_accumulator
 
@@ -211,6 +212,7 @@ def shopper_event_append(
     cart: str,
     raw: Any,
     now: datetime,
+    session: str,
     on_decided: Callable[[offers.Decision], None] | None = None,
 ) -> EventOutcome:
     """Append one event sent over the websocket (the cart is the session's). On an exit intent,
@@ -219,9 +221,14 @@ def shopper_event_append(
     ``on_decided`` is called with the decision as soon as it is made, under the cart's lock and
     before the commit (the websocket sends the offer then, while the decision is written; should
     the commit fail, it withdraws the offer). Raises rest_framework's ValidationError for an
-    invalid event (field errors as in the HTTP API) and the append service's errors."""
+    invalid event (field errors as in the HTTP API) and the append service's errors.
+
+    The browser may send only what a browser knows (``event_types.BROWSER_TYPES``); its events are
+    recorded with their session (``session``) as their source."""
     body = {**raw, "cart": cart} if isinstance(raw, dict) else raw
-    [event] = events_in(body, window=occurred_window(now=now, browser=True))
+    [event] = events_in(
+        body, types=event_types.BROWSER_TYPES, window=occurred_window(now=now, browser=True)
+    )
     decided: list[offers.Decision] = []
     react = None
     if event.type == "shopper.exit_intent":
@@ -270,7 +277,9 @@ def shopper_event_append(
                 )
             return out
 
-    [appended] = events_append(store_id=store_id, events=[event], react=react)
+    [appended] = events_append(
+        store_id=store_id, events=[event], source=Source.browser(session), react=react
+    )
     return EventOutcome(appended, decided[0] if decided else None)
 
 
@@ -295,7 +304,7 @@ def offer_ack_record(*, store_id: int, cart: str, offer_id: Any) -> None:
 
 
 def offer_reaction_record(
-    *, store_id: int, cart: str, offer_id: Any, message_type: str, now: datetime
+    *, store_id: int, cart: str, offer_id: Any, message_type: str, now: datetime, session: str
 ) -> None:
     """Append the browser's shown / accepted / dismissed of one of this cart's offers."""
     if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 64:
@@ -315,7 +324,7 @@ def offer_reaction_record(
         data={"offer_id": offer_id},
     )
     with contextlib.suppress(EventIdConflict):  # recorded before: the first one counts
-        events_append(store_id=store_id, events=[event])
+        events_append(store_id=store_id, events=[event], source=Source.browser(session))
 
 
 def pending_offers(*, store_id: int, cart: str, now: datetime) -> list[dict]:

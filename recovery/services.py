@@ -33,7 +33,7 @@ _SPLIT_AT = """
 _MEDIAN_ORDER = """
     SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY (data->>'total')::bigint)
     FROM carts_cartevent
-    WHERE store_id = %s AND type = 'order.placed' AND occurred_at < %s
+    WHERE store_id = %s AND type = 'order.placed' AND occurred_at < %s AND source <> 'browser'
 """
 
 
@@ -42,7 +42,7 @@ def _log_events(store_id: int) -> Iterator[tuple[str, projections.FoldEvent]]:
     rows = (
         CartEvent.objects.filter(store_id=store_id)
         .order_by("position")
-        .only("cart", "type", "schema_version", "data", "occurred_at", "shopper")
+        .only("cart", "type", "schema_version", "data", "occurred_at", "shopper", "source")
     )
     for event in rows.iterator(chunk_size=5000):
         yield event.cart, fold_event(event)

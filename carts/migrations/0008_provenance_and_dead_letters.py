@@ -5,43 +5,78 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('carts', '0007_storemember'),
+        ("carts", "0007_storemember"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='cartevent',
-            name='source',
-            field=models.CharField(choices=[('server', 'server'), ('browser', 'browser'), ('platform', 'platform'), ('system', 'system'), ('unknown', 'unknown')], db_default='unknown', help_text='Who appended it: server, browser, platform, system (unknown: before 0008).', max_length=16),
+            model_name="cartevent",
+            name="source",
+            field=models.CharField(
+                choices=[
+                    ("server", "server"),
+                    ("browser", "browser"),
+                    ("platform", "platform"),
+                    ("system", "system"),
+                    ("unknown", "unknown"),
+                ],
+                db_default="unknown",
+                help_text="Who appended it: server, browser, platform, system (unknown: before 0008).",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='cartevent',
-            name='source_ref',
-            field=models.CharField(blank=True, db_default='', help_text='Which one: the key prefix, browser session, webhook delivery or component.', max_length=128),
+            model_name="cartevent",
+            name="source_ref",
+            field=models.CharField(
+                blank=True,
+                db_default="",
+                help_text="Which one: the key prefix, browser session, webhook delivery or component.",
+                max_length=128,
+            ),
         ),
         migrations.AddField(
-            model_name='cartstate',
-            name='contact_source',
-            field=models.CharField(blank=True, db_default='', max_length=16),
+            model_name="cartstate",
+            name="contact_source",
+            field=models.CharField(blank=True, db_default="", max_length=16),
         ),
         migrations.CreateModel(
-            name='DeadLetter',
+            name="DeadLetter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('projector', models.CharField(max_length=64)),
-                ('position', models.BigIntegerField(help_text="The event's position in the log.")),
-                ('store_id', models.BigIntegerField(blank=True, null=True)),
-                ('cart', models.CharField(blank=True, max_length=128)),
-                ('event_type', models.CharField(blank=True, max_length=64)),
-                ('error', models.TextField()),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("projector", models.CharField(max_length=64)),
+                ("position", models.BigIntegerField(help_text="The event's position in the log.")),
+                ("store_id", models.BigIntegerField(blank=True, null=True)),
+                ("cart", models.CharField(blank=True, max_length=128)),
+                ("event_type", models.CharField(blank=True, max_length=64)),
+                ("error", models.TextField()),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'indexes': [models.Index(condition=models.Q(('resolved_at__isnull', True)), fields=['projector'], name='deadletter_open')],
-                'constraints': [models.UniqueConstraint(fields=('projector', 'position'), name='deadletter_unique_position')],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("resolved_at__isnull", True)),
+                        fields=["projector"],
+                        name="deadletter_open",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("projector", "position"), name="deadletter_unique_position"
+                    )
+                ],
             },
         ),
     ]

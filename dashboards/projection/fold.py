@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from carts.sources import trusted
 from dashboards import ABANDONMENT_WINDOW
 from dashboards.projection.counters import (
     CLICKED,
@@ -167,14 +168,18 @@ def fold(
         if event_type.startswith("cart.item_"):
             _fold_items(fact, event_type, data)
         elif event_type == "order.placed":
-            if fact.converted_at is None:
+            # As the cart's fold has it (carts/projections.py): the first order from a trusted
+            # source converts the cart; a browser's "order" counts for nothing.
+            if fact.converted_at is None and trusted(getattr(event, "source", "unknown")):
                 fact.converted_at = at
                 fact.converted_day, fact.converted_hour = local(at, zone)
                 fact.order_total = as_int(data.get("total"))
                 if not fact.currency and data.get("currency"):
                     fact.currency = as_text(data["currency"], 3)
         elif event_type == "order.refunded":
-            fact.refunded += as_int(data.get("amount"))
+            if fact.order_total is not None and trusted(getattr(event, "source", "unknown")):
+                # Never more than the order (the cart's fold refuses more).
+                fact.refunded = min(fact.refunded + as_int(data.get("amount")), fact.order_total)
         elif event_type == "checkout.shipping_quoted":
             if not fact.currency and data.get("currency"):
                 fact.currency = as_text(data["currency"], 3)

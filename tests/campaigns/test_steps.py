@@ -9,6 +9,7 @@ import pytest
 from campaigns import steps
 from campaigns.models import Enrollment, Step, Suppression
 from carts.models import CartEvent
+from carts.sources import Source
 from tests.campaigns.builders import campaign_with_tiers, cart_abandoned, order_placed
 from tests.conftest import new_event
 
@@ -190,6 +191,7 @@ def test_a_shopper_who_came_back_defers_the_step_to_the_new_abandonment(
     from carts import services
 
     services.events_append(
+        source=Source.server("test"),
         store_id=store.pk,
         events=[
             new_event(

@@ -15,10 +15,11 @@ from django.test import Client
 
 from campaigns.models import Campaign, Tier
 from carts.models import CartEvent
-from carts.services import store_create, store_origins_add
+from carts.services import events_append, store_create, store_origins_add
+from carts.sources import Source
 from config.asgi import application
 from recovery import cart_tokens, live, offers, serving, tickets
-from tests.conftest import item
+from tests.conftest import item, new_event
 
 ORIGIN = "http://shop.test"
 pytestmark = [pytest.mark.asyncio]
@@ -175,7 +176,16 @@ async def test_no_offer_after_the_order(committed_db):
     s = await shop()
     socket = await hello(s["store"].pk, "cart-o")
     await send_event(socket, "cart.item_added", item())
-    await send_event(socket, "order.placed", {"order_id": "o-1", "total": 1000, "currency": "EUR"})
+    # The order comes from the shop's server (a browser may not send one).
+    await sync_to_async(events_append)(
+        store_id=s["store"].pk,
+        events=[
+            new_event(
+                "order.placed", "cart-o", {"order_id": "o-1", "total": 1000, "currency": "EUR"}
+            )
+        ],
+        source=Source.server("test"),
+    )
     frames = await send_event(socket, "shopper.exit_intent", {"trigger": "mouse_leave"})
     assert [f["type"] for f in frames] == ["appended"]
     assert (await log_types(s["store"].pk, "cart-o"))[-1][1]["reason"] == "converted"
