@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,8 +25,9 @@ STOP_TIMEOUT = 30
 
 def _devrun_env(var_dir: Path, port: int) -> dict[str, str]:
     env = procs.child_env(CARTS_VAR_DIR=str(var_dir), PORT=str(port))
-    for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"):
-        env.pop(name, None)  # embedded servers of its own, and devrun's own settings
+    for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG",
+                 "DJANGO_SECRET_KEY", "RECOVERY_TICKET_KEYS", "CAMPAIGNS_LINK_KEYS"):  # fmt: skip
+        env.pop(name, None)  # embedded servers, settings and keys of its own (a fresh clone)
     return env
 
 
@@ -89,6 +93,14 @@ def test_make_run_serves_everything_then_stops_it_all(tmp_path, how):
         }
         assert procs.status_of(f"{base}/api/docs/") == 200
         assert procs.status_of(f"{base}/admin/") == 302  # to the login page
+        # DEBUG is off, and WhiteNoise still serves static files; keys of its own, made once
+        assert procs.status_of(f"{base}/static/admin/css/base.css") == 200
+        assert procs.status_of(f"{base}/demo/") == 200
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{base}/no-such-page", timeout=5)  # noqa: S310
+        assert missing.value.code == 404
+        assert b"URLconf" not in missing.value.read()  # the debug page would list the patterns
+        assert stat.S_IMODE((var_dir / "secrets.json").stat().st_mode) == 0o600
         output = log.read_text()
         for url in ("/", "/api/docs/", "/admin/", "/healthz"):
             assert f"{base}{url}" in output
