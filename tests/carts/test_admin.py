@@ -68,7 +68,14 @@ def test_event_log_and_carts_are_browsable_but_read_only(admin_client):
     )
     event = CartEvent.objects.get(store_id=creds.store_id)
 
-    assert admin_client.get("/admin/carts/cartevent/").status_code == 200
+    listing = admin_client.get("/admin/carts/cartevent/")
+    assert listing.status_code == 200
+    # Provenance is shown and can be filtered on.
+    assert b'<td class="field-source">server</td>' in listing.content
+    assert b'<td class="field-source_ref">test</td>' in listing.content
+    assert (
+        admin_client.get("/admin/carts/cartevent/?source=browser").context["cl"].result_count == 0
+    )
     detail = admin_client.get(f"/admin/carts/cartevent/{event.pk}/change/")
     assert detail.status_code == 200  # viewable
     assert b'name="_save"' not in detail.content  # but no save button
