@@ -357,7 +357,7 @@ class EventOut(serializers.Serializer):
     recorded_at = serializers.DateTimeField()
     shopper = serializers.JSONField()
     data = serializers.JSONField()  # type: ignore[assignment]
-    source = serializers.CharField(
+    source = serializers.CharField(  # type: ignore[assignment]
         help_text="Who appended it: server, browser, platform, system (unknown: before provenance "
         "was recorded)."
     )
