@@ -117,6 +117,46 @@ def test_check_deploy_with_production_settings_reports_no_issues(db):
     assert "WARNING" not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            {"CAMPAIGNS_LINK_KEYS": OLD_PUBLIC_KEY},
+            "(config.E001) CAMPAIGNS_LINK_KEYS holds a key that has been published",
+        ),
+        (
+            {"DJANGO_SECRET_KEY": OLD_PUBLIC_KEY},
+            "(config.E001) SECRET_KEY holds a key that has been published",
+        ),
+        (
+            {"RECOVERY_TICKET_KEYS": "short"},
+            "(config.W002) RECOVERY_TICKET_KEYS holds a key shorter than 32",
+        ),
+        (
+            {"CAMPAIGNS_LINK_KEYS": "same-" + "s" * 50, "RECOVERY_TICKET_KEYS": "same-" + "s" * 50},
+            "(config.W003) RECOVERY_TICKET_KEYS and CAMPAIGNS_LINK_KEYS share a key",
+        ),
+    ],
+    ids=["published-link-key", "published-django-key", "short", "shared"],
+)
+def test_check_deploy_flags_published_short_and_shared_keys(db, keys, expected):
+    env = _env(DJANGO_SETTINGS_MODULE="config.settings.production")
+    env.update({name: _random_key() for name in SECRET_NAMES}, **keys)
+
+    done = subprocess.run(
+        [procs.PYTHON, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=procs.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert done.returncode != 0
+    assert expected in done.stderr
+
+
 # make run's generated keys ------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "campaigns",
     "recovery",
     "dashboards",
+    "config.apps.ProjectConfig",  # the project's own system checks (config/checks.py)
 ]
 
 MIDDLEWARE = [
