@@ -59,6 +59,7 @@ class Stats:
             "journeys_finished": c["finished"],
             "carts": len(self.carts),
             "sessions": c["sessions"],
+            "grants": c["grants"],
             "events": events,
             "events_by_type": dict(sorted(self.events.items())),
             "batches": c["batches"],

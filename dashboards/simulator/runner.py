@@ -3,10 +3,15 @@
 - The browser's side, for shoppers whose page runs the snippet: ``POST /api/v1/shopper-sessions``
   with the publishable key and an allowed ``Origin``, then the websocket ``/ws/v1/shopper/``
   (hello with the ticket, events one at a time, each answered by ``appended``); offers are
-  acknowledged at once, then shown, accepted, dismissed or ignored (docs/websocket.md).
-- The shop server's side, with the secret key: orders, refunds and every event of shoppers without
-  the snippet go to ``POST /api/v1/events`` in batches (outbox.py); a campaign's discount code is
-  redeemed with ``POST /api/v1/coupons/redeem`` before the order that uses it.
+  acknowledged at once, then shown, accepted, dismissed or ignored (docs/websocket.md). An
+  anonymous shopper's cart is minted by its first session; a logged-in customer's cart is named
+  by the shop's server, which gets a grant for it (``POST /api/v1/carts/{cart}/browser-grant``)
+  before each visit's session (docs/snippet.md).
+- The shop server's side, with the secret key: orders, refunds, the contact details a checkout
+  form posts, and every event of shoppers without the snippet go to ``POST /api/v1/events`` in
+  batches (outbox.py); the browser sends only what a browser may (docs/api.md, "Sources"). A
+  campaign's discount code is redeemed with ``POST /api/v1/coupons/redeem`` before the order that
+  uses it.
 - The shopper's mailbox: while an abandoned cart is away, a shopper who left an email with consent
   looks at it now and then. The simulator cannot read the emails, so it reads what the campaign
   recorded instead, the cart's ``campaign.step_sent`` (email or discount) and
@@ -34,7 +39,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from dashboards.simulator import journeys as jm
-from dashboards.simulator.client import Http, HttpError
+from dashboards.simulator.client import Http, HttpError, ShopperSocket
 from dashboards.simulator.outbox import Outbox, Stats, progress_line
 from dashboards.simulator.storefront import Storefront, Visit
 
@@ -42,6 +47,9 @@ T = TypeVar("T")
 REDEEM_PATH = "/api/v1/coupons/redeem"
 EMAIL_CHANNELS = ("email", "discount")
 REFUSED_CODES = frozenset({404, 409, 410, 422})
+# What the shop's server records even for a shopper whose browser runs the snippet: the checkout
+# form posts the contact to the shop, which passes it on (orders and refunds are always its own).
+SERVER_TYPES = frozenset({"checkout.contact_captured"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,12 +228,17 @@ class Simulator:
         """(the visit, the order's total, the order's id); no order: None, None."""
         visit = Visit()
         if j.channel == "browser":
-            socket = await self._storefront.open(visit)
+            if j.shopper_id is not None:  # a logged-in customer: the shop's server names the cart
+                visit.cart = f"sim-{self.run_id}-{j.index}"
+            socket = await self._browser_open(visit)
             if socket is None:
                 return visit, None, None
             try:
                 for action in j.visit:
                     await self._think(action.wait)
+                    if action.type in SERVER_TYPES:
+                        await self._server_event(j, visit, action)
+                        continue
                     socket = await self._storefront.event(visit, socket, self._event(j, action))
                     if socket is None:
                         return visit, None, None
@@ -257,12 +270,15 @@ class Simulator:
         visit.accepted, visit.code, visit.discount = False, None, 0
         actions = jm.return_visit(j, shop_url=self._shop)
         if j.channel == "browser":
-            socket = await self._storefront.open(visit)
+            socket = await self._browser_open(visit)
             if socket is None:
                 return None, None
             try:
                 for action in actions:
                     await self._think(action.wait)
+                    if action.type in SERVER_TYPES:
+                        await self._server_event(j, visit, action)
+                        continue
                     socket = await self._storefront.event(visit, socket, self._event(j, action))
                     if socket is None:
                         return None, None
@@ -286,6 +302,30 @@ class Simulator:
         return total, order_id
 
     # The shop server's side --------------------------------------------------------------------
+
+    async def _browser_open(self, visit: Visit) -> ShopperSocket | None:
+        """The visit's session: a cart the shop's server named gets a fresh grant first."""
+        if visit.cart is not None and visit.cart.startswith("sim-"):
+            visit.grant = await self._grant(visit.cart)
+            if visit.grant is None:
+                return None
+        return await self._storefront.open(visit)
+
+    async def _grant(self, cart: str) -> str | None:
+        path = f"/api/v1/carts/{quote(cart, safe='')}/browser-grant"
+        try:
+            response = await self._http.post(path, None, headers=self._auth)
+        except HttpError as exc:
+            self.stats.error("browser-grant: unreachable", str(exc))
+            return None
+        answer = response.json()
+        if response.status != 200 or not isinstance(answer, dict) or "grant" not in answer:
+            self.stats.error(
+                f"browser-grant {response.status}", response.body.decode(errors="replace")
+            )
+            return None
+        self.stats.count("grants")
+        return str(answer["grant"])
 
     async def _server_event(self, j: jm.Journey, visit: Visit, action: jm.Action) -> bool:
         assert visit.cart is not None

@@ -1,7 +1,8 @@
 """The browser's side of a simulated shopper: the storefront's pages running the snippet
 (docs/snippet.md), as far as the server can tell. A ticket from ``POST /api/v1/shopper-sessions``
-(publishable key, an allowed ``Origin``), the websocket, events answered by ``appended``, offers
-acknowledged at once, then shown and accepted or dismissed (docs/websocket.md)."""
+(publishable key, an allowed ``Origin``; for a cart the shop's server made, its grant), the
+websocket, events answered by ``appended``, offers acknowledged at once, then shown and accepted or
+dismissed (docs/websocket.md)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Visit:
     """What one visit did (or left for the next)."""
 
     cart: str | None = None
+    grant: str | None = None  # for a cart the shop's server made (docs/snippet.md)
     version: int = 0  # the cart's version after our last event
     code: str | None = None  # an accepted on-site offer's code
     discount: int = 0  # what that code takes off
@@ -61,6 +63,8 @@ class Storefront:
         body: dict[str, Any] = {"publishable_key": self._publishable_key}
         if visit.cart is not None:
             body["cart"] = visit.cart
+            if visit.grant is not None:
+                body["grant"] = visit.grant
         try:
             response = await self._http.post(SESSIONS_PATH, body, headers={"Origin": self._origin})
         except HttpError as exc:
@@ -72,6 +76,8 @@ class Storefront:
             self._stats.error(f"shopper-sessions {response.status}", detail)
             return None
         visit.cart = str(answer["cart"])
+        if answer.get("grant"):
+            visit.grant = str(answer["grant"])  # renewed: good for a reconnect
         try:
             socket = await ShopperSocket.open(
                 ws_url(self._url, str(answer.get("ws_path") or "/ws/v1/shopper/")),

@@ -257,6 +257,17 @@ def test_a_run_puts_carts_offers_and_orders_in_the_log_as_its_summary_says(
     assert summary["sessions"] >= 1 and summary["batches"] >= 1
     assert any(e.cart.startswith("sim-") for e in shopper_events)  # server side
     assert any(e.cart.startswith("c_") for e in shopper_events)  # tokens the sessions made
+    # The browser sends only what a browser may: orders, refunds and contact details come from
+    # the shop's server (secret key); logged-in customers' carts are the server's, opened by the
+    # browser with a grant (issue 11).
+    by_source = Counter((e.type, e.source) for e in shopper_events)
+    for kind in ("order.placed", "order.refunded", "checkout.contact_captured"):
+        assert by_source[(kind, "browser")] == 0, kind
+    assert by_source[("checkout.contact_captured", "server")] >= 1
+    granted = {
+        e.cart for e in shopper_events if e.source == "browser" and e.cart.startswith("sim-")
+    }
+    assert summary["grants"] >= len(granted) >= 1
     # Exit intents, the decisions they got, and what the shoppers did with the offers.
     assert summary["exit_intents"] == types["shopper.exit_intent"] == len(decided) >= 1
     offered = [e for e in decided if e.data["decision"] == "offer"]
@@ -310,9 +321,16 @@ def test_bad_keys_are_counted_and_printed_not_raised(server, committed_store, tm
     )
     assert summary["events"] == 0 and summary["orders"] == 0
     assert summary["errors"] >= 4
-    assert set(summary["errors_by_kind"]) <= {"shopper-sessions 401", "events 401"}
+    # (a logged-in customer's cart asks for its grant with the secret key first)
+    assert set(summary["errors_by_kind"]) <= {
+        "shopper-sessions 401",
+        "events 401",
+        "browser-grant 401",
+    }
     output = (tmp_path / "simulate.log").read_text()
-    assert "errors " in output and "x shopper-sessions 401" in output
+    assert "errors " in output
+    for kind, n in summary["errors_by_kind"].items():  # each kind printed with its count
+        assert f"{n} x {kind}: " in output
 
 
 @pytest.mark.slow
