@@ -19,11 +19,12 @@ class Unrepresentable(ValueError):
     instead of failing later, deep in a computation or in the database."""
 
 
-# Times the read model holds: a day clear of either end of Python's calendar, so that a local
-# time in any zone (offsets are under a day) and the abandonment and observation windows (at most
-# a day) can be computed from any of them.
+# The times of events the read model holds: clear of either end of Python's calendar, so that
+# the times computed from them (the abandonment and observation windows: at most a day later, up
+# to COMPUTABLE) have a local time in any zone (offsets are under a day).
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+COMPUTABLE = LATEST + timedelta(days=1)
 # Amounts of one cart (value, order total, refunds, discount), in minor units: a thousand times
 # the largest amount one field of an event may carry. The int8 columns hold over 9,000 of these;
 # the counters that sum them over carts are numeric.
@@ -33,20 +34,20 @@ MAX_COUNT = 2**31 - 1  # item counts (an int column)
 # -- time and payload values --------------------------------------------------------------------
 
 
-def in_range(at: datetime, what: str) -> datetime:
-    """``at``, or Unrepresentable when it is outside EARLIEST..LATEST."""
-    if not EARLIEST <= at <= LATEST:
+def in_range(at: datetime, what: str, latest: datetime = LATEST) -> datetime:
+    """``at``, or Unrepresentable when it is outside EARLIEST..``latest``."""
+    if not EARLIEST <= at <= latest:
         raise Unrepresentable(
             f"{what} out of range: {at.isoformat()} (the dashboards hold "
-            f"{EARLIEST.date()} to {LATEST.date()})"
+            f"{EARLIEST.isoformat()} to {latest.isoformat()})"
         )
     return at
 
 
 def plus(at: datetime, delta: timedelta, what: str) -> datetime:
-    """``at + delta``, or Unrepresentable (never OverflowError) past the calendar's end."""
+    """``at + delta``, or Unrepresentable (never OverflowError) past COMPUTABLE."""
     try:
-        return in_range(at + delta, what)
+        return in_range(at + delta, what, COMPUTABLE)
     except OverflowError:
         raise Unrepresentable(f"{what} out of range: {at.isoformat()} + {delta}") from None
 
@@ -69,9 +70,9 @@ def zone_of(name: str | None) -> ZoneInfo:
 
 
 def local(at: datetime, zone: ZoneInfo) -> tuple[date, int]:
-    """The local day and hour of ``at`` in ``zone`` (Unrepresentable outside EARLIEST..LATEST,
-    where the conversion could overflow)."""
-    t = in_range(at, "time").astimezone(zone)
+    """The local day and hour of ``at`` in ``zone`` (Unrepresentable outside
+    EARLIEST..COMPUTABLE, where the conversion could overflow)."""
+    t = in_range(at, "time", COMPUTABLE).astimezone(zone)
     return t.date(), t.hour
 
 
