@@ -422,6 +422,7 @@ class BrowserGrantApi(APIView):
         responses={
             200: BrowserGrantOut,
             400: OpenApiResponse(description="The cart token is not a valid token."),
+            401: OpenApiResponse(description="No secret key, or an unknown or revoked one."),
         },
     )
     def post(self, request: Request, cart: str) -> Response:
