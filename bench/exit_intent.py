@@ -14,17 +14,16 @@ Two servers on loopback, both up for the whole run:
     1 of the append, scoring and the decision; the offer leaves before the commit).
 
 The product side is a fresh store (``store_create``, ``store_origins_add`` with
-``http://bench.local``) with an active campaign without holdout whose on-site tier offers 10%
-(cap 20.00) to any cart worth at least 0.01, without cooldown: every exit intent on a cart with an
-item gets an offer. A product client does what the storefront snippet does: ``POST
-/api/v1/shopper-sessions`` (publishable key, its own cart token, ``Origin``) for a ticket, opens
-``/ws/v1/shopper/``, sends ``hello``, waits for ``welcome``, sends one ``cart.item_added`` and waits
-for its ``appended``, then sends exit intents (``shopper.exit_intent``, a fresh uuid4 id,
-``occurred_at`` now, trigger ``mouse_leave``; 181 bytes). The time measured is from just before
-an exit intent is sent until its ``offer`` frame arrives (the offer comes first, then
-``appended`` once the decision has committed: reported apart as "appended"). Every offer is acked
-(``{"type": "ack", "offer": id}``, untimed). An echo client sends the same message and times its
-echo.
+``http://bench.local``) with an active campaign without holdout whose on-site tier offers 10% (cap
+20.00) to any cart worth at least 0.01, without cooldown: every exit intent on a cart with an item
+gets an offer. A product client does what the storefront snippet does: ``POST
+/api/v1/shopper-sessions`` (publishable key, no cart: a new one is minted, ``Origin``) for a ticket,
+opens ``/ws/v1/shopper/``, sends ``hello``, waits for ``welcome``, sends one ``cart.item_added`` and
+waits for its ``appended``, then sends exit intents (``shopper.exit_intent``, a fresh uuid4 id,
+``occurred_at`` now, trigger ``mouse_leave``; 181 bytes). The time measured is from just before an
+exit intent is sent until its ``offer`` frame arrives (the offer comes first, then ``appended`` once
+the decision has committed: reported apart as "appended"). Every offer is acked (``{"type": "ack",
+"offer": id}``, untimed). An echo client sends the same message and times its echo.
 
 Scenarios, each against both servers, interleaved in every round (echo_1, product_1, echo_n,
 product_n), ``--rounds`` times (3; 2 with ``--quick``):
@@ -301,11 +300,12 @@ class BenchError(RuntimeError):
     pass
 
 
-def session_open(port: int, publishable_key: str, cart: str) -> str:
-    """``POST /api/v1/shopper-sessions`` as the snippet does; the ticket."""
+def session_open(port: int, publishable_key: str) -> tuple[str, str]:
+    """``POST /api/v1/shopper-sessions`` as the snippet does for a new cart (the publishable key
+    opens only carts its sessions minted); the ticket and the cart."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        body = dumps({"publishable_key": publishable_key, "cart": cart}).encode()
+        body = dumps({"publishable_key": publishable_key}).encode()
         conn.request(
             "POST",
             SESSIONS_PATH,
@@ -318,7 +318,8 @@ def session_open(port: int, publishable_key: str, cart: str) -> str:
         conn.close()
     if response.status != 201:
         raise BenchError(f"POST {SESSIONS_PATH}: {response.status} {payload[:300]!r}")
-    return str(json.loads(payload)["ticket"])
+    answer = json.loads(payload)
+    return str(answer["ticket"]), str(answer["cart"])
 
 
 class Client:
@@ -336,12 +337,11 @@ class Client:
 
         self.ws = await connect(self.url, open_timeout=30)
 
-    async def open_product(self, port: int, publishable_key: str, cart: str) -> None:
+    async def open_product(self, port: int, publishable_key: str) -> None:
         from websockets.asyncio.client import connect
         from websockets.typing import Origin
 
-        self.cart = cart
-        ticket = await asyncio.to_thread(session_open, port, publishable_key, cart)
+        ticket, self.cart = await asyncio.to_thread(session_open, port, publishable_key)
         self.ws = await connect(self.url, origin=Origin(ORIGIN), open_timeout=30)
         await self.ws.send(dumps({"type": "hello", "ticket": ticket}))
         welcome = json.loads(await self.ws.recv())
@@ -525,11 +525,6 @@ class Context:
     rng: random.Random
     database_url: str
     profile_dir: Path | None = None
-    carts: int = 0
-
-    def cart(self, label: str) -> str:
-        self.carts += 1
-        return f"bench-{self.run}-{label}-{self.carts:05d}"
 
 
 @contextlib.contextmanager
@@ -569,7 +564,7 @@ async def run_sequential(ctx: Context, name: str, *, product: bool, n: int) -> R
                         await client.close()
                     client = Client(url, product=product, ack=ctx.plan.ack)
                     if product:
-                        await client.open_product(ctx.port, ctx.publishable_key, ctx.cart("seq"))
+                        await client.open_product(ctx.port, ctx.publishable_key)
                     else:
                         await client.open_echo()
                 try:
@@ -597,10 +592,7 @@ async def run_paced(ctx: Context, name: str, *, product: bool) -> Result:
     try:
         if product:
             await gather_limited(
-                [
-                    functools.partial(c.open_product, ctx.port, ctx.publishable_key, ctx.cart("n"))
-                    for c in clients
-                ],
+                [functools.partial(c.open_product, ctx.port, ctx.publishable_key) for c in clients],
                 SETUP_CONCURRENCY,
             )
         else:
@@ -692,10 +684,7 @@ async def warm_up(ctx: Context) -> None:
     """First messages pay for imports, the scorer, pools: keep them out of the figures."""
     clients = [Client(ctx.product_url, product=True) for _ in range(20)]
     await gather_limited(
-        [
-            functools.partial(c.open_product, ctx.port, ctx.publishable_key, ctx.cart("warm"))
-            for c in clients
-        ],
+        [functools.partial(c.open_product, ctx.port, ctx.publishable_key) for c in clients],
         SETUP_CONCURRENCY,
     )
     scratch = Result("warm")
