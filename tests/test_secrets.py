@@ -371,3 +371,16 @@ def test_static_files_are_served_with_debug_off(db):
     assert django_settings.DEBUG is False
     assert response.status_code == 200
     assert response.getvalue().startswith(b"/*")
+
+
+def test_the_schema_declares_the_secret_key_as_a_bearer_scheme(db):
+    schema = Client().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    assert schema["components"]["securitySchemes"]["storeSecretKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The store's secret key: `Authorization: Bearer sk_...`.",
+    }
+    assert schema["paths"]["/api/v1/events"]["post"]["security"] == [{"storeSecretKey": []}]
+    kinds = {name for name in schema["components"]["schemas"] if "Kind" in name}
+    assert {"CouponKindEnum", "FigureKindEnum"} <= kinds
