@@ -70,13 +70,17 @@ def test_money_is_integer_minor_units_from_0_to_10_to_the_12():
     }
 
 
-def test_quantity_changed_to_zero_is_valid_and_dwell_time_has_no_upper_bound():
+def test_quantity_changed_to_zero_is_valid_and_dwell_time_is_at_most_a_day():
     assert stored("cart.item_quantity_changed", {"sku": "A", "quantity": 0}) == (
         1,
         {"sku": "A", "quantity": 0},
     )
-    view = {"url": "/", "page_type": "home", "dwell_ms": 10**9}
+    view = {"url": "/", "page_type": "home", "dwell_ms": 86_400_000}
     assert stored("page.viewed", view) == (1, view)
+    # Issue 11: a bound every later computation can represent (10**312 was a 500).
+    assert payload_errors("page.viewed", {**view, "dwell_ms": 86_400_001}) == {
+        "data": {"dwell_ms": ["Input should be less than or equal to 86400000."]}
+    }
     assert payload_errors("page.viewed", {**view, "dwell_ms": -1}) == {
         "data": {"dwell_ms": ["Input should be greater than or equal to 0."]}
     }
