@@ -266,7 +266,7 @@ def apply(cart: Cart, event: FoldEvent, *, strict: bool = True) -> Cart:
         changes["converted_at"] = occurred
     shopper = event.shopper
     if shopper:
-        if shopper.get("id"):
+        if shopper.get("id") and trusted(event.source):  # a browser cannot name the shopper
             changes["shopper_id"] = str(shopper["id"])
         for name in ("email", "timezone", "locale"):
             if shopper.get(name) and not changes.get(name, getattr(cart, name)):

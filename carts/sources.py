@@ -16,6 +16,7 @@ that a browser cannot replace (docs/api.md, "Sources").
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -68,3 +69,14 @@ class Source:
 def trusted(kind: str) -> bool:
     """Whether events of this source kind may convert a cart, refund it or set its contact."""
     return kind in TRUSTED
+
+
+# A browser's event ids are its own: stored as uuid5(this, "<cart>:<id it sent>"). A browser
+# cannot know (or take) an id the shop's server or the system will use, and its retries of the
+# same event on the same cart stay duplicates.
+BROWSER_EVENT_IDS = uuid.UUID("5d1f3a0e-8c47-4b8e-a7c2-3e9b6f1d2a40")
+
+
+def browser_event_id(cart: str, client_id: uuid.UUID) -> uuid.UUID:
+    """The id a browser's event is stored under (its cart scopes the id it chose)."""
+    return uuid.uuid5(BROWSER_EVENT_IDS, f"{cart}:{client_id}")

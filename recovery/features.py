@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from carts import identity
 from carts.projections import Cart, FoldEvent
+from carts.sources import trusted
 
 FEATURES_VERSION: int = 1
 FeatureValue = float | int | str | bool | None
@@ -233,7 +234,7 @@ def accumulator_apply(acc: Mapping[str, Any], event: FoldEvent) -> dict[str, Any
             new["dwell_n"] += 1
             new["open_view_us"] = None
         _apply_activity(new, kind, data, at)
-    _apply_identity(new, kind, data, event.shopper)
+    _apply_identity(new, kind, data, event.shopper, trusted(event.source))
     return new
 
 
@@ -283,9 +284,14 @@ def _apply_activity(new: dict[str, Any], kind: str, data: Mapping[str, Any], at:
 
 
 def _apply_identity(
-    new: dict[str, Any], kind: str, data: Mapping[str, Any], shopper: Mapping[str, Any] | None
+    new: dict[str, Any],
+    kind: str,
+    data: Mapping[str, Any],
+    shopper: Mapping[str, Any] | None,
+    trusted_source: bool = True,
 ) -> None:
-    """Same precedence as the cart-state fold: the contact form wins, the envelope fills gaps."""
+    """Same precedence as the cart-state fold: the contact form wins, the envelope fills gaps;
+    only a trusted source names the shopper (a browser's ``shopper.id`` is not its word)."""
     if kind == "checkout.contact_captured":
         if data.get("email"):
             new["email_sha256"] = _email_hash(data["email"])
@@ -293,7 +299,7 @@ def _apply_identity(
             new["tz"], new["tz_from"] = str(data["timezone"]), "contact"
     if not shopper:
         return
-    if shopper.get("id"):
+    if shopper.get("id") and trusted_source:
         new["shopper_id"] = str(shopper["id"])
     if shopper.get("email") and new["email_sha256"] is None:
         new["email_sha256"] = _email_hash(shopper["email"])

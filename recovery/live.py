@@ -5,6 +5,7 @@ in the same transaction, offer reactions, pending offers and pushes from other p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import secrets
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from rest_framework.exceptions import ValidationError
 
 from campaigns.selectors import OnsiteOffer, onsite_offer_for_store, reminders_declined
 from carts import event_types, grants, redis_client, selectors
@@ -25,7 +27,7 @@ from carts.errors import EventIdConflict
 from carts.models import CartEvent, Store, StoreKey
 from carts.origins import origin_allowed, origin_normalise
 from carts.services import Appended, NewEvent, Reacting, events_append
-from carts.sources import Source
+from carts.sources import Source, browser_event_id
 from recovery import cart_tokens, features, offers, tickets
 from recovery.serving import inner_accumulator
 
@@ -94,7 +96,6 @@ class SessionTicket:
     cart: str
     expires_at: datetime
     expires_in: int
-    grant: grants.Grant | None = None  # a renewed grant, for a cart opened with one
 
 
 def origin_check(*, store: Store, origin: str | None) -> None:
@@ -128,18 +129,13 @@ def shopper_session_open(
 ) -> SessionTicket:
     """A ticket for one websocket of this cart; without a cart, a newly minted token. A given
     cart must be one the browser minted for this store or one granted to it (else
-    CartNotAllowed); a cart opened with a grant gets a renewed grant with its ticket."""
+    CartNotAllowed). A grant is never extended here: it lasts as long as the shop's server said
+    (a session does not renew it, so a leaked grant dies at its expiry)."""
     origin_check(store=store, origin=origin)
-    renewed = None
     if cart is None:
         token = cart_tokens.cart_token_mint(store_id=store.pk)
-    elif cart_tokens.cart_token_minted(store_id=store.pk, token=cart):
+    elif cart_allowed(store=store, cart=cart, grant=grant, now=now):
         token = cart
-    elif grant is not None and grants.browser_grant_valid(
-        store=store, cart=cart, grant=grant, now=now
-    ):
-        token = cart
-        renewed = grants.browser_grant_issue(store=store, cart=cart, now=now)
     else:
         raise CartNotAllowed(cart)
     ttl = tickets.TTL_SECONDS
@@ -148,7 +144,6 @@ def shopper_session_open(
         token,
         now + timedelta(seconds=ttl),
         ttl,
-        renewed,
     )
 
 
@@ -226,9 +221,23 @@ def shopper_event_append(
     The browser may send only what a browser knows (``event_types.BROWSER_TYPES``); its events are
     recorded with their session (``session``) as their source."""
     body = {**raw, "cart": cart} if isinstance(raw, dict) else raw
-    [event] = events_in(
+    [sent] = events_in(
         body, types=event_types.BROWSER_TYPES, window=occurred_window(now=now, browser=True)
     )
+    if sent.shopper and "id" in sent.shopper:
+        raise ValidationError(
+            {
+                "shopper": {
+                    "id": [
+                        "A browser cannot name the shopper; the shop's server does "
+                        "(POST /api/v1/events with the secret key)."
+                    ]
+                }
+            }
+        )
+    # Stored under an id scoped to the cart (carts.sources.browser_event_id): a browser cannot
+    # take an id the server or the system will use. Its answers name the id it sent.
+    event = dataclasses.replace(sent, event_id=browser_event_id(cart, sent.event_id))
     decided: list[offers.Decision] = []
     react = None
     if event.type == "shopper.exit_intent":
@@ -280,6 +289,7 @@ def shopper_event_append(
     [appended] = events_append(
         store_id=store_id, events=[event], source=Source.browser(session), react=react
     )
+    appended = dataclasses.replace(appended, event_id=sent.event_id)
     return EventOutcome(appended, decided[0] if decided else None)
 
 

@@ -177,9 +177,17 @@ def fold(
                 if not fact.currency and data.get("currency"):
                     fact.currency = as_text(data["currency"], 3)
         elif event_type == "order.refunded":
-            if fact.order_total is not None and trusted(getattr(event, "source", "unknown")):
-                # Never more than the order (the cart's fold refuses more).
-                fact.refunded = min(fact.refunded + as_int(data.get("amount")), fact.order_total)
+            # As the cart's fold has it: a trusted refund of the order, in its currency, never
+            # past its total (the cart's fold refuses such a refund whole, and so do we).
+            amount = as_int(data.get("amount"))
+            currency = data.get("currency")
+            if (
+                fact.order_total is not None
+                and trusted(getattr(event, "source", "unknown"))
+                and (not currency or not fact.currency or currency == fact.currency)
+                and fact.refunded + amount <= fact.order_total
+            ):
+                fact.refunded += amount
         elif event_type == "checkout.shipping_quoted":
             if not fact.currency and data.get("currency"):
                 fact.currency = as_text(data["currency"], 3)

@@ -390,3 +390,11 @@ def test_fold_continues_from_a_given_state():
     events = [add("A"), add("B", 2, 300), ev("checkout.started"), remove("A")]
 
     assert fold(events[2:], fold(events[:2])) == fold(events)
+
+
+def test_only_a_trusted_source_names_the_shopper():
+    browser = replace(ev("page.viewed", shopper={"id": "cust-42"}), source="browser")
+    server = replace(browser, source="server")
+
+    assert apply(Cart(), browser).shopper_id == ""
+    assert apply(Cart(), server).shopper_id == "cust-42"

@@ -13,10 +13,11 @@ from django.db import connection
 
 from carts import projectors, services
 from carts.models import CartEvent, CartState
-from carts.sources import Source
+from carts.sources import Source, browser_event_id
 from dashboards.models import CartFact, DailyCount
 from tests.conftest import item, new_event
 from tests.recovery.test_shopper_socket import hello, log_types, send_event, shop
+
 
 def _now_event(type_: str, cart: str, data: dict) -> services.NewEvent:
     event = new_event(type_, cart, data)
@@ -157,7 +158,7 @@ def test_a_server_order_after_a_browser_order_hint_converts_the_cart_and_counts_
     assert [(o.count, o.amount) for o in orders] == [(1, 6000)]
 
 
-def test_a_browser_refund_in_the_log_counts_for_nothing(api, store):
+def test_refunds_in_the_log_count_alike_in_the_cart_api_and_the_dashboards(api, store):
     cart = "prov-refund"
     services.events_append(
         store_id=store.pk,
@@ -168,10 +169,78 @@ def test_a_browser_refund_in_the_log_counts_for_nothing(api, store):
         source=Source.server("sk_test"),
     )
     _inject(store.pk, cart, 3, "order.refunded", {"order_id": "o-1", "amount": 1000}, "browser")
+    # Older versions accepted these too; both readers refuse them whole, alike.
+    _inject(store.pk, cart, 4, "order.refunded", {"order_id": "o-1", "amount": 5000}, "unknown")
+    usd = {"order_id": "o-1", "amount": 400, "currency": "USD"}
+    _inject(store.pk, cart, 5, "order.refunded", usd, "unknown")
+    _inject(store.pk, cart, 6, "order.refunded", {"order_id": "o-1", "amount": 300}, "unknown")
     projectors.rebuild("cart_state")
     projectors.rebuild("dashboard")
 
-    assert api.get(f"/api/v1/carts/{cart}").json()["refunded"] == 0
-    assert CartFact.objects.get(store_id=store.pk, cart=cart).refunded == 0
+    assert api.get(f"/api/v1/carts/{cart}").json()["refunded"] == 300
+    assert CartFact.objects.get(store_id=store.pk, cart=cart).refunded == 300
     orders = DailyCount.objects.filter(store_id=store.pk, metric="orders", hourly=False)
-    assert [(o.count, o.amount) for o in orders] == [(1, 1000)]
+    assert [(o.count, o.amount) for o in orders] == [(1, 700)]
+
+
+@pytest.mark.asyncio
+async def test_a_browser_cannot_take_an_event_id_the_server_or_the_system_will_use(committed_db):
+    s = await shop()
+    store_id = s["store"].pk
+    socket = await hello(store_id, "prov-ids")
+    taken = uuid.uuid4()  # say, the id a campaign step's event will have
+    message = {
+        "type": "event",
+        "event": {
+            "id": str(taken),
+            "type": "page.viewed",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "data": {"url": "/", "page_type": "home"},
+        },
+    }
+    await socket.send_json_to(message)
+    first = await socket.receive_json_from(timeout=5)
+    await socket.send_json_to(message)  # a retry
+    again = await socket.receive_json_from(timeout=5)
+    await socket.disconnect()
+
+    # The browser hears about the id it sent; its retry is a duplicate.
+    assert (first["type"], first["id"], first["duplicate"]) == ("appended", str(taken), False)
+    assert (again["id"], again["duplicate"]) == (str(taken), True)
+    stored = await sync_to_async(CartEvent.objects.get)(store_id=store_id, cart="prov-ids")
+    assert stored.event_id == browser_event_id("prov-ids", taken) != taken
+    # The id stays free for the server (or a system event) of another cart.
+    [appended] = await sync_to_async(services.events_append)(
+        store_id=store_id,
+        events=[
+            services.NewEvent(
+                **{**_fields(_now_event("checkout.started", "victim", {})), "event_id": taken}
+            )
+        ],
+        source=Source.server("sk_test"),
+    )
+    assert not appended.duplicate and appended.cart == "victim"
+
+
+@pytest.mark.asyncio
+async def test_a_browser_cannot_name_the_shopper(committed_db):
+    s = await shop()
+    socket = await hello(s["store"].pk, "prov-shopper")
+    await socket.send_json_to(
+        {
+            "type": "event",
+            "event": {
+                "id": str(uuid.uuid4()),
+                "type": "page.viewed",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "data": {"url": "/", "page_type": "home"},
+                "shopper": {"id": "cust-42"},
+            },
+        }
+    )
+    frame = await socket.receive_json_from(timeout=5)
+    await socket.disconnect()
+
+    assert (frame["type"], frame["code"]) == ("error", "invalid_event")
+    assert list(frame["errors"]["shopper"]) == ["id"]
+    assert await log_types(s["store"].pk, "prov-shopper") == []
