@@ -162,12 +162,6 @@ class SessionOut(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     expires_in = serializers.IntegerField()
     ws_path = serializers.CharField()
-    grant = serializers.CharField(
-        allow_null=True,
-        help_text="For a cart opened with a grant: a renewed grant (use it for the next session "
-        "and the offers call); null otherwise.",
-    )
-    grant_expires_at = serializers.DateTimeField(allow_null=True)
 
 
 class _BadKey(exceptions.APIException):
@@ -274,8 +268,6 @@ class ShopperSessionsApi(_BrowserApi):
             "expires_at": opened.expires_at,
             "expires_in": opened.expires_in,
             "ws_path": "/ws/v1/shopper/",
-            "grant": opened.grant.grant if opened.grant else None,
-            "grant_expires_at": opened.grant.expires_at if opened.grant else None,
         }
         return _cors(Response(SessionOut(body).data, status=201), origin)
 

@@ -76,8 +76,6 @@ class Storefront:
             self._stats.error(f"shopper-sessions {response.status}", detail)
             return None
         visit.cart = str(answer["cart"])
-        if answer.get("grant"):
-            visit.grant = str(answer["grant"])  # renewed: good for a reconnect
         try:
             socket = await ShopperSocket.open(
                 ws_url(self._url, str(answer.get("ws_path") or "/ws/v1/shopper/")),

@@ -125,7 +125,6 @@
       const s = await r.json();
       if (!enabled || stopped) return;
       if (s.cart !== cart) saveCart(s.cart);
-      if (s.grant) saveGrant(s.grant); // renewed with every session opened with a grant
       const url = new URL(s.ws_path || '/ws/v1/shopper/', API);
       url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
       const sock = ws = new WebSocket(url.href);
