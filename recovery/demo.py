@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -128,7 +128,8 @@ def demo_order_place(
     """Place the demo cart's order as the shop's server would: the demo store only, a cart its
     browser minted, priced from the cart's state (the shop's own prices), the discount from the
     on-site offer whose code it names. One order per cart (a repeat is a duplicate)."""
-    if store.name != DEMO_STORE_NAME:
+    demo = Store.objects.filter(name=DEMO_STORE_NAME).order_by("pk").values_list("pk", flat=True)
+    if store.pk != demo.first():  # the one store_demo_ensure made, not any store of that name
         raise DemoOrderRefused(403, "not_the_demo_store", "Demo orders are for the demo store.")
     if not cart_tokens.cart_token_minted(store_id=store.pk, token=cart):
         raise DemoOrderRefused(403, "cart_not_allowed", "Not a cart of this shop's browser.")
@@ -179,7 +180,10 @@ def _refused(status: int, code: str, detail: str, origin: str | None) -> JsonRes
 @csrf_exempt  # no cookies: the publishable key, the store's origins and a minted cart
 @require_POST
 def demo_order(request: HttpRequest) -> HttpResponse:
-    """POST /demo/order {"publishable_key", "cart", "shipping", "coupon"?}: the demo checkout."""
+    """POST /demo/order {"publishable_key", "cart", "shipping", "coupon"?}: the demo checkout.
+    Served only where DEMO_ORDERS is on (make run, tests); 404 elsewhere."""
+    if not settings.DEMO_ORDERS:
+        raise Http404("No demo orders here.")
     origin = request.headers.get("Origin")
     try:
         body = json.loads(request.body)

@@ -137,6 +137,9 @@ STATIC_ROOT = env.VAR_DIR / "static"
 # The demo store's publishable key, for the demo storefront at /demo/ (written by create_store
 # --demo; publishable keys are public by design).
 DEMO_STORE_FILE = env.VAR_DIR / "demo-store.json"
+# POST /demo/order: the demo storefront's checkout places orders as the shop's server would, for
+# the demo store only. Off unless turned on (make run and the tests do).
+DEMO_ORDERS = env.get_bool("DEMO_ORDERS", False)
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # where collectstatic would put files
 # Served by WhiteNoise straight from the apps' static folders: nothing to collect first. (For a
 # CDN in front, run collectstatic and turn this off.)
@@ -152,9 +155,10 @@ CARTS_HINTS = env.get_bool("CARTS_HINTS", True)
 # Where an event's occurred_at may fall, around the server's clock (docs/api.md, "Bounds"): events
 # from the store's server (POST /api/v1/events) up to this many days back, from a shopper's browser
 # (the shopper websocket) this many; both at most this many minutes ahead.
-CARTS_SERVER_PAST_DAYS = env.get_int("CARTS_SERVER_PAST_DAYS", 400)
-CARTS_BROWSER_PAST_DAYS = env.get_int("CARTS_BROWSER_PAST_DAYS", 30)
-CARTS_FUTURE_MINUTES = env.get_int("CARTS_FUTURE_MINUTES", 10)
+# Clamped so the window's ends stay computable (a year-9999 window would overflow every check).
+CARTS_SERVER_PAST_DAYS = min(max(env.get_int("CARTS_SERVER_PAST_DAYS", 400), 0), 36_500)
+CARTS_BROWSER_PAST_DAYS = min(max(env.get_int("CARTS_BROWSER_PAST_DAYS", 30), 0), 36_500)
+CARTS_FUTURE_MINUTES = min(max(env.get_int("CARTS_FUTURE_MINUTES", 10), 0), 24 * 60)
 # How long a browser grant (POST /api/v1/carts/{cart}/browser-grant, carts/grants.py) is valid.
 CARTS_BROWSER_GRANT_SECONDS = env.get_int("CARTS_BROWSER_GRANT_SECONDS", 15 * 60)
 

@@ -19,3 +19,5 @@ from .base import *  # noqa: F403
 
 # Emails print to the console unless EMAIL_BACKEND says otherwise (e.g. SMTP, see README).
 EMAIL_BACKEND = env.get_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# The demo storefront's checkout (POST /demo/order), for the demo store.
+DEMO_ORDERS = env.get_bool("DEMO_ORDERS", True)

@@ -25,3 +25,4 @@ DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{o
 
 # Tests that need the demo key file point this at a temporary path.
 DEMO_STORE_FILE = None  # type: ignore[assignment]
+DEMO_ORDERS = True

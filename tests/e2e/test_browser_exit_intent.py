@@ -591,3 +591,17 @@ def test_demo_orders_are_placed_server_side_for_the_demo_stores_browser_carts(db
         {"publishable_key": other.publishable_key, "cart": theirs, "shipping": 495}
     )
     assert (refused.status_code, refused.json()["code"]) == (403, "not_the_demo_store")
+    # Nor can a later store that merely takes the demo store's name.
+    namesake = store_create(name=DEMO_STORE_NAME)
+    namesake_store = Store.objects.get(pk=namesake.store_id)
+    store_origins_add(store=namesake_store, origins=["http://shop.test"])
+    minted = cart_tokens.cart_token_mint(store_id=namesake_store.pk)
+    body = {"publishable_key": namesake.publishable_key, "cart": minted, "shipping": 495}
+    assert (_demo_order(body).status_code, _demo_order(body).json()["code"]) == (
+        403,
+        "not_the_demo_store",
+    )
+    # And where demo orders are off (production), the endpoint does not exist.
+    with override_settings(DEMO_ORDERS=False):
+        off = _demo_order({"publishable_key": key, "cart": cart, "shipping": 995})
+    assert off.status_code == 404
