@@ -31,7 +31,10 @@ def _append(store_id: int, *events: NewEvent) -> None:
 def _counts(store_id: int, metric: str, *, hourly: bool = False) -> dict[tuple, tuple[int, int]]:
     rows = DailyCount.objects.filter(store_id=store_id, metric=metric, hourly=hourly)
     return {
-        (r.day, r.hour, r.campaign_id, r.tier_id, r.channel, r.key, r.currency): (r.count, r.amount)
+        (r.day, r.hour, r.campaign_id, r.tier_id, r.channel, r.key, r.currency): (
+            r.count,
+            int(r.amount),
+        )
         for r in rows
         if r.count or r.amount
     }
@@ -290,7 +293,7 @@ def _nonzero_counts(store_id: int) -> dict[tuple, tuple[int, int, int]]:
                 r.currency,
             ): (
                 r.count,
-                r.amount,
+                int(r.amount),
                 int(r.squares),
             )
             for r in DailyCount.objects.filter(store_id=store_id)
