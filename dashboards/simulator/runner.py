@@ -213,7 +213,7 @@ class Simulator:
             await self._refund(j, visit.cart, order_id, total, elapsed)
         self.stats.count("finished")
 
-    def _event(self, j: jm.Journey, action: jm.Action) -> dict[str, Any]:
+    def _event(self, j: jm.Journey, action: jm.Action, *, browser: bool = False) -> dict[str, Any]:
         event: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "type": action.type,
@@ -221,7 +221,9 @@ class Simulator:
             "data": dict(action.data),
         }
         if j.shopper is not None:
-            event["shopper"] = j.shopper
+            # Only the shop's server names the customer; the page tells what a page knows.
+            shopper = {k: v for k, v in j.shopper.items() if k != "id" or not browser}
+            event["shopper"] = shopper
         return event
 
     async def _first_visit(self, j: jm.Journey) -> tuple[Visit, int | None, str | None]:
@@ -239,7 +241,9 @@ class Simulator:
                     if action.type in SERVER_TYPES:
                         await self._server_event(j, visit, action)
                         continue
-                    socket = await self._storefront.event(visit, socket, self._event(j, action))
+                    socket = await self._storefront.event(
+                        visit, socket, self._event(j, action, browser=True)
+                    )
                     if socket is None:
                         return visit, None, None
                     if action.type == "shopper.exit_intent":
@@ -279,7 +283,9 @@ class Simulator:
                     if action.type in SERVER_TYPES:
                         await self._server_event(j, visit, action)
                         continue
-                    socket = await self._storefront.event(visit, socket, self._event(j, action))
+                    socket = await self._storefront.event(
+                        visit, socket, self._event(j, action, browser=True)
+                    )
                     if socket is None:
                         return None, None
                     await self._storefront.offers(j, visit, socket)  # a campaign's nudge, pending

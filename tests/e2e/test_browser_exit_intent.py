@@ -27,6 +27,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from campaigns.services import campaign_demo_ensure
 from carts.models import CartEvent, Store
 from carts.services import DEMO_STORE_NAME, store_create, store_origins_add
+from carts.sources import browser_event_id
 from recovery import cart_tokens
 from tests.conftest import subprocess_env
 from tests.e2e import procs
@@ -321,7 +322,9 @@ def test_the_snippet_respects_dnt_waits_for_consent_and_works_without_web_storag
             " unit_price: 2500, currency: 'EUR'})"
         )
         procs.wait_for(
-            lambda: CartEvent.objects.filter(store=store, cart=cart, event_id=event_id).exists(),
+            lambda: CartEvent.objects.filter(
+                store=store, cart=cart, event_id=browser_event_id(cart, uuid.UUID(event_id))
+            ).exists(),
             timeout=10,
             what="the item",
         )
@@ -500,12 +503,13 @@ def test_the_snippet_opens_granted_server_carts_only_and_corrects_its_clock(
 
         before = time.time()
         event_id = driver.execute_script("return Recovery.track('checkout.started', {})")
+        stored_id = browser_event_id(minted, uuid.UUID(event_id))  # the browser's ids are scoped
         procs.wait_for(
-            lambda: CartEvent.objects.filter(store=store, event_id=event_id).exists(),
+            lambda: CartEvent.objects.filter(store=store, event_id=stored_id).exists(),
             timeout=10,
             what="the event",
         )
-        stamped = CartEvent.objects.get(store=store, event_id=event_id)
+        stamped = CartEvent.objects.get(store=store, event_id=stored_id)
         assert stamped.cart == minted
         assert abs(stamped.occurred_at.timestamp() - before) < 30  # not three hours ago
 
@@ -518,7 +522,9 @@ def test_the_snippet_opens_granted_server_carts_only_and_corrects_its_clock(
         event_id = driver.execute_script("return Recovery.track('checkout.started', {})")
         procs.wait_for(
             lambda: CartEvent.objects.filter(
-                store=store, cart="order-e2e-1", event_id=event_id
+                store=store,
+                cart="order-e2e-1",
+                event_id=browser_event_id("order-e2e-1", uuid.UUID(event_id)),
             ).exists(),
             timeout=10,
             what="the event on the server's cart",
