@@ -3,14 +3,10 @@ the rest of its batch is applied, and a rebuild resolves it once the code is fix
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -18,46 +14,13 @@ from django.core.management import call_command
 from django.db import OperationalError, connection
 from django.test import Client
 
-from carts import event_types, projectors, services
+from carts import projectors, services
 from carts.models import CartEvent, CartState, DeadLetter, ProjectorCheckpoint
 from carts.sources import Source
 from tests.conftest import BASE_DIR_FOR_TESTS, item, new_event, subprocess_env
+from tests.log_sql import event_inject as inject
 
 FLAKY = "test_flaky"
-
-
-def inject(
-    store_id: int,
-    cart: str,
-    type_: str,
-    data: dict[str, Any],
-    *,
-    version: int = 1,
-    occurred_at: datetime = datetime(2026, 5, 4, 10, 0, tzinfo=UTC),
-) -> int:
-    """An event written with SQL, past every check of the append service. Returns its position."""
-    body = json.dumps(data)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO carts_cartevent (store_id, event_id, cart, version, type, schema_version,
-                                         data, shopper, occurred_at, body_hash)
-            VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, NULL, %s, %s)
-            RETURNING position
-            """,
-            [
-                store_id,
-                uuid.uuid4(),
-                cart,
-                version,
-                type_,
-                event_types.REGISTRY[type_].version,
-                body,
-                occurred_at,
-                hashlib.sha256(body.encode()).hexdigest(),
-            ],
-        )
-        return int(cursor.fetchone()[0])
 
 
 def _append(store_id: int, *carts: str) -> list[int]:

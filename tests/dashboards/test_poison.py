@@ -4,10 +4,7 @@ poison, the rest of its batch is applied, /healthz reports it, and a rebuild com
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +15,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from campaigns.models import CampaignSettings
-from carts import event_types, projectors, services
+from carts import projectors, services
 from carts.models import DailyEventCount, DeadLetter, ProjectorCheckpoint
 from carts.sources import Source
 from config import health
@@ -27,6 +24,7 @@ from dashboards.models import CartFact, DailyCount
 from dashboards.projection.counters import Counters
 from tests.conftest import item, new_event
 from tests.e2e import procs
+from tests.log_sql import event_inject
 
 T = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 HUGE = 5 * 10**18  # one cart's value in case (c): two of them overflow int8
@@ -36,28 +34,7 @@ def inject(
     store_id: int, cart: str, type_: str, data: dict[str, Any], occurred_at: datetime, version=1
 ) -> int:
     """An event written with SQL, past every check of the append service. Returns its position."""
-    body = json.dumps(data)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO carts_cartevent (store_id, event_id, cart, version, type, schema_version,
-                                         data, shopper, occurred_at, body_hash)
-            VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, NULL, %s, %s)
-            RETURNING position
-            """,
-            [
-                store_id,
-                uuid.uuid4(),
-                cart,
-                version,
-                type_,
-                event_types.REGISTRY[type_].version,
-                body,
-                occurred_at,
-                hashlib.sha256(body.encode()).hexdigest(),
-            ],
-        )
-        return int(cursor.fetchone()[0])
+    return event_inject(store_id, cart, type_, data, version=version, occurred_at=occurred_at)
 
 
 def _append(store_id: int, *events) -> None:

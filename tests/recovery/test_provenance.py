@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
-from django.db import connection
 
 from carts import projectors, services
 from carts.models import CartEvent, CartState
 from carts.sources import Source, browser_event_id
 from dashboards.models import CartFact, DailyCount
 from tests.conftest import item, new_event
+from tests.log_sql import event_inject
 from tests.recovery.test_shopper_socket import hello, log_types, send_event, shop
 
 
@@ -116,14 +116,8 @@ async def test_a_browser_cannot_replace_the_contact_the_server_gave(committed_db
 
 def _inject(store_id: int, cart: str, version: int, type_: str, data: dict, source: str) -> None:
     """An event as an older version of the service would have accepted it (raw SQL)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """INSERT INTO carts_cartevent (store_id, event_id, cart, version, type, schema_version,
-                   data, occurred_at, body_hash, source, source_ref)
-               VALUES (%s, %s, %s, %s, %s, 1, %s::jsonb, %s, 'x', %s, 'old-session')""",
-            [store_id, uuid.uuid4(), cart, version, type_, json.dumps(data),
-             datetime.now(UTC) - timedelta(minutes=5), source],
-        )  # fmt: skip
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    event_inject(store_id, cart, type_, data, version=version, occurred_at=at, source=source)
 
 
 def test_a_server_order_after_a_browser_order_hint_converts_the_cart_and_counts_once(api, store):
