@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carts import event_types
 from carts.services import NewEvent
+
+if TYPE_CHECKING:
+    from campaigns.models import Step
 
 ENROLLED = "campaign.enrolled"
 STEP_SENT = "campaign.step_sent"
@@ -56,3 +59,17 @@ def campaign_event(
     return NewEvent(
         event_id=event_id, cart=cart, type=type, schema_version=1, occurred_at=now, data=data
     )
+
+
+def step_data(step: Step, reason: str | None = None) -> dict[str, Any]:
+    """What every campaign.* event about a step says of it (and why, when there is a reason)."""
+    data: dict[str, Any] = {
+        "step": step.pk,
+        "campaign": step.tier.campaign_id,
+        "tier": step.tier_id,
+        "position": step.tier.position,
+        "channel": step.channel,
+    }
+    if reason is not None:
+        data["reason"] = reason
+    return data

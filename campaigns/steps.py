@@ -434,7 +434,7 @@ def _run(
                 # The database failing under it says nothing about the step: retried like a
                 # refused send. Anything else would fail again: failed for good.
                 transient = isinstance(exc, (OperationalError, InterfaceError))
-                data = _step_data(step, "failed" if transient else "error")
+                data = events.step_data(step, "failed" if transient else "error")
                 error = f"{type(exc).__name__}: {exc}"
                 _failed(step, batch, data, error, now, permanent=not transient)
                 continue
@@ -450,17 +450,6 @@ class _Known:
     suppressed: dict[tuple[int, str], set[str]]
     sent_to_cart: dict[tuple[int, str], int]
     last_email: dict[tuple[int, str], datetime]
-
-
-def _step_data(step: Step, reason: str) -> dict[str, Any]:
-    return {
-        "step": step.pk,
-        "campaign": step.tier.campaign_id,
-        "tier": step.tier_id,
-        "position": step.tier.position,
-        "channel": step.channel,
-        "reason": reason,
-    }
 
 
 def _step_run(
@@ -499,7 +488,7 @@ def _step_run(
         last_email_to_shopper=known.last_email.get(key) if step.shopper else None,
     )
     outcome = rules.step_decide(facts, now)
-    data = _step_data(step, outcome.reason)
+    data = events.step_data(step, outcome.reason)
     if outcome.action == rules.SEND:
         assert state is not None
         sent = session.send(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
 
 from django.db import transaction
 
@@ -25,16 +24,6 @@ from carts.sources import Source
 
 def _step(step_id: int) -> Step:
     return Step.objects.select_related("store", "tier").get(pk=step_id)
-
-
-def _step_data(step: Step) -> dict[str, Any]:
-    return {
-        "step": step.pk,
-        "campaign": step.tier.campaign_id,
-        "tier": step.tier_id,
-        "position": step.tier.position,
-        "channel": step.channel,
-    }
 
 
 def step_store_name(*, step_id: int) -> str:
@@ -60,7 +49,7 @@ def link_click_record(*, step_id: int, now: datetime) -> str:
         code=coupon.code if coupon is not None else "",
     )
     click = events.campaign_event(
-        cart=step.cart, type=events.LINK_CLICKED, data=_step_data(step), now=now
+        cart=step.cart, type=events.LINK_CLICKED, data=events.step_data(step), now=now
     )
     events_append(store_id=store.pk, events=[click], source=Source.system("campaigns"))
     return url
@@ -72,7 +61,7 @@ def email_open_record(*, step_id: int, now: datetime) -> None:
     opened = events.campaign_event(
         cart=step.cart,
         type=events.EMAIL_OPENED,
-        data=_step_data(step),
+        data=events.step_data(step),
         now=now,
         key=f"{step.store_id}:{step.pk}",
     )
@@ -152,12 +141,15 @@ def _suppress(
     asked = events.campaign_event(
         cart=step.cart,
         type=event_type,
-        data={**_step_data(step), "shopper": keys[0], "shoppers": created},
+        data={**events.step_data(step), "shopper": keys[0], "shoppers": created},
         now=now,
     )
     outcomes = [
         events.campaign_event(
-            cart=s.cart, type=events.STEP_SKIPPED, data={**_step_data(s), "reason": reason}, now=now
+            cart=s.cart,
+            type=events.STEP_SKIPPED,
+            data={**events.step_data(s), "reason": reason},
+            now=now,
         )
         for s in skipped
     ]
