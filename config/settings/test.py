@@ -26,3 +26,6 @@ DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{o
 # Tests that need the demo key file point this at a temporary path.
 DEMO_STORE_FILE = None  # type: ignore[assignment]
 DEMO_ORDERS = True
+# The suite's fixed dates (tests/conftest.py T0, 2026-11-01) stay inside the server window for
+# years to come; the tests of the window set it themselves (tests/carts/test_bounds.py).
+CARTS_SERVER_PAST_DAYS = 3650
