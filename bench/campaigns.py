@@ -38,7 +38,7 @@ per call): a ``cart.item_added`` (45.00 EUR) and, last, a ``checkout.contact_cap
 distinct address and ``consent.email = true``. One active campaign (inactivity 30 min, no
 holdout, no quiet hours, no shopper cap, no cart cap) with one email tier 60 minutes after
 abandonment, and ``CampaignSettings`` (defaults: open and click tracking on). Steps are made by
-``steps.abandoned_carts_enroll``. The tier's delay is 60 min rather than 0 so that the lateness
+``enrolment.abandoned_carts_enroll``. The tier's delay is 60 min rather than 0 so that the lateness
 phase can have steps due in the future with their carts already enrolled: a cart whose last
 activity was at ``t - 90 min`` is abandoned now and its step is due at ``t``.
 
@@ -415,10 +415,10 @@ def carts_append(store_id: int, carts: Sequence[BenchCart]) -> None:
 
 def carts_enroll(store_id: int, carts: Sequence[BenchCart]) -> dict[int, datetime]:
     """Enrol the carts (the product's enrolment); their steps: {step id: due_at}."""
-    from campaigns import clock, steps
+    from campaigns import clock, enrolment
     from campaigns.models import Step
 
-    enrolled = steps.abandoned_carts_enroll(now=clock.now(), limit=len(carts))
+    enrolled = enrolment.abandoned_carts_enroll(now=clock.now(), limit=len(carts))
     if enrolled != len(carts):
         raise RuntimeError(f"{enrolled} carts enrolled, expected {len(carts)}")
     tokens = [c.token for c in carts]

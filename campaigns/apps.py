@@ -23,11 +23,11 @@ class CampaignsConfig(AppConfig):
 def _scheduler_jobs_register() -> None:
     from django.conf import settings
 
-    from campaigns import clock, steps
+    from campaigns import clock, enrolment, steps
     from carts import scheduler
 
     def enroll() -> None:
-        steps.abandoned_carts_enroll(now=clock.now())
+        enrolment.abandoned_carts_enroll(now=clock.now())
 
     def enqueue() -> None:
         steps.due_steps_enqueue(now=clock.now())

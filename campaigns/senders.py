@@ -65,7 +65,7 @@ class Session:
         coupon = None
         if step.channel == "discount":
             from campaigns import coupons
-            from campaigns.steps import HOOKS
+            from campaigns.extensions import HOOKS
 
             sensitivity = (
                 HOOKS.price_sensitivity(store.pk, cart, now) if HOOKS.price_sensitivity else None
@@ -111,7 +111,7 @@ class Session:
         return out
 
     def _onsite(self, *, store: Store, step: Step, cart: CartState, now: datetime) -> Sent:
-        from campaigns.steps import HOOKS
+        from campaigns.extensions import HOOKS
 
         if HOOKS.onsite_offer is None:
             return Sent(skipped="no_onsite_channel")

@@ -1,12 +1,10 @@
-"""Running campaigns: enrol abandoned carts, enqueue due steps, execute them exactly once.
+"""Running campaigns: enqueue due steps, execute them exactly once (enrolment, which makes the
+steps: campaigns/enrolment.py; the hooks recovery fills in: campaigns/extensions.py).
 
-1. ``abandoned_carts_enroll`` (scheduler, every second): carts idle past a campaign's inactivity
-   that match its definition get one ``Enrollment`` and one ``Step`` per tier, due at abandonment
-   plus the tier's delay. Due times live in PostgreSQL, never in Celery countdowns (PITFALLS).
-2. ``due_steps_enqueue`` (scheduler, several times a second): claims due steps with
+1. ``due_steps_enqueue`` (scheduler, several times a second): claims due steps with
    ``FOR UPDATE SKIP LOCKED`` and hands them to Celery in batches (``campaigns.tasks.steps_run``).
    Steps handed out long ago and never finished are handed out again.
-3. ``steps_execute`` (the worker): per batch, one transaction that locks the carts (the append
+2. ``steps_execute`` (the worker): per batch, one transaction that locks the carts (the append
    service's own lock, in the same order) and then the steps; each step re-checks everything
    (campaigns/rules.py) and is sent, skipped, suppressed, deferred or cancelled; its outcome is a
    ``campaign.*`` event appended in the same transaction. Only ``enqueued`` steps run, under their
@@ -29,12 +27,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Max
 
 from campaigns import events, rules, senders
-from campaigns.models import Campaign, CampaignSettings, Enrollment, Step, Suppression, Tier
-from carts.identity import cart_shopper_key
+from campaigns.extensions import HOOKS
+from campaigns.models import CampaignSettings, Step, Suppression
 from carts.models import CartState, Store
 from carts.services import NewEvent, Reacting, append_reaction_register, events_append
 from carts.sources import Source
@@ -42,186 +40,10 @@ from carts.sources import Source
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-# Enrolment rescans this far behind its high-water mark: a cart whose events arrive later than
-# this after they happened (by its clock) is not enrolled.
-ENROLL_OVERLAP = timedelta(minutes=5)
 RETRY_BACKOFF = timedelta(seconds=30)
 
 
-# Hooks filled in by recovery (which may import campaigns, never the other way) -----------------
-
-
-@dataclass(slots=True)
-class Hooks:
-    # The council's price specialist for a cart, 0..1 (None: unknown).
-    price_sensitivity: Callable[[int, CartState, datetime], float | None] | None = None
-    # An on-site nudge: (offer for the browser, events recording it) for a step.
-    onsite_offer: Callable[[int, CartState, Tier, Step, datetime], tuple[dict, list[NewEvent]]] | (
-        None
-    ) = None
-    # Push an offer to the cart's open sockets (after commit).
-    onsite_push: Callable[[int, str, dict], None] | None = None
-
-
-HOOKS = Hooks()
-
-
-# 1. Enrolment ------------------------------------------------------------------------------------
-
-_CANDIDATES = """
-    SELECT c.token, c.shopper_id, c.email, c.score, c.value, c.currency, c.last_activity_at
-    FROM carts_cartstate c
-    WHERE c.store_id = %(store)s AND c.status IN ('active', 'checkout') AND c.item_count > 0
-      AND c.last_activity_at <= %(idle_since)s AND c.last_activity_at > %(since)s
-      AND c.value >= %(min_value)s
-      AND (%(min_score)s <= 0 OR c.score >= %(min_score)s)
-      AND (%(no_filter)s OR EXISTS (
-            SELECT 1 FROM jsonb_array_elements(c.items) AS i
-            WHERE i->>'sku' = ANY(%(skus)s) OR i->>'category' = ANY(%(categories)s)))
-      AND NOT EXISTS (
-            SELECT 1 FROM campaigns_enrollment e WHERE e.store_id = c.store_id AND e.cart = c.token)
-    ORDER BY c.last_activity_at
-    LIMIT %(limit)s
-"""
-
-
-def abandoned_carts_enroll(*, now: datetime, limit: int = 1000) -> int:
-    """Enrol carts that became abandoned under an active campaign; schedule their tiers.
-
-    A cart joins at most one campaign (the highest priority whose definition it meets), once;
-    only carts abandoned after the campaign was activated (or created) join it. Returns carts
-    enrolled."""
-    enrolled = 0
-    campaigns = (
-        Campaign.objects.filter(active=True)
-        .prefetch_related("tiers")
-        .order_by("store_id", "-priority", "id")
-    )
-    for campaign in campaigns:
-        tiers = sorted(campaign.tiers.all(), key=lambda t: t.position)
-        if not tiers:
-            continue
-        enrolled += _enroll(campaign, tiers, now=now, limit=max(limit - enrolled, 0))
-        if enrolled >= limit:
-            break
-    return enrolled
-
-
-def _enroll(campaign: Campaign, tiers: list[Tier], *, now: datetime, limit: int) -> int:
-    if limit <= 0:
-        return 0
-    started = campaign.activated_at or campaign.created_at
-    inactivity = timedelta(minutes=campaign.inactivity_minutes)
-    since = started - inactivity
-    if campaign.enrolled_through is not None:
-        # Only carts that went idle since the last turn (and a margin for late arrivals): the
-        # scan stays the same size however long the store's history grows.
-        since = max(since, campaign.enrolled_through - ENROLL_OVERLAP)
-    params = {
-        "store": campaign.store_id,
-        "idle_since": now - inactivity,
-        "since": since,
-        "min_value": campaign.min_cart_value,
-        "min_score": campaign.min_score,
-        "no_filter": not campaign.only_skus and not campaign.only_categories,
-        "skus": [str(s) for s in campaign.only_skus],
-        "categories": [str(c) for c in campaign.only_categories],
-        "limit": limit,
-    }
-    try:
-        return _enroll_batch(campaign, tiers, params, inactivity=inactivity, now=now)
-    except IntegrityError:
-        log.info("carts of campaign %s were enrolled concurrently; retrying next turn", campaign.pk)
-        return 0
-
-
-def _enroll_batch(
-    campaign: Campaign,
-    tiers: list[Tier],
-    params: dict[str, Any],
-    *,
-    inactivity: timedelta,
-    now: datetime,
-) -> int:
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_CANDIDATES, params)
-            rows = cursor.fetchall()
-        # Considered up to here: everything idle long enough, or the last row of a full batch.
-        through = rows[-1][6] if len(rows) >= params["limit"] else params["idle_since"]
-        Campaign.objects.filter(pk=campaign.pk).update(enrolled_through=through)
-        if not rows:
-            return 0
-        enrollments = []
-        for token, shopper_id, email, score, value, currency, last_activity in rows:
-            shopper = cart_shopper_key(shopper_id=shopper_id, email=email) or f"cart:{token}"
-            enrollments.append(
-                Enrollment(
-                    store_id=campaign.store_id,
-                    cart=token,
-                    campaign=campaign,
-                    shopper=shopper,
-                    holdout=rules.in_holdout(
-                        campaign_id=campaign.pk, shopper=shopper, share=campaign.holdout_share
-                    ),
-                    score=score,
-                    cart_value=value,
-                    currency=currency,
-                    abandoned_at=last_activity + inactivity,
-                )
-            )
-        # A cart enrolled meanwhile (a second scheduler) fails the batch: the next turn redoes it.
-        created = Enrollment.objects.bulk_create(enrollments)
-        steps = [
-            Step(
-                store_id=e.store_id,
-                cart=e.cart,
-                enrollment=e,
-                tier=tier,
-                channel=tier.channel,
-                shopper=e.shopper,
-                due_at=max(e.abandoned_at + timedelta(minutes=tier.delay_minutes), now),
-            )
-            for e in created
-            for tier in tiers
-        ]
-        Step.objects.bulk_create(steps)
-        by_cart: dict[str, list[Step]] = defaultdict(list)
-        for step in steps:
-            by_cart[step.cart].append(step)
-        events_append(
-            source=Source.system("campaigns"),
-            store_id=campaign.store_id,
-            events=[
-                events.campaign_event(
-                    cart=e.cart,
-                    type=events.ENROLLED,
-                    now=now,
-                    key=f"{e.pk}",
-                    data={
-                        "campaign": campaign.pk,
-                        "holdout": e.holdout,
-                        "score": e.score,
-                        "value": e.cart_value,
-                        "abandoned_at": e.abandoned_at.isoformat(),
-                        "steps": [
-                            {
-                                "step": s.pk,
-                                "tier": s.tier_id,
-                                "channel": s.channel,
-                                "due_at": s.due_at.isoformat(),
-                            }
-                            for s in by_cart[e.cart]
-                        ],
-                    },
-                )
-                for e in created
-            ],
-        )
-    return len(created)
-
-
-# 2. Enqueueing -----------------------------------------------------------------------------------
+# 1. Enqueueing -----------------------------------------------------------------------------------
 
 _CLAIM_DUE = """
     WITH due AS (
@@ -274,7 +96,7 @@ def due_steps_enqueue(
     return len(claimed)
 
 
-# 3. Execution ------------------------------------------------------------------------------------
+# 2. Execution ------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)

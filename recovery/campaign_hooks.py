@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from campaigns.extensions import HOOKS
 from campaigns.models import Step, Tier
 from campaigns.selectors import onsite_offer_of
-from campaigns.steps import HOOKS
 from carts.models import CartState
 from carts.services import NewEvent, cart_from_row
 from recovery import council, live, offers, serving

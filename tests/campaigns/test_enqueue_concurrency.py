@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.db import connection
 from django.utils import timezone
 
-from campaigns import steps
+from campaigns import enrolment, steps
 from campaigns.models import Step
 from carts import services
 from carts.sources import Source
@@ -29,7 +29,7 @@ def test_concurrent_enqueuers_hand_out_disjoint_steps_that_cover_them_all(commit
             for n in range(600)
         ],
     )
-    assert steps.abandoned_carts_enroll(now=now, limit=1000) == 600
+    assert enrolment.abandoned_carts_enroll(now=now, limit=1000) == 600
     ids = set(Step.objects.filter(store=store).values_list("id", flat=True))
 
     handed: list[list[int]] = [[], []]

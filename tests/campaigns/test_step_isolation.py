@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
-from campaigns import steps
+from campaigns import enrolment, steps
 from campaigns.models import Coupon, Step, Tier
 from carts.models import CartEvent
 from tests.campaigns.builders import campaign_with_tiers, cart_abandoned
@@ -80,7 +80,7 @@ def test_a_cart_active_past_the_calendar_fails_its_step_and_the_batch_commits_on
     )
     cart_abandoned(store.pk, at=T, token="a-bystander", email="bystander.one@example.com")
     cart_abandoned(store.pk, at=T, token="z-poison", email="poison@example.com")
-    assert steps.abandoned_carts_enroll(now=T + timedelta(minutes=30)) == 2
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30)) == 2
     _poison(store.pk, "z-poison", FAR_FUTURE)
     run_at = T + timedelta(minutes=91)
     [batch] = _enqueue(run_at, django_capture_on_commit_callbacks)
@@ -137,7 +137,7 @@ def test_a_step_that_raises_is_undone_alone_and_failed_with_its_error(
     Tier.objects.filter(campaign=broken).update(body_template="{% if %}Come back")
     for token, sku in (("a-good", "GOOD"), ("b-broken", "BAD"), ("c-good", "GOOD")):
         cart_abandoned(store.pk, at=T, token=token, sku=sku, email=f"{token}@example.com")
-    assert steps.abandoned_carts_enroll(now=T + timedelta(minutes=30)) == 3
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30)) == 3
     run_at = T + timedelta(minutes=31)
     [batch] = _enqueue(run_at, django_capture_on_commit_callbacks)
 

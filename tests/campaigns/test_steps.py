@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from campaigns import steps
+from campaigns import enrolment, steps
 from campaigns.models import Enrollment, Step, Suppression
 from carts.models import CartEvent
 from carts.sources import Source
@@ -43,8 +43,8 @@ def test_an_idle_cart_is_enrolled_once_with_a_step_per_tier_due_after_its_delay(
     idle = cart_abandoned(store.pk, at=T)
     busy = cart_abandoned(store.pk, at=T + timedelta(minutes=10))
 
-    assert steps.abandoned_carts_enroll(now=T + timedelta(minutes=31)) == 1
-    assert steps.abandoned_carts_enroll(now=T + timedelta(minutes=31)) == 0
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=31)) == 1
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=31)) == 0
 
     enrollment = Enrollment.objects.get(store=store)
     assert (enrollment.cart, enrollment.campaign_id, enrollment.holdout) == (
@@ -80,7 +80,7 @@ def test_an_idle_cart_is_enrolled_once_with_a_step_per_tier_due_after_its_delay(
 def test_the_abandonment_definition_filters_carts(store, fields, cart, enrolled):
     campaign_with_tiers(store.pk, activated_at=ACTIVATED, **fields)
     cart_abandoned(store.pk, at=T, **cart)
-    assert steps.abandoned_carts_enroll(now=T + timedelta(hours=1)) == int(enrolled)
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(hours=1)) == int(enrolled)
 
 
 def test_carts_abandoned_before_the_campaign_started_and_converted_carts_are_left_alone(store):
@@ -88,7 +88,7 @@ def test_carts_abandoned_before_the_campaign_started_and_converted_carts_are_lef
     cart_abandoned(store.pk, at=T)  # abandoned at 12:30, before the 13:00 activation
     converted = cart_abandoned(store.pk, at=T + timedelta(hours=1))
     order_placed(store.pk, converted.token, at=T + timedelta(hours=1, minutes=1))
-    assert steps.abandoned_carts_enroll(now=T + timedelta(hours=5)) == 0
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(hours=5)) == 0
 
 
 def test_the_highest_priority_campaign_takes_the_cart(store):
@@ -96,7 +96,7 @@ def test_the_highest_priority_campaign_takes_the_cart(store):
     high = campaign_with_tiers(store.pk, activated_at=ACTIVATED, name="high", priority=5)
     campaign_with_tiers(store.pk, activated_at=ACTIVATED, name="paused", priority=9, active=False)
     cart_abandoned(store.pk, at=T)
-    steps.abandoned_carts_enroll(now=T + timedelta(hours=1))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(hours=1))
     assert Enrollment.objects.get(store=store).campaign_id == high.pk
 
 
@@ -110,7 +110,7 @@ def test_due_steps_are_handed_out_once_and_again_only_when_left_unfinished(
         tiers=[{"channel": "onsite"}, {"channel": "email", "delay_minutes": 60}],
     )
     cart_abandoned(store.pk, at=T)
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     first = Step.objects.get(store=store, tier__position=1)
 
     published: list[list[int]] = []
@@ -129,7 +129,7 @@ def test_an_onsite_step_is_sent_once_however_often_it_is_delivered(
 ):
     campaign_with_tiers(store.pk, activated_at=ACTIVATED, tiers=[{"channel": "onsite"}])
     cart = cart_abandoned(store.pk, at=T)
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     now = T + timedelta(minutes=31)
 
     assert _run_due(store.pk, now, django_capture_on_commit_callbacks) == {"sent": 1}
@@ -150,7 +150,7 @@ def test_an_order_cancels_the_carts_open_steps_in_its_own_transaction(store):
         tiers=[{"channel": "onsite"}, {"channel": "email", "delay_minutes": 60}],
     )
     cart = cart_abandoned(store.pk, at=T)
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
 
     order_placed(store.pk, cart.token, at=T + timedelta(minutes=40))
 
@@ -167,7 +167,7 @@ def test_a_step_that_finds_the_cart_converted_is_cancelled_not_sent(
 ):
     campaign_with_tiers(store.pk, activated_at=ACTIVATED, tiers=[{"channel": "onsite"}])
     cart = cart_abandoned(store.pk, at=T)
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     published: list[list[int]] = []
     with django_capture_on_commit_callbacks(execute=True):
         steps.due_steps_enqueue(now=T + timedelta(minutes=31), publish=published.append)
@@ -187,7 +187,7 @@ def test_a_shopper_who_came_back_defers_the_step_to_the_new_abandonment(
 ):
     campaign_with_tiers(store.pk, activated_at=ACTIVATED, tiers=[{"channel": "onsite"}])
     cart = cart_abandoned(store.pk, at=T)
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     from carts import services
 
     services.events_append(
@@ -219,7 +219,7 @@ def test_holdout_carts_are_suppressed_where_they_would_have_been_sent(
         store.pk, activated_at=ACTIVATED, tiers=[{"channel": "onsite"}], holdout_share="0.50"
     )
     carts = [cart_abandoned(store.pk, at=T, email=f"s{n}@example.com") for n in range(16)]
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     result = _run_due(store.pk, T + timedelta(minutes=31), django_capture_on_commit_callbacks)
 
     holdout = set(
@@ -242,7 +242,7 @@ def test_an_unsubscribed_shopper_gets_no_email_and_dont_remind_stops_everything(
     campaign_with_tiers(store.pk, activated_at=ACTIVATED, tiers=[{"channel": "email"}])
     unsubscribed = cart_abandoned(store.pk, at=T, email="u@example.com")
     declined = cart_abandoned(store.pk, at=T, email="d@example.com")
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     for cart, kind in ((unsubscribed, "unsubscribed"), (declined, "dont_remind")):
         Suppression.objects.create(
             store=store,
@@ -264,7 +264,7 @@ def test_email_without_consent_is_skipped_under_the_consent_basis(
     no = cart_abandoned(store.pk, at=T, consent=False)
     unknown = cart_abandoned(store.pk, at=T, consent=None, email="x@example.com")
     anonymous = cart_abandoned(store.pk, at=T, email=None)
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     _run_due(store.pk, T + timedelta(minutes=31), django_capture_on_commit_callbacks)
     assert dict(Step.objects.filter(store=store).values_list("cart", "reason")) == {
         no.token: "no_consent",
@@ -285,7 +285,7 @@ def test_quiet_hours_defer_an_email_to_their_end_in_the_shoppers_zone(
     )
     # 12:30 UTC is 23:30 in Auckland (UTC+13 in March): quiet until 08:00 there, 19:00 UTC.
     cart = cart_abandoned(store.pk, at=T, timezone="Pacific/Auckland")
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     result = _run_due(store.pk, T + timedelta(minutes=31), django_capture_on_commit_callbacks)
     assert result == {"deferred": 1}
     step = Step.objects.get(cart=cart.token)
@@ -304,7 +304,7 @@ def test_the_cart_cap_skips_further_messages(store, django_capture_on_commit_cal
         cart_cap=1,
     )
     cart = cart_abandoned(store.pk, at=T)
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     assert _run_due(store.pk, T + timedelta(minutes=40), django_capture_on_commit_callbacks) == {
         "sent": 1,
         "skipped": 1,
@@ -318,7 +318,7 @@ def test_the_cart_cap_skips_further_messages(store, django_capture_on_commit_cal
 def test_enrolment_scans_only_since_its_high_water_mark(store):
     campaign = campaign_with_tiers(store.pk, activated_at=ACTIVATED)
     first = cart_abandoned(store.pk, at=T)
-    assert steps.abandoned_carts_enroll(now=T + timedelta(minutes=31)) == 1
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=31)) == 1
     campaign.refresh_from_db()
     assert campaign.enrolled_through == T + timedelta(minutes=1)  # now - inactivity
 
@@ -326,7 +326,7 @@ def test_enrolment_scans_only_since_its_high_water_mark(store):
     # enrolled; one from hours before is not looked at again.
     late = cart_abandoned(store.pk, at=T - timedelta(minutes=2))
     stale = cart_abandoned(store.pk, at=T - timedelta(hours=3))
-    assert steps.abandoned_carts_enroll(now=T + timedelta(minutes=32)) == 1
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=32)) == 1
     assert set(Enrollment.objects.filter(store=store).values_list("cart", flat=True)) == {
         first.token,
         late.token,

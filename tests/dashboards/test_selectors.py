@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
+from campaigns import enrolment, stats
 from campaigns import events as ce
-from campaigns import stats
 from campaigns.models import Campaign, CampaignSettings, Tier
 from carts import projectors, services
 from carts.services import NewEvent
@@ -563,7 +563,7 @@ def test_lift_and_recovery_agree_with_attribution_summary_on_a_real_campaign_run
         cart_abandoned(store.pk, at=t0, token=f"r{i}", email=f"s{i}@example.com", value=1000 + i)
         for i in range(14)
     ]
-    assert steps.abandoned_carts_enroll(now=t0 + timedelta(minutes=31)) == 14
+    assert enrolment.abandoned_carts_enroll(now=t0 + timedelta(minutes=31)) == 14
     steps.due_steps_enqueue(now=t0 + timedelta(minutes=35), publish=lambda ids: None)
     step_ids = list(Step.objects.filter(store_id=store.pk).values_list("pk", flat=True))
     steps.steps_execute(step_ids=step_ids, now=lambda: t0 + timedelta(minutes=40))

@@ -12,7 +12,7 @@ from datetime import timedelta
 from django.db import connection
 from django.utils import timezone
 
-from campaigns import steps
+from campaigns import enrolment, steps
 from campaigns.models import Step
 from carts import services
 from carts.models import CartEvent
@@ -50,7 +50,7 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
                 ),
             ],
         )
-    assert steps.abandoned_carts_enroll(now=now, limit=RACES) == RACES
+    assert enrolment.abandoned_carts_enroll(now=now, limit=RACES) == RACES
     Step.objects.filter(store=store).update(status="enqueued", enqueued_at=now)
     step_of = dict(Step.objects.filter(store=store).values_list("cart", "id"))
 

@@ -18,7 +18,7 @@ from django.db import DatabaseError, transaction
 from django.test import Client
 from django.utils import timezone
 
-from campaigns import clock, steps
+from campaigns import clock, enrolment, steps
 from campaigns.models import CampaignSettings, Coupon, Step
 from carts.models import CartEvent
 from config import env as config_env
@@ -235,7 +235,7 @@ def test_a_worker_killed_mid_step_neither_loses_the_email_nor_sends_it_twice(
         tiers=[{"channel": "email", "subject_template": "Come back"}],
     )
     cart = cart_abandoned(store.pk, at=timezone.now() - timedelta(hours=1))
-    steps.abandoned_carts_enroll(now=timezone.now())
+    enrolment.abandoned_carts_enroll(now=timezone.now())
     step = Step.objects.get(store=store)
     app, publish = _publisher(isolated_redis)
     with SmtpSink() as sink:
@@ -289,7 +289,7 @@ def test_duplicate_deliveries_of_the_same_steps_send_each_once(
         cart_abandoned(store.pk, at=timezone.now() - timedelta(hours=1), email=f"d{n}@example.com")
         for n in range(5)
     ]
-    steps.abandoned_carts_enroll(now=timezone.now())
+    enrolment.abandoned_carts_enroll(now=timezone.now())
     app, publish = _publisher(isolated_redis)
     with SmtpSink() as sink:
         # Two worker processes; each batch takes a moment under its locks, so deliveries overlap.

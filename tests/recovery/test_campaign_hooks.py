@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from campaigns import steps
+from campaigns import enrolment, steps
 from campaigns.models import Step
 from carts.models import CartState
 from carts.services import cart_from_row
@@ -38,7 +38,7 @@ def test_a_campaigns_onsite_nudge_is_an_offer_the_browser_gets_again_on_reconnec
         tiers=[{"channel": "onsite", "headline": "Still there?", "offer_ttl_minutes": 60}],
     )
     cart = cart_abandoned(store.pk, at=T)
-    steps.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
     step = Step.objects.get(store=store)
     Step.objects.filter(pk=step.pk).update(status="enqueued")
     now = T + timedelta(minutes=31)
