@@ -93,6 +93,12 @@ class Campaign(models.Model):
         validators=[MinValueValidator(1)],
         help_text="A cart is abandoned after this many minutes without shopper activity.",
     )
+    max_age_days = models.PositiveIntegerField(
+        default=7,
+        validators=[MinValueValidator(1)],
+        help_text="Carts whose last activity is older than this when they qualify are recorded as "
+        "skipped (too old), never contacted.",
+    )
     min_score = models.FloatField(
         default=0.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
@@ -293,6 +299,7 @@ class Step(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"  # waiting for due_at
         ENQUEUED = "enqueued"  # handed to a worker
+        SENDING = "sending"  # leased by a worker (lease_owner) until leased_until; maybe in flight
         SENT = "sent"
         SKIPPED = "skipped"
         SUPPRESSED = "suppressed"  # holdout: recorded, nothing sent
@@ -317,6 +324,10 @@ class Step(models.Model):
     # What the links in the step's email carry (campaigns/links.py): random, so a link names no
     # sequential id that could be counted through.
     link_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # The lease of a step being sent (docs/campaigns.md, "Leases"): which worker holds it and until
+    # when; past leased_until another worker may take it over.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -326,6 +337,9 @@ class Step(models.Model):
             models.Index(fields=["due_at"], condition=Q(status="pending"), name="step_due"),
             models.Index(
                 fields=["enqueued_at"], condition=Q(status="enqueued"), name="step_enqueued"
+            ),
+            models.Index(
+                fields=["leased_until"], condition=Q(status="sending"), name="step_leased"
             ),
             models.Index(
                 fields=["store", "shopper", "finished_at"],
@@ -385,6 +399,8 @@ class Suppression(models.Model):
     class Kind(models.TextChoices):
         UNSUBSCRIBED = "unsubscribed"
         DONT_REMIND = "dont_remind"
+        BOUNCED = "bounced"  # a hard bounce: the address does not take mail (no emails)
+        COMPLAINED = "complained"  # a spam complaint (no emails)
 
     store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
     shopper = models.CharField(max_length=128)
