@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from anymail.message import AnymailMessage
 from django.conf import settings as django_settings
 from django.core.mail import EmailMultiAlternatives
 from django.template import (
@@ -38,6 +39,7 @@ from campaigns.models import CampaignSettings, Coupon, Step, Tier
 from carts import money
 from carts.models import CartState, Store
 
+METADATA_KEY = "campaign_link"  # the message's metadata naming its step (its link_id)
 PREVIEW_LINK_ID = uuid.UUID(int=0)  # links in a preview carry this id, which no step has
 SAMPLE_CODE = "SAMPLE-7K2M9Q"
 
@@ -309,7 +311,7 @@ def step_email(
     rendered = _render_email(
         link_id=step.link_id, tier=tier, settings=settings, store=store, cart=cart, coupon=coupon
     )
-    message = EmailMultiAlternatives(
+    message = AnymailMessage(
         subject=rendered.subject,
         body=rendered.text,
         from_email=settings.email_from,
@@ -321,6 +323,9 @@ def step_email(
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             "X-Campaign-Step": str(step.pk),
         },
+        # A provider's API (anymail) reports it back with bounces and complaints (bounces.py);
+        # not a header: the link id is for the provider's eyes, not the recipient's.
+        metadata={METADATA_KEY: str(step.link_id)},
     )
     message.attach_alternative(rendered.html, "text/html")
     return message

@@ -44,6 +44,15 @@ def get_list(name: str) -> list[str]:
     return [part.strip() for part in _get(name).split(",") if part.strip()]
 
 
+def get_prefixed(prefix: str) -> dict[str, str]:
+    """Every variable named ``<prefix>NAME``, as ``{"NAME": value}`` (e.g. a provider's keys)."""
+    return {
+        name[len(prefix) :]: value
+        for name, value in os.environ.items()
+        if name.startswith(prefix) and len(name) > len(prefix)
+    }
+
+
 # Secrets that a settings module supplies when the environment does not: make run's generated
 # var/secrets.json (config/settings/local.py) and the test suite's keys (config/settings/test.py).
 # Never filled in production settings, where an unset secret stops the process.

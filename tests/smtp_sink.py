@@ -11,7 +11,8 @@ from any thread: the server runs in its own.
 A real relay is slower: ``SmtpSink(delay=0.15)`` answers each DATA 150 ms after the message
 arrived (the relay's processing time), ``SmtpSink(stall=True)`` takes the connection and the
 commands but never answers DATA (until ``release()`` or ``stop()``; stopping closes every
-connection). Both are attributes that may be changed while the sink runs; a message's wait is
+connection); the recipients in ``sink.refuse`` are answered 550 (no such user) at RCPT.
+These are attributes that may be changed while the sink runs; a message's wait is
 decided when its DATA arrives. The sink counts messages in flight (from MAIL FROM to the DATA
 reply, or to RSET / the connection's end): ``in_flight`` now, ``max_in_flight`` at most, and the
 same per MAIL FROM address (``max_in_flight_by_sender``); ``max_connections`` counts open
@@ -66,6 +67,15 @@ class _Handler:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         self._sink._begin(session, address)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.lower() in self._sink.refuse:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
         return "250 OK"
 
     async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
@@ -135,6 +145,7 @@ class SmtpSink:
         self.port = 0
         self.delay = delay  # seconds before each DATA is answered
         self.stall = stall  # never answer DATA (until release() or stop())
+        self.refuse: set[str] = set()  # recipients (lower case) answered 550 at RCPT
         self._received: list[Received] = []
         self._changed = threading.Condition()
         self._controller: _Controller | None = None

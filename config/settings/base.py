@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "anymail",  # email provider backends and their tracking webhooks (docs/campaigns.md)
     "carts",
     "campaigns",
     "recovery",
@@ -225,6 +226,14 @@ EMAIL_HOST_USER = env.get_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env.get_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env.get_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env.get_int("EMAIL_TIMEOUT", 10)
+# A provider's API instead of SMTP: EMAIL_BACKEND=anymail.backends.postmark.EmailBackend (or
+# amazon_ses, mailgun, sendgrid, ...) and its keys as ANYMAIL_<SETTING> variables, e.g.
+# ANYMAIL_POSTMARK_SERVER_TOKEN. ANYMAIL_WEBHOOK_SECRET ("user:password", comma-separated to
+# rotate) guards the bounce and complaint webhooks under /webhooks/email/; unset, they answer 404.
+ANYMAIL: dict[str, object] = {
+    **env.get_prefixed("ANYMAIL_"),
+    "WEBHOOK_SECRET": env.get_list("ANYMAIL_WEBHOOK_SECRET"),
+}
 
 # Campaigns (docs/campaigns.md).
 # Where links in emails point (restore, unsubscribe, open pixel): this server's public origin.
@@ -233,6 +242,9 @@ CAMPAIGNS_SCAN_SECONDS = env.get_float("CAMPAIGNS_SCAN_SECONDS", 1.0)  # abandon
 CAMPAIGNS_ENQUEUE_SECONDS = env.get_float("CAMPAIGNS_ENQUEUE_SECONDS", 0.25)  # due steps
 CAMPAIGNS_ENQUEUE_LIMIT = env.get_int("CAMPAIGNS_ENQUEUE_LIMIT", 5000)  # steps per scheduler turn
 CAMPAIGNS_TASK_STEPS = env.get_int("CAMPAIGNS_TASK_STEPS", 50)  # steps per Celery task
+# Messages in flight at once from one worker process (one connection each), and of one store.
+CAMPAIGNS_SEND_CONCURRENCY = max(1, env.get_int("CAMPAIGNS_SEND_CONCURRENCY", 32))
+CAMPAIGNS_SEND_PER_STORE = max(1, env.get_int("CAMPAIGNS_SEND_PER_STORE", 8))
 # A step handed to a worker and not finished this long after is handed out again (a worker that
 # died with it); the database's step row makes the second run a no-op if the first did finish.
 CAMPAIGNS_REDELIVER_SECONDS = env.get_float("CAMPAIGNS_REDELIVER_SECONDS", 300.0)

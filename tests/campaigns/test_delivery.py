@@ -1,0 +1,264 @@
+"""Concurrent delivery (campaigns/delivery.py) against a real SMTP server on loopback that answers
+like a slow relay, and rendering apart from sending (campaigns/senders.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage
+from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
+from django.db import connection, connections, transaction
+
+from campaigns import delivery, emails, senders
+from campaigns.delivery import Delivered, Outcome, Outgoing
+from campaigns.models import CampaignSettings, Step
+from carts import services
+from carts.models import Store
+from tests.campaigns.conftest import T0
+from tests.smtp_sink import SmtpSink
+
+
+def _outgoing(n: int, *, store_id: int = 1, to: str | None = None) -> Outgoing:
+    message = EmailMessage(
+        subject=f"message {n}",
+        body="hello",
+        from_email=f"shop-{store_id}@shop.example",
+        to=[to or f"r{n}@example.com"],
+        headers={"Message-ID": f"<m{n}.{store_id}@test>"},
+    )
+    return Outgoing(key=n, store_id=store_id, message=message)
+
+
+@pytest.fixture
+def relay(settings):
+    """A sink answering each message after 150 ms, with Django's SMTP backend pointed at it."""
+    with SmtpSink(delay=0.15) as sink:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST = sink.host
+        settings.EMAIL_PORT = sink.port
+        settings.EMAIL_HOST_USER = ""
+        settings.EMAIL_HOST_PASSWORD = ""
+        settings.EMAIL_USE_TLS = False
+        settings.EMAIL_USE_SSL = False
+        settings.EMAIL_TIMEOUT = 10
+        yield sink
+
+
+def test_forty_messages_through_a_slow_relay_go_out_concurrently_and_each_once(relay):
+    items = [_outgoing(n) for n in range(40)]
+
+    started = time.monotonic()
+    results = delivery.deliver(items, concurrency=16, per_store=16)
+    took = time.monotonic() - started
+
+    serial = 40 * relay.delay  # one connection, one message after another: at least this
+    assert took < 0.4 * serial, f"{took:.2f}s for 40 messages, serial would be {serial:.1f}s"
+    assert [r.outcome for r in results] == [Outcome.SENT] * 40
+    assert [r.item.key for r in results] == list(range(40))  # in the order given
+    received = relay.wait_for(40)
+    assert sorted(r.message["Message-ID"] for r in received) == sorted(
+        f"<m{n}.1@test>" for n in range(40)
+    )
+    assert 2 <= relay.max_in_flight <= 16
+    assert relay.max_connections <= 16
+
+
+def test_at_most_concurrency_messages_are_in_flight(relay):
+    relay.delay = 0.05
+    delivery.deliver([_outgoing(n) for n in range(12)], concurrency=4, per_store=10)
+
+    assert len(relay.wait_for(12)) == 12
+    assert relay.max_in_flight == 4
+    assert relay.max_connections <= 4
+
+
+def test_one_store_gets_at_most_its_share_of_the_connections(relay):
+    relay.delay = 0.1
+    # The first store has most of the messages, and comes first.
+    items = [_outgoing(n, store_id=1) for n in range(20)]
+    items += [_outgoing(100 + n, store_id=2) for n in range(6)]
+    items += [_outgoing(200 + n, store_id=3) for n in range(6)]
+
+    results = delivery.deliver(items, concurrency=12, per_store=3)
+
+    assert all(r.outcome is Outcome.SENT for r in results)
+    assert len(relay.wait_for(32)) == 32
+    assert relay.max_in_flight_by_sender == {
+        "shop-1@shop.example": 3,
+        "shop-2@shop.example": 3,
+        "shop-3@shop.example": 3,
+    }
+    # The other stores were not kept waiting behind the first one's queue.
+    assert relay.max_in_flight == 9
+
+
+def test_a_refused_recipient_is_reported_permanent_and_the_others_are_sent(relay):
+    relay.delay = 0.02
+    relay.refuse = {"gone@example.com"}
+    items = [_outgoing(n) for n in range(5)]
+    items[2] = _outgoing(2, to="gone@example.com")
+
+    results = delivery.deliver(items, concurrency=2, per_store=2)
+
+    refused = results[2]
+    assert refused.outcome is Outcome.REFUSED
+    assert refused.permanent is True
+    assert "550" in refused.error and "gone@example.com" in refused.error
+    assert [r.outcome for i, r in enumerate(results) if i != 2] == [Outcome.SENT] * 4
+    received = relay.wait_for(4)
+    assert sorted(r.rcpt_tos[0] for r in received) == [f"r{n}@example.com" for n in (0, 1, 3, 4)]
+
+
+def test_a_relay_that_cannot_be_reached_is_a_transient_refusal(settings):
+    with SmtpSink() as sink:
+        port = sink.port
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 2
+
+    results = delivery.deliver([_outgoing(n) for n in range(3)], concurrency=2, per_store=2)
+
+    assert [(r.outcome, r.permanent) for r in results] == [(Outcome.REFUSED, False)] * 3
+    assert all("ConnectionRefusedError" in r.error for r in results)
+
+
+def test_before_send_runs_once_per_message_right_before_it_leaves(relay):
+    relay.delay = 0.05
+    items = [_outgoing(n) for n in range(10)]
+    checked: list[tuple[int, int]] = []
+
+    def before_send(item: Outgoing) -> bool:
+        # Nothing of this message has reached the relay yet.
+        mid = item.message.extra_headers["Message-ID"]
+        assert all(r.message["Message-ID"] != mid for r in relay.received)
+        checked.append((item.key, threading.get_ident()))
+        return item.key % 3 != 0  # 0, 3, 6, 9: the order won
+
+    results = delivery.deliver(items, before_send=before_send, concurrency=4, per_store=4)
+
+    assert sorted(key for key, _ in checked) == list(range(10))
+    assert {thread for _, thread in checked} == {threading.get_ident()}  # the caller's thread
+    assert [r.outcome for r in results] == [
+        Outcome.NOT_SENT if n % 3 == 0 else Outcome.SENT for n in range(10)
+    ]
+    received = relay.wait_for(6)
+    time.sleep(0.1)
+    assert sorted(r.rcpt_tos[0] for r in relay.received) == sorted(
+        f"r{n}@example.com" for n in range(10) if n % 3
+    )
+    assert len(received) == 6
+
+
+def test_a_before_send_that_fails_sends_nothing_of_that_message(relay):
+    def before_send(item: Outgoing) -> bool:
+        if item.key == 1:
+            raise RuntimeError("database gone")
+        return True
+
+    results = delivery.deliver([_outgoing(n) for n in range(3)], before_send=before_send)
+
+    assert results[1] == Delivered(
+        results[1].item, Outcome.NOT_SENT, error="RuntimeError: database gone"
+    )
+    assert sorted(r.rcpt_tos[0] for r in relay.wait_for(2)) == ["r0@example.com", "r2@example.com"]
+
+
+# No transaction while talking to the network ------------------------------------------------------
+
+_CALLER: dict[str, Any] = {}
+_SEEN: list[bool] = []
+
+
+class _CallerWatchingBackend(LocmemBackend):
+    """locmem, noting whether the thread that called deliver() is inside a transaction."""
+
+    def send_messages(self, messages: Any) -> int:
+        time.sleep(0.02)
+        _SEEN.append(_CALLER["connection"].in_atomic_block)
+        return super().send_messages(messages)
+
+
+def test_no_transaction_is_open_while_messages_are_sent(committed_db, settings):
+    settings.EMAIL_BACKEND = f"{__name__}._CallerWatchingBackend"
+    _CALLER["connection"] = connections["default"]
+    _SEEN.clear()
+    mail.outbox = []
+    store_id = services.store_create(name="Delivery shop").store_id
+
+    def before_send(item: Outgoing) -> bool:  # a plain read, as the step runner's re-check
+        return Store.objects.filter(pk=item.store_id).exists()
+
+    results = delivery.deliver(
+        [_outgoing(n, store_id=store_id) for n in range(8)], before_send=before_send
+    )
+
+    assert [r.outcome for r in results] == [Outcome.SENT] * 8
+    assert _SEEN == [False] * 8
+    assert len(mail.outbox) == 8
+
+
+def test_deliver_refuses_to_run_inside_a_transaction(committed_db):
+    mail.outbox = []
+    with transaction.atomic(), pytest.raises(delivery.InTransaction):
+        delivery.deliver([_outgoing(1)])
+    assert mail.outbox == []
+
+
+def test_a_test_case_transaction_is_not_the_callers(db):
+    # pytest-django wraps a ``db`` test in a transaction of its own: not one deliver refuses.
+    assert connection.in_atomic_block
+    assert [r.outcome for r in delivery.deliver([_outgoing(1)])] == [Outcome.SENT]
+
+
+# Rendering apart from sending; any Django backend ----------------------------------------------
+
+
+def test_a_step_is_rendered_without_sending_then_delivered(db, store, shop_cart, campaign_step):
+    mail.outbox = []
+    cart = shop_cart(store.pk, "cart-d1")
+    step = campaign_step(cart)
+    cfg = CampaignSettings.objects.create(store=store, email_from="shop@shop.example")
+
+    prepared = senders.step_render(store=store, settings=cfg, step=step, cart=cart, now=T0)
+
+    assert mail.outbox == []
+    assert prepared.message is not None and prepared.skipped is None
+    assert prepared.message_id == emails.message_id(step_id=step.pk, store_id=store.pk)
+    [result] = delivery.deliver([prepared.outgoing(step)])
+    sent = senders.sent_from(prepared, result)
+    assert (sent.error, sent.message_id) == (None, prepared.message_id)
+    [message] = mail.outbox
+    assert message.to == ["jane.doe@example.com"]
+
+
+def test_a_refused_delivery_is_a_step_error(db, store, shop_cart, campaign_step):
+    cart = shop_cart(store.pk, "cart-d2")
+    step = campaign_step(cart)
+    cfg = CampaignSettings.objects.create(store=store)
+    prepared = senders.step_render(store=store, settings=cfg, step=step, cart=cart, now=T0)
+    refused = Delivered(prepared.outgoing(step), Outcome.REFUSED, error="SMTPDataError: 451")
+
+    assert senders.sent_from(prepared, refused).error == "SMTPDataError: 451"
+    not_sent = Delivered(prepared.outgoing(step), Outcome.NOT_SENT)
+    assert senders.sent_from(prepared, not_sent).error == "not_sent"
+
+
+def test_a_provider_backend_gets_the_steps_link_as_metadata(
+    db, settings, store, shop_cart, campaign_step
+):
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    mail.outbox = []
+    cart = shop_cart(store.pk, "cart-d3")
+    step: Step = campaign_step(cart)
+    cfg = CampaignSettings.objects.create(store=store)
+    prepared = senders.step_render(store=store, settings=cfg, step=step, cart=cart, now=T0)
+
+    [result] = delivery.deliver([prepared.outgoing(step)])
+
+    assert result.outcome is Outcome.SENT
+    assert result.provider_id == "0"  # anymail's id of the message (its test backend's)
+    [message] = mail.outbox
+    assert message.anymail_test_params["metadata"] == {"campaign_link": str(step.link_id)}
