@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import connection
 
-from campaigns import stats
+from campaigns import events, stats
 from campaigns.models import Step
 
 INSUFFICIENT = "insufficient data"
@@ -409,7 +409,7 @@ def _touches(
         enrollment__abandoned_at__lt=end,
         status=Step.Status.SENT,
         finished_at__isnull=False,
-    )
+    ).exclude(reason=events.IN_FLIGHT_AT_ORDER)  # it left before the order, but too late to count
     if campaign_id is not None:
         steps = steps.filter(enrollment__campaign_id=campaign_id)
     by_enrollment: dict[int, list[Touch]] = defaultdict(list)

@@ -19,12 +19,18 @@ STEP_DEFERRED = "campaign.step_deferred"
 STEP_SUPPRESSED = "campaign.step_suppressed"  # holdout: recorded, nothing sent
 STEP_CANCELLED = "campaign.step_cancelled"  # the cart's order came first
 STEP_FAILED = "campaign.step_failed"
+# A campaign.step_sent's reason when its message was in flight while the cart's order committed
+# (recorded after the order): it reached the shopper, but cannot have caused the order, so it is
+# never credited with it (campaigns/attribution.py, dashboards/projection/fold.py).
+IN_FLIGHT_AT_ORDER = "in_flight_at_order"
 COUPON_ISSUED = "campaign.coupon_issued"
 COUPON_REDEEMED = "campaign.coupon_redeemed"
 EMAIL_OPENED = "campaign.email_opened"
 LINK_CLICKED = "campaign.link_clicked"
 UNSUBSCRIBED = "campaign.unsubscribed"
 REMINDERS_DECLINED = "campaign.reminders_declined"
+EMAIL_BOUNCED = "campaign.email_bounced"  # the provider reported a bounce (hard or soft)
+EMAIL_COMPLAINED = "campaign.email_complained"  # the recipient marked it as spam
 
 TYPES = (
     ENROLLED,
@@ -40,6 +46,8 @@ TYPES = (
     LINK_CLICKED,
     UNSUBSCRIBED,
     REMINDERS_DECLINED,
+    EMAIL_BOUNCED,
+    EMAIL_COMPLAINED,
 )
 
 _NAMESPACE = uuid.UUID("5f3c2a8e-1b7d-4c9e-a0f1-7e2d4b6c8a91")

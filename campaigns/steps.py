@@ -4,22 +4,30 @@ steps: campaigns/enrolment.py; the hooks recovery fills in: campaigns/extensions
 1. ``due_steps_enqueue`` (scheduler, several times a second): claims due steps with
    ``FOR UPDATE SKIP LOCKED`` and hands them to Celery in batches (``campaigns.tasks.steps_run``).
    Steps handed out long ago and never finished are handed out again.
-2. ``steps_execute`` (the worker): per batch, one transaction that locks the carts (the append
-   service's own lock, in the same order) and then the steps; each step re-checks everything
-   (campaigns/rules.py) and is sent, skipped, suppressed, deferred or cancelled; its outcome is a
-   ``campaign.*`` event appended in the same transaction. Only ``enqueued`` steps run, under their
-   row lock, so a duplicate delivery or a racing worker finds them finished and does nothing.
-   Each step runs under a savepoint of its own: one that raises is undone alone and failed with
-   its error, and the rest of the batch commits.
-   Emails go out while the cart is locked, before the commit: an ``order.placed`` for the cart
-   waits for the commit, then finds the step done; a step that locks after the order sees the cart
-   converted. Nothing is sent after an order commits (tests/e2e/test_campaign_races.py).
+2. ``steps_execute`` (the worker), never holding a transaction or a lock while talking to the
+   network (docs/campaigns.md, "Leases"):
+   a. claim: one short transaction marks the batch's ``enqueued`` steps (and ones whose lease ran
+      out) ``sending`` under this worker's name until now + CAMPAIGNS_LEASE_SECONDS
+      (``FOR UPDATE SKIP LOCKED``: a duplicate delivery or a racing worker gets none of them);
+   b. decide each step (campaigns/rules.py) on plain reads; prepare its message (a discount's
+      code, the rendering) in a short transaction;
+   c. right before the message leaves, decide again on the cart and suppressions as committed
+      now: an order committed by then cancels the step; then send, outside any transaction;
+   d. record the outcome (the step's row and its ``campaign.*`` events) in a short transaction
+      of its own, only if the lease is still ours. One step's failure never undoes another's.
+   An order's own transaction cancels ``pending``/``enqueued`` steps; a ``sending`` one may
+   have its message in flight: recorded as sent with reason ``in_flight_at_order``, never
+   credited with the order (tests/e2e/test_campaign_races.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import socket
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +38,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Max
 
-from campaigns import events, rules, senders
+from campaigns import clock, delivery, events, rules, senders
 from campaigns.extensions import HOOKS
 from campaigns.models import CampaignSettings, Step, Suppression
 from carts.models import CartState, Store
@@ -67,12 +75,27 @@ _CLAIM_STALE = """
     FROM stale WHERE s.id = stale.id
     RETURNING s.id
 """
+# Takeover: a step whose lease ran out (its worker died, or stalled past it) is enqueued again.
+# Its old worker, if it lives on, finds the step no longer ``sending`` under its name and
+# records nothing; the step's Message-ID stays, so a provider can deduplicate a second send.
+_CLAIM_EXPIRED = """
+    WITH expired AS (
+        SELECT id FROM campaigns_step
+        WHERE status = 'sending' AND leased_until < clock_timestamp()
+        ORDER BY leased_until
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    UPDATE campaigns_step s SET status = 'enqueued', enqueued_at = %(now)s
+    FROM expired WHERE s.id = expired.id
+    RETURNING s.id
+"""
 
 
 def due_steps_enqueue(
     *, now: datetime, limit: int | None = None, publish: Callable[[list[int]], None] | None = None
 ) -> int:
-    """Hand due steps (and steps handed out long ago and not finished) to workers, in batches.
+    """Hand due steps (and steps handed out long ago and not finished, and steps whose lease ran
+    out) to workers, in batches.
 
     Safe to run concurrently: SKIP LOCKED gives each caller different steps. The tasks are
     published after commit; a publish lost in a crash is redelivered after
@@ -88,6 +111,8 @@ def due_steps_enqueue(
         ids = [row[0] for row in cursor.fetchall()]
         cursor.execute(_CLAIM_STALE, {"now": now, "stale": stale, "limit": limit})
         redelivered = [row[0] for row in cursor.fetchall()]
+        cursor.execute(_CLAIM_EXPIRED, {"now": now, "limit": limit})
+        redelivered += [row[0] for row in cursor.fetchall()]
         if redelivered:
             log.warning("handing out %d unfinished step(s) again", len(redelivered))
         claimed = sorted(ids + redelivered)
@@ -98,100 +123,231 @@ def due_steps_enqueue(
 
 # 2. Execution ------------------------------------------------------------------------------------
 
+# Claim the batch's steps still to run: enqueued ones, and ones whose lease ran out (their worker
+# died mid-send). Leases are in real time by the database's clock, whatever the workers' clocks
+# or the campaign clock's speed.
+_CLAIM = """
+    WITH mine AS (
+        SELECT id FROM campaigns_step
+        WHERE id = ANY(%(ids)s)
+          AND (status = 'enqueued' OR (status = 'sending' AND leased_until < clock_timestamp()))
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED)
+    UPDATE campaigns_step s SET status = 'sending', lease_owner = %(me)s,
+        leased_until = clock_timestamp() + make_interval(secs => %(lease)s)
+    FROM mine WHERE s.id = mine.id
+    RETURNING s.id
+"""
+# An outcome is recorded only by the worker that still holds the step's lease.
+_RECORD = """
+    UPDATE campaigns_step SET status = %s, reason = %s, due_at = %s, attempts = %s,
+        finished_at = %s, message_id = %s, leased_until = NULL
+    WHERE id = %s AND status = 'sending' AND lease_owner = %s
+"""
+# Steps a worker will not get to within its lease go back to pending (due at once, unchanged).
+_RELEASE = """
+    UPDATE campaigns_step SET status = 'pending', leased_until = NULL
+    WHERE id = ANY(%s) AND status = 'sending' AND lease_owner = %s
+"""
+_CART_LOCK = """
+    SELECT status FROM carts_cartstate WHERE token = %s AND store_id + 0 = %s FOR UPDATE
+"""
+IN_FLIGHT_AT_ORDER = events.IN_FLIGHT_AT_ORDER
+
+
+def worker_id() -> str:
+    """Who holds a lease: host, process and a random part per batch (at most 64 characters)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def _lease_margin(lease: float) -> float:
+    """How much of its lease a worker keeps unused: a message started later could still be
+    talking to a stalled server when the lease runs out (a few EMAIL_TIMEOUTs: the data's reply,
+    closing the connection), and another worker could then send it again."""
+    timeout = float(getattr(settings, "EMAIL_TIMEOUT", None) or 10)
+    return min(3 * timeout, lease / 2)
+
 
 @dataclass(slots=True)
-class _Batch:
-    """What one batch decided; written back in one go."""
+class _Result:
+    """One step's outcome, to record: the step's new fields, its events, what to count."""
 
-    updates: list[Step] = field(default_factory=list)
-    events: dict[int, list[NewEvent]] = field(default_factory=lambda: defaultdict(list))
-    pushes: list[tuple[int, str, dict]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    step: Step
+    count: str
+    events: list[NewEvent] = field(default_factory=list)
+    push: dict | None = None  # an on-site offer to push after the record commits
+    delivered: bool = False  # a message left (or an offer will): the order check when recording
 
-    def merge(self, other: _Batch) -> None:
-        self.updates += other.updates
-        for store_id, store_events in other.events.items():
-            self.events[store_id] += store_events
-        self.pushes += other.pushes
-        for outcome, n in other.counts.items():
-            self.counts[outcome] += n
+
+@dataclass(slots=True)
+class _Ready:
+    """A step decided to send, its message (or on-site offer) prepared."""
+
+    step: Step
+    facts: rules.StepFacts  # what it was decided on (caps counted before it)
+    prepared: senders.Prepared
+    data: dict[str, Any]
 
 
 def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> dict[str, int]:
-    """Run the given steps that are still enqueued; each at most once. Returns outcome counts."""
-    carts = list(
-        Step.objects.filter(id__in=step_ids, status=Step.Status.ENQUEUED)
-        .values_list("store_id", "cart")
-        .distinct()
-    )
-    if not carts:
+    """Run the given steps that are still enqueued (or whose lease ran out); each is claimed by one
+    worker at a time. No transaction or lock is held while talking to the network: claim with a
+    lease (commit), decide and send, then record each outcome in a transaction of its own, if
+    the lease is still ours. Returns outcome counts."""
+    me = worker_id()
+    lease = float(settings.CAMPAIGNS_LEASE_SECONDS)
+    started = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CLAIM, {"ids": list(step_ids), "me": me, "lease": lease})
+        claimed = [row[0] for row in cursor.fetchall()]
+    if not claimed:
         return {}
-    batch = _Batch()
-    with transaction.atomic():
-        # The append service's lock on each cart, taken in its order (token), before the steps.
-        by_store: dict[int, list[str]] = defaultdict(list)
-        for store_id, cart in carts:
-            by_store[store_id].append(cart)
-        states: dict[tuple[int, str], CartState] = {}
-        for store_id, tokens in sorted(by_store.items()):
-            for row in (
-                CartState.objects.select_for_update()
-                .filter(store_id=store_id, token__in=tokens)
-                .defer("features", "reasons")  # large; read only for discount amounts
-                .order_by("token")
-            ):
-                states[(store_id, row.token)] = row
-        steps = list(
-            Step.objects.select_for_update(of=("self",))
-            .filter(id__in=step_ids, status=Step.Status.ENQUEUED)
-            .select_related("tier", "tier__campaign", "enrollment")
-            .order_by("store_id", "cart", "tier__position")
+    deadline = started + lease - _lease_margin(lease)
+    steps = list(
+        Step.objects.filter(id__in=claimed, status=Step.Status.SENDING, lease_owner=me)
+        .select_related("tier", "tier__campaign", "enrollment")
+        .order_by("store_id", "cart", "tier__position")
+    )
+    pause = settings.CAMPAIGNS_PAUSE_BEFORE_SEND
+    if pause:
+        time.sleep(pause)  # tests kill the worker here (tests/e2e/test_campaign_worker.py)
+    moment = now()
+    # Plain reads: nothing is locked while the batch runs.
+    states = _states_read({(s.store_id, s.cart) for s in steps})
+    known = _known_read(steps)
+    results: list[_Result] = []
+    ready: list[_Ready] = []
+    for step in steps:
+        try:
+            decided = _step_decide(step, states.get((step.store_id, step.cart)), known, moment)
+        except Exception as exc:
+            decided = _raised(step, exc, moment)
+        (results if isinstance(decided, _Result) else ready).append(decided)
+
+    # The last check, right before each message leaves: an order (or an unsubscribe) committed
+    # by now wins; so does the lease's end.
+    withheld: dict[int, _Result] = {}
+    released: list[int] = []
+    by_id = {r.step.pk: r for r in ready}
+
+    def before_send(key: int) -> bool:
+        one = by_id[key]
+        if time.monotonic() >= deadline:
+            released.append(key)
+            return False
+        again = _recheck(one.step, one.facts, moment)
+        if again.action == rules.SEND:
+            return True
+        withheld[key] = _decided(one.step, again, one.facts, moment)
+        if one.step.channel != "onsite":  # a discount's code stays issued to the cart
+            withheld[key].events[:0] = one.prepared.events
+        return False
+
+    outgoing = [r for r in ready if r.prepared.message is not None]
+    delivered = {
+        d.item.key: d
+        for d in delivery.deliver(
+            [r.prepared.outgoing(r.step) for r in outgoing],
+            before_send=lambda item: before_send(item.key),
         )
-        if not steps:
-            return {}
-        pause = settings.CAMPAIGNS_PAUSE_BEFORE_SEND
-        if pause:
-            time.sleep(pause)  # tests kill the worker here (tests/e2e/test_campaign_worker.py)
-        moment = now()
-        _run(steps, states, batch, moment)
-        if batch.updates:
-            _steps_update(batch.updates)
-        for store_id, store_events in batch.events.items():
-            events_append(store_id=store_id, events=store_events, source=Source.system("campaigns"))
-        for store_id, cart, offer in batch.pushes:
-            transaction.on_commit(
-                lambda s=store_id, c=cart, o=offer: _push(s, c, o)  # type: ignore[misc]
-            )
-    return dict(batch.counts)
+    }
+    for one in ready:
+        key = one.step.pk
+        if one.prepared.message is None:  # an on-site offer: it leaves after its record commits
+            try:
+                go = before_send(key)
+            except Exception as exc:
+                results.append(_raised(one.step, exc, moment))
+                continue
+            if go:
+                results.append(_sent(one, None, moment))
+        if key in withheld:
+            results.append(withheld[key])
+        elif key in delivered and key not in released:
+            results.append(_sent(one, delivered[key], moment))
+
+    counts: dict[str, int] = defaultdict(int)
+    if released:
+        with connection.cursor() as cursor:
+            cursor.execute(_RELEASE, [released, me])
+            counts["released"] += cursor.rowcount
+        log.warning("lease nearly out: %d step(s) released for another batch", len(released))
+    for result in results:
+        try:
+            recorded = _record(result, me)
+        except Exception:  # the step stays leased; another worker takes it after the lease
+            log.exception("could not record campaign step %s", result.step.pk)
+            counts["unrecorded"] += 1
+            continue
+        if not recorded:
+            log.warning("campaign step %s: lease lost, outcome not recorded", result.step.pk)
+            counts["lease_lost"] += 1
+            continue
+        counts[result.count] += 1
+    return dict(counts)
 
 
-# One statement for the batch (Django's bulk_update builds a CASE per field and row: it cost
-# 2 ms a step, more than rendering and sending the email).
-_UPDATE_STEPS = """
-    UPDATE campaigns_step AS s SET
-        status = v.status, reason = v.reason, due_at = v.due_at, attempts = v.attempts,
-        finished_at = v.finished_at, message_id = v.message_id
-    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::int[],
-                %s::timestamptz[], %s::text[])
-        AS v(id, status, reason, due_at, attempts, finished_at, message_id)
-    WHERE s.id = v.id
-"""
+def _states_read(carts: set[tuple[int, str]]) -> dict[tuple[int, str], CartState]:
+    by_store: dict[int, list[str]] = defaultdict(list)
+    for store_id, cart in carts:
+        by_store[store_id].append(cart)
+    states: dict[tuple[int, str], CartState] = {}
+    for store_id, tokens in by_store.items():
+        rows = CartState.objects.filter(store_id=store_id, token__in=tokens)
+        for row in rows.defer("features", "reasons"):  # large; read only for discount amounts
+            states[(store_id, row.token)] = row
+    return states
 
 
-def _steps_update(updated: list[Step]) -> None:
-    with connection.cursor() as cursor:
+def _record(result: _Result, me: str) -> bool:
+    """Write one outcome (the step's fields and its events) in a short transaction of its own,
+    if the step's lease is still ours; False (nothing written) when another worker took it.
+
+    The cart is locked first, as every append does (then the step): an order that committed
+    before this finds the step still ``sending`` and leaves it; this then sees the cart
+    converted. A message that had left is recorded as sent with reason ``in_flight_at_order``
+    (never credited with the order); an on-site offer, pushed only after this commit, is
+    cancelled instead."""
+    step = result.step
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CART_LOCK, [step.cart, step.store_id])
+        row = cursor.fetchone()
+        if result.delivered and row is not None and row[0] == rules.CONVERTED:
+            if result.push is not None:
+                assert step.finished_at is not None
+                step.message_id = ""
+                data = events.step_data(step, "converted")
+                result = _finish(
+                    step, data, Step.Status.CANCELLED, events.STEP_CANCELLED, step.finished_at
+                )
+            else:
+                step.reason = IN_FLIGHT_AT_ORDER
+                for event in result.events:
+                    if event.type == events.STEP_SENT:
+                        event.data["reason"] = IN_FLIGHT_AT_ORDER
         cursor.execute(
-            _UPDATE_STEPS,
+            _RECORD,
             [
-                [s.pk for s in updated],
-                [s.status for s in updated],
-                [s.reason for s in updated],
-                [s.due_at for s in updated],
-                [s.attempts for s in updated],
-                [s.finished_at for s in updated],
-                [s.message_id for s in updated],
+                step.status,
+                step.reason,
+                step.due_at,
+                step.attempts,
+                step.finished_at,
+                step.message_id,
+                step.pk,
+                me,
             ],
         )
+        if cursor.rowcount != 1:
+            return False
+        if result.events:
+            events_append(
+                store_id=step.store_id, events=result.events, source=Source.system("campaigns")
+            )
+        if result.push is not None:
+            push = (step.store_id, step.cart, result.push)
+            transaction.on_commit(lambda: _push(*push))
+    return True
 
 
 def _push(store_id: int, cart: str, offer: dict) -> None:
@@ -202,9 +358,18 @@ def _push(store_id: int, cart: str, offer: dict) -> None:
             log.exception("on-site push failed for cart %s", cart)
 
 
-def _run(
-    steps: list[Step], states: dict[tuple[int, str], CartState], batch: _Batch, now: datetime
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What a batch reads once for all its steps; the counts grow as its steps decide to send."""
+
+    stores: dict[int, Store]
+    settings: dict[int, CampaignSettings]
+    suppressed: dict[tuple[int, str], set[str]]
+    sent_to_cart: dict[tuple[int, str], int]
+    last_email: dict[tuple[int, str], datetime]
+
+
+def _known_read(steps: list[Step]) -> _Known:
     store_ids = {s.store_id for s in steps}
     shoppers = {s.shopper for s in steps if s.shopper}
     carts = {(s.store_id, s.cart) for s in steps}
@@ -238,65 +403,30 @@ def _run(
         .annotate(last=Max("finished_at"))
     ):
         last_email[(last_row["store_id"], last_row["shopper"])] = last_row["last"]
-
-    known = _Known(stores, store_settings, suppressed, sent_to_cart, last_email)
-    with senders.session() as session:
-        for step in steps:
-            # Each step under a savepoint of its own: one that raises (a bug, data no rule
-            # foresaw) is failed with its error and undone alone, and the rest of the batch,
-            # whose messages may be out already, commits.
-            done = _Batch()
-            try:
-                with transaction.atomic():
-                    _step_run(
-                        step, states.get((step.store_id, step.cart)), known, session, done, now
-                    )
-            except Exception as exc:
-                log.exception("campaign step %s (cart %s) failed", step.pk, step.cart)
-                # The database failing under it says nothing about the step: retried like a
-                # refused send. Anything else would fail again: failed for good.
-                transient = isinstance(exc, (OperationalError, InterfaceError))
-                data = events.step_data(step, "failed" if transient else "error")
-                error = f"{type(exc).__name__}: {exc}"
-                _failed(step, batch, data, error, now, permanent=not transient)
-                continue
-            batch.merge(done)
+    return _Known(stores, store_settings, suppressed, sent_to_cart, last_email)
 
 
-@dataclass(frozen=True, slots=True)
-class _Known:
-    """What a batch reads once for all its steps; the counts are updated as steps send."""
+def _cart_facts(state: CartState | None) -> dict[str, Any]:
+    """What a step's decision reads of its cart (rules.StepFacts), from the cart's state."""
+    return {
+        "status": state.status if state else "active",
+        "item_count": state.item_count if state else 0,
+        "seen_at": clock.at(state.seen_at) if state and state.seen_at else None,
+        "score": state.score if state else None,
+        "email": state.email if state else "",
+        "consent": state.consent if state else {},
+        "timezone": state.timezone if state else "",
+    }
 
-    stores: dict[int, Store]
-    settings: dict[int, CampaignSettings]
-    suppressed: dict[tuple[int, str], set[str]]
-    sent_to_cart: dict[tuple[int, str], int]
-    last_email: dict[tuple[int, str], datetime]
 
-
-def _step_run(
-    step: Step,
-    state: CartState | None,
-    known: _Known,
-    session: senders.Session,
-    batch: _Batch,
-    now: datetime,
-) -> None:
-    """Decide one step and act on it; its outcome goes into ``batch`` (the step's own)."""
+def _facts(step: Step, state: CartState | None, known: _Known) -> rules.StepFacts:
     campaign = step.tier.campaign
     cfg = known.settings.get(step.store_id) or CampaignSettings(store_id=step.store_id)
-    key = (step.store_id, step.shopper)
-    facts = rules.StepFacts(
+    return rules.StepFacts(
         channel=step.channel,
         tier_min_score=step.tier.min_score,
         delay_minutes=step.tier.delay_minutes,
-        status=state.status if state else "active",
-        item_count=state.item_count if state else 0,
-        last_activity_at=state.last_activity_at if state else None,
-        score=state.score if state else None,
-        email=state.email if state else "",
-        consent=state.consent if state else {},
-        timezone=state.timezone if state else "",
+        **_cart_facts(state),
         inactivity_minutes=campaign.inactivity_minutes,
         holdout=step.enrollment.holdout,
         cart_cap=campaign.cart_cap,
@@ -305,89 +435,141 @@ def _step_run(
         quiet_end=campaign.quiet_end,
         store_timezone=cfg.timezone,
         legal_basis=cfg.email_legal_basis,
-        suppressions=frozenset(known.suppressed.get(key, ())),
+        suppressions=frozenset(known.suppressed.get((step.store_id, step.shopper), ())),
         sent_to_cart=known.sent_to_cart[(step.store_id, step.cart)],
-        last_email_to_shopper=known.last_email.get(key) if step.shopper else None,
+        last_email_to_shopper=(
+            known.last_email.get((step.store_id, step.shopper)) if step.shopper else None
+        ),
     )
+
+
+def _recheck(step: Step, facts: rules.StepFacts, now: datetime) -> rules.Outcome:
+    """The decision again, on the cart and the shopper's suppressions as committed right now
+    (plain reads, no lock): the last check before a message leaves. An order committed before
+    it cancels the step."""
+    state = (
+        CartState.objects.filter(store_id=step.store_id, token=step.cart)
+        .defer("features", "reasons")
+        .first()
+    )
+    suppressions = frozenset(
+        Suppression.objects.filter(store_id=step.store_id, shopper=step.shopper).values_list(
+            "kind", flat=True
+        )
+        if step.shopper
+        else ()
+    )
+    fresh = dataclasses.replace(facts, **_cart_facts(state), suppressions=suppressions)
+    return rules.step_decide(fresh, now)
+
+
+def _raised(step: Step, exc: Exception, now: datetime) -> _Result:
+    """A step that raised (a bug, data no rule foresaw) is failed with its error, alone."""
+    log.error("campaign step %s (cart %s) failed", step.pk, step.cart, exc_info=exc)
+    # The database failing under it says nothing about the step: retried like a refused send.
+    # Anything else would fail again: failed for good.
+    transient = isinstance(exc, (OperationalError, InterfaceError))
+    data = events.step_data(step, "failed" if transient else "error")
+    return _failed(step, data, f"{type(exc).__name__}: {exc}", now, permanent=not transient)
+
+
+def _step_decide(
+    step: Step, state: CartState | None, known: _Known, now: datetime
+) -> _Result | _Ready:
+    """Decide one step on plain reads; one that sends gets its message prepared (a short
+    transaction: a code issued for a message that then fails to render is undone with it)."""
+    facts = _facts(step, state, known)
     outcome = rules.step_decide(facts, now)
-    data = events.step_data(step, outcome.reason)
-    if outcome.action == rules.SEND:
-        assert state is not None
-        sent = session.send(
+    if outcome.action != rules.SEND:
+        return _decided(step, outcome, facts, now)
+    assert state is not None
+    cfg = known.settings.get(step.store_id) or CampaignSettings(store_id=step.store_id)
+    with transaction.atomic():
+        prepared = senders.step_render(
             store=known.stores[step.store_id], settings=cfg, step=step, cart=state, now=now
         )
-        batch.events[step.store_id].extend(sent.events)
-        if sent.push is not None:
-            batch.pushes.append((step.store_id, step.cart, sent.push))
-        if sent.error is not None:
-            _failed(step, batch, data, sent.error, now)
-            return
-        if sent.skipped is not None:
-            data["reason"] = sent.skipped
-            _finish(step, batch, data, Step.Status.SKIPPED, events.STEP_SKIPPED, now)
-            return
-        step.message_id = sent.message_id
-        data["message_id"] = sent.message_id
-        data.update(sent.data)
-        _finish(step, batch, data, Step.Status.SENT, events.STEP_SENT, now)
-        known.sent_to_cart[(step.store_id, step.cart)] += 1
-        if step.channel in rules.EMAIL_CHANNELS and step.shopper:
-            known.last_email[key] = now
-    elif outcome.action == rules.DEFER:
+    data = events.step_data(step, outcome.reason)
+    if prepared.skipped is not None:
+        data["reason"] = prepared.skipped
+        result = _finish(step, data, Step.Status.SKIPPED, events.STEP_SKIPPED, now)
+        result.events[:0] = prepared.events
+        return result
+    # Counted as sent for the batch's later steps (caps), as it is about to be.
+    known.sent_to_cart[(step.store_id, step.cart)] += 1
+    if step.channel in rules.EMAIL_CHANNELS and step.shopper:
+        known.last_email[(step.store_id, step.shopper)] = now
+    return _Ready(step, facts, prepared, data)
+
+
+def _sent(one: _Ready, delivered: delivery.Delivered | None, now: datetime) -> _Result:
+    """The outcome of a step whose message was handed over (``delivered``), or whose on-site
+    offer is to be pushed (None)."""
+    step, data = one.step, one.data
+    if delivered is not None and delivered.outcome is not delivery.Outcome.SENT:
+        if delivered.permanent:
+            data["reason"] = "refused"
+        error = delivered.error or str(delivered.outcome)
+        result = _failed(step, data, error, now, permanent=delivered.permanent)
+        result.events[:0] = one.prepared.events
+        return result
+    step.message_id = one.prepared.message_id
+    data["message_id"] = one.prepared.message_id
+    data.update(one.prepared.data)
+    result = _finish(step, data, Step.Status.SENT, events.STEP_SENT, now)
+    result.events[:0] = one.prepared.events
+    result.push = one.prepared.push
+    result.delivered = True
+    return result
+
+
+def _decided(step: Step, outcome: rules.Outcome, facts: rules.StepFacts, now: datetime) -> _Result:
+    """A decision that sends nothing: deferred, failed for good, skipped, suppressed, cancelled."""
+    data = events.step_data(step, outcome.reason)
+    if outcome.action == rules.DEFER:
         assert outcome.until is not None
         step.status = Step.Status.PENDING
         step.reason = outcome.reason
         step.due_at = outcome.until
         data["until"] = outcome.until.isoformat()
-        batch.updates.append(step)
-        batch.counts["deferred"] += 1
-        batch.events[step.store_id].append(
-            events.campaign_event(
-                cart=step.cart,
-                type=events.STEP_DEFERRED,
-                data=data,
-                now=now,
-                key=f"{step.pk}:{outcome.until.isoformat()}",
-            )
+        event = events.campaign_event(
+            cart=step.cart,
+            type=events.STEP_DEFERRED,
+            data=data,
+            now=now,
+            key=f"{step.pk}:{outcome.until.isoformat()}",
         )
-    elif outcome.action == rules.FAIL:
-        error = (
-            f"{outcome.reason}: a time beyond the calendar (last activity {facts.last_activity_at})"
-        )
-        _failed(step, batch, data, error, now, permanent=True)
-    else:
-        status, event_type = {
-            rules.SKIP: (Step.Status.SKIPPED, events.STEP_SKIPPED),
-            rules.SUPPRESS: (Step.Status.SUPPRESSED, events.STEP_SUPPRESSED),
-            rules.CANCEL: (Step.Status.CANCELLED, events.STEP_CANCELLED),
-        }[outcome.action]
-        _finish(step, batch, data, status, event_type, now)
+        return _Result(step, "deferred", [event])
+    if outcome.action == rules.FAIL:
+        error = f"{outcome.reason}: a time beyond the calendar (last activity seen {facts.seen_at})"
+        return _failed(step, data, error, now, permanent=True)
+    status, event_type = {
+        rules.SKIP: (Step.Status.SKIPPED, events.STEP_SKIPPED),
+        rules.SUPPRESS: (Step.Status.SUPPRESSED, events.STEP_SUPPRESSED),
+        rules.CANCEL: (Step.Status.CANCELLED, events.STEP_CANCELLED),
+    }[outcome.action]
+    return _finish(step, data, status, event_type, now)
 
 
 def _finish(
-    step: Step, batch: _Batch, data: dict[str, Any], status: str, event_type: str, now: datetime
-) -> None:
+    step: Step, data: dict[str, Any], status: str, event_type: str, now: datetime
+) -> _Result:
     step.status = status
     step.reason = str(data["reason"])
     step.finished_at = now
-    batch.updates.append(step)
-    batch.counts[status] += 1
-    batch.events[step.store_id].append(
-        events.campaign_event(
-            cart=step.cart, type=event_type, data=data, now=now, key=f"{step.pk}:run:{status}"
-        )
+    event = events.campaign_event(
+        cart=step.cart, type=event_type, data=data, now=now, key=f"{step.pk}:run:{status}"
     )
+    return _Result(step, status, [event])
 
 
 def _failed(
     step: Step,
-    batch: _Batch,
     data: dict[str, Any],
     error: str,
     now: datetime,
     *,
     permanent: bool = False,
-) -> None:
+) -> _Result:
     """A transient failure (the mail server refused or was down): retry with backoff, then give
     up and record it. A permanent one (the step cannot run) is recorded as final at once, with
     the reason in ``data`` (``bad_time``, ``error``)."""
@@ -401,17 +583,14 @@ def _failed(
         step.status = Step.Status.PENDING
         step.due_at = now + RETRY_BACKOFF * 2 ** (step.attempts - 1)
     step.reason = str(data["reason"]) if permanent else "failed"
-    batch.updates.append(step)
-    batch.counts["failed"] += 1
-    batch.events[step.store_id].append(
-        events.campaign_event(
-            cart=step.cart,
-            type=events.STEP_FAILED,
-            data=data,
-            now=now,
-            key=f"{step.pk}:failed:{step.attempts}",
-        )
+    event = events.campaign_event(
+        cart=step.cart,
+        type=events.STEP_FAILED,
+        data=data,
+        now=now,
+        key=f"{step.pk}:failed:{step.attempts}",
     )
+    return _Result(step, "failed", [event])
 
 
 # An order cancels the cart's open steps, in the order's own transaction ----------------------

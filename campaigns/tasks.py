@@ -1,7 +1,8 @@
 """Celery entry points of the campaigns app: thin wrappers over campaigns.steps.
 
-Tasks carry step ids only and re-read everything; a step runs at most once whatever the
-deliveries (its row is locked and finished in the transaction that sends it). Settings that make
+Tasks carry step ids only and re-read everything; a step is run by one worker at a time whatever
+the deliveries: a batch claims its steps with a lease (campaigns.steps.steps_execute), and a
+duplicate delivery finds them leased or finished and does nothing. Settings that make
 redelivery safe (acks_late, reject on worker lost, prefetch 1, the visibility timeout) are in
 config/settings/base.py and asserted by tests/campaigns/test_celery_settings.py.
 """
@@ -16,7 +17,8 @@ from campaigns import clock, steps
 
 @shared_task(name="campaigns.steps_run")
 def steps_run(step_ids: list[int]) -> dict[str, int]:
-    """Run a batch of due steps; steps already finished (a duplicate delivery) are left alone."""
+    """Run a batch of due steps; steps leased by another worker or already finished (a duplicate
+    delivery) are left alone."""
     return steps.steps_execute(step_ids=[int(i) for i in step_ids], now=clock.now)
 
 

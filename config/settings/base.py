@@ -248,11 +248,14 @@ CAMPAIGNS_SEND_PER_STORE = max(1, env.get_int("CAMPAIGNS_SEND_PER_STORE", 8))
 # A step handed to a worker and not finished this long after is handed out again (a worker that
 # died with it); the database's step row makes the second run a no-op if the first did finish.
 CAMPAIGNS_REDELIVER_SECONDS = env.get_float("CAMPAIGNS_REDELIVER_SECONDS", 300.0)
+# How long a worker holds the steps it claimed (docs/campaigns.md, "Leases"); past it, another
+# worker takes them over. Longer than a batch takes to send; real seconds, by the database's clock.
+CAMPAIGNS_LEASE_SECONDS = env.get_float("CAMPAIGNS_LEASE_SECONDS", 120.0)
 # Campaign time sped up (demos, tests): CAMPAIGNS_CLOCK_SPEED campaign seconds per real second
 # since CAMPAIGNS_CLOCK_EPOCH (campaigns/clock.py). 1: real time.
 CAMPAIGNS_CLOCK_SPEED = env.get_float("CAMPAIGNS_CLOCK_SPEED", 1.0)
 CAMPAIGNS_CLOCK_EPOCH = env.get_float("CAMPAIGNS_CLOCK_EPOCH", 0.0)
-# Tests only: seconds a worker waits after locking a batch and before sending (to kill it there).
+# Tests only: seconds a worker waits after claiming a batch and before sending (to kill it there).
 CAMPAIGNS_PAUSE_BEFORE_SEND = env.get_float("CAMPAIGNS_PAUSE_BEFORE_SEND", 0.0)
 
 LOGGING = {

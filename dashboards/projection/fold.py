@@ -217,7 +217,9 @@ def fold(
         campaign = _campaign_of(data, fact)
         tier = as_id(data.get("tier"))
         channel = as_text(data.get("channel"), 16)
-        if event_type == "campaign.step_sent":
+        # A message in flight while the order committed (campaigns.events.IN_FLIGHT_AT_ORDER)
+        # is no touch: it cannot have caused the order.
+        if event_type == "campaign.step_sent" and data.get("reason") != "in_flight_at_order":
             fact.touches.append(
                 [
                     at.isoformat(),
