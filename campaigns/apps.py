@@ -14,10 +14,20 @@ class CampaignsConfig(AppConfig):
             services.campaign_demo_ensure(store=store)
 
         events.event_types_register()
+        _email_webhooks_connect()
         steps.order_reaction_register()  # an order cancels the cart's open steps, atomically
         _scheduler_jobs_register()
         # `create_store --demo` (and `make run`) give the demo store an active on-site campaign.
         store_demo_hook_register(demo_campaign)
+
+
+def _email_webhooks_connect() -> None:
+    from anymail.signals import tracking
+
+    from campaigns import webhooks
+
+    # Providers' bounces and complaints (anymail's webhooks; campaigns/webhooks.py).
+    tracking.connect(webhooks.tracking_received, dispatch_uid="campaigns.tracking_received")
 
 
 def _scheduler_jobs_register() -> None:

@@ -27,6 +27,8 @@ BAD_TIME = "bad_time"  # FAIL's reason: a time the arithmetic cannot represent (
 EMAIL_CHANNELS = frozenset({"email", "discount"})
 UNSUBSCRIBED = "unsubscribed"
 DONT_REMIND = "dont_remind"
+BOUNCED = "bounced"  # a hard bounce: the address takes no mail (campaigns/bounces.py)
+COMPLAINED = "complained"  # the shopper marked an email as spam
 
 
 def in_holdout(*, campaign_id: int, shopper: str, share: Decimal) -> bool:
@@ -155,6 +157,9 @@ def _decide(f: StepFacts, now: datetime) -> Outcome:
             return Outcome(SKIP, "unsubscribed")
         if not email_allowed(consent=f.consent, legal_basis=f.legal_basis):
             return Outcome(SKIP, "no_consent")
+        for kind in (BOUNCED, COMPLAINED):
+            if kind in f.suppressions:
+                return Outcome(SKIP, kind)
     if f.cart_cap and f.sent_to_cart >= f.cart_cap:
         return Outcome(SKIP, "cart_cap")
     if emails:

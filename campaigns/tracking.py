@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 
@@ -92,7 +93,7 @@ def _shopper_keys(step: Step) -> list[str]:
     return keys
 
 
-def _suppress(
+def shopper_suppress(
     *,
     step_id: int,
     kind: str,
@@ -100,7 +101,12 @@ def _suppress(
     reason: str,
     channels: Collection[str] | None,
     now: datetime,
+    data: dict[str, Any] | None = None,
+    key: str | None = None,
 ) -> bool:
+    """Suppress the step's shopper (both keys), skip their open steps on ``channels`` (None:
+    all) and record ``event_type`` (with ``data`` added; ``key``: campaigns.events.campaign_event)
+    and the skips. False, and nothing stored, when the shopper was suppressed so already."""
     step = _step(step_id)
     keys = _shopper_keys(step)
     created = [
@@ -141,8 +147,9 @@ def _suppress(
     asked = events.campaign_event(
         cart=step.cart,
         type=event_type,
-        data={**events.step_data(step), "shopper": keys[0], "shoppers": created},
+        data={**events.step_data(step), "shopper": keys[0], "shoppers": created, **(data or {})},
         now=now,
+        key=key,
     )
     outcomes = [
         events.campaign_event(
@@ -164,7 +171,7 @@ def shopper_unsubscribe(*, step_id: int, now: datetime) -> bool:
     """Suppress emails to the step's shopper in every campaign of the store, and skip their open
     email and discount steps, with the ``campaign.unsubscribed`` event, in one transaction.
     Idempotent: False when the shopper was already unsubscribed (nothing stored)."""
-    return _suppress(
+    return shopper_suppress(
         step_id=step_id,
         kind=Suppression.Kind.UNSUBSCRIBED,
         event_type=events.UNSUBSCRIBED,
@@ -179,7 +186,7 @@ def reminders_decline(*, step_id: int, now: datetime) -> bool:
     """No more recovery messages of any kind ("don't remind me") for the step's shopper in the
     store: their open steps on every channel are skipped, with ``campaign.reminders_declined``,
     in one transaction. Idempotent: False when already declined (nothing stored)."""
-    return _suppress(
+    return shopper_suppress(
         step_id=step_id,
         kind=Suppression.Kind.DONT_REMIND,
         event_type=events.REMINDERS_DECLINED,

@@ -18,6 +18,7 @@ urlpatterns = [
     path("dashboard/", include("dashboards.live_urls")),
     path("dashboard/", include("dashboards.urls")),
     path("", include("campaigns.urls")),  # restore, unsubscribe and tracking links in emails
+    path("webhooks/email/", include("campaigns.webhooks")),  # providers' bounces and complaints
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -261,4 +261,5 @@ def test_a_provider_backend_gets_the_steps_link_as_metadata(
     assert result.outcome is Outcome.SENT
     assert result.provider_id == "0"  # anymail's id of the message (its test backend's)
     [message] = mail.outbox
-    assert message.anymail_test_params["metadata"] == {"campaign_link": str(step.link_id)}
+    params: dict[str, Any] = message.anymail_test_params  # type: ignore[union-attr]
+    assert params["metadata"] == {"campaign_link": str(step.link_id)}
