@@ -222,7 +222,10 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
             decided = _step_decide(step, states.get((step.store_id, step.cart)), known, moment)
         except Exception as exc:
             decided = _raised(step, exc, moment)
-        (results if isinstance(decided, _Result) else ready).append(decided)
+        if isinstance(decided, _Result):
+            results.append(decided)
+        else:
+            ready.append(decided)
 
     # The last check, right before each message leaves: an order (or an unsubscribe) committed
     # by now wins; so does the lease's end.

@@ -1,5 +1,10 @@
-"""An order and a due email step racing, 1,000 times, with real commits and a real SMTP server:
-nothing is ever sent after the order commits."""
+"""An order and a due email step racing, 1,000 times, with real commits and a real SMTP server.
+
+Without locks across the network (docs/campaigns.md, "Leases"), what holds is: no message is
+handed to the transport after the order committed, but for the hand-over from the batch's last
+check (a thread switch); a message in flight while the order commits (every one handed over after
+it included) is recorded as such (``in_flight_at_order``, after the order in the cart's log) and
+never counted as a recovery."""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
+from django.core.mail.backends import smtp
 from django.db import connection
 from django.utils import timezone
 
-from campaigns import enrolment, steps
+from campaigns import attribution, enrolment, steps
 from campaigns.models import Step
 from carts import services
 from carts.models import CartEvent
@@ -22,8 +29,23 @@ from tests.conftest import item, new_event
 from tests.smtp_sink import SmtpSink
 
 RACES = 1000
+# The batch's last check reads the cart right before a message is handed to a sending thread
+# (campaigns.delivery); an order committing in between is not seen. The hand-over is a thread
+# switch: microseconds, up to 4 ms measured here with both cores busy; 50 ms bounds it.
+HANDOVER = 0.05
+HANDED: dict[str, float] = {}  # recipient -> when its message was handed to the transport
 
 
+class TimedBackend(smtp.EmailBackend):
+    """Django's SMTP backend, noting when each message is handed to it (before it connects)."""
+
+    def send_messages(self, email_messages):  # type: ignore[no-untyped-def]
+        for message in email_messages:
+            HANDED[message.to[0]] = time.monotonic()
+        return super().send_messages(email_messages)
+
+
+@pytest.mark.slow  # ~28 s: 1,000 claims, checks, sends and records, each with its order
 def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
     committed_store, settings
 ):
@@ -49,6 +71,7 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
                     at=now - timedelta(hours=2),
                 ),
             ],
+            now=now - timedelta(hours=2),  # recorded as it happened
         )
     assert enrolment.abandoned_carts_enroll(now=now, limit=RACES) == RACES
     Step.objects.filter(store=store).update(status="enqueued", enqueued_at=now)
@@ -56,8 +79,9 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
 
     rng = random.Random(20261127)
     order_done: dict[str, float] = {}
+    HANDED.clear()
     with SmtpSink() as sink:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_BACKEND = f"{__name__}.TimedBackend"
         settings.EMAIL_HOST, settings.EMAIL_PORT = sink.host, sink.port
 
         def run_step(barrier: threading.Barrier, token: str, delay: float) -> None:
@@ -89,10 +113,11 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
         with ThreadPoolExecutor(max_workers=2) as pool:
             for token in tokens:
                 barrier = threading.Barrier(2)
-                # Either side may start first, by up to 3 ms: both commit orders happen.
+                # Either may start first; the order, quicker than the step, by up to 15 ms: the
+                # order comes before the step, while it sends, and after it.
                 futures = [
                     pool.submit(run_step, barrier, token, rng.uniform(0, 0.003)),
-                    pool.submit(place_order, barrier, token, rng.uniform(0, 0.003)),
+                    pool.submit(place_order, barrier, token, rng.uniform(0, 0.015)),
                 ]
                 for future in futures:
                     future.result(timeout=30)
@@ -101,9 +126,8 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
                 future.result(timeout=30)
         time.sleep(0.2)
         received = sink.received
-        arrived = {r.rcpt_tos[0]: r.arrived_at for r in received}
 
-    status = dict(Step.objects.filter(store=store).values_list("cart", "status"))
+    steps_of = {s.cart: s for s in Step.objects.filter(store=store)}
     versions: dict[tuple[str, str], int] = {
         (cart, type_): version
         for cart, type_, version in CartEvent.objects.filter(
@@ -111,11 +135,13 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
             type__in=["order.placed", "campaign.step_sent", "campaign.step_cancelled"],
         ).values_list("cart", "type", "version")
     }
-    sent = [t for t in tokens if status[t] == "sent"]
-    cancelled = [t for t in tokens if status[t] == "cancelled"]
+    lateness: list[float] = []
+    sent = [t for t in tokens if steps_of[t].status == "sent"]
+    cancelled = [t for t in tokens if steps_of[t].status == "cancelled"]
+    in_flight = [t for t in sent if steps_of[t].reason == "in_flight_at_order"]
     assert len(sent) + len(cancelled) == RACES
     # Both orders of commit happened often.
-    assert len(sent) >= 50 and len(cancelled) >= 50, (len(sent), len(cancelled))
+    assert len(sent) >= 50 and len(cancelled) >= 50, (len(sent), len(cancelled), len(in_flight))
     # One message per sent step, none for a cancelled one.
     assert len(received) == len(sent)
     assert sorted(r.rcpt_tos[0] for r in received) == sorted(
@@ -123,9 +149,26 @@ def test_no_email_is_sent_after_the_order_commits_across_1000_randomised_races(
     )
     for token in sent:
         address = f"r{tokens.index(token)}@example.com"
-        # The message arrived before the order had committed...
-        assert arrived[address] < order_done[token]
-        # ...and the log orders the send before the order, in the cart's own stream.
-        assert versions[(token, "campaign.step_sent")] < versions[(token, "order.placed")]
+        # No message is handed to the transport after the order committed, but for the time
+        # between the batch's last check and the hand-over (a thread switch)...
+        late = HANDED[address] - order_done[token]
+        lateness.append(late)
+        assert late < HANDOVER
+        # ...and one recorded after the order, in the cart's own stream, was in flight then
+        # (as is every message handed over after the order's commit).
+        after_order = versions[(token, "campaign.step_sent")] > versions[(token, "order.placed")]
+        assert steps_of[token].reason == ("in_flight_at_order" if after_order else "eligible")
+        assert late < 0 or after_order
     for token in cancelled:
+        assert steps_of[token].reason == "converted"
         assert versions[(token, "campaign.step_cancelled")] > versions[(token, "order.placed")]
+    # A message in flight at the order is no touch, so never a recovery.
+    summary = attribution.attribution_summary(
+        store_id=store.pk, start=now - timedelta(days=1), end=now + timedelta(days=1)
+    )
+    assert summary.touches == len(sent) - len(in_flight)
+    print(
+        f"sent {len(sent)} (in flight at the order {len(in_flight)}), cancelled {len(cancelled)};"
+        f" handed over after the order's return: {sum(1 for x in lateness if x > 0)},"
+        f" at most {max(lateness) * 1000:.2f} ms"
+    )

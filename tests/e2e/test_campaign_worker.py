@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from celery import Celery
-from django.db import DatabaseError, transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -22,7 +21,7 @@ from campaigns import clock, enrolment, steps
 from campaigns.models import CampaignSettings, Coupon, Step
 from carts.models import CartEvent
 from config import env as config_env
-from tests.campaigns.builders import campaign_with_tiers, cart_abandoned
+from tests.campaigns.builders import campaign_with_tiers, cart_abandoned, order_placed
 from tests.conftest import subprocess_env
 from tests.e2e import procs
 from tests.smtp_sink import SmtpSink
@@ -215,64 +214,191 @@ def test_nudge_email_and_discount_run_in_sequence_on_a_compressed_clock(
     assert _sent_events(store.pk, stays.token) == 3
 
 
-def _locked_elsewhere(step_id: int) -> bool:
-    try:
-        with transaction.atomic():
-            list(Step.objects.select_for_update(nowait=True).filter(pk=step_id))
-    except DatabaseError:
-        return True
-    return False
+def _leased(step_id: int) -> str:
+    """The step's lease owner while it is ``sending``, else ""."""
+    step = Step.objects.get(pk=step_id)
+    return step.lease_owner if step.status == "sending" else ""
 
 
-def test_a_worker_killed_mid_step_neither_loses_the_email_nor_sends_it_twice(
+def test_a_worker_killed_mid_batch_leaves_its_steps_to_another_worker_after_the_lease(
     committed_store, isolated_redis, tmp_path, settings
 ):
+    """SIGKILLed holding a batch's lease, before sending: its steps are sent once, by another
+    worker, once the lease has run out (and not before)."""
     store, _ = committed_store
-    settings.CAMPAIGNS_REDELIVER_SECONDS = 1.0
     campaign_with_tiers(
         store.pk,
         activated_at=timezone.now() - timedelta(days=1),
         tiers=[{"channel": "email", "subject_template": "Come back"}],
     )
-    cart = cart_abandoned(store.pk, at=timezone.now() - timedelta(hours=1))
+    carts = [
+        cart_abandoned(store.pk, at=timezone.now() - timedelta(hours=1), email=f"k{n}@example.com")
+        for n in range(3)
+    ]
     enrolment.abandoned_carts_enroll(now=timezone.now())
-    step = Step.objects.get(store=store)
+    ids = sorted(Step.objects.filter(store=store).values_list("pk", flat=True))
     app, publish = _publisher(isolated_redis)
+    lease = 3.0
     with SmtpSink() as sink:
         doomed = _worker(
-            tmp_path, _email_env(sink, CAMPAIGNS_PAUSE_BEFORE_SEND="60"), "doomed", concurrency=1
+            tmp_path,
+            _email_env(sink, CAMPAIGNS_PAUSE_BEFORE_SEND="60", CAMPAIGNS_LEASE_SECONDS=repr(lease)),
+            "doomed",
         )
         try:
-            assert steps.due_steps_enqueue(now=timezone.now(), publish=publish) == 1
-            # The worker holds the cart and the step, about to send.
-            procs.wait_for(lambda: _locked_elsewhere(step.pk), timeout=30, what="the step lock")
+            assert steps.due_steps_enqueue(now=timezone.now(), publish=publish) == 3
+            procs.wait_for(
+                lambda: all(_leased(i) for i in ids), timeout=30, what="the batch's lease"
+            )
+            killed_at = time.monotonic()
+            owner = _leased(ids[0])
             os.killpg(doomed.pid, signal.SIGKILL)
             doomed.wait(timeout=10)
         finally:
             procs.stop(doomed, sig=signal.SIGKILL)
         assert sink.received == []
-        step.refresh_from_db()
-        assert step.status == "enqueued"  # its transaction rolled back with the worker
+        assert {_leased(i) for i in ids} == {owner}  # still leased by the dead worker
 
         survivor = _worker(tmp_path, _email_env(sink), "survivor")
         try:
-            time.sleep(1.2)  # the step has now been out for longer than the redelivery time
-            assert steps.due_steps_enqueue(now=timezone.now(), publish=publish) == 1
-            [received] = sink.wait_for(1, timeout=30)
-            procs.wait_for(
-                lambda: Step.objects.get(pk=step.pk).status == "sent",
-                timeout=30,
-                what="the step to be recorded as sent",
-            )
-            time.sleep(1.2)
+            # Not handed out while the lease runs; handed out once it has run out.
             assert steps.due_steps_enqueue(now=timezone.now(), publish=publish) == 0
-            time.sleep(1)
+            handed = procs.wait_for(
+                lambda: steps.due_steps_enqueue(now=timezone.now(), publish=publish),
+                timeout=30,
+                interval=0.1,
+                what="the lease to run out",
+            )
+            assert handed == 3
+            assert time.monotonic() - killed_at >= lease - 1.0  # ~ the lease left at the kill
+            sink.wait_for(3, timeout=30)
+            procs.wait_for(
+                lambda: Step.objects.filter(pk__in=ids, status="sent").count() == 3,
+                timeout=30,
+                what="the steps to be recorded as sent",
+            )
+            time.sleep(0.5)
+            assert steps.due_steps_enqueue(now=timezone.now(), publish=publish) == 0
         finally:
             procs.stop(survivor)
             app.close()
-        assert len(sink.received) == 1
-    assert received.rcpt_tos == ("ana@example.com",)
-    assert _sent_events(store.pk, cart.token) == 1
+        received = sorted(r.rcpt_tos[0] for r in sink.received)
+    assert received == [f"k{n}@example.com" for n in range(3)]
+    owners = set(Step.objects.filter(pk__in=ids).values_list("lease_owner", flat=True))
+    assert len(owners) == 1 and owner not in owners  # all sent by the survivor
+    for cart in carts:
+        assert _sent_events(store.pk, cart.token) == 1
+
+
+def test_an_order_commits_at_once_while_its_cart_is_in_a_batch_talking_to_a_slow_relay(
+    committed_store, isolated_redis, tmp_path
+):
+    """A relay answering each message after 300 ms, a batch of 10 email steps: an order for one
+    of its carts commits within 100 ms, and its message, not started yet, is never sent."""
+    store, _ = committed_store
+    campaign_with_tiers(
+        store.pk,
+        activated_at=timezone.now() - timedelta(days=1),
+        tiers=[{"channel": "email", "subject_template": "Come back"}],
+    )
+    emails = [f"s{n}@example.com" for n in range(10)]
+    for n, email in enumerate(emails):
+        cart_abandoned(
+            store.pk, at=timezone.now() - timedelta(hours=1), token=f"slow-{n}", email=email
+        )
+    enrolment.abandoned_carts_enroll(now=timezone.now())
+    app, publish = _publisher(isolated_redis)
+    with SmtpSink(delay=0.3) as sink:
+        # One message at a time: the batch takes 3 s, and the last cart's message starts last.
+        worker = _worker(tmp_path, _email_env(sink, CAMPAIGNS_SEND_CONCURRENCY="1"), "slow")
+        try:
+            assert steps.due_steps_enqueue(now=timezone.now(), publish=publish) == 10
+            procs.wait_for(lambda: sink.in_flight, timeout=30, interval=0.01, what="a send")
+            assert len(sink.received) < 5  # the batch is talking to the relay
+            started = time.monotonic()
+            order_placed(store.pk, "slow-9", at=timezone.now())
+            took = time.monotonic() - started
+            procs.wait_for(
+                lambda: not Step.objects.filter(store=store, status="sending").exists(),
+                timeout=30,
+                what="the batch to finish",
+            )
+        finally:
+            procs.stop(worker)
+            app.close()
+        received = sorted(r.rcpt_tos[0] for r in sink.received)
+    assert took < 0.1, took
+    assert received == sorted(emails[:9])
+    step = Step.objects.get(store=store, cart="slow-9")
+    assert (step.status, step.reason) == ("cancelled", "converted")
+    assert _sent_events(store.pk, "slow-9") == 0
+
+
+def test_a_stalled_relay_costs_at_most_the_lease_and_loses_or_repeats_no_step(
+    committed_store, isolated_redis, tmp_path
+):
+    """A relay that takes the message and never answers (EMAIL_TIMEOUT 1 s, a 4 s lease): within
+    the lease every step is out of ``sending``, failed to retry or released; once the relay is
+    back, each is sent once."""
+    store, _ = committed_store
+    campaign_with_tiers(
+        store.pk,
+        activated_at=timezone.now() - timedelta(days=1),
+        tiers=[{"channel": "email", "subject_template": "Come back"}],
+    )
+    emails = [f"t{n}@example.com" for n in range(6)]
+    for email in emails:
+        cart_abandoned(store.pk, at=timezone.now() - timedelta(hours=1), email=email)
+    enrolment.abandoned_carts_enroll(now=timezone.now())
+    ids = list(Step.objects.filter(store=store).values_list("pk", flat=True))
+    app, publish = _publisher(isolated_redis)
+    lease = 4.0
+    with SmtpSink(stall=True) as sink:
+        env = _email_env(
+            sink,
+            EMAIL_TIMEOUT="1",
+            CAMPAIGNS_LEASE_SECONDS=repr(lease),
+            CAMPAIGNS_SEND_CONCURRENCY="2",
+        )
+        worker = _worker(tmp_path, env, "stalled")
+        try:
+            started = time.monotonic()
+            assert steps.due_steps_enqueue(now=timezone.now(), publish=publish) == 6
+            procs.wait_for(
+                lambda: Step.objects.filter(pk__in=ids, status="sending").exists(),
+                timeout=30,
+                interval=0.05,
+                what="the batch's lease",
+            )
+            procs.wait_for(
+                lambda: not Step.objects.filter(pk__in=ids, status="sending").exists(),
+                timeout=30,
+                interval=0.05,
+                what="the batch to give its steps back",
+            )
+            assert time.monotonic() - started <= lease + 1.0
+            statuses = dict(Step.objects.filter(pk__in=ids).values_list("pk", "status"))
+            assert set(statuses.values()) == {"pending"}  # failed to retry, or released
+            assert Step.objects.filter(pk__in=ids, reason="failed").exists()
+            assert sink.received == []
+
+            sink.stall = False  # the relay is back (the stalled messages stay unanswered)
+            later = timezone.now() + timedelta(minutes=5)  # past the retry backoff
+            assert steps.due_steps_enqueue(now=later, publish=publish) == 6
+            sink.wait_for(6, timeout=30)
+            procs.wait_for(
+                lambda: Step.objects.filter(pk__in=ids, status="sent").count() == 6,
+                timeout=30,
+                what="every step sent",
+            )
+            time.sleep(0.5)
+        finally:
+            procs.stop(worker)
+            app.close()
+        received = sorted(r.rcpt_tos[0] for r in sink.received)
+    assert received == sorted(emails)
+    for step in Step.objects.filter(pk__in=ids):
+        assert _sent_events(store.pk, step.cart) == 1
 
 
 @pytest.mark.parametrize("deliveries", [3])
@@ -292,7 +418,7 @@ def test_duplicate_deliveries_of_the_same_steps_send_each_once(
     enrolment.abandoned_carts_enroll(now=timezone.now())
     app, publish = _publisher(isolated_redis)
     with SmtpSink() as sink:
-        # Two worker processes; each batch takes a moment under its locks, so deliveries overlap.
+        # Two worker processes; each batch holds its lease a moment, so deliveries overlap.
         worker = _worker(
             tmp_path, _email_env(sink, CAMPAIGNS_PAUSE_BEFORE_SEND="0.3"), "dup", concurrency=2
         )
