@@ -70,11 +70,11 @@ def quiet_until(
     return ends if ends > now else now + timedelta(minutes=1)
 
 
-def due_at(last_activity: datetime, *, inactivity_minutes: int, delay_minutes: int) -> datetime:
-    """A tier's due time: the cart's abandonment (last activity + inactivity) plus its delay.
-    Raises OverflowError past the calendar's end (year 9999); ``step_decide`` turns it into
-    ``FAIL``/``BAD_TIME``."""
-    return last_activity + timedelta(minutes=inactivity_minutes + delay_minutes)
+def due_at(seen_at: datetime, *, inactivity_minutes: int, delay_minutes: int) -> datetime:
+    """A tier's due time: the cart's abandonment (the server's time of its last activity plus
+    inactivity) plus its delay. Raises OverflowError past the calendar's end (year 9999);
+    ``step_decide`` turns it into ``FAIL``/``BAD_TIME``."""
+    return seen_at + timedelta(minutes=inactivity_minutes + delay_minutes)
 
 
 def email_allowed(*, consent: Mapping[str, bool], legal_basis: str) -> bool:
@@ -94,7 +94,9 @@ class StepFacts:
     # The cart.
     status: str
     item_count: int
-    last_activity_at: datetime | None
+    # When the server recorded the cart's latest shopper activity (CartState.seen_at, in
+    # campaign time): "active again" is judged on the server's clock, never the shopper's.
+    seen_at: datetime | None
     score: float | None
     email: str
     consent: Mapping[str, bool]
@@ -124,8 +126,8 @@ class Outcome:
 def step_decide(facts: StepFacts, now: datetime) -> Outcome:
     """What a due step does now. Checks run in this order (docs/campaigns.md); a holdout cart goes
     through every check and is suppressed only where it would have been sent, so the holdout
-    group is comparable to the treated one. A due time or deferral beyond the calendar (a last
-    activity dated near year 9999, an absurd cap) fails the step with ``bad_time``."""
+    group is comparable to the treated one. A due time or deferral beyond the calendar (an
+    absurd cap, a clock that ran to year 9999) fails the step with ``bad_time``."""
     try:
         return _decide(facts, now)
     except OverflowError:
@@ -139,9 +141,9 @@ def _decide(f: StepFacts, now: datetime) -> Outcome:
         return Outcome(SKIP, "dont_remind")
     if f.item_count <= 0:
         return Outcome(SKIP, "empty_cart")
-    if f.last_activity_at is not None:
+    if f.seen_at is not None:
         due = due_at(
-            f.last_activity_at,
+            f.seen_at,
             inactivity_minutes=f.inactivity_minutes,
             delay_minutes=f.delay_minutes,
         )

@@ -152,6 +152,9 @@ class CartState(models.Model):
     last_activity_at = models.DateTimeField(null=True, blank=True)
     checkout_started_at = models.DateTimeField(null=True, blank=True)
     converted_at = models.DateTimeField(null=True, blank=True)
+    # The server's time of the latest shopper activity: the recorded_at of the append that
+    # brought it (last_activity_at is the shopper's clock). Campaigns measure idleness by it.
+    seen_at = models.DateTimeField(null=True, blank=True)
     # The live abandonment score (probability the cart does not become an order), written with
     # each append by the registered scorer (recovery), and the feature accumulator behind it.
     features = models.JSONField(default=dict)
@@ -167,6 +170,13 @@ class CartState(models.Model):
         ]
         indexes = [
             models.Index(fields=["store", "status", "last_activity_at"]),
+            # Campaign enrolment's scan: open carts with items, by server-time idleness
+            # (campaigns/enrolment.py).
+            models.Index(
+                fields=["store", "seen_at"],
+                condition=Q(status__in=["active", "checkout"], item_count__gt=0),
+                name="cartstate_idle",
+            ),
             # A returning shopper's other carts (recovery's shopper-history features).
             models.Index(
                 fields=["store", "shopper_id"],

@@ -73,6 +73,9 @@ class FoldEvent:
     occurred_at: datetime
     shopper: Mapping[str, Any] | None = None
     source: str = "unknown"  # the source kind (carts/sources.py)
+    # The server's time of the append that recorded it (the stored event's recorded_at); None
+    # for events that were never recorded (simulations, pure tests).
+    recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +95,12 @@ class Cart:
     order_total: int | None = None
     refunded: int = 0
     started_at: datetime | None = None
-    last_activity_at: datetime | None = None
+    last_activity_at: datetime | None = None  # the shopper's clock (occurred_at)
     checkout_started_at: datetime | None = None
     converted_at: datetime | None = None
+    # The server's clock: when the latest shopper activity was recorded. Campaigns measure
+    # idleness by it, so late, replayed and clock-skewed events count from their arrival.
+    seen_at: datetime | None = None
 
     @property
     def value(self) -> int:
@@ -257,9 +263,13 @@ def apply(cart: Cart, event: FoldEvent, *, strict: bool = True) -> Cart:
     changes["version"] = cart.version + 1
     if cart.started_at is None:
         changes["started_at"] = occurred
-    last = cart.last_activity_at
-    if event.type.startswith(_SHOPPER_ACTIVITY_PREFIXES) and (last is None or occurred > last):
-        changes["last_activity_at"] = occurred
+    if event.type.startswith(_SHOPPER_ACTIVITY_PREFIXES):
+        last = cart.last_activity_at
+        if last is None or occurred > last:
+            changes["last_activity_at"] = occurred
+        recorded, seen = event.recorded_at, cart.seen_at
+        if recorded is not None and (seen is None or recorded > seen):
+            changes["seen_at"] = recorded
     if event.type == "checkout.started" and cart.checkout_started_at is None:
         changes["checkout_started_at"] = occurred
     if "order_id" in changes and cart.converted_at is None:

@@ -206,6 +206,7 @@ _STATE_ARRAYS = [
     ("order_id", "text"), ("order_total", "bigint"), ("refunded", "bigint"),
     ("started_at", "timestamptz"), ("last_activity_at", "timestamptz"),
     ("checkout_started_at", "timestamptz"), ("converted_at", "timestamptz"),
+    ("seen_at", "timestamptz"),
 ]  # fmt: skip
 CART_STATE_FIELDS = [name for name, _ in _STATE_ARRAYS]
 
@@ -270,15 +271,21 @@ class Scored:
         return [_canonical(self.acc), s.score, s.model_version, _canonical(s.reasons), s.scored_at]
 
 
-def fold_event(event: NewEvent | CartEvent, source: str | None = None) -> projections.FoldEvent:
-    """The fold's view of an event; ``source`` is its source kind (a stored event has its own)."""
+def fold_event(
+    event: NewEvent | CartEvent, source: str | None = None, recorded_at: datetime | None = None
+) -> projections.FoldEvent:
+    """The fold's view of an event; ``source`` is its source kind and ``recorded_at`` the time
+    the server records it (a stored event has its own of both)."""
     kind = source if source is not None else getattr(event, "source", "unknown")
+    if recorded_at is None:
+        recorded_at = getattr(event, "recorded_at", None)
     return projections.FoldEvent(
         type=event.type,
         data=event_types.upcast(event.type, event.schema_version, event.data),
         occurred_at=event.occurred_at,
         shopper=event.shopper,
         source=kind,
+        recorded_at=recorded_at,
     )
 
 
@@ -316,12 +323,17 @@ def events_append(
     events: Sequence[NewEvent],
     source: Source,
     react: Reaction | None = None,
+    now: datetime | None = None,
 ) -> list[Appended]:
     """Append a batch to the log, all or nothing, and fold it into cart state in the same commit.
 
     ``source`` is who appends (carts/sources.py): stored with each event, and the fold's rules
     follow it (only trusted sources convert or refund a cart; a browser never replaces the contact
     a trusted source gave). Reactions' events are recorded as the system's.
+
+    ``now`` is the server's time of the append, stored as every event's ``recorded_at`` and
+    folded into the cart's ``seen_at``; None (every edge) takes the database's clock, as the
+    column's default always did. Tests and benchmarks pass a time of their own.
 
     Idempotent per event id: an id seen before with the same body (and source kind) returns its
     original version and position and stores nothing; with another body, or the same id from
@@ -336,7 +348,9 @@ def events_append(
         try:
             # wrap_database_errors: raw psycopg errors surface as django.db errors, as elsewhere.
             with transaction.atomic(), connection.wrap_database_errors:
-                results, appended = _append(store_id, events, source, react, commit=own_transaction)
+                results, appended = _append(
+                    store_id, events, source, react, commit=own_transaction, now=now
+                )
         except IntegrityError:
             # Two requests raced to insert the same new event id for different carts; the retry
             # sees the committed one and reports a duplicate or a conflict.
@@ -360,8 +374,9 @@ _INSERT_MISSING_CARTS = """
     FROM unnest(%b::text[]) AS t
     ON CONFLICT (store_id, token) DO NOTHING
 """
+# now(): the transaction's time, the append's ``recorded_at`` unless the caller gives one.
 _LOCK_CARTS = f"""
-    SELECT {", ".join(_STATE_COLUMNS)} FROM carts_cartstate
+    SELECT {", ".join(_STATE_COLUMNS)}, now() FROM carts_cartstate
     WHERE token = ANY(%b::text[]) AND store_id + 0 = %s
     ORDER BY token
     FOR UPDATE
@@ -400,9 +415,9 @@ _UPDATE_CARTS_SCORED = _update_carts_sql(_STATE_ARRAYS + _SCORE_ARRAYS)
 _INSERT_EVENTS = """
     INSERT INTO carts_cartevent (
         store_id, event_id, cart, version, type, schema_version, data, shopper, occurred_at,
-        body_hash, source, source_ref)
+        recorded_at, body_hash, source, source_ref)
     SELECT %s, e.event_id, e.cart, e.version, e.type, e.schema_version, e.data::jsonb,
-           e.shopper::jsonb, e.occurred_at, e.body_hash, e.source, e.source_ref
+           e.shopper::jsonb, e.occurred_at, %s::timestamptz, e.body_hash, e.source, e.source_ref
     FROM unnest(%b::uuid[], %b::text[], %b::int[], %b::text[], %b::int[], %b::text[],
                 %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::text[])
          AS e(event_id, cart, version, type, schema_version, data, shopper, occurred_at, body_hash,
@@ -436,6 +451,7 @@ def _cart_from_values(v: Mapping[str, Any]) -> projections.Cart:
         last_activity_at=v["last_activity_at"],
         checkout_started_at=v["checkout_started_at"],
         converted_at=v["converted_at"],
+        seen_at=v["seen_at"],
     )
 
 
@@ -491,6 +507,7 @@ def _append(
     source: Source,
     react: Reaction | None = None,
     commit: bool = False,
+    now: datetime | None = None,
 ) -> tuple[list[Appended], int]:
     """The append itself, in the caller's transaction, in three round trips to PostgreSQL.
 
@@ -525,7 +542,9 @@ def _append(
         row_ids: dict[str, int] = {}
         states: dict[str, projections.Cart] = {}
         accs: dict[str, dict[str, Any]] = {}
-        for row in carts_cursor.fetchall():
+        for *row, db_now in carts_cursor.fetchall():
+            if now is None:
+                now = db_now
             values = dict(zip(_STATE_COLUMNS, row, strict=True))
             row_ids[row[1]] = row[0]
             states[row[1]] = _cart_from_values(values)
@@ -561,7 +580,7 @@ def _append(
                 expected_version=event.expected_version,
                 actual_version=state.version,
             )
-        folded = fold_event(event, source.kind)
+        folded = fold_event(event, source.kind, now)
         try:
             state = projections.apply(state, folded)
         except projections.Rejected as exc:
@@ -611,7 +630,7 @@ def _append(
                 raise ValueError(
                     f"A reaction appends system events to the request's carts: {extra}"
                 )
-            folded = fold_event(extra, _SYSTEM.kind)
+            folded = fold_event(extra, _SYSTEM.kind, now)
             states[extra.cart] = projections.apply(states[extra.cart], folded)
             if scorer is not None and scored is not None:
                 accs[extra.cart] = scorer.accumulate(accs[extra.cart], folded)
@@ -623,6 +642,7 @@ def _append(
     if new:
         columns = (
             store_id,
+            now,
             [e.event_id for e, _, _, _ in inserts],
             [e.cart for e, _, _, _ in inserts],
             [version for _, version, _, _ in inserts],

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from campaigns import clock
 from campaigns.models import Campaign, CampaignSettings, Tier
 from carts import services
 from carts.models import CartState
@@ -25,8 +26,12 @@ def cart_abandoned(
     value: int = 4500,
     sku: str = "SKU-1",
     category: str = "shoes",
+    arrived: datetime | None = None,
 ) -> CartState:
-    """A cart with one item whose last shopper activity was at ``at`` (contact captured last)."""
+    """A cart with one item whose last shopper activity was at ``at`` (contact captured last).
+
+    The server records the events at ``arrived`` (campaign time; default ``at``: sent at once,
+    by an accurate clock): the append's ``now`` is the server-clock instant of it."""
     token = token or f"c-{uuid.uuid4().hex[:10]}"
     events = [
         new_event(
@@ -45,7 +50,12 @@ def cart_abandoned(
         events.append(new_event("checkout.contact_captured", token, contact, at=at))
     else:
         events.append(new_event("page.viewed", token, {"url": "/cart", "page_type": "cart"}, at=at))
-    services.events_append(store_id=store_id, events=events, source=Source.server("test"))
+    services.events_append(
+        store_id=store_id,
+        events=events,
+        source=Source.server("test"),
+        now=clock.server(at if arrived is None else arrived),
+    )
     return CartState.objects.get(store_id=store_id, token=token)
 
 
@@ -61,6 +71,7 @@ def order_placed(store_id: int, token: str, *, at: datetime, total: int = 4500) 
                 at=at,
             )
         ],
+        now=clock.server(at),
     )
 
 

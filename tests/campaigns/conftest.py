@@ -84,7 +84,10 @@ def _shop_cart(
         at=T0 + timedelta(minutes=1),
     )
     services.events_append(
-        store_id=store_id, events=[*added, contact], source=Source.server("test")
+        store_id=store_id,
+        events=[*added, contact],
+        source=Source.server("test"),
+        now=contact.occurred_at,  # recorded as it happened: an accurate clock, no delay
     )
     return CartState.objects.get(store_id=store_id, token=token)
 

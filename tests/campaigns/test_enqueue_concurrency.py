@@ -28,6 +28,7 @@ def test_concurrent_enqueuers_hand_out_disjoint_steps_that_cover_them_all(commit
             new_event("cart.item_added", f"q-{store.pk}-{n}", item(), at=now - timedelta(hours=2))
             for n in range(600)
         ],
+        now=now - timedelta(hours=2),  # recorded two hours ago: abandoned by now
     )
     assert enrolment.abandoned_carts_enroll(now=now, limit=1000) == 600
     ids = set(Step.objects.filter(store=store).values_list("id", flat=True))

@@ -106,7 +106,7 @@ FACTS = rules.StepFacts(
     delay_minutes=60,
     status="active",
     item_count=2,
-    last_activity_at=NOW - timedelta(minutes=120),
+    seen_at=NOW - timedelta(minutes=120),
     score=0.8,
     email="ana@example.com",
     consent={"email": True},
@@ -133,7 +133,7 @@ FACTS = rules.StepFacts(
         ({"suppressions": frozenset({"dont_remind"})}, rules.Outcome("skip", "dont_remind")),
         ({"item_count": 0}, rules.Outcome("skip", "empty_cart")),
         (
-            {"last_activity_at": NOW - timedelta(minutes=60)},
+            {"seen_at": NOW - timedelta(minutes=60)},
             rules.Outcome("defer", "active_again", NOW + timedelta(minutes=30)),
         ),
         ({"score": 0.2}, rules.Outcome("skip", "below_min_score")),
@@ -162,7 +162,7 @@ FACTS = rules.StepFacts(
         ({"holdout": True, "consent": {}}, rules.Outcome("skip", "no_consent")),
         # Times past the calendar's end (year 9999) fail the step instead of raising.
         (
-            {"last_activity_at": datetime.max.replace(tzinfo=UTC) - timedelta(minutes=10)},
+            {"seen_at": datetime.max.replace(tzinfo=UTC) - timedelta(minutes=10)},
             rules.Outcome("fail", "bad_time"),
         ),
         (
@@ -171,7 +171,7 @@ FACTS = rules.StepFacts(
         ),
         # A converted cart is cancelled before any arithmetic on its times.
         (
-            {"status": "converted", "last_activity_at": datetime.max.replace(tzinfo=UTC)},
+            {"status": "converted", "seen_at": datetime.max.replace(tzinfo=UTC)},
             rules.Outcome("cancel", "converted"),
         ),
     ],

@@ -30,8 +30,8 @@ def _enqueue(now: datetime, django_capture_on_commit_callbacks) -> list[list[int
 
 def _poison(store_id: int, token: str, at: datetime) -> None:
     """An item event dated ``at`` written with SQL, past every check of the append service (as
-    an older version accepted it), and the cart's state moved to it (cart state is not
-    immutable)."""
+    an older version accepted it), and the cart's state moved to it, its server-time activity
+    too (cart state is not immutable)."""
     data = item(sku="SKU-1")
     body = json.dumps(data)
     with connection.cursor() as cursor:
@@ -54,9 +54,9 @@ def _poison(store_id: int, token: str, at: datetime) -> None:
             ],
         )
         cursor.execute(
-            "UPDATE carts_cartstate SET last_activity_at = %s, version = version + 1"
+            "UPDATE carts_cartstate SET last_activity_at = %s, seen_at = %s, version = version + 1"
             " WHERE store_id = %s AND token = %s",
-            [at, store_id, token],
+            [at, at, store_id, token],
         )
 
 
@@ -106,7 +106,7 @@ def test_a_cart_active_past_the_calendar_fails_its_step_and_the_batch_commits_on
     assert failure["reason"] == "bad_time"
     assert failure["attempt"] == 1
     assert failure["error"] == (
-        "bad_time: a time beyond the calendar (last activity 9999-12-31 23:00:00+00:00)"
+        "bad_time: a time beyond the calendar (last activity seen 9999-12-31 23:00:00+00:00)"
     )
 
     # and running the same batch again, or handing out what is left, sends nothing more

@@ -201,6 +201,7 @@ def test_a_shopper_who_came_back_defers_the_step_to_the_new_abandonment(
                 at=T + timedelta(minutes=30, seconds=30),
             )
         ],
+        now=T + timedelta(minutes=30, seconds=30),  # recorded as it happened
     )
     result = _run_due(store.pk, T + timedelta(minutes=31), django_capture_on_commit_callbacks)
     assert result == {"deferred": 1}
@@ -315,20 +316,30 @@ def test_the_cart_cap_skips_further_messages(store, django_capture_on_commit_cal
     ]
 
 
-def test_enrolment_scans_only_since_its_high_water_mark(store):
+def test_enrolment_scans_only_since_its_high_water_mark_on_the_servers_clock(store):
     campaign = campaign_with_tiers(store.pk, activated_at=ACTIVATED)
     first = cart_abandoned(store.pk, at=T)
     assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=31)) == 1
     campaign.refresh_from_db()
     assert campaign.enrolled_through == T + timedelta(minutes=1)  # now - inactivity
 
-    # Events that arrive late: one a few minutes behind the mark (within the overlap) is still
-    # enrolled; one from hours before is not looked at again.
-    late = cart_abandoned(store.pk, at=T - timedelta(minutes=2))
-    stale = cart_abandoned(store.pk, at=T - timedelta(hours=3))
-    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=32)) == 1
+    # Events that arrive late, dated hours before the mark by their own clock, are recorded
+    # when they arrive: idle 30 minutes after that (server time), they are enrolled.
+    late = cart_abandoned(store.pk, at=T - timedelta(hours=3), arrived=T + timedelta(minutes=32))
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=61)) == 0
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=62)) == 1
+    campaign.refresh_from_db()
+    assert campaign.enrolled_through == T + timedelta(minutes=32)
+
+    # Only a record time behind the mark is out of the scan (an append whose transaction began
+    # before a turn and committed after it): a few minutes behind (within the overlap) is still
+    # enrolled; one from long before is not looked at again.
+    within = cart_abandoned(store.pk, at=T, arrived=T + timedelta(minutes=29))
+    behind = cart_abandoned(store.pk, at=T, arrived=T + timedelta(minutes=20))
+    assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=63)) == 1
     assert set(Enrollment.objects.filter(store=store).values_list("cart", flat=True)) == {
         first.token,
         late.token,
+        within.token,
     }
-    assert not Enrollment.objects.filter(cart=stale.token).exists()
+    assert not Enrollment.objects.filter(cart=behind.token).exists()
