@@ -64,7 +64,8 @@ def _enrolled(store_id: int, *emails: str) -> dict[str, Step]:
     assert enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30)) == len(emails)
     Step.objects.filter(store_id=store_id).update(status="enqueued", enqueued_at=RUN_AT)
     return {
-        email: Step.objects.get(store_id=store_id, cart=f"cart-{n}") for n, email in enumerate(emails)
+        email: Step.objects.get(store_id=store_id, cart=f"cart-{n}")
+        for n, email in enumerate(emails)
     }
 
 
@@ -95,9 +96,7 @@ def test_a_message_in_flight_when_the_order_commits_is_recorded_so_and_never_cre
     assert kinds[-2:] == [("order.placed", None), ("campaign.step_sent", "in_flight_at_order")]
     assert ("campaign.step_cancelled", "converted") not in kinds
     # Its time (the batch's) is before the order's, yet nothing credits it with the order.
-    summary = attribution.attribution_summary(
-        store_id=store.pk, start=T, end=T + timedelta(days=1)
-    )
+    summary = attribution.attribution_summary(store_id=store.pk, start=T, end=T + timedelta(days=1))
     assert (summary.recovered_carts, summary.touches, summary.treated.conversions) == (0, 0, 1)
     projection.apply(list(CartEvent.objects.filter(store_id=store.pk).order_by("position")))
     fact = CartFact.objects.get(store_id=store.pk, cart=step.cart)
@@ -105,9 +104,7 @@ def test_a_message_in_flight_when_the_order_commits_is_recorded_so_and_never_cre
     assert fact.recovered is False
 
 
-def test_an_order_committed_before_the_last_check_cancels_the_step_unsent(
-    committed_store, hooked
-):
+def test_an_order_committed_before_the_last_check_cancels_the_step_unsent(committed_store, hooked):
     store, _ = committed_store
     batch = _enrolled(store.pk, "first@example.com", "second@example.com")
     second = batch["second@example.com"]
