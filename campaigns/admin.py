@@ -247,7 +247,7 @@ class CampaignAdmin(StoreScopedAdmin):
             "Abandonment definition",
             {
                 "fields": [
-                    "inactivity_minutes",
+                    ("inactivity_minutes", "max_age_days"),
                     ("min_score", "min_cart_value"),
                     ("only_skus", "only_categories"),
                 ],

@@ -63,6 +63,7 @@ def campaign_fields(store: Store, **overrides: Any) -> dict[str, Any]:
         "name": "Win back",
         "store": store.pk,
         "inactivity_minutes": "45",
+        "max_age_days": "5",
         "min_score": "0.3",
         "min_cart_value": "2000",
         "only_skus": "SKU-1\nSKU-2",
@@ -176,13 +177,13 @@ def test_a_merchant_creates_a_campaign_with_three_tiers_through_the_add_form(mer
         campaign.inactivity_minutes, campaign.min_score, campaign.min_cart_value,
         campaign.only_skus, campaign.only_categories, campaign.holdout_share,
         campaign.shopper_cap_hours, campaign.cart_cap, campaign.quiet_start, campaign.quiet_end,
-        campaign.attribution_hours, campaign.priority,
+        campaign.attribution_hours, campaign.priority, campaign.max_age_days,
     ) == (
         shop_a.pk, "Win back", False, None,
         45, 0.3, 2000,
         ["SKU-1", "SKU-2"], [], Decimal("0.15"),
         12, 2, dt.time(22, 0), dt.time(7, 30),
-        48, 5,
+        48, 5, 5,
     )  # fmt: skip
     assert tier_rows(campaign) == [
         (1, "onsite", 0, "message", None, None, None, None),
@@ -192,6 +193,16 @@ def test_a_merchant_creates_a_campaign_with_three_tiers_through_the_add_form(mer
     assert campaign.tiers.get(position=3).body_template == (
         "Use {{ code }} for {{ discount }} off until {{ code_expires }}."
     )
+
+
+def test_a_campaigns_maximum_age_is_at_least_a_day(merchant, shop_a):
+    response = post_add(merchant, shop_a, THREE_TIERS, max_age_days="0")
+
+    assert response.status_code == 200
+    assert form_errors(response) == {
+        "max_age_days": ["Ensure this value is greater than or equal to 1."]
+    }
+    assert not Campaign.objects.exists()
 
 
 def test_the_add_form_offers_only_the_merchants_store_and_preselects_it(merchant, shop_a, shop_b):
