@@ -25,8 +25,6 @@ class Hooks:
     onsite_offer: Callable[[int, CartState, Tier, Step, datetime], tuple[dict, list[NewEvent]]] | (
         None
     ) = None
-    # After the step's batch commits (campaigns.steps): push an offer to the cart's open sockets.
-    onsite_push: Callable[[int, str, dict], None] | None = None
 
 
 HOOKS = Hooks()

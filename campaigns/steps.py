@@ -39,7 +39,6 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Max
 
 from campaigns import clock, delivery, events, rules, senders
-from campaigns.extensions import HOOKS
 from campaigns.models import CampaignSettings, Step, Suppression
 from carts.models import CartState, Store
 from carts.services import NewEvent, Reacting, append_reaction_register, events_append
@@ -175,7 +174,7 @@ class _Result:
     step: Step
     count: str
     events: list[NewEvent] = field(default_factory=list)
-    push: dict | None = None  # an on-site offer to push after the record commits
+    push: dict | None = None  # an on-site offer (recovery pushes it from the committed event)
     delivered: bool = False  # a message left (or an offer will): the order check when recording
 
 
@@ -309,8 +308,8 @@ def _record(result: _Result, me: str) -> bool:
     The cart is locked first, as every append does (then the step): an order that committed
     before this finds the step still ``sending`` and leaves it; this then sees the cart
     converted. A message that had left is recorded as sent with reason ``in_flight_at_order``
-    (never credited with the order); an on-site offer, pushed only after this commit, is
-    cancelled instead."""
+    (never credited with the order); an on-site offer, which reaches the browser only from its
+    committed event (recovery/offer_push.py), is cancelled instead and never recorded."""
     step = result.step
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CART_LOCK, [step.cart, step.store_id])
@@ -347,18 +346,7 @@ def _record(result: _Result, me: str) -> bool:
             events_append(
                 store_id=step.store_id, events=result.events, source=Source.system("campaigns")
             )
-        if result.push is not None:
-            push = (step.store_id, step.cart, result.push)
-            transaction.on_commit(lambda: _push(*push))
     return True
-
-
-def _push(store_id: int, cart: str, offer: dict) -> None:
-    if HOOKS.onsite_push is not None:
-        try:
-            HOOKS.onsite_push(store_id, cart, offer)
-        except Exception:  # the browser re-fetches pending offers; a lost push loses nothing
-            log.exception("on-site push failed for cart %s", cart)
 
 
 @dataclass(frozen=True, slots=True)

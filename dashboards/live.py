@@ -10,29 +10,24 @@ retried, and events recorded more than ``MAX_AGE`` ago are not pushed at all (a 
 catch-up after downtime, must not flood the browsers with history). A browser that reconnects
 gets a fresh snapshot instead.
 
-The sends run on one long-lived event loop in a thread of the projector process, with a channel
-layer of its own. ``async_to_sync(group_send)`` would make a loop and Redis pools per call, and
-closing them (channels_redis #332, PITFALLS) with ``close_pools()`` closes every loop's pools of
-that layer, including those of sockets served by the same process.
+The sends go through the process's shared channel-layer sender (carts/channel_push.py): one
+long-lived event loop in a thread, with a channel layer of its own. ``async_to_sync(group_send)``
+would make a loop and Redis pools per call, and closing them (channels_redis #332, PITFALLS) with
+``close_pools()`` closes every loop's pools of that layer, including those of sockets served by the
+same process.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import channel_layers
 from django.db import transaction
 from django.utils import timezone
 
-from carts import projectors
+from carts import channel_push, projectors
 from carts.models import CartEvent, CartState
 
 NAME = "dashboard_live"
@@ -146,46 +141,6 @@ def _with_cart_states(by_store: dict[int, list[dict[str, Any]]]) -> None:
             frame["cart_state"] = states.get(frame["cart"])
 
 
-# The sender: one event loop in a thread, one channel layer, for the life of the process --------
-
-
-class _Sender:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
-        self._layer: Any = None
-
-    def _loop_get(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid():  # none yet, or forked since
-                loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=loop.run_forever, name="dashboards-live-push", daemon=True
-                ).start()
-                self._loop, self._pid = loop, os.getpid()
-                # A layer of our own: its Redis pools live on our loop and nobody closes them.
-                self._layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-            return self._loop
-
-    def send(self, messages: Sequence[tuple[str, dict[str, Any]]], *, timeout: float) -> None:
-        """group_send each (group, message) in turn on the sender's loop; wait for them, at
-        most ``timeout`` seconds."""
-        future = asyncio.run_coroutine_threadsafe(self._group_sends(messages), self._loop_get())
-        try:
-            future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise
-
-    async def _group_sends(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        for group, message in messages:
-            await self._layer.group_send(group, message)
-
-
-_SENDER = _Sender()
-
-
 def frames_push(by_store: dict[int, list[dict[str, Any]]]) -> None:
     """Send each store's frames to its group, as one message per store. Never raises: a failed
     push is logged (the browsers' next snapshot covers it)."""
@@ -197,7 +152,7 @@ def frames_push(by_store: dict[int, list[dict[str, Any]]]) -> None:
             (store_group(store_id), {"type": MESSAGE_TYPE, "events": frames})
             for store_id, frames in by_store.items()
         ]
-        _SENDER.send(messages, timeout=PUSH_TIMEOUT_SECONDS)
+        channel_push.group_send(messages, timeout=PUSH_TIMEOUT_SECONDS)
     except Exception:
         log.exception("pushing %d stores' live events failed", len(by_store))
 

@@ -64,11 +64,6 @@ def onsite_offer(
     return offer, [event]
 
 
-def onsite_push(store_id: int, cart: str, offer: dict) -> None:
-    live.offer_push(store_id=store_id, cart=cart, offer=offer)
-
-
 def register() -> None:
     HOOKS.price_sensitivity = price_sensitivity
     HOOKS.onsite_offer = onsite_offer
-    HOOKS.onsite_push = onsite_push

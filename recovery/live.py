@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from rest_framework.exceptions import ValidationError
@@ -369,25 +368,9 @@ def cart_group(store_id: int, cart: str) -> str:
 
 
 async def offer_push_async(*, store_id: int, cart: str, offer: dict) -> None:
-    """Send an offer to the cart's open sockets. At most once: the browser acks, and gets any
-    unacked offer again on reconnect (pending_offers)."""
+    """Send an offer to the cart's open sockets from async code. At most once: the browser acks,
+    and gets any unacked offer again on reconnect (pending_offers). Synchronous code (projectors)
+    pushes through carts.channel_push (recovery/offer_push.py)."""
     layer = get_channel_layer()
     assert layer is not None
     await layer.group_send(cart_group(store_id, cart), {"type": "offer.push", "offer": offer})
-
-
-def offer_push(*, store_id: int, cart: str, offer: dict) -> None:
-    """offer_push_async from synchronous code (a worker). The layer's Redis pools are closed
-    inside the call: async_to_sync runs it on a loop of its own (PITFALLS: channels_redis #332)."""
-
-    async def send() -> None:
-        layer = get_channel_layer()
-        assert layer is not None
-        try:
-            await offer_push_async(store_id=store_id, cart=cart, offer=offer)
-        finally:
-            close = getattr(layer, "close_pools", None)
-            if close is not None:
-                await close()
-
-    async_to_sync(send)()

@@ -46,9 +46,9 @@ def test_a_campaigns_onsite_nudge_is_an_offer_the_browser_gets_again_on_reconnec
     with django_capture_on_commit_callbacks(execute=False) as pushes:
         assert steps.steps_execute(step_ids=[step.pk], now=lambda: now) == {"sent": 1}
 
-    # Pushed to the cart's sockets after the step's record commits (the other callback wakes
-    # the projectors).
-    assert [p.__qualname__.split(".")[0] for p in pushes] == ["events_append", "_record"]
+    # Nothing is pushed from the step's transaction: the offer reaches the cart's sockets from
+    # its committed event (recovery/offer_push.py); the one callback wakes the projectors.
+    assert [p.__qualname__.split(".")[0] for p in pushes] == ["events_append"]
     [offer] = live.pending_offers(store_id=store.pk, cart=cart.token, now=now)
     assert (offer["headline"], offer["step"], offer["kind"]) == ("Still there?", step.pk, "message")
     assert offer["expires_at"] == (now + timedelta(minutes=60)).isoformat()
