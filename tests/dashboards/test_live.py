@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.test import Client
 
-from carts import projectors
+from carts import channel_push, projectors
 from carts.models import CartEvent, CartState, Store, StoreMember
 from carts.services import events_append, store_create
 from carts.sources import Source
@@ -318,7 +318,7 @@ async def test_a_rolled_back_batch_pushes_nothing_and_a_failed_push_fails_nothin
     def broken(*args, **kwargs):
         raise ConnectionError("Redis went away")
 
-    monkeypatch.setattr(live._SENDER, "send", broken)
+    monkeypatch.setattr(channel_push.SENDER, "send", broken)
     assert await catch_up() == 1  # applied and checkpointed all the same
     assert "pushing 1 stores' live events failed" in caplog.text
     assert await socket.receive_nothing(timeout=0.3)
