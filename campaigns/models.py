@@ -136,7 +136,8 @@ class Campaign(models.Model):
         help_text="An order this soon after a touch counts as recovered.",
     )
     activated_at = models.DateTimeField(null=True, blank=True, editable=False)
-    # Enrolment's high-water mark: carts whose last activity is before this were considered.
+    # Enrolment's high-water mark, on the server's clock: carts whose activity was recorded
+    # (CartState.seen_at) before this were considered (docs/campaigns.md, "Time").
     enrolled_through = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
