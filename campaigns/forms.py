@@ -63,8 +63,8 @@ class CampaignForm(forms.ModelForm):
         model = Campaign
         fields = [
             "name", "store", "active", "priority", "holdout_share", "inactivity_minutes",
-            "max_age_days", "min_score", "min_cart_value", "only_skus", "only_categories", "shopper_cap_hours",
-            "cart_cap", "quiet_start", "quiet_end", "attribution_hours",
+            "max_age_days", "min_score", "min_cart_value", "only_skus", "only_categories",
+            "shopper_cap_hours", "cart_cap", "quiet_start", "quiet_end", "attribution_hours",
         ]  # fmt: skip
 
     def clean(self) -> dict[str, Any]:
