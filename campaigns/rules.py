@@ -157,11 +157,11 @@ def _decide(f: StepFacts, now: datetime) -> Outcome:
             return Outcome(SKIP, "no_email")
         if UNSUBSCRIBED in f.suppressions:
             return Outcome(SKIP, "unsubscribed")
-        if not email_allowed(consent=f.consent, legal_basis=f.legal_basis):
-            return Outcome(SKIP, "no_consent")
         for kind in (BOUNCED, COMPLAINED):
             if kind in f.suppressions:
                 return Outcome(SKIP, kind)
+        if not email_allowed(consent=f.consent, legal_basis=f.legal_basis):
+            return Outcome(SKIP, "no_consent")
     if f.cart_cap and f.sent_to_cart >= f.cart_cap:
         return Outcome(SKIP, "cart_cap")
     if emails:
