@@ -23,6 +23,7 @@ steps: campaigns/enrolment.py; the hooks recovery fills in: campaigns/extensions
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -434,23 +435,40 @@ def _facts(step: Step, state: CartState | None, known: _Known) -> rules.StepFact
     )
 
 
+# The last check's one round trip: the cart's decision columns and the shopper's suppressions
+# (raw SQL: the two ORM queries it replaces cost ~3.5 ms of worker CPU a step, most of a step's).
+_RECHECK = """
+    SELECT c.status, c.item_count, c.seen_at, c.score, c.email, c.consent, c.timezone,
+           ARRAY(SELECT s.kind FROM campaigns_suppression s
+                 WHERE s.store_id = %(store)s AND s.shopper = %(shopper)s AND %(shopper)s <> '')
+    FROM (SELECT 1) AS one
+    LEFT JOIN carts_cartstate c ON c.token = %(cart)s AND c.store_id = %(store)s
+"""
+
+
 def _recheck(step: Step, facts: rules.StepFacts, now: datetime) -> rules.Outcome:
     """The decision again, on the cart and the shopper's suppressions as committed right now
     (plain reads, no lock): the last check before a message leaves. An order committed before
     it cancels the step."""
-    state = (
-        CartState.objects.filter(store_id=step.store_id, token=step.cart)
-        .defer("features", "reasons")
-        .first()
-    )
-    suppressions = frozenset(
-        Suppression.objects.filter(store_id=step.store_id, shopper=step.shopper).values_list(
-            "kind", flat=True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECHECK, {"store": step.store_id, "shopper": step.shopper, "cart": step.cart}
         )
-        if step.shopper
-        else ()
-    )
-    fresh = dataclasses.replace(facts, **_cart_facts(state), suppressions=suppressions)
+        row = cursor.fetchone()
+    status, item_count, seen_at, score, email, consent, timezone, kinds = row
+    if status is None:  # no such cart (as _cart_facts(None) has it)
+        cart = _cart_facts(None)
+    else:
+        cart = {
+            "status": status,
+            "item_count": item_count,
+            "seen_at": clock.at(seen_at) if seen_at else None,
+            "score": score,
+            "email": email,
+            "consent": json.loads(consent) if isinstance(consent, str | bytes) else consent,
+            "timezone": timezone,
+        }
+    fresh = dataclasses.replace(facts, **cart, suppressions=frozenset(kinds or ()))
     return rules.step_decide(fresh, now)
 
 

@@ -19,7 +19,7 @@ from django.core.mail.backends import locmem
 from django.db import connection
 
 from campaigns import attribution, enrolment, steps
-from campaigns.models import Step
+from campaigns.models import Step, Suppression
 from carts.models import CartEvent
 from dashboards import projection
 from dashboards.models import CartFact
@@ -198,3 +198,24 @@ def test_steps_a_batch_cannot_start_within_its_lease_go_back_to_pending(
     assert steps.due_steps_enqueue(now=RUN_AT, publish=handed.append) == 1  # due at once
     assert steps.steps_execute(step_ids=handed[0], now=lambda: RUN_AT) == {"sent": 1}
     assert sorted(m.to[0] for m in mail.outbox) == ["first@example.com", "second@example.com"]
+
+
+@pytest.mark.parametrize("kind", ["unsubscribed", "bounced"])
+def test_a_suppression_committed_before_the_last_check_stops_the_message(
+    committed_store, hooked, kind
+):
+    store, _ = committed_store
+    batch = _enrolled(store.pk, "first@example.com", "second@example.com")
+    second = batch["second@example.com"]
+    # While the first message is being sent, the second shopper unsubscribes (or their address
+    # bounces): the batch decided to send both before it, and must not send the second.
+    hooked["first@example.com"] = lambda: Suppression.objects.create(
+        store_id=store.pk, shopper=second.shopper, kind=kind, created_at=RUN_AT
+    )
+
+    result = steps.steps_execute(step_ids=[s.pk for s in batch.values()], now=lambda: RUN_AT)
+
+    assert result == {"sent": 1, "skipped": 1}
+    assert [m.to for m in mail.outbox] == [["first@example.com"]]
+    second.refresh_from_db()
+    assert (second.status, second.reason) == ("skipped", kind)
