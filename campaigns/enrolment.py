@@ -71,7 +71,13 @@ def abandoned_carts_enroll(*, now: datetime, limit: int = 1000) -> int:
         tiers = sorted(campaign.tiers.all(), key=lambda t: t.position)
         if not tiers:
             continue
-        enrolled += _enroll(campaign, tiers, now=now, limit=max(limit - enrolled, 0))
+        try:
+            enrolled += _enroll(campaign, tiers, now=now, limit=max(limit - enrolled, 0))
+        except Exception:
+            # One campaign that cannot be enrolled (a bug, data no rule foresaw) must not stop
+            # the others, store after store, turn after turn: logged, and retried next turn.
+            log.exception("enrolling campaign %s failed; the other campaigns go on", campaign.pk)
+            continue
         if enrolled >= limit:
             break
     return enrolled

@@ -29,6 +29,13 @@ def _default_quiet_end() -> dt.time:
     return dt.time(8, 0)
 
 
+# The longest duration a campaign may name (a year, in each field's unit): every time computed
+# from one (abandonment, due times, caps, windows) stays far from the ends of the calendar.
+YEAR_DAYS = 366
+YEAR_HOURS = YEAR_DAYS * 24
+YEAR_MINUTES = YEAR_HOURS * 60
+
+
 class CampaignSettings(models.Model):
     """A store's messaging settings, shared by its campaigns: sender, links, consent basis."""
 
@@ -90,12 +97,12 @@ class Campaign(models.Model):
     # The abandonment definition.
     inactivity_minutes = models.PositiveIntegerField(
         default=30,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(YEAR_MINUTES)],
         help_text="A cart is abandoned after this many minutes without shopper activity.",
     )
     max_age_days = models.PositiveIntegerField(
         default=7,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(YEAR_DAYS)],
         help_text="Carts whose last activity is older than this when they qualify are recorded as "
         "skipped (too old), never contacted.",
     )
@@ -116,6 +123,7 @@ class Campaign(models.Model):
     # Frequency caps and quiet hours.
     shopper_cap_hours = models.PositiveIntegerField(
         default=24,
+        validators=[MaxValueValidator(YEAR_HOURS)],
         help_text="At most one email per shopper in this many hours, across campaigns (0: none).",
     )
     cart_cap = models.PositiveSmallIntegerField(
@@ -132,7 +140,7 @@ class Campaign(models.Model):
     )
     attribution_hours = models.PositiveIntegerField(
         default=72,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(YEAR_HOURS)],
         help_text="An order this soon after a touch counts as recovered.",
     )
     activated_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -168,7 +176,9 @@ class Tier(models.Model):
     position = models.PositiveSmallIntegerField(default=1)
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.ONSITE)
     delay_minutes = models.PositiveIntegerField(
-        default=0, help_text="Minutes after the cart is abandoned (each tier later than the last)."
+        default=0,
+        validators=[MaxValueValidator(YEAR_MINUTES)],
+        help_text="Minutes after the cart is abandoned (each tier later than the last).",
     )
     min_score = models.FloatField(
         default=0.5,
@@ -198,10 +208,14 @@ class Tier(models.Model):
     cta_label = models.CharField(max_length=40, default="Back to my cart")
     cta_url = models.URLField(blank=True, help_text="Where the button leads (e.g. the cart page).")
     cooldown_hours = models.PositiveIntegerField(
-        default=24, help_text="At most one offer per cart in this many hours (0: no limit)."
+        default=24,
+        validators=[MaxValueValidator(YEAR_HOURS)],
+        help_text="At most one offer per cart in this many hours (0: no limit).",
     )
     offer_ttl_minutes = models.PositiveIntegerField(
-        default=30, validators=[MinValueValidator(1)], help_text="How long an offer stays valid."
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(YEAR_MINUTES)],
+        help_text="How long an offer stays valid.",
     )
     # Email and discount tiers: the message (Django template syntax; see docs/campaigns.md).
     subject_template = models.CharField(

@@ -892,3 +892,13 @@ def test_a_campaign_that_has_enrolled_carts_cannot_be_deleted_only_paused(mercha
     assert refused.status_code == 403  # its enrollments are read-only records
     assert list(Campaign.objects.values_list("name", flat=True)) == ["Used"]
     assert Tier.objects.filter(campaign=used).count() == 1
+
+
+def test_a_campaigns_durations_are_at_most_a_year(merchant, shop_a):
+    response = post_add(merchant, shop_a, THREE_TIERS, inactivity_minutes=str(10**9))
+
+    assert response.status_code == 200
+    assert form_errors(response) == {
+        "inactivity_minutes": ["Ensure this value is less than or equal to 527040."]
+    }
+    assert not Campaign.objects.exists()

@@ -243,3 +243,20 @@ def test_the_enrolment_scan_reads_the_idle_index_from_its_mark(store):
 
 
 ADD = {"sku": "A", "name": "A", "quantity": 1, "unit_price": 100, "currency": "EUR"}
+
+
+def test_a_campaign_that_cannot_be_enrolled_does_not_stop_the_others(db, caplog):
+    first = services.store_create(name="Broken campaign").store_id
+    second = services.store_create(name="Fine campaign").store_id
+    broken = _campaign(first)
+    _campaign(second)
+    # A duration past what any time computation can hold (saved around the form's bound, as an
+    # older version or a script could have).
+    type(broken).objects.filter(pk=broken.pk).update(inactivity_minutes=2**31 - 1)
+    cart_abandoned(first, at=T, token="stuck")
+    cart_abandoned(second, at=T, token="fine")
+
+    assert enrolment.abandoned_carts_enroll(now=T + 40 * MINUTE) == 1
+
+    assert list(Enrollment.objects.values_list("cart", flat=True)) == ["fine"]
+    assert f"enrolling campaign {broken.pk} failed" in caplog.text
