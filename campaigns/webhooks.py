@@ -9,6 +9,7 @@ secret configured the URLs answer 404: anymail would accept anyone's posts.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,9 +17,10 @@ from anymail import urls as anymail_urls
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern
-from django.utils import timezone
 
-from campaigns import bounces
+from campaigns import bounces, clock
+
+log = logging.getLogger(__name__)
 
 app_name = "email_webhooks"
 
@@ -42,7 +44,16 @@ urlpatterns = [
 
 
 def tracking_received(sender: Any, event: Any, esp_name: str, **kwargs: Any) -> None:
-    """anymail's ``tracking`` signal: one normalised event of a provider's post."""
+    """anymail's ``tracking`` signal: one normalised event of a provider's post. Never raises:
+    one event that cannot be recorded must not fail the whole post (a provider batches many,
+    and would retry or drop them all); it is logged, and recording is idempotent."""
+    try:
+        _record(event, str(esp_name))
+    except Exception:
+        log.exception("recording %s's %s report failed", esp_name, getattr(event, "event_type", ""))
+
+
+def _record(event: Any, esp_name: str) -> None:
     report = bounces.ProviderReport(
         esp=str(esp_name),
         event_type=str(event.event_type or ""),
@@ -53,4 +64,4 @@ def tracking_received(sender: Any, event: Any, esp_name: str, **kwargs: Any) -> 
         mta_response=str(event.mta_response or ""),
         raw=event.esp_event,
     )
-    bounces.provider_report_record(report=report, now=timezone.now())
+    bounces.provider_report_record(report=report, now=clock.now())  # campaign time

@@ -268,3 +268,21 @@ def test_a_bounced_or_complained_address_gets_no_email_but_the_onsite_nudge_stil
     assert rules.step_decide(suppressed, NOW) == rules.Outcome(rules.SKIP, kind)
     onsite = replace(suppressed, channel="onsite")
     assert rules.step_decide(onsite, NOW) == rules.Outcome(rules.SEND, "eligible")
+
+
+def test_a_report_that_cannot_be_recorded_is_logged_and_the_post_still_answers_200(
+    client, store, shop_cart, campaign_step, monkeypatch, caplog
+):
+    # A provider batches many reports in one post: one that cannot be recorded (the database
+    # refusing it, a bug) must not make the provider retry or drop the others.
+    sent = campaign_step(shop_cart(store.pk, "cart-1"), status=Step.Status.SENT)
+
+    def broken(**kwargs):
+        raise RuntimeError("cannot record")
+
+    monkeypatch.setattr(bounces, "provider_report_record", broken)
+    response = _post(client, _about(HARD_BOUNCE, sent))
+
+    assert response.status_code == 200
+    assert "recording Postmark's bounced report failed" in caplog.text
+    assert _suppressions(store) == []
