@@ -81,7 +81,10 @@ def deliver(
         return []
     limit = max(1, concurrency or settings.CAMPAIGNS_SEND_CONCURRENCY)
     store_limit = max(1, per_store or settings.CAMPAIGNS_SEND_PER_STORE)
-    return _Run(list(items), min(limit, len(items)), store_limit, before_send).run()
+    # No more threads (and connections) than can be busy at once: the per-store bound caps it.
+    stores = len({item.store_id for item in items})
+    workers = min(limit, len(items), store_limit * stores)
+    return _Run(list(items), workers, store_limit, before_send).run()
 
 
 def _in_transaction() -> bool:

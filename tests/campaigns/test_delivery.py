@@ -255,3 +255,22 @@ def test_a_provider_backend_gets_the_steps_link_as_metadata(
     [message] = mail.outbox
     params: dict[str, Any] = message.anymail_test_params  # type: ignore[union-attr]
     assert params["metadata"] == {"campaign_link": str(step.link_id)}
+
+
+def test_one_store_starts_no_more_senders_than_its_share(relay):
+    # 20 messages of one store, room for 16 in flight, 3 of them the store's: 3 sending threads
+    # (each a connection), not 16 started to wait for a turn.
+    before = threading.active_count()
+    seen: list[int] = []
+
+    def count(item):
+        seen.append(threading.active_count() - before)
+        return True
+
+    results = delivery.deliver(
+        [_outgoing(n) for n in range(20)], concurrency=16, per_store=3, before_send=count
+    )
+
+    assert all(r.outcome is Outcome.SENT for r in results)
+    assert len(relay.wait_for(20)) == 20
+    assert max(seen) == 3
