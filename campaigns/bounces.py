@@ -35,8 +35,6 @@ from carts.errors import EventIdConflict
 from carts.services import events_append
 from carts.sources import Source
 
-METADATA_KEY = emails.METADATA_KEY
-
 # anymail's normalised event types (anymail.signals.EventType) that concern us.
 BOUNCED = "bounced"
 COMPLAINED = "complained"
@@ -85,7 +83,9 @@ _OUR_MESSAGE_ID = re.compile(r"^<?step-(\d+)\.(\d+)@[^>]*>?$")
 
 def report_step(report: ProviderReport) -> Step | None:
     """The step whose message the report is about, or None when it names none of ours."""
-    link = report.metadata.get(METADATA_KEY) if isinstance(report.metadata, Mapping) else None
+    link = (
+        report.metadata.get(emails.METADATA_KEY) if isinstance(report.metadata, Mapping) else None
+    )
     if link:
         try:
             link_id = uuid.UUID(str(link))

@@ -16,27 +16,21 @@ from django.utils import timezone
 
 
 def now() -> datetime:
-    speed = settings.CAMPAIGNS_CLOCK_SPEED
-    real = timezone.now()
-    if speed == 1:
-        return real
-    epoch = datetime.fromtimestamp(settings.CAMPAIGNS_CLOCK_EPOCH, tz=UTC)
-    return epoch + (real - epoch) * speed
+    """Campaign time now."""
+    return at(timezone.now())
+
+
+def _epoch() -> datetime:
+    return datetime.fromtimestamp(settings.CAMPAIGNS_CLOCK_EPOCH, tz=UTC)
 
 
 def at(server: datetime) -> datetime:
     """Campaign time at a server-clock instant (a ``recorded_at``, a cart's ``seen_at``)."""
     speed = settings.CAMPAIGNS_CLOCK_SPEED
-    if speed == 1:
-        return server
-    epoch = datetime.fromtimestamp(settings.CAMPAIGNS_CLOCK_EPOCH, tz=UTC)
-    return epoch + (server - epoch) * speed
+    return server if speed == 1 else _epoch() + (server - _epoch()) * speed
 
 
 def server(campaign: datetime) -> datetime:
     """The server-clock instant at which campaign time reads ``campaign`` (``at``'s inverse)."""
     speed = settings.CAMPAIGNS_CLOCK_SPEED
-    if speed == 1:
-        return campaign
-    epoch = datetime.fromtimestamp(settings.CAMPAIGNS_CLOCK_EPOCH, tz=UTC)
-    return epoch + (campaign - epoch) / speed
+    return campaign if speed == 1 else _epoch() + (campaign - _epoch()) / speed

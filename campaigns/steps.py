@@ -152,7 +152,6 @@ _RELEASE = """
 _CART_LOCK = """
     SELECT status FROM carts_cartstate WHERE token = %s AND store_id + 0 = %s FOR UPDATE
 """
-IN_FLIGHT_AT_ORDER = events.IN_FLIGHT_AT_ORDER
 
 
 def worker_id() -> str:
@@ -324,10 +323,10 @@ def _record(result: _Result, me: str) -> bool:
                     step, data, Step.Status.CANCELLED, events.STEP_CANCELLED, step.finished_at
                 )
             else:
-                step.reason = IN_FLIGHT_AT_ORDER
+                step.reason = events.IN_FLIGHT_AT_ORDER
                 for event in result.events:
                     if event.type == events.STEP_SENT:
-                        event.data["reason"] = IN_FLIGHT_AT_ORDER
+                        event.data["reason"] = events.IN_FLIGHT_AT_ORDER
         cursor.execute(
             _RECORD,
             [

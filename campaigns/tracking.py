@@ -124,10 +124,10 @@ def shopper_suppress(
     open_steps = Step.objects.filter(store_id=step.store_id, shopper__in=keys, status__in=Step.OPEN)
     if channels is not None:
         open_steps = open_steps.filter(channel__in=channels)
-    # The step runner's lock order: the carts (by token, as the append service takes them), then
-    # their steps. Waiting for a worker that holds one of these steps; one it has finished is no
-    # longer open. A step of a cart enrolled after this read is left to the runner's own check
-    # of the suppression.
+    # The append service's lock order: the carts (by token), then their steps. Workers hold no
+    # step locks while they send (leases, docs/campaigns.md): a step being sent is not open, and
+    # its last check before the message leaves reads this suppression once it commits. A step of
+    # a cart enrolled after this read is left to the runner's own check of the suppression.
     tokens = sorted({step.cart, *open_steps.values_list("cart", flat=True)})
     list(
         CartState.objects.select_for_update()

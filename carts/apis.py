@@ -262,9 +262,8 @@ def _envelope_errors(
 
 
 def _key_source(request: Request) -> Source:
-    """The server, named by its key's prefix (as the admin shows keys)."""
-    _, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    return Source.server(key.strip()[:10])
+    """The server, named by its key's prefix (as authentication found it)."""
+    return Source.server(getattr(request.user, "key_prefix", ""))
 
 
 class AppendedOut(serializers.Serializer):

@@ -19,8 +19,9 @@ class StorePrincipal:
     is_authenticated = True
     is_anonymous = False
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, key_prefix: str = "") -> None:
         self.store = store
+        self.key_prefix = key_prefix  # which of its keys (as the admin shows keys): provenance
 
     def __str__(self) -> str:
         return f"store:{self.store.pk}"
@@ -41,7 +42,7 @@ class StoreSecretKeyAuthentication(authentication.BaseAuthentication):
         store = selectors.store_for_key(key=key.strip(), kind=self.kind)
         if store is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked key.")
-        return StorePrincipal(store), store
+        return StorePrincipal(store, key.strip()[:10]), store
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

@@ -6,9 +6,9 @@ to this cart (for example an item in another currency). Payloads are already val
 Rules that follow an event's source (carts/sources.py): only a trusted source (the shop's server,
 a platform, the system) places or refunds an order; the first order converts the cart and a
 different later one is refused, so every reader agrees on which order counts; a browser never
-replaces contact details or consent that a trusted source gave. ``apply(..., strict=False)`` is
-for readers of events the log already holds (a rebuild): an event that would be refused now
-changes nothing but the cart's version, so a reader never stops on it.
+replaces contact details or consent that a trusted source gave. A reader of events the log
+already holds (the cart-state rebuild, carts/projectors.py) dead-letters one the fold refuses and
+folds the cart's later events, so it never stops on it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from carts.sources import trusted
 # Bounds of a cart that every later computation can represent (docs/api.md, "Bounds"): its value
 # in minor units (carts.validation.MAX_MONEY; bigint columns and sums of a few carts stay in range),
 # its distinct lines, and one line's quantity (with MAX_LINES, the item count fits an int4).
-MAX_CART_VALUE = 10**12
+MAX_CART_VALUE = 10**12  # carts.validation.MAX_MONEY takes it: one amount of an event
 MAX_LINES = 500
-MAX_LINE_QUANTITY = 100_000
+MAX_LINE_QUANTITY = 100_000  # carts.validation.MAX_QUANTITY takes it: what one event adds
 
 ACTIVE = "active"
 CHECKOUT = "checkout"
@@ -248,17 +248,10 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any], source: str) 
     return {}  # page views, coupons, exit intents, system events: activity only
 
 
-def apply(cart: Cart, event: FoldEvent, *, strict: bool = True) -> Cart:
-    """The state after ``event``; its version is one more than before.
-
-    Raises ``Rejected`` for an event that cannot apply; with ``strict=False`` such an event
-    changes nothing but the version (and the cart's activity times)."""
-    try:
-        changes = _changes(cart, event.type, event.data, event.source)
-    except Rejected:
-        if strict:
-            raise
-        changes = {}
+def apply(cart: Cart, event: FoldEvent) -> Cart:
+    """The state after ``event``; its version is one more than before. Raises ``Rejected`` for
+    an event that cannot apply."""
+    changes = _changes(cart, event.type, event.data, event.source)
     occurred = event.occurred_at
     changes["version"] = cart.version + 1
     if cart.started_at is None:
@@ -286,9 +279,9 @@ def apply(cart: Cart, event: FoldEvent, *, strict: bool = True) -> Cart:
     return replace(cart, **changes)
 
 
-def fold(events: Iterable[FoldEvent], cart: Cart | None = None, *, strict: bool = True) -> Cart:
+def fold(events: Iterable[FoldEvent], cart: Cart | None = None) -> Cart:
     """Fold events, in version order, onto ``cart`` (an empty cart by default)."""
     state = cart or Cart()
     for event in events:
-        state = apply(state, event, strict=strict)
+        state = apply(state, event)
     return state

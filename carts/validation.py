@@ -30,14 +30,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from carts import money
+from carts import money, projections
 
 # For every schema here: unknown fields are errors, and numbers are accepted where text is due.
 STRICT = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
-MAX_MONEY = 10**12
-# A line's quantity, and what one item event may add to it.
-MAX_QUANTITY = 100_000
+# One amount of an event, and a line's quantity (what one item event may add to it): the cart
+# fold's own bounds (carts/projections.py), so no single event is refused by one and not the other.
+MAX_MONEY = projections.MAX_CART_VALUE
+MAX_QUANTITY = projections.MAX_LINE_QUANTITY
 # How long a page view may have lasted: one day.
 MAX_DWELL_MS = 86_400_000
 # A cart's version (int4 in the database).

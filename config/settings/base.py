@@ -161,7 +161,9 @@ CARTS_SERVER_PAST_DAYS = min(max(env.get_int("CARTS_SERVER_PAST_DAYS", 400), 0),
 CARTS_BROWSER_PAST_DAYS = min(max(env.get_int("CARTS_BROWSER_PAST_DAYS", 30), 0), 36_500)
 CARTS_FUTURE_MINUTES = min(max(env.get_int("CARTS_FUTURE_MINUTES", 10), 0), 24 * 60)
 # How long a browser grant (POST /api/v1/carts/{cart}/browser-grant, carts/grants.py) is valid.
-CARTS_BROWSER_GRANT_SECONDS = env.get_int("CARTS_BROWSER_GRANT_SECONDS", 15 * 60)
+CARTS_BROWSER_GRANT_SECONDS = min(
+    max(env.get_int("CARTS_BROWSER_GRANT_SECONDS", 15 * 60), 1), 86_400
+)
 
 # Scoring (recovery/serving.py): how long a process trusts its cached choice of a store's active
 # model before asking the database again; a newly activated model is live within this.

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from campaigns.events import IN_FLIGHT_AT_ORDER
 from carts.sources import trusted
 from dashboards import ABANDONMENT_WINDOW
 from dashboards.projection.counters import (
@@ -102,9 +103,6 @@ def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
             del skus[sku]
         else:
             _line_set(fact, line, remaining, as_int(line[3]))
-    amount_in_range(fact.value, "cart value")
-    if not -MAX_COUNT <= fact.item_count <= MAX_COUNT:
-        raise Unrepresentable(f"item count out of range: {fact.item_count}")
     if fact.value > fact.peak_value:
         fact.peak_value = fact.value
     if fact.item_count > 0:
@@ -113,7 +111,10 @@ def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
 
 def amounts_check(fact: Fact) -> None:
     """Unrepresentable when an amount of the row is past MAX_AMOUNT (its columns are int8, and
-    a cohort's squares of net amounts must fit their numeric)."""
+    a cohort's squares of net amounts must fit their numeric) or its item count past an int.
+    Called after each event is folded."""
+    if not -MAX_COUNT <= fact.item_count <= MAX_COUNT:
+        raise Unrepresentable(f"item count out of range: {fact.item_count}")
     amount_in_range(fact.value, "cart value")
     if fact.order_total is not None:
         amount_in_range(fact.order_total, "order total")
@@ -217,9 +218,8 @@ def fold(
         campaign = _campaign_of(data, fact)
         tier = as_id(data.get("tier"))
         channel = as_text(data.get("channel"), 16)
-        # A message in flight while the order committed (campaigns.events.IN_FLIGHT_AT_ORDER)
-        # is no touch: it cannot have caused the order.
-        if event_type == "campaign.step_sent" and data.get("reason") != "in_flight_at_order":
+        # A message in flight while the order committed is no touch: it cannot have caused it.
+        if event_type == "campaign.step_sent" and data.get("reason") != IN_FLIGHT_AT_ORDER:
             fact.touches.append(
                 [
                     at.isoformat(),
