@@ -94,15 +94,8 @@ def test_production_settings_start_with_every_secret_set(db):
     assert got["debug"] is False
 
 
-def test_check_deploy_with_production_settings_reports_no_issues(db):
-    env = _env(
-        DJANGO_SETTINGS_MODULE="config.settings.production",
-        DJANGO_ALLOWED_HOSTS="recover.example",
-        DJANGO_SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
-    )
-    env.update({name: _random_key() for name in SECRET_NAMES})
-
-    done = subprocess.run(
+def _check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [procs.PYTHON, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=procs.ROOT,
         env=env,
@@ -111,6 +104,17 @@ def test_check_deploy_with_production_settings_reports_no_issues(db):
         timeout=180,
         check=False,
     )
+
+
+def test_check_deploy_with_production_settings_reports_no_issues(db):
+    env = _env(
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        DJANGO_ALLOWED_HOSTS="recover.example",
+        DJANGO_SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
+    )
+    env.update({name: _random_key() for name in SECRET_NAMES})
+
+    done = _check_deploy(env)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "System check identified no issues (0 silenced)." in done.stdout
@@ -143,15 +147,7 @@ def test_check_deploy_flags_published_short_and_shared_keys(db, keys, expected):
     env = _env(DJANGO_SETTINGS_MODULE="config.settings.production")
     env.update({name: _random_key() for name in SECRET_NAMES}, **keys)
 
-    done = subprocess.run(
-        [procs.PYTHON, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=procs.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = _check_deploy(env)
 
     assert done.returncode != 0
     assert expected in done.stderr

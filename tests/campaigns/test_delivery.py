@@ -34,18 +34,11 @@ def _outgoing(n: int, *, store_id: int = 1, to: str | None = None) -> Outgoing:
 
 
 @pytest.fixture
-def relay(settings):
-    """A sink answering each message after 150 ms, with Django's SMTP backend pointed at it."""
-    with SmtpSink(delay=0.15) as sink:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST = sink.host
-        settings.EMAIL_PORT = sink.port
-        settings.EMAIL_HOST_USER = ""
-        settings.EMAIL_HOST_PASSWORD = ""
-        settings.EMAIL_USE_TLS = False
-        settings.EMAIL_USE_SSL = False
-        settings.EMAIL_TIMEOUT = 10
-        yield sink
+def relay(smtp_sink: SmtpSink) -> SmtpSink:
+    """The campaigns' SMTP sink (tests/campaigns/conftest.py), answering each message after
+    150 ms as a relay does."""
+    smtp_sink.delay = 0.15
+    return smtp_sink
 
 
 def test_forty_messages_through_a_slow_relay_go_out_concurrently_and_each_once(relay):

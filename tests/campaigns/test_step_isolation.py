@@ -3,9 +3,6 @@ already sent is sent again (security review 2, finding 7)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection
@@ -15,6 +12,7 @@ from campaigns.models import Coupon, Step, Tier
 from carts.models import CartEvent
 from tests.campaigns.builders import campaign_with_tiers, cart_abandoned
 from tests.conftest import item
+from tests.log_sql import event_inject
 
 T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ACTIVATED = T - timedelta(days=1)
@@ -32,27 +30,11 @@ def _poison(store_id: int, token: str, at: datetime) -> None:
     """An item event dated ``at`` written with SQL, past every check of the append service (as
     an older version accepted it), and the cart's state moved to it, its server-time activity
     too (cart state is not immutable)."""
-    data = item(sku="SKU-1")
-    body = json.dumps(data)
+    version = CartEvent.objects.filter(store_id=store_id, cart=token).count() + 1
+    event_inject(
+        store_id, token, "cart.item_added", item(sku="SKU-1"), version=version, occurred_at=at
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO carts_cartevent (store_id, event_id, cart, version, type, schema_version,
-                                         data, shopper, occurred_at, body_hash)
-            SELECT %s, %s, %s, max(version) + 1, 'cart.item_added', 1, %s::jsonb, NULL, %s, %s
-            FROM carts_cartevent WHERE store_id = %s AND cart = %s
-            """,
-            [
-                store_id,
-                uuid.uuid4(),
-                token,
-                body,
-                at,
-                hashlib.sha256(body.encode()).hexdigest(),
-                store_id,
-                token,
-            ],
-        )
         cursor.execute(
             "UPDATE carts_cartstate SET last_activity_at = %s, seen_at = %s, version = version + 1"
             " WHERE store_id = %s AND token = %s",

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -70,6 +70,23 @@ def start(argv: list[str], *, env: dict[str, str], log: Path) -> subprocess.Pope
         )
     finally:
         out.close()
+
+
+@contextlib.contextmanager
+def web_server(port: int, *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """uvicorn serving config.asgi on ``port``, up (``/healthz`` answers) until the block ends."""
+    process = start(
+        [PYTHON, "-m", "uvicorn", "config.asgi:application", "--port", str(port)], env=env, log=log
+    )
+    try:
+        wait_for(
+            lambda: status_of(f"http://127.0.0.1:{port}/healthz") in (200, 503),
+            timeout=60,
+            what=f"the web server\n{tail(log)}",
+        )
+        yield process
+    finally:
+        stop(process)
 
 
 def stop(

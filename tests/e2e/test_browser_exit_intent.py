@@ -66,20 +66,8 @@ def server(committed_store, tmp_path) -> Iterator[tuple[str, Any]]:
     store.save(update_fields=["allowed_origins"])
     campaign_demo_ensure(store=store)
     log = tmp_path / "web.log"
-    process = procs.start(
-        [procs.PYTHON, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
-        env=subprocess_env(DJANGO_DEBUG="0"),
-        log=log,
-    )
-    try:
-        procs.wait_for(
-            lambda: procs.status_of(f"{origin}/healthz") in (200, 503),
-            timeout=60,
-            what=f"the web server\n{procs.tail(log)}",
-        )
+    with procs.web_server(port, env=subprocess_env(DJANGO_DEBUG="0"), log=log):
         yield origin, creds
-    finally:
-        procs.stop(process)
 
 
 def _types(store_id: int, cart: str) -> list[str]:

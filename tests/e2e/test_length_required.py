@@ -22,20 +22,8 @@ def server(committed_store, tmp_path) -> Iterator[tuple[int, str]]:
     _, creds = committed_store
     port = procs.free_port()
     log = tmp_path / "web.log"
-    process = procs.start(
-        [procs.PYTHON, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
-        env=subprocess_env(DJANGO_DEBUG="0"),
-        log=log,
-    )
-    try:
-        procs.wait_for(
-            lambda: procs.status_of(f"http://127.0.0.1:{port}/healthz") in (200, 503),
-            timeout=60,
-            what=f"the web server\n{procs.tail(log)}",
-        )
+    with procs.web_server(port, env=subprocess_env(DJANGO_DEBUG="0"), log=log):
         yield port, creds.secret_key
-    finally:
-        procs.stop(process)
 
 
 def _post(port: int, key: str, body: bytes, *, chunked: bool) -> tuple[int, dict]:
