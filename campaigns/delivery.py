@@ -2,25 +2,36 @@
 
 A relay over the internet takes 50-300 ms a message; one connection sending one message after
 another caps a worker at a few emails a second. ``deliver`` keeps up to
-``CAMPAIGNS_SEND_CONCURRENCY`` messages in flight, each on a connection of its own (a thread per
-connection, each with its own ``django.core.mail.get_connection()``, reused for the thread's
-next messages), and at most ``CAMPAIGNS_SEND_PER_STORE`` of one store's, so one merchant's sale
+``CAMPAIGNS_SEND_CONCURRENCY`` messages in flight (the bound for the process's one email backend,
+the provider), at most ``CAMPAIGNS_SEND_PER_STORE`` of one store's, so one merchant's sale
 neither takes every connection nor trips a provider's per-sender limit.
 
-It works with any Django email backend (SMTP, anymail's provider APIs, locmem in tests) and
-touches no database itself: the caller's ``before_send`` (the last plain-read check that the
-order still wins) runs in the calling thread, right before a message is handed to a free
-connection. It must not run inside a transaction: a transaction held across network calls holds
-its locks for the whole conversation (../shared/PITFALLS.md); ``deliver`` refuses to.
+Each message in flight has a sending thread and a connection of its own
+(``django.core.mail.get_connection()``: SMTP, anymail's provider APIs, locmem in tests). Threads
+and their connections belong to the process, not to one call: they are started as they are
+first needed and kept for the next batches, so a batch does not pay a connection's set-up (a TLS
+handshake with a provider) per message or per batch. A connection idle for more than
+``CAMPAIGNS_SEND_IDLE_SECONDS`` is closed and opened again before its next message (servers
+drop idle connections), and a kept one that fails its next message (dropped meanwhile) is
+replaced at once and the message tried once more on the new one. Changing the email settings (tests do) starts a new set.
+
+``deliver`` touches no database itself: the caller's ``check`` (the last plain-read check that
+the order still wins) runs in the calling thread, right before messages are handed to free
+connections, for as many messages as there are free connections at that moment (one round trip
+for all of them; one at a time when the relay is the bottleneck, more when the caller is). It
+must not run inside a transaction: a transaction held across network calls holds its locks for
+the whole conversation (../shared/PITFALLS.md); ``deliver`` refuses to.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
-import queue
+import os
 import smtplib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +57,7 @@ class Outgoing:
 class Outcome(StrEnum):
     SENT = "sent"  # the server (or provider) accepted it
     REFUSED = "refused"  # the server refused it or could not be reached: see error, permanent
-    NOT_SENT = "not_sent"  # before_send said no (or raised: see error); nothing left the process
+    NOT_SENT = "not_sent"  # the check said no (or raised: see error); nothing left the process
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,27 +75,28 @@ class InTransaction(RuntimeError):
     """``deliver`` was called inside a transaction."""
 
 
+# The last check: given the messages about to leave, whether each may (True) or not (False).
+Check = Callable[[Sequence[Outgoing]], Sequence[bool]]
+
+
 def deliver(
     items: Sequence[Outgoing],
     *,
-    before_send: Callable[[Outgoing], bool] | None = None,
+    check: Check | None = None,
     concurrency: int | None = None,
     per_store: int | None = None,
 ) -> list[Delivered]:
     """Send ``items`` concurrently; one result per item, in their order. Each message is handed
-    to a connection at most once, after ``before_send`` (if given) returned True for it. Never
-    raises for a delivery problem. Raises InTransaction when the calling thread is inside
+    to a connection at most once, after ``check`` (if given) allowed it. Never raises for a
+    delivery problem. Raises InTransaction when the calling thread is inside
     ``transaction.atomic`` (outside tests' own wrapping transaction)."""
     if _in_transaction():
         raise InTransaction("deliver() must not run inside a transaction (it talks to the network)")
     if not items:
         return []
-    limit = max(1, concurrency or settings.CAMPAIGNS_SEND_CONCURRENCY)
+    pool = _pool(max(1, concurrency or settings.CAMPAIGNS_SEND_CONCURRENCY))
     store_limit = max(1, per_store or settings.CAMPAIGNS_SEND_PER_STORE)
-    # No more threads (and connections) than can be busy at once: the per-store bound caps it.
-    stores = len({item.store_id for item in items})
-    workers = min(limit, len(items), store_limit * stores)
-    return _Run(list(items), workers, store_limit, before_send).run()
+    return _Run(pool, list(items), store_limit, check).run()
 
 
 def _in_transaction() -> bool:
@@ -95,102 +107,232 @@ def _in_transaction() -> bool:
     )
 
 
-class _Run:
-    """One ``deliver`` call: the calling thread dispatches, ``workers`` threads send."""
+# The process's senders ---------------------------------------------------------------------------
 
-    def __init__(
-        self,
-        items: list[Outgoing],
-        workers: int,
-        per_store: int,
-        before_send: Callable[[Outgoing], bool] | None,
-    ) -> None:
-        self.items = items
-        self.workers = workers
-        self.per_store = per_store
-        self.before_send = before_send
-        self.results: list[Delivered | None] = [None] * len(items)
+_SETTINGS = (
+    "EMAIL_BACKEND",
+    "EMAIL_HOST",
+    "EMAIL_PORT",
+    "EMAIL_HOST_USER",
+    "EMAIL_HOST_PASSWORD",
+    "EMAIL_USE_TLS",
+    "EMAIL_USE_SSL",
+    "EMAIL_TIMEOUT",
+    "EMAIL_SSL_KEYFILE",
+    "EMAIL_SSL_CERTFILE",
+    "ANYMAIL",
+)
+_pools_lock = threading.Lock()
+_current: _Pool | None = None
+
+
+def _pool(size: int) -> _Pool:
+    """The process's senders for the email settings in force and this size (a forked child,
+    such as a Celery worker's, starts its own)."""
+    global _current
+    key = (os.getpid(), size, repr([getattr(settings, name, None) for name in _SETTINGS]))
+    with _pools_lock:
+        if _current is None or _current.key != key:
+            if _current is not None and _current.key[0] == os.getpid():
+                _current.close()
+            _current = _Pool(key, size)
+        return _current
+
+
+def senders_close() -> None:
+    """Close the process's connections (at exit; tests)."""
+    global _current
+    with _pools_lock:
+        if _current is not None and _current.key[0] == os.getpid():
+            _current.close()
+        _current = None
+
+
+atexit.register(senders_close)
+
+
+class _Pool:
+    """Up to ``size`` sending threads, each with its connection, and the slots that bound what is
+    in flight: ``free`` connections, ``busy`` messages per store (across every run using it)."""
+
+    def __init__(self, key: tuple[Any, ...], size: int) -> None:
+        self.key = key
+        self.size = size
         self.changed = threading.Condition()
-        self.free = workers  # connections not sending (under self.changed)
-        self.busy: Counter[int] = Counter()  # messages in flight per store (under self.changed)
-        self.jobs: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self.free = size  # slots not taken (under self.changed)
+        self.busy: Counter[int] = Counter()  # in flight per store (under self.changed)
+        self.idle: list[_Sender] = []  # started and waiting for a job (under self.changed)
+        self.senders: list[_Sender] = []
 
-    def run(self) -> list[Delivered]:
-        threads = [
-            threading.Thread(target=self._work, name=f"deliver-{i}", daemon=True)
-            for i in range(self.workers)
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            pending = list(range(len(self.items)))
-            while pending:
-                index = self._next(pending)
-                pending.remove(index)
-                self._dispatch(index)
-        finally:
-            for _ in threads:
-                self.jobs.put(None)
-            for thread in threads:
-                thread.join()
-        assert all(r is not None for r in self.results)
-        return [r for r in self.results if r is not None]
-
-    def _next(self, pending: list[int]) -> int:
-        """Wait for a free connection and take the first pending message whose store may have
-        one more in flight; both are counted as taken."""
+    def take(self, items: Sequence[Outgoing], pending: list[int], per_store: int) -> list[int]:
+        """Wait for a free slot, then take as many pending messages as there are free slots and
+        their stores have room for (in order); each is counted as in flight."""
         with self.changed:
             while True:
-                if self.free:
-                    for index in pending:
-                        store_id = self.items[index].store_id
-                        if self.busy[store_id] < self.per_store:
-                            self.free -= 1
-                            self.busy[store_id] += 1
-                            return index
+                taken: list[int] = []
+                for index in pending:
+                    if self.free == 0:
+                        break
+                    store_id = items[index].store_id
+                    if self.busy[store_id] < per_store:
+                        self.free -= 1
+                        self.busy[store_id] += 1
+                        taken.append(index)
+                if taken:
+                    return taken
                 self.changed.wait()
 
-    def _release(self, index: int) -> None:
+    def release(self, store_id: int) -> None:
         with self.changed:
             self.free += 1
-            self.busy[self.items[index].store_id] -= 1
+            self.busy[store_id] -= 1
             self.changed.notify_all()
 
-    def _dispatch(self, index: int) -> None:
-        item = self.items[index]
-        if self.before_send is not None:
-            try:
-                go = self.before_send(item)
-            except Exception as exc:  # a failed check is no permission to send
-                log.exception("before_send failed for message %s", item.key)
-                self.results[index] = Delivered(item, Outcome.NOT_SENT, error=_describe(exc))
-                self._release(index)
-                return
-            if not go:
-                self.results[index] = Delivered(item, Outcome.NOT_SENT)
-                self._release(index)
-                return
-        self.jobs.put(index)
+    def submit(self, job: tuple[_Run, int]) -> None:
+        """Give a job to an idle sender (a taken slot guarantees one exists or may start)."""
+        with self.changed:
+            if self.idle:
+                sender = self.idle.pop()
+            else:
+                sender = _Sender(self, len(self.senders))
+                self.senders.append(sender)
+        sender.give(job)
+
+    def done(self, sender: _Sender) -> None:
+        with self.changed:
+            self.idle.append(sender)
+
+    def close(self) -> None:
+        with self.changed:
+            senders = list(self.senders)
+        for sender in senders:
+            sender.give(None)
+
+
+class _Sender:
+    """One sending thread and its connection, kept across runs."""
+
+    def __init__(self, pool: _Pool, number: int) -> None:
+        self.pool = pool
+        self.jobs: list[tuple[_Run, int] | None] = []
+        self.ready = threading.Condition()
+        self.mail: Any = None
+        self.used_at = 0.0
+        self.thread = threading.Thread(target=self._work, name=f"deliver-{number}", daemon=True)
+        self.thread.start()
+
+    def give(self, job: tuple[_Run, int] | None) -> None:
+        with self.ready:
+            self.jobs.append(job)
+            self.ready.notify()
+
+    def _next(self) -> tuple[_Run, int] | None:
+        with self.ready:
+            while not self.jobs:
+                self.ready.wait()
+            return self.jobs.pop(0)
 
     def _work(self) -> None:
-        mail: Any = None
         try:
-            while (index := self.jobs.get()) is not None:
-                item = self.items[index]
-                try:
-                    if mail is None:
-                        mail = get_connection(fail_silently=False)
-                    result, keep = _send(mail, item)
-                except Exception as exc:  # the backend cannot even be made: try later
-                    result, keep = _refused(item, exc, permanent=False), False
-                if not keep and mail is not None:
-                    _close(mail)
-                    mail = None
-                self.results[index] = result
-                self._release(index)
+            while (job := self._next()) is not None:
+                run, index = job
+                item = run.items[index]
+                result = self._send(item)
+                self.pool.done(self)  # idle before the slot is free: a taken slot finds it
+                run.finish(index, result)
+                self.pool.release(item.store_id)
         finally:
-            if mail is not None:
-                _close(mail)
+            self._close()
+
+    def _send(self, item: Outgoing) -> Delivered:
+        idle = float(getattr(settings, "CAMPAIGNS_SEND_IDLE_SECONDS", 5.0))
+        if self.mail is not None and time.monotonic() - self.used_at > idle:
+            self._close()  # the server may have dropped it meanwhile
+        reused = self.mail is not None
+        result, keep = self._try(item)
+        if reused and not keep and result.outcome is Outcome.REFUSED and not result.permanent:
+            # A kept connection the server dropped (or that broke) fails its next command: once
+            # more on a new one. (A message the server took before dropping the connection may
+            # arrive twice, with the same Message-ID: as the step's own retry would send it.)
+            result, keep = self._try(item)
+        self.used_at = time.monotonic()
+        if not keep:
+            self._close()
+        return result
+
+    def _try(self, item: Outgoing) -> tuple[Delivered, bool]:
+        try:
+            if self.mail is None:
+                mail = get_connection(fail_silently=False)
+                # Opened here, the backend keeps it open after send_messages (it closes only
+                # a connection it opened itself) until _close.
+                mail.open()
+                self.mail = mail
+            result, keep = _send(self.mail, item)
+        except Exception as exc:  # the backend cannot even be made: try later
+            result, keep = _refused(item, exc, permanent=False), False
+        if not keep:
+            self._close()
+        return result, keep
+
+    def _close(self) -> None:
+        if self.mail is not None:
+            with contextlib.suppress(Exception):
+                self.mail.close()
+            self.mail = None
+
+
+class _Run:
+    """One ``deliver`` call: the calling thread checks and dispatches, the pool's senders send."""
+
+    def __init__(
+        self, pool: _Pool, items: list[Outgoing], per_store: int, check: Check | None
+    ) -> None:
+        self.pool = pool
+        self.items = items
+        self.per_store = per_store
+        self.check = check
+        self.results: list[Delivered | None] = [None] * len(items)
+        self.finished = threading.Condition()
+        self.left = len(items)  # results still to come (under self.finished)
+
+    def run(self) -> list[Delivered]:
+        pending = list(range(len(self.items)))
+        while pending:
+            taken = self.pool.take(self.items, pending, self.per_store)
+            gone = set(taken)
+            pending = [i for i in pending if i not in gone]
+            for index, go in zip(taken, self._allowed(taken), strict=True):
+                if go is True:
+                    self.pool.submit((self, index))
+                    continue
+                error = "" if go is False else go
+                self.finish(index, Delivered(self.items[index], Outcome.NOT_SENT, error=error))
+                self.pool.release(self.items[index].store_id)
+        with self.finished:
+            while self.left:
+                self.finished.wait()
+        return [r for r in self.results if r is not None]
+
+    def _allowed(self, taken: list[int]) -> list[bool | str]:
+        """The check's answer per message (an error's description when it failed: no
+        permission to send)."""
+        if self.check is None:
+            return [True] * len(taken)
+        try:
+            answers = list(self.check([self.items[i] for i in taken]))
+            if len(answers) != len(taken):
+                raise ValueError(f"the check answered {len(answers)} of {len(taken)} messages")
+        except Exception as exc:
+            log.exception("the check before sending failed for %d message(s)", len(taken))
+            return [_describe(exc)] * len(taken)
+        return [bool(a) for a in answers]
+
+    def finish(self, index: int, result: Delivered) -> None:
+        with self.finished:
+            self.results[index] = result
+            self.left -= 1
+            self.finished.notify_all()
 
 
 def _send(mail: Any, item: Outgoing) -> tuple[Delivered, bool]:
@@ -235,8 +377,3 @@ def _refused(item: Outgoing, exc: Exception | str, *, permanent: bool) -> Delive
 
 def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
-
-
-def _close(mail: Any) -> None:
-    with contextlib.suppress(Exception):
-        mail.close()

@@ -22,6 +22,7 @@ steps: campaigns/enrolment.py; the hooks recovery fills in: campaigns/extensions
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -138,19 +139,27 @@ _CLAIM = """
     FROM mine WHERE s.id = mine.id
     RETURNING s.id
 """
-# An outcome is recorded only by the worker that still holds the step's lease.
+# An outcome is recorded only by the worker that still holds the step's lease (one statement for
+# a batch: the arrays run in parallel).
 _RECORD = """
-    UPDATE campaigns_step SET status = %s, reason = %s, due_at = %s, attempts = %s,
-        finished_at = %s, message_id = %s, leased_until = NULL
-    WHERE id = %s AND status = 'sending' AND lease_owner = %s
+    UPDATE campaigns_step AS s SET status = v.status, reason = v.reason, due_at = v.due_at,
+        attempts = v.attempts, finished_at = v.finished_at, message_id = v.message_id,
+        leased_until = NULL
+    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::int[],
+                %s::timestamptz[], %s::text[])
+         AS v(id, status, reason, due_at, attempts, finished_at, message_id)
+    WHERE s.id = v.id AND s.status = 'sending' AND s.lease_owner = %s
+    RETURNING s.id
 """
 # Steps a worker will not get to within its lease go back to pending (due at once, unchanged).
 _RELEASE = """
     UPDATE campaigns_step SET status = 'pending', leased_until = NULL
     WHERE id = ANY(%s) AND status = 'sending' AND lease_owner = %s
 """
-_CART_LOCK = """
-    SELECT status FROM carts_cartstate WHERE token = %s AND store_id + 0 = %s FOR UPDATE
+_CARTS_LOCK = """
+    SELECT token, status FROM carts_cartstate WHERE token = ANY(%s) AND store_id + 0 = %s
+    ORDER BY token
+    FOR UPDATE
 """
 
 
@@ -226,47 +235,51 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
         else:
             ready.append(decided)
 
-    # The last check, right before each message leaves: an order (or an unsubscribe) committed
-    # by now wins; so does the lease's end.
+    # The last check, right before messages leave: an order (or an unsubscribe) committed by
+    # now wins; so does the lease's end. One round trip for the messages leaving together.
     withheld: dict[int, _Result] = {}
     released: list[int] = []
     by_id = {r.step.pk: r for r in ready}
 
-    def before_send(key: int) -> bool:
-        one = by_id[key]
+    def check(keys: Sequence[int]) -> list[bool]:
         if time.monotonic() >= deadline:
-            released.append(key)
-            return False
-        again = _recheck(one.step, one.facts, moment)
-        if again.action == rules.SEND:
-            return True
-        withheld[key] = _decided(one.step, again, one.facts, moment)
-        if one.step.channel != "onsite":  # a discount's code stays issued to the cart
-            withheld[key].events[:0] = one.prepared.events
-        return False
+            released.extend(keys)
+            return [False] * len(keys)
+        ones = [by_id[key] for key in keys]
+        answers = []
+        for one, again in zip(
+            ones, _recheck([(o.step, o.facts) for o in ones], moment), strict=True
+        ):
+            if again.action == rules.SEND:
+                answers.append(True)
+                continue
+            withheld[one.step.pk] = _decided(one.step, again, one.facts, moment)
+            if one.step.channel != "onsite":  # a discount's code stays issued to the cart
+                withheld[one.step.pk].events[:0] = one.prepared.events
+            answers.append(False)
+        return answers
 
     outgoing = [r for r in ready if r.prepared.message is not None]
     delivered = {
         d.item.key: d
         for d in delivery.deliver(
             [r.prepared.outgoing(r.step) for r in outgoing],
-            before_send=lambda item: before_send(item.key),
+            check=lambda items: check([item.key for item in items]),
         )
     }
+    # On-site offers leave after their record commits (recovery pushes the committed event).
+    offers = [r for r in ready if r.prepared.message is None]
+    go: dict[int, bool] = {}
+    try:
+        go = dict(zip([r.step.pk for r in offers], check([r.step.pk for r in offers]), strict=True))
+    except Exception as exc:
+        results.extend(_raised(one.step, exc, moment) for one in offers)
     for one in ready:
         key = one.step.pk
-        if one.prepared.message is None:  # an on-site offer: it leaves after its record commits
-            try:
-                go = before_send(key)
-            except Exception as exc:
-                results.append(_raised(one.step, exc, moment))
-                continue
-            if go:
-                results.append(_sent(one, None, moment))
         if key in withheld:
             results.append(withheld[key])
-        elif key in delivered and key not in released:
-            results.append(_sent(one, delivered[key], moment))
+        elif go.get(key) or (key in delivered and key not in released):
+            results.append(_sent(one, delivered.get(key), moment))
 
     counts: dict[str, int] = defaultdict(int)
     if released:
@@ -274,18 +287,14 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
             cursor.execute(_RELEASE, [released, me])
             counts["released"] += cursor.rowcount
         log.warning("lease nearly out: %d step(s) released for another batch", len(released))
-    for result in results:
-        try:
-            recorded = _record(result, me)
-        except Exception:  # the step stays leased; another worker takes it after the lease
-            log.exception("could not record campaign step %s", result.step.pk)
+    for result, recorded in _record_all(results, me):
+        if recorded is None:
             counts["unrecorded"] += 1
-            continue
-        if not recorded:
+        elif not recorded:
             log.warning("campaign step %s: lease lost, outcome not recorded", result.step.pk)
             counts["lease_lost"] += 1
-            continue
-        counts[result.count] += 1
+        else:
+            counts[result.count] += 1
     return dict(counts)
 
 
@@ -301,52 +310,88 @@ def _states_read(carts: set[tuple[int, str]]) -> dict[tuple[int, str], CartState
     return states
 
 
-def _record(result: _Result, me: str) -> bool:
-    """Write one outcome (the step's fields and its events) in a short transaction of its own,
-    if the step's lease is still ours; False (nothing written) when another worker took it.
-
-    The cart is locked first, as every append does (then the step): an order that committed
-    before this finds the step still ``sending`` and leaves it; this then sees the cart
-    converted. A message that had left is recorded as sent with reason ``in_flight_at_order``
-    (never credited with the order); an on-site offer, which reaches the browser only from its
-    committed event (recovery/offer_push.py), is cancelled instead and never recorded."""
-    step = result.step
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_CART_LOCK, [step.cart, step.store_id])
-        row = cursor.fetchone()
-        if result.delivered and row is not None and row[0] == rules.CONVERTED:
-            if result.push is not None:
-                assert step.finished_at is not None
-                step.message_id = ""
-                data = events.step_data(step, "converted")
-                result = _finish(
-                    step, data, Step.Status.CANCELLED, events.STEP_CANCELLED, step.finished_at
-                )
+def _record_all(results: list[_Result], me: str) -> list[tuple[_Result, bool | None]]:
+    """Record outcomes: each store's in one short transaction (_record_many); when that fails,
+    each outcome in a transaction of its own, so one step's failure never undoes another's.
+    Per outcome: True recorded, False lease lost (another worker took the step), None not
+    recorded (logged; the step stays leased and another worker takes it after the lease)."""
+    by_store: dict[int, list[_Result]] = defaultdict(list)
+    for result in results:
+        by_store[result.step.store_id].append(result)
+    out: list[tuple[_Result, bool | None]] = []
+    for store_id, group in by_store.items():
+        try:
+            out.extend(_record_many(store_id, group, me))
+            continue
+        except Exception:
+            if len(group) > 1:
+                log.exception("recording %d outcomes together failed: one by one", len(group))
             else:
-                step.reason = events.IN_FLIGHT_AT_ORDER
-                for event in result.events:
-                    if event.type == events.STEP_SENT:
-                        event.data["reason"] = events.IN_FLIGHT_AT_ORDER
+                log.exception("could not record campaign step %s", group[0].step.pk)
+                out.append((group[0], None))
+                continue
+        for result in group:
+            try:
+                out.extend(_record_many(store_id, [result], me))
+            except Exception:
+                log.exception("could not record campaign step %s", result.step.pk)
+                out.append((result, None))
+    return out
+
+
+def _record_many(store_id: int, group: list[_Result], me: str) -> list[tuple[_Result, bool]]:
+    """Write one store's outcomes (the steps' fields and their events) in one short
+    transaction, those whose lease is still ours; the others (another worker took them) are
+    written nothing.
+
+    The carts are locked first, in token order, as every append locks them (then the steps):
+    an order that committed before this finds its cart's steps still ``sending`` and leaves
+    them; this then sees the cart converted (_at_order)."""
+    carts = sorted({r.step.cart for r in group})
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CARTS_LOCK, [carts, store_id])
+        converted = {token for token, status in cursor.fetchall() if status == rules.CONVERTED}
+        group = [_at_order(r) if r.step.cart in converted else r for r in group]
+        steps = [r.step for r in group]
         cursor.execute(
             _RECORD,
             [
-                step.status,
-                step.reason,
-                step.due_at,
-                step.attempts,
-                step.finished_at,
-                step.message_id,
-                step.pk,
+                [s.pk for s in steps],
+                [s.status for s in steps],
+                [s.reason for s in steps],
+                [s.due_at for s in steps],
+                [s.attempts for s in steps],
+                [s.finished_at for s in steps],
+                [s.message_id for s in steps],
                 me,
             ],
         )
-        if cursor.rowcount != 1:
-            return False
-        if result.events:
-            events_append(
-                store_id=step.store_id, events=result.events, source=Source.system("campaigns")
-            )
-    return True
+        mine = {row[0] for row in cursor.fetchall()}
+        appending = [e for r in group if r.step.pk in mine for e in r.events]
+        if appending:
+            events_append(store_id=store_id, events=appending, source=Source.system("campaigns"))
+    return [(r, r.step.pk in mine) for r in group]
+
+
+def _at_order(result: _Result) -> _Result:
+    """The outcome of a step whose cart converted while it ran. A message that had left is
+    recorded as sent with reason ``in_flight_at_order`` (never credited with the order); an
+    on-site offer, which reaches the browser only from its committed event
+    (recovery/offer_push.py), is cancelled instead and never shown. Anything else is as it was.
+    Applying it twice changes nothing more."""
+    step = result.step
+    if not result.delivered:
+        return result
+    if result.push is not None:
+        assert step.finished_at is not None
+        step.message_id = ""
+        data = events.step_data(step, "converted")
+        return _finish(step, data, Step.Status.CANCELLED, events.STEP_CANCELLED, step.finished_at)
+    step.reason = events.IN_FLIGHT_AT_ORDER
+    for event in result.events:
+        if event.type == events.STEP_SENT:
+            event.data["reason"] = events.IN_FLIGHT_AT_ORDER
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,41 +479,53 @@ def _facts(step: Step, state: CartState | None, known: _Known) -> rules.StepFact
     )
 
 
-# The last check's one round trip: the cart's decision columns and the shopper's suppressions
-# (raw SQL: the two ORM queries it replaces cost ~3.5 ms of worker CPU a step, most of a step's).
+# The last check's one round trip for the messages leaving together: each cart's decision
+# columns and its shopper's suppressions (raw SQL: per step, the ORM queries it replaces cost
+# more worker CPU than the rest of a step).
 _RECHECK = """
-    SELECT c.status, c.item_count, c.seen_at, c.score, c.email, c.consent, c.timezone,
+    SELECT v.i, c.status, c.item_count, c.seen_at, c.score, c.email, c.consent, c.timezone,
            ARRAY(SELECT s.kind FROM campaigns_suppression s
-                 WHERE s.store_id = %(store)s AND s.shopper = %(shopper)s AND %(shopper)s <> '')
-    FROM (SELECT 1) AS one
-    LEFT JOIN carts_cartstate c ON c.token = %(cart)s AND c.store_id = %(store)s
+                 WHERE s.store_id = v.store AND s.shopper = v.shopper AND v.shopper <> '')
+    FROM unnest(%s::int[], %s::bigint[], %s::text[], %s::text[]) AS v(i, store, cart, shopper)
+    LEFT JOIN carts_cartstate c ON c.token = v.cart AND c.store_id = v.store
 """
 
 
-def _recheck(step: Step, facts: rules.StepFacts, now: datetime) -> rules.Outcome:
-    """The decision again, on the cart and the shopper's suppressions as committed right now
-    (plain reads, no lock): the last check before a message leaves. An order committed before
-    it cancels the step."""
+def _recheck(steps: Sequence[tuple[Step, rules.StepFacts]], now: datetime) -> list[rules.Outcome]:
+    """The decisions again, on the carts and the shoppers' suppressions as committed right now
+    (plain reads, no lock, one round trip): the last check before messages leave. An order
+    committed before it cancels its cart's steps."""
+    if not steps:
+        return []
     with connection.cursor() as cursor:
         cursor.execute(
-            _RECHECK, {"store": step.store_id, "shopper": step.shopper, "cart": step.cart}
+            _RECHECK,
+            [
+                list(range(len(steps))),
+                [s.store_id for s, _ in steps],
+                [s.cart for s, _ in steps],
+                [s.shopper for s, _ in steps],
+            ],
         )
-        row = cursor.fetchone()
-    status, item_count, seen_at, score, email, consent, timezone, kinds = row
-    if status is None:  # no such cart (as _cart_facts(None) has it)
-        cart = _cart_facts(None)
-    else:
-        cart = {
-            "status": status,
-            "item_count": item_count,
-            "seen_at": clock.at(seen_at) if seen_at else None,
-            "score": score,
-            "email": email,
-            "consent": json.loads(consent) if isinstance(consent, str | bytes) else consent,
-            "timezone": timezone,
-        }
-    fresh = dataclasses.replace(facts, **cart, suppressions=frozenset(kinds or ()))
-    return rules.step_decide(fresh, now)
+        rows = {row[0]: row[1:] for row in cursor.fetchall()}
+    outcomes = []
+    for i, (_, facts) in enumerate(steps):
+        status, item_count, seen_at, score, email, consent, timezone, kinds = rows[i]
+        if status is None:  # no such cart (as _cart_facts(None) has it)
+            cart = _cart_facts(None)
+        else:
+            cart = {
+                "status": status,
+                "item_count": item_count,
+                "seen_at": clock.at(seen_at) if seen_at else None,
+                "score": score,
+                "email": email,
+                "consent": json.loads(consent) if isinstance(consent, str | bytes) else consent,
+                "timezone": timezone,
+            }
+        fresh = dataclasses.replace(facts, **cart, suppressions=frozenset(kinds or ()))
+        outcomes.append(rules.step_decide(fresh, now))
+    return outcomes
 
 
 def _raised(step: Step, exc: Exception, now: datetime) -> _Result:
@@ -492,7 +549,10 @@ def _step_decide(
         return _decided(step, outcome, facts, now)
     assert state is not None
     cfg = known.settings.get(step.store_id) or CampaignSettings(store_id=step.store_id)
-    with transaction.atomic():
+    # A discount's code (and an on-site offer's record) is written here: undone with it when the
+    # rest fails. A plain email writes nothing, and gets no transaction.
+    writes = step.channel != "email"
+    with transaction.atomic() if writes else contextlib.nullcontext():
         prepared = senders.step_render(
             store=known.stores[step.store_id], settings=cfg, step=step, cart=state, now=now
         )

@@ -11,12 +11,13 @@ from any thread: the server runs in its own.
 A real relay is slower: ``SmtpSink(delay=0.15)`` answers each DATA 150 ms after the message
 arrived (the relay's processing time), ``SmtpSink(stall=True)`` takes the connection and the
 commands but never answers DATA (until ``release()`` or ``stop()``; stopping closes every
-connection); the recipients in ``sink.refuse`` are answered 550 (no such user) at RCPT.
+connection, as ``drop_connections()`` does while the sink stays up); the recipients in ``sink.refuse`` are answered 550 (no such user) at RCPT.
 These are attributes that may be changed while the sink runs; a message's wait is
 decided when its DATA arrives. The sink counts messages in flight (from MAIL FROM to the DATA
 reply, or to RSET / the connection's end): ``in_flight`` now, ``max_in_flight`` at most, and the
 same per MAIL FROM address (``max_in_flight_by_sender``); ``max_connections`` counts open
-connections. ``reset_counters()`` starts the maxima again from what is in flight now.
+connections (``connections_opened``: every one it accepted). ``reset_counters()`` starts the
+maxima again from what is in flight now.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class SmtpSink:
         self._max_by_sender: Counter[str] = Counter()
         self._transports: dict[int, asyncio.BaseTransport] = {}
         self._max_connections = 0
+        self._opened_total = 0
 
     def __enter__(self) -> SmtpSink:
         self.start()
@@ -182,7 +184,15 @@ class SmtpSink:
         controller = self._controller
         if controller is None:
             return
+        self.drop_connections()
         self._controller = None
+        controller.stop()
+
+    def drop_connections(self) -> None:
+        """Close every open connection, as a server does with idle ones; the sink stays up."""
+        controller = self._controller
+        if controller is None:
+            return
         closed = threading.Event()
 
         def close_all() -> None:
@@ -194,7 +204,6 @@ class SmtpSink:
 
         controller.loop.call_soon_threadsafe(close_all)
         closed.wait(5)
-        controller.stop()
 
     def release(self) -> None:
         """End a stall: the stalled messages are answered (accepted) now, later ones at once."""
@@ -230,6 +239,7 @@ class SmtpSink:
     def _opened(self, server: _Server, transport: asyncio.BaseTransport) -> None:
         with self._changed:
             self._transports[id(server)] = transport
+            self._opened_total += 1
             self._max_connections = max(self._max_connections, len(self._transports))
 
     def _closed(self, server: _Server, session: Any) -> None:
@@ -259,6 +269,12 @@ class SmtpSink:
     def connections(self) -> int:
         with self._changed:
             return len(self._transports)
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections accepted since the sink started."""
+        with self._changed:
+            return self._opened_total
 
     @property
     def max_connections(self) -> int:

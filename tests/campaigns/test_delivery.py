@@ -118,22 +118,27 @@ def test_a_relay_that_cannot_be_reached_is_a_transient_refusal(settings):
     assert all("ConnectionRefusedError" in r.error for r in results)
 
 
-def test_before_send_runs_once_per_message_right_before_it_leaves(relay):
+def test_the_check_runs_once_per_message_right_before_it_leaves(relay):
     relay.delay = 0.05
     items = [_outgoing(n) for n in range(10)]
     checked: list[tuple[int, int]] = []
+    asked: list[int] = []
 
-    def before_send(item: Outgoing) -> bool:
-        # Nothing of this message has reached the relay yet.
-        mid = item.message.extra_headers["Message-ID"]
-        assert all(r.message["Message-ID"] != mid for r in relay.received)
-        checked.append((item.key, threading.get_ident()))
-        return item.key % 3 != 0  # 0, 3, 6, 9: the order won
+    def check(batch: list[Outgoing]) -> list[bool]:
+        asked.append(len(batch))
+        for item in batch:
+            # Nothing of this message has reached the relay yet.
+            mid = item.message.extra_headers["Message-ID"]
+            assert all(r.message["Message-ID"] != mid for r in relay.received)
+            checked.append((item.key, threading.get_ident()))
+        return [item.key % 3 != 0 for item in batch]  # 0, 3, 6, 9: the order won
 
-    results = delivery.deliver(items, before_send=before_send, concurrency=4, per_store=4)
+    results = delivery.deliver(items, check=check, concurrency=4, per_store=4)
 
     assert sorted(key for key, _ in checked) == list(range(10))
     assert {thread for _, thread in checked} == {threading.get_ident()}  # the caller's thread
+    # The first round trip asks about as many messages as there are free connections.
+    assert asked[0] == 4 and max(asked) <= 4
     assert [r.outcome for r in results] == [
         Outcome.NOT_SENT if n % 3 == 0 else Outcome.SENT for n in range(10)
     ]
@@ -145,18 +150,74 @@ def test_before_send_runs_once_per_message_right_before_it_leaves(relay):
     assert len(received) == 6
 
 
-def test_a_before_send_that_fails_sends_nothing_of_that_message(relay):
-    def before_send(item: Outgoing) -> bool:
-        if item.key == 1:
+def test_a_check_that_fails_sends_nothing_it_was_asked_about(relay):
+    def check(batch: list[Outgoing]) -> list[bool]:
+        if any(item.key == 1 for item in batch):
             raise RuntimeError("database gone")
-        return True
+        return [True] * len(batch)
 
-    results = delivery.deliver([_outgoing(n) for n in range(3)], before_send=before_send)
+    results = delivery.deliver(
+        [_outgoing(n) for n in range(3)], check=check, concurrency=1, per_store=1
+    )
 
     assert results[1] == Delivered(
         results[1].item, Outcome.NOT_SENT, error="RuntimeError: database gone"
     )
     assert sorted(r.rcpt_tos[0] for r in relay.wait_for(2)) == ["r0@example.com", "r2@example.com"]
+
+
+def test_a_check_that_answers_for_too_few_messages_sends_none_of_them(relay):
+    results = delivery.deliver(
+        [_outgoing(n) for n in range(3)], check=lambda batch: [True], concurrency=3, per_store=3
+    )
+
+    assert [r.outcome for r in results] == [Outcome.NOT_SENT] * 3
+    assert "answered 1 of 3" in results[0].error
+    time.sleep(0.1)
+    assert relay.received == []
+
+
+# Connections kept across batches ------------------------------------------------------------------
+
+
+def test_connections_are_kept_for_the_next_batches(relay):
+    relay.delay = 0.02
+    opened = relay.connections_opened  # aiosmtpd's own probe when it started
+    for batch in range(3):
+        results = delivery.deliver(
+            [_outgoing(10 * batch + n) for n in range(4)], concurrency=4, per_store=4
+        )
+        assert all(r.outcome is Outcome.SENT for r in results)
+
+    assert len(relay.wait_for(12)) == 12
+    # One connection (and its set-up, a TLS handshake at a provider) per sender, not per batch.
+    assert relay.connections_opened - opened == 4
+
+
+def test_a_connection_idle_too_long_is_opened_again(relay, settings):
+    settings.CAMPAIGNS_SEND_IDLE_SECONDS = 0.05
+    opened = relay.connections_opened
+    delivery.deliver([_outgoing(1)], concurrency=1, per_store=1)
+    time.sleep(0.1)  # a server may have dropped it meanwhile
+
+    [result] = delivery.deliver([_outgoing(2)], concurrency=1, per_store=1)
+
+    assert result.outcome is Outcome.SENT
+    assert len(relay.wait_for(2)) == 2
+    assert relay.connections_opened - opened == 2
+
+
+def test_a_kept_connection_the_server_dropped_is_replaced_and_the_message_sent(relay):
+    opened = relay.connections_opened
+    [first] = delivery.deliver([_outgoing(1)], concurrency=1, per_store=1)
+    relay.drop_connections()  # as a server closes idle connections
+    time.sleep(0.05)
+
+    [second] = delivery.deliver([_outgoing(2)], concurrency=1, per_store=1)
+
+    assert (first.outcome, second.outcome) == (Outcome.SENT, Outcome.SENT)
+    assert sorted(r.rcpt_tos[0] for r in relay.wait_for(2)) == ["r1@example.com", "r2@example.com"]
+    assert relay.connections_opened - opened == 2
 
 
 # No transaction while talking to the network ------------------------------------------------------
@@ -181,12 +242,10 @@ def test_no_transaction_is_open_while_messages_are_sent(committed_db, settings):
     mail.outbox = []
     store_id = services.store_create(name="Delivery shop").store_id
 
-    def before_send(item: Outgoing) -> bool:  # a plain read, as the step runner's re-check
-        return Store.objects.filter(pk=item.store_id).exists()
+    def check(batch: list[Outgoing]) -> list[bool]:  # a plain read, as the step runner's
+        return [Store.objects.filter(pk=item.store_id).exists() for item in batch]
 
-    results = delivery.deliver(
-        [_outgoing(n, store_id=store_id) for n in range(8)], before_send=before_send
-    )
+    results = delivery.deliver([_outgoing(n, store_id=store_id) for n in range(8)], check=check)
 
     assert [r.outcome for r in results] == [Outcome.SENT] * 8
     assert _SEEN == [False] * 8
@@ -253,17 +312,10 @@ def test_a_provider_backend_gets_the_steps_link_as_metadata(
 def test_one_store_starts_no_more_senders_than_its_share(relay):
     # 20 messages of one store, room for 16 in flight, 3 of them the store's: 3 sending threads
     # (each a connection), not 16 started to wait for a turn.
-    before = threading.active_count()
-    seen: list[int] = []
-
-    def count(item):
-        seen.append(threading.active_count() - before)
-        return True
-
-    results = delivery.deliver(
-        [_outgoing(n) for n in range(20)], concurrency=16, per_store=3, before_send=count
-    )
+    opened = relay.connections_opened
+    results = delivery.deliver([_outgoing(n) for n in range(20)], concurrency=16, per_store=3)
 
     assert all(r.outcome is Outcome.SENT for r in results)
     assert len(relay.wait_for(20)) == 20
-    assert max(seen) == 3
+    assert relay.connections_opened - opened == 3
+    assert delivery._current is not None and len(delivery._current.senders) == 3
