@@ -13,7 +13,8 @@ first needed and kept for the next batches, so a batch does not pay a connection
 handshake with a provider) per message or per batch. A connection idle for more than
 ``CAMPAIGNS_SEND_IDLE_SECONDS`` is closed and opened again before its next message (servers
 drop idle connections), and a kept one that fails its next message (dropped meanwhile) is
-replaced at once and the message tried once more on the new one. Changing the email settings (tests do) starts a new set.
+replaced at once and the message tried once more on the new one. Changing the email settings
+(tests do) starts a new set.
 
 ``deliver`` touches no database itself: the caller's ``check`` (the last plain-read check that
 the order still wins) runs in the calling thread, right before messages are handed to free

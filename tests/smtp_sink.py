@@ -11,7 +11,8 @@ from any thread: the server runs in its own.
 A real relay is slower: ``SmtpSink(delay=0.15)`` answers each DATA 150 ms after the message
 arrived (the relay's processing time), ``SmtpSink(stall=True)`` takes the connection and the
 commands but never answers DATA (until ``release()`` or ``stop()``; stopping closes every
-connection, as ``drop_connections()`` does while the sink stays up); the recipients in ``sink.refuse`` are answered 550 (no such user) at RCPT.
+connection, as ``drop_connections()`` does while the sink stays up); the recipients in
+``sink.refuse`` are answered 550 (no such user) at RCPT.
 These are attributes that may be changed while the sink runs; a message's wait is
 decided when its DATA arrives. The sink counts messages in flight (from MAIL FROM to the DATA
 reply, or to RSET / the connection's end): ``in_flight`` now, ``max_in_flight`` at most, and the
