@@ -4,7 +4,9 @@ A relay over the internet takes 50-300 ms a message; one connection sending one 
 another caps a worker at a few emails a second. ``deliver`` keeps up to
 ``CAMPAIGNS_SEND_CONCURRENCY`` messages in flight (the bound for the process's one email backend,
 the provider), at most ``CAMPAIGNS_SEND_PER_STORE`` of one store's, so one merchant's sale
-neither takes every connection nor trips a provider's per-sender limit.
+neither takes every connection nor trips a provider's per-sender limit; with
+``CAMPAIGNS_SEND_RATE`` set, at most that many messages a second leave the process (a provider's
+sending-rate quota, divided among the worker processes).
 
 Each message in flight has a sending thread and a connection of its own
 (``django.core.mail.get_connection()``: SMTP, anymail's provider APIs, locmem in tests). Threads
@@ -34,7 +36,7 @@ import smtplib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -81,7 +83,7 @@ Check = Callable[[Sequence[Outgoing]], Sequence[bool]]
 
 
 def deliver(
-    items: Sequence[Outgoing],
+    items: Iterable[Outgoing],
     *,
     check: Check | None = None,
     concurrency: int | None = None,
@@ -90,14 +92,18 @@ def deliver(
     """Send ``items`` concurrently; one result per item, in their order. Each message is handed
     to a connection at most once, after ``check`` (if given) allowed it. Never raises for a
     delivery problem. Raises InTransaction when the calling thread is inside
-    ``transaction.atomic`` (outside tests' own wrapping transaction)."""
+    ``transaction.atomic`` (outside tests' own wrapping transaction).
+
+    ``items`` may be a generator that prepares each message as it is asked for: it is asked for
+    the next one while every connection is busy (or the messages already prepared wait for
+    their store's turn), so preparing the batch overlaps sending it. It runs in the calling
+    thread and must not leave a transaction open across its ``yield``."""
     if _in_transaction():
         raise InTransaction("deliver() must not run inside a transaction (it talks to the network)")
-    if not items:
-        return []
-    pool = _pool(max(1, concurrency or settings.CAMPAIGNS_SEND_CONCURRENCY))
+    rate = float(settings.CAMPAIGNS_SEND_RATE)
+    pool = _pool(max(1, concurrency or settings.CAMPAIGNS_SEND_CONCURRENCY), rate)
     store_limit = max(1, per_store or settings.CAMPAIGNS_SEND_PER_STORE)
-    return _Run(pool, list(items), store_limit, check).run()
+    return _Run(pool, iter(items), store_limit, check).run()
 
 
 def _in_transaction() -> bool:
@@ -127,16 +133,16 @@ _pools_lock = threading.Lock()
 _current: _Pool | None = None
 
 
-def _pool(size: int) -> _Pool:
-    """The process's senders for the email settings in force and this size (a forked child,
-    such as a Celery worker's, starts its own)."""
+def _pool(size: int, rate: float) -> _Pool:
+    """The process's senders for the email settings in force, this size and rate (a forked
+    child, such as a Celery worker's, starts its own)."""
     global _current
-    key = (os.getpid(), size, repr([getattr(settings, name, None) for name in _SETTINGS]))
+    key = (os.getpid(), size, rate, repr([getattr(settings, name, None) for name in _SETTINGS]))
     with _pools_lock:
         if _current is None or _current.key != key:
             if _current is not None and _current.key[0] == os.getpid():
                 _current.close()
-            _current = _Pool(key, size)
+            _current = _Pool(key, size, rate)
         return _current
 
 
@@ -153,35 +159,55 @@ atexit.register(senders_close)
 
 
 class _Pool:
-    """Up to ``size`` sending threads, each with its connection, and the slots that bound what is
-    in flight: ``free`` connections, ``busy`` messages per store (across every run using it)."""
+    """Up to ``size`` sending threads, each with its connection, and what bounds the messages
+    handed to them (across every run using it): ``free`` connections, ``busy`` messages per
+    store, and, when ``rate`` is set, a token bucket of ``rate`` messages a second (at most a
+    tenth of a second's worth at once: no second sees much more than ``rate``)."""
 
-    def __init__(self, key: tuple[Any, ...], size: int) -> None:
+    def __init__(self, key: tuple[Any, ...], size: int, rate: float = 0.0) -> None:
         self.key = key
         self.size = size
+        self.rate = rate
+        self.burst = max(1.0, rate / 10)  # a tenth of a second's worth at once
+        self.tokens = self.burst  # (under self.changed)
+        self.refilled = time.monotonic()
         self.changed = threading.Condition()
         self.free = size  # slots not taken (under self.changed)
         self.busy: Counter[int] = Counter()  # in flight per store (under self.changed)
         self.idle: list[_Sender] = []  # started and waiting for a job (under self.changed)
         self.senders: list[_Sender] = []
 
-    def take(self, items: Sequence[Outgoing], pending: list[int], per_store: int) -> list[int]:
-        """Wait for a free slot, then take as many pending messages as there are free slots and
-        their stores have room for (in order); each is counted as in flight."""
+    def take(
+        self, items: Sequence[Outgoing], pending: list[int], per_store: int, *, wait: bool
+    ) -> list[int]:
+        """Take as many pending messages as there are free slots and their stores have room
+        for (in order); each is counted as in flight. With ``wait``, wait for at least one
+        (unless none is pending); without, take what is free now (maybe none)."""
         with self.changed:
             while True:
+                self._refill()
                 taken: list[int] = []
                 for index in pending:
-                    if self.free == 0:
+                    if self.free == 0 or (self.rate and self.tokens < 1):
                         break
                     store_id = items[index].store_id
                     if self.busy[store_id] < per_store:
                         self.free -= 1
                         self.busy[store_id] += 1
+                        if self.rate:
+                            self.tokens -= 1
                         taken.append(index)
-                if taken:
+                if taken or not wait or not pending:
                     return taken
-                self.changed.wait()
+                # Woken by a released slot, or when the next token is due.
+                self.changed.wait((1 - self.tokens) / self.rate if self.rate else None)
+
+    def _refill(self) -> None:
+        if not self.rate:
+            return
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
 
     def release(self, store_id: int) -> None:
         with self.changed:
@@ -246,7 +272,7 @@ class _Sender:
             self._close()
 
     def _send(self, item: Outgoing) -> Delivered:
-        idle = float(getattr(settings, "CAMPAIGNS_SEND_IDLE_SECONDS", 5.0))
+        idle = float(settings.CAMPAIGNS_SEND_IDLE_SECONDS)
         if self.mail is not None and time.monotonic() - self.used_at > idle:
             self._close()  # the server may have dropped it meanwhile
         reused = self.mail is not None
@@ -284,23 +310,38 @@ class _Sender:
 
 
 class _Run:
-    """One ``deliver`` call: the calling thread checks and dispatches, the pool's senders send."""
+    """One ``deliver`` call: the calling thread prepares (pulls from ``source``), checks and
+    dispatches; the pool's senders send."""
 
     def __init__(
-        self, pool: _Pool, items: list[Outgoing], per_store: int, check: Check | None
+        self, pool: _Pool, source: Iterator[Outgoing], per_store: int, check: Check | None
     ) -> None:
         self.pool = pool
-        self.items = items
+        self.source: Iterator[Outgoing] | None = source  # None once exhausted
         self.per_store = per_store
         self.check = check
-        self.results: list[Delivered | None] = [None] * len(items)
+        self.items: list[Outgoing] = []
+        self.results: list[Delivered | None] = []
         self.finished = threading.Condition()
-        self.left = len(items)  # results still to come (under self.finished)
+        self.left = 0  # results still to come (under self.finished)
+        self.error: Exception | None = None  # raised by source
 
     def run(self) -> list[Delivered]:
-        pending = list(range(len(self.items)))
-        while pending:
-            taken = self.pool.take(self.items, pending, self.per_store)
+        pending: list[int] = []
+        while True:
+            # Prepare as many as there are free connections, so that one check asks about
+            # all that leave together; then, while messages are still to be prepared, take
+            # only what can leave now and prepare the next one otherwise (ahead of the
+            # connections' turn); once all are prepared, wait for room.
+            if self.source is not None and len(pending) < self.pool.free:
+                self._pull(pending)
+                continue
+            taken = self.pool.take(self.items, pending, self.per_store, wait=self.source is None)
+            if not taken:
+                if self.source is None:
+                    break  # nothing pending: all handed over
+                self._pull(pending)
+                continue
             gone = set(taken)
             pending = [i for i in pending if i not in gone]
             for index, go in zip(taken, self._allowed(taken), strict=True):
@@ -313,7 +354,25 @@ class _Run:
         with self.finished:
             while self.left:
                 self.finished.wait()
+        if self.error is not None:  # the caller's bug, raised once what left has its result
+            raise self.error
         return [r for r in self.results if r is not None]
+
+    def _pull(self, pending: list[int]) -> None:
+        assert self.source is not None
+        try:
+            item = next(self.source, None)
+        except Exception as exc:
+            self.error = exc
+            item = None
+        if item is None:
+            self.source = None
+            return
+        with self.finished:
+            self.items.append(item)
+            self.results.append(None)
+            self.left += 1
+        pending.append(len(self.items) - 1)
 
     def _allowed(self, taken: list[int]) -> list[bool | str]:
         """The check's answer per message (an error's description when it failed: no

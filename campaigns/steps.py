@@ -31,7 +31,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -225,21 +225,28 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
     known = _known_read(steps)
     results: list[_Result] = []
     ready: list[_Ready] = []
-    for step in steps:
-        try:
-            decided = _step_decide(step, states.get((step.store_id, step.cart)), known, moment)
-        except Exception as exc:
-            decided = _raised(step, exc, moment)
-        if isinstance(decided, _Result):
-            results.append(decided)
-        else:
+    by_id: dict[int, _Ready] = {}
+
+    def prepared() -> Iterator[delivery.Outgoing]:
+        """Each step decided and its message prepared as delivery asks for the next one (so
+        preparing overlaps sending); what sends no email is kept aside."""
+        for step in steps:
+            try:
+                decided = _step_decide(step, states.get((step.store_id, step.cart)), known, moment)
+            except Exception as exc:
+                decided = _raised(step, exc, moment)
+            if isinstance(decided, _Result):
+                results.append(decided)
+                continue
             ready.append(decided)
+            by_id[step.pk] = decided
+            if decided.prepared.message is not None:
+                yield decided.prepared.outgoing(step)
 
     # The last check, right before messages leave: an order (or an unsubscribe) committed by
     # now wins; so does the lease's end. One round trip for the messages leaving together.
     withheld: dict[int, _Result] = {}
     released: list[int] = []
-    by_id = {r.step.pk: r for r in ready}
 
     def check(keys: Sequence[int]) -> list[bool]:
         if time.monotonic() >= deadline:
@@ -259,12 +266,10 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
             answers.append(False)
         return answers
 
-    outgoing = [r for r in ready if r.prepared.message is not None]
     delivered = {
         d.item.key: d
         for d in delivery.deliver(
-            [r.prepared.outgoing(r.step) for r in outgoing],
-            check=lambda items: check([item.key for item in items]),
+            prepared(), check=lambda items: check([item.key for item in items])
         )
     }
     # On-site offers leave after their record commits (recovery pushes the committed event).

@@ -243,10 +243,14 @@ CAMPAIGNS_PUBLIC_URL = env.get_str("CAMPAIGNS_PUBLIC_URL", "http://127.0.0.1:800
 CAMPAIGNS_SCAN_SECONDS = env.get_float("CAMPAIGNS_SCAN_SECONDS", 1.0)  # abandonment scan
 CAMPAIGNS_ENQUEUE_SECONDS = env.get_float("CAMPAIGNS_ENQUEUE_SECONDS", 0.25)  # due steps
 CAMPAIGNS_ENQUEUE_LIMIT = env.get_int("CAMPAIGNS_ENQUEUE_LIMIT", 5000)  # steps per scheduler turn
-CAMPAIGNS_TASK_STEPS = env.get_int("CAMPAIGNS_TASK_STEPS", 50)  # steps per Celery task
-# Messages in flight at once from one worker process (one connection each), and of one store.
-CAMPAIGNS_SEND_CONCURRENCY = max(1, env.get_int("CAMPAIGNS_SEND_CONCURRENCY", 32))
-CAMPAIGNS_SEND_PER_STORE = max(1, env.get_int("CAMPAIGNS_SEND_PER_STORE", 8))
+CAMPAIGNS_TASK_STEPS = env.get_int("CAMPAIGNS_TASK_STEPS", 256)  # steps per Celery task
+# Messages in flight at once from one worker process (one connection each, kept across batches),
+# and of one store; messages a second from one worker process (0: no bound; a provider's sending
+# quota divided by the worker processes); seconds a kept connection may idle before it is renewed.
+CAMPAIGNS_SEND_CONCURRENCY = max(1, env.get_int("CAMPAIGNS_SEND_CONCURRENCY", 160))
+CAMPAIGNS_SEND_PER_STORE = max(1, env.get_int("CAMPAIGNS_SEND_PER_STORE", 128))
+CAMPAIGNS_SEND_RATE = max(0.0, env.get_float("CAMPAIGNS_SEND_RATE", 0.0))
+CAMPAIGNS_SEND_IDLE_SECONDS = max(0.0, env.get_float("CAMPAIGNS_SEND_IDLE_SECONDS", 5.0))
 # A step handed to a worker and not finished this long after is handed out again (a worker that
 # died with it); the database's step row makes the second run a no-op if the first did finish.
 CAMPAIGNS_REDELIVER_SECONDS = env.get_float("CAMPAIGNS_REDELIVER_SECONDS", 300.0)

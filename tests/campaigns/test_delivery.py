@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -124,7 +125,7 @@ def test_the_check_runs_once_per_message_right_before_it_leaves(relay):
     checked: list[tuple[int, int]] = []
     asked: list[int] = []
 
-    def check(batch: list[Outgoing]) -> list[bool]:
+    def check(batch: Sequence[Outgoing]) -> list[bool]:
         asked.append(len(batch))
         for item in batch:
             # Nothing of this message has reached the relay yet.
@@ -151,7 +152,7 @@ def test_the_check_runs_once_per_message_right_before_it_leaves(relay):
 
 
 def test_a_check_that_fails_sends_nothing_it_was_asked_about(relay):
-    def check(batch: list[Outgoing]) -> list[bool]:
+    def check(batch: Sequence[Outgoing]) -> list[bool]:
         if any(item.key == 1 for item in batch):
             raise RuntimeError("database gone")
         return [True] * len(batch)
@@ -175,6 +176,54 @@ def test_a_check_that_answers_for_too_few_messages_sends_none_of_them(relay):
     assert "answered 1 of 3" in results[0].error
     time.sleep(0.1)
     assert relay.received == []
+
+
+def test_messages_are_prepared_while_the_first_ones_are_sent(relay):
+    relay.delay = 0.1
+    pulled_after_first_answer: list[int] = []
+
+    def prepared():
+        for n in range(12):
+            if relay.received:  # the relay already has one
+                pulled_after_first_answer.append(n)
+            time.sleep(0.02)  # rendering
+            yield _outgoing(n)
+
+    results = delivery.deliver(prepared(), concurrency=4, per_store=4)
+
+    assert [r.item.key for r in results] == list(range(12))
+    assert all(r.outcome is Outcome.SENT for r in results)
+    # The first message left before the last ones were prepared (not all rendered first).
+    assert pulled_after_first_answer
+
+
+def test_a_source_that_raises_still_returns_nothing_before_what_left_is_done(relay):
+    relay.delay = 0.1
+
+    def prepared():
+        yield _outgoing(1)
+        raise RuntimeError("a bug in preparing")
+
+    with pytest.raises(RuntimeError, match="a bug in preparing"):
+        delivery.deliver(prepared(), concurrency=4, per_store=4)
+    # What had left had its answer before deliver raised: nothing still in flight.
+    assert relay.in_flight == 0
+    assert len(relay.received) == 1
+
+
+def test_a_sending_rate_bounds_the_messages_a_second(relay, settings):
+    settings.CAMPAIGNS_SEND_RATE = 20  # a provider's quota: 20 a second
+
+    started = time.monotonic()
+    results = delivery.deliver([_outgoing(n) for n in range(30)], concurrency=16, per_store=16)
+    took = time.monotonic() - started
+
+    assert all(r.outcome is Outcome.SENT for r in results)
+    arrived = sorted(r.arrived_at for r in relay.wait_for(30))
+    # A tenth of a second's worth at once (2), then one every 50 ms: 1.4 s for 30.
+    assert took >= 1.3
+    in_any_second = max(sum(1 for t in arrived if start <= t < start + 1.0) for start in arrived)
+    assert in_any_second <= 22
 
 
 # Connections kept across batches ------------------------------------------------------------------
@@ -242,7 +291,7 @@ def test_no_transaction_is_open_while_messages_are_sent(committed_db, settings):
     mail.outbox = []
     store_id = services.store_create(name="Delivery shop").store_id
 
-    def check(batch: list[Outgoing]) -> list[bool]:  # a plain read, as the step runner's
+    def check(batch: Sequence[Outgoing]) -> list[bool]:  # a plain read, as the step runner's
         return [Store.objects.filter(pk=item.store_id).exists() for item in batch]
 
     results = delivery.deliver([_outgoing(n, store_id=store_id) for n in range(8)], check=check)
