@@ -80,12 +80,18 @@ class InTransaction(RuntimeError):
 
 # The last check: given the messages about to leave, whether each may (True) or not (False).
 Check = Callable[[Sequence[Outgoing]], Sequence[bool]]
+# Results as they come: called in the calling thread with results not reported before.
+Done = Callable[[list["Delivered"]], None]
+# How often the calling thread wakes, while it waits, to report results to ``done``.
+_REPORT_SECONDS = 0.05
 
 
 def deliver(
     items: Iterable[Outgoing],
     *,
     check: Check | None = None,
+    done: Done | None = None,
+    done_every: int = 1,
     concurrency: int | None = None,
     per_store: int | None = None,
 ) -> list[Delivered]:
@@ -97,13 +103,18 @@ def deliver(
     ``items`` may be a generator that prepares each message as it is asked for: it is asked for
     the next one while every connection is busy (or the messages already prepared wait for
     their store's turn), so preparing the batch overlaps sending it. It runs in the calling
-    thread and must not leave a transaction open across its ``yield``."""
+    thread and must not leave a transaction open across its ``yield``.
+
+    ``done``, if given, gets the results as they come, in the calling thread, once
+    ``done_every`` of them are waiting (and the last ones before ``deliver`` returns): each
+    result exactly once. The step runner records outcomes there, so a worker killed mid-batch
+    has most of what it sent recorded. An exception from it is logged; sending goes on."""
     if _in_transaction():
         raise InTransaction("deliver() must not run inside a transaction (it talks to the network)")
     rate = float(settings.CAMPAIGNS_SEND_RATE)
     pool = _pool(max(1, concurrency or settings.CAMPAIGNS_SEND_CONCURRENCY), rate)
     store_limit = max(1, per_store or settings.CAMPAIGNS_SEND_PER_STORE)
-    return _Run(pool, iter(items), store_limit, check).run()
+    return _Run(pool, iter(items), store_limit, check, done, done_every).run()
 
 
 def _in_transaction() -> bool:
@@ -178,11 +189,18 @@ class _Pool:
         self.senders: list[_Sender] = []
 
     def take(
-        self, items: Sequence[Outgoing], pending: list[int], per_store: int, *, wait: bool
+        self,
+        items: Sequence[Outgoing],
+        pending: list[int],
+        per_store: int,
+        *,
+        wait: float | None,
     ) -> list[int]:
         """Take as many pending messages as there are free slots and their stores have room
-        for (in order); each is counted as in flight. With ``wait``, wait for at least one
-        (unless none is pending); without, take what is free now (maybe none)."""
+        for (in order); each is counted as in flight. ``wait``: 0 takes what is free now (maybe
+        none); None waits for at least one (unless none is pending); seconds wait at most that
+        long for one."""
+        deadline = None if wait is None else time.monotonic() + wait
         with self.changed:
             while True:
                 self._refill()
@@ -197,10 +215,12 @@ class _Pool:
                         if self.rate:
                             self.tokens -= 1
                         taken.append(index)
-                if taken or not wait or not pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if taken or not pending or (left is not None and left <= 0):
                     return taken
                 # Woken by a released slot, or when the next token is due.
-                self.changed.wait((1 - self.tokens) / self.rate if self.rate else None)
+                token = (1 - self.tokens) / self.rate if self.rate else None
+                self.changed.wait(min(t for t in (left, token, 3600.0) if t is not None))
 
     def _refill(self) -> None:
         if not self.rate:
@@ -310,25 +330,37 @@ class _Sender:
 
 
 class _Run:
-    """One ``deliver`` call: the calling thread prepares (pulls from ``source``), checks and
-    dispatches; the pool's senders send."""
+    """One ``deliver`` call: the calling thread prepares (pulls from ``source``), checks,
+    dispatches and reports results to ``done``; the pool's senders send."""
 
     def __init__(
-        self, pool: _Pool, source: Iterator[Outgoing], per_store: int, check: Check | None
+        self,
+        pool: _Pool,
+        source: Iterator[Outgoing],
+        per_store: int,
+        check: Check | None,
+        done: Done | None = None,
+        done_every: int = 1,
     ) -> None:
         self.pool = pool
         self.source: Iterator[Outgoing] | None = source  # None once exhausted
         self.per_store = per_store
         self.check = check
+        self.done = done
+        self.done_every = max(1, done_every)
         self.items: list[Outgoing] = []
         self.results: list[Delivered | None] = []
         self.finished = threading.Condition()
         self.left = 0  # results still to come (under self.finished)
+        self.unreported: list[int] = []  # results not given to done yet (under self.finished)
         self.error: Exception | None = None  # raised by source
 
     def run(self) -> list[Delivered]:
         pending: list[int] = []
+        # With ``done``, the calling thread wakes now and then to report what finished.
+        nap = _REPORT_SECONDS if self.done is not None else None
         while True:
+            self._report(self.done_every)
             # Prepare as many as there are free connections, so that one check asks about
             # all that leave together; then, while messages are still to be prepared, take
             # only what can leave now and prepare the next one otherwise (ahead of the
@@ -336,11 +368,14 @@ class _Run:
             if self.source is not None and len(pending) < self.pool.free:
                 self._pull(pending)
                 continue
-            taken = self.pool.take(self.items, pending, self.per_store, wait=self.source is None)
+            taken = self.pool.take(
+                self.items, pending, self.per_store, wait=0 if self.source is not None else nap
+            )
             if not taken:
-                if self.source is None:
-                    break  # nothing pending: all handed over
-                self._pull(pending)
+                if self.source is not None:
+                    self._pull(pending)
+                elif not pending:
+                    break  # all handed over
                 continue
             gone = set(taken)
             pending = [i for i in pending if i not in gone]
@@ -351,12 +386,30 @@ class _Run:
                 error = "" if go is False else go
                 self.finish(index, Delivered(self.items[index], Outcome.NOT_SENT, error=error))
                 self.pool.release(self.items[index].store_id)
-        with self.finished:
-            while self.left:
-                self.finished.wait()
+        while True:
+            with self.finished:
+                if not self.left:
+                    break
+                self.finished.wait(nap)
+            self._report(self.done_every)
+        self._report(1)
         if self.error is not None:  # the caller's bug, raised once what left has its result
             raise self.error
         return [r for r in self.results if r is not None]
+
+    def _report(self, at_least: int) -> None:
+        """Give ``done`` the results that finished since the last time, once there are
+        ``at_least`` of them."""
+        if self.done is None:
+            return
+        with self.finished:
+            if len(self.unreported) < at_least:
+                return
+            batch, self.unreported = self.unreported, []
+        try:
+            self.done([r for i in batch if (r := self.results[i]) is not None])
+        except Exception:  # the caller's to handle; sending goes on
+            log.exception("reporting %d delivery result(s) failed", len(batch))
 
     def _pull(self, pending: list[int]) -> None:
         assert self.source is not None
@@ -392,6 +445,7 @@ class _Run:
         with self.finished:
             self.results[index] = result
             self.left -= 1
+            self.unreported.append(index)
             self.finished.notify_all()
 
 

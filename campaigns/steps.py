@@ -9,12 +9,15 @@ steps: campaigns/enrolment.py; the hooks recovery fills in: campaigns/extensions
    a. claim: one short transaction marks the batch's ``enqueued`` steps (and ones whose lease ran
       out) ``sending`` under this worker's name until now + CAMPAIGNS_LEASE_SECONDS
       (``FOR UPDATE SKIP LOCKED``: a duplicate delivery or a racing worker gets none of them);
-   b. decide each step (campaigns/rules.py) on plain reads; prepare its message (a discount's
-      code, the rendering) in a short transaction;
-   c. right before the message leaves, decide again on the cart and suppressions as committed
-      now: an order committed by then cancels the step; then send, outside any transaction;
-   d. record the outcome (the step's row and its ``campaign.*`` events) in a short transaction
-      of its own, only if the lease is still ours. One step's failure never undoes another's.
+   b. decide each step (campaigns/rules.py) on plain reads and prepare its message (a
+      discount's code in a short transaction), as delivery asks for the next message, so
+      preparing the batch overlaps sending it;
+   c. right before messages leave, decide again on the carts and suppressions as committed
+      now (one round trip for the messages leaving together): an order committed by then
+      cancels its step; then send, outside any transaction (campaigns/delivery.py);
+   d. record outcomes (the steps' rows and their ``campaign.*`` events) as they come, a few
+      dozen at a time, a store's in one short transaction, only where the lease is still
+      ours; when that fails, one by one, so one step's failure never undoes another's.
    An order's own transaction cancels ``pending``/``enqueued`` steps; a ``sending`` one may
    have its message in flight: recorded as sent with reason ``in_flight_at_order``, never
    credited with the order (tests/e2e/test_campaign_races.py).
@@ -151,6 +154,8 @@ _RECORD = """
     WHERE s.id = v.id AND s.status = 'sending' AND s.lease_owner = %s
     RETURNING s.id
 """
+# Outcomes of messages handed over are recorded this many at a time while the batch sends.
+_RECORD_EVERY = 32
 # Steps a worker will not get to within its lease go back to pending (due at once, unchanged).
 _RELEASE = """
     UPDATE campaigns_step SET status = 'pending', leased_until = NULL
@@ -200,8 +205,8 @@ class _Ready:
 def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> dict[str, int]:
     """Run the given steps that are still enqueued (or whose lease ran out); each is claimed by one
     worker at a time. No transaction or lock is held while talking to the network: claim with a
-    lease (commit), decide and send, then record each outcome in a transaction of its own, if
-    the lease is still ours. Returns outcome counts."""
+    lease (commit), decide and send, and record outcomes in short transactions as they come,
+    where the lease is still ours. Returns outcome counts."""
     me = worker_id()
     lease = float(settings.CAMPAIGNS_LEASE_SECONDS)
     started = time.monotonic()
@@ -266,12 +271,35 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
             answers.append(False)
         return answers
 
-    delivered = {
-        d.item.key: d
-        for d in delivery.deliver(
-            prepared(), check=lambda items: check([item.key for item in items])
+    counts: dict[str, int] = defaultdict(int)
+
+    def record(outcomes: list[_Result]) -> None:
+        for result, recorded in _record_all(outcomes, me):
+            if recorded is None:
+                counts["unrecorded"] += 1
+            elif not recorded:
+                log.warning("campaign step %s: lease lost, outcome not recorded", result.step.pk)
+                counts["lease_lost"] += 1
+            else:
+                counts[result.count] += 1
+
+    def sent(batch: list[delivery.Delivered]) -> None:
+        """Messages handed over (or refused) are recorded as they come, a few dozen at a time:
+        a worker killed mid-batch leaves only its last ones to be sent again."""
+        record(
+            [
+                _sent(by_id[d.item.key], d, moment)
+                for d in batch
+                if d.item.key not in withheld and d.item.key not in released
+            ]
         )
-    }
+
+    delivery.deliver(
+        prepared(),
+        check=lambda items: check([item.key for item in items]),
+        done=sent,
+        done_every=_RECORD_EVERY,
+    )
     # On-site offers leave after their record commits (recovery pushes the committed event).
     offers = [r for r in ready if r.prepared.message is None]
     go: dict[int, bool] = {}
@@ -283,23 +311,15 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
         key = one.step.pk
         if key in withheld:
             results.append(withheld[key])
-        elif go.get(key) or (key in delivered and key not in released):
-            results.append(_sent(one, delivered.get(key), moment))
+        elif go.get(key):
+            results.append(_sent(one, None, moment))
 
-    counts: dict[str, int] = defaultdict(int)
     if released:
         with connection.cursor() as cursor:
             cursor.execute(_RELEASE, [released, me])
             counts["released"] += cursor.rowcount
         log.warning("lease nearly out: %d step(s) released for another batch", len(released))
-    for result, recorded in _record_all(results, me):
-        if recorded is None:
-            counts["unrecorded"] += 1
-        elif not recorded:
-            log.warning("campaign step %s: lease lost, outcome not recorded", result.step.pk)
-            counts["lease_lost"] += 1
-        else:
-            counts[result.count] += 1
+    record(results)
     return dict(counts)
 
 

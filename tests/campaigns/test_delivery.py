@@ -226,6 +226,25 @@ def test_a_sending_rate_bounds_the_messages_a_second(relay, settings):
     assert in_any_second <= 22
 
 
+def test_results_are_reported_as_they_come_each_once(relay):
+    relay.delay = 0.05
+    reports: list[tuple[list[int], int]] = []
+
+    def done(batch: list[Delivered]) -> None:
+        reports.append(([r.item.key for r in batch], threading.get_ident()))
+
+    results = delivery.deliver(
+        [_outgoing(n) for n in range(12)], done=done, done_every=3, concurrency=2, per_store=2
+    )
+
+    reported = [key for keys, _ in reports for key in keys]
+    assert sorted(reported) == list(range(12))  # each exactly once
+    assert len(reports) >= 3  # as they came, not all at the end
+    assert all(len(keys) >= 3 for keys, _ in reports[:-1])
+    assert {thread for _, thread in reports} == {threading.get_ident()}  # the caller's thread
+    assert [r.outcome for r in results] == [Outcome.SENT] * 12
+
+
 # Connections kept across batches ------------------------------------------------------------------
 
 

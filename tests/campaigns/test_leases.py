@@ -219,3 +219,26 @@ def test_a_suppression_committed_before_the_last_check_stops_the_message(
     assert [m.to for m in mail.outbox] == [["first@example.com"]]
     second.refresh_from_db()
     assert (second.status, second.reason) == ("skipped", kind)
+
+
+def test_outcomes_are_recorded_while_the_batch_is_still_sending(
+    committed_store, hooked, monkeypatch
+):
+    # A worker killed mid-batch must not leave everything it sent unrecorded (to be sent again
+    # after the lease): outcomes are recorded as they come (here one at a time).
+    monkeypatch.setattr(steps, "_RECORD_EVERY", 1)
+    store, _ = committed_store
+    batch = _enrolled(store.pk, "a@example.com", "b@example.com", "c@example.com")
+    seen: dict[str, str] = {}
+
+    def look() -> None:  # while the third message is being sent
+        first = Step.objects.get(pk=batch["a@example.com"].pk)
+        seen["first"] = first.status
+
+    hooked["c@example.com"] = look
+
+    result = steps.steps_execute(step_ids=[s.pk for s in batch.values()], now=lambda: RUN_AT)
+
+    assert result == {"sent": 3}
+    assert seen == {"first": "sent"}  # recorded (committed) before the batch ended
+    assert len(mail.outbox) == 3
