@@ -151,6 +151,28 @@ WHITENOISE_AUTOREFRESH = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.get_int("CARTS_MAX_BODY_BYTES", 2 * 1024 * 1024)
 CARTS_MAX_BATCH = 1000
 CARTS_RATE_LIMIT_PER_MINUTE = env.get_int("CARTS_RATE_LIMIT_PER_MINUTE", 60_000)
+# Rate limits on public surfaces (carts/ratelimits.py, docs/security.md): name -> "N/period"
+# (limits' notation: "30/minute", "10/second", "5 per 15 minutes"); "" turns one off. Each can be
+# set as RATE_LIMIT_<NAME> (upper case).
+_RATE_LIMITS_DEFAULT = {
+    "shopper_session_ip": "60/minute",  # POST /api/v1/shopper-sessions, per client IP
+    "shopper_session_store": "6000/minute",  # ... per store
+    "offers_ip": "120/minute",  # GET pending offers, per client IP
+    "ws_connect_ip": "60/minute",  # shopper websocket connections, per client IP
+    "ws_message_socket": "20/second",  # messages on one shopper socket
+    "ws_message_socket_minute": "300/minute",  # ... and over a minute
+    "restore_ip": "60/minute",  # restore links (/r/...), per client IP
+    "unsubscribe_ip": "30/minute",  # unsubscribe and "don't remind" pages, per client IP
+    "login_ip": "30/minute",  # failed logins (admin, dashboards), per client IP
+    "login_user": "5 per 5 minutes",  # failed logins, per username
+}
+RATE_LIMITS = {
+    name: env.get_str(f"RATE_LIMIT_{name.upper()}", default)
+    for name, default in _RATE_LIMITS_DEFAULT.items()
+}
+# Client IPs for rate limits: the peer's address, or with N trusted proxies in front, the address
+# the Nth proxy from the right saw in X-Forwarded-For.
+RATE_LIMIT_PROXY_HOPS = max(0, env.get_int("RATE_LIMIT_PROXY_HOPS", 0))
 # Redis pub/sub wake-ups for tailing readers; with them off, readers rely on polling alone.
 CARTS_HINTS = env.get_bool("CARTS_HINTS", True)
 # Where an event's occurred_at may fall, around the server's clock (docs/api.md, "Bounds"): events

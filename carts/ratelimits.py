@@ -1,0 +1,179 @@
+"""Rate limits on public surfaces (docs/security.md), counted in Redis and shared by every process.
+
+Each limit has a name and a rule in ``settings.RATE_LIMITS`` ("60/minute", "20/second", "5 per 5
+minutes"; "" turns it off), and is counted per key (a client IP, a store, a socket, a username)
+with the ``limits`` library's sliding window counter:
+
+    verdict = ratelimits.hit("shopper_session_ip", ratelimits.client_ip(request))
+    if not verdict.allowed:
+        return ratelimits.too_many(verdict)      # 429 with Retry-After
+
+A limit that bites is logged (WARNING, once per name and key per window in each process) and
+counted in ``bitten()``. When Redis cannot be reached the request is let through and the failure
+logged: a limit protects the service, it must not take it down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+log = logging.getLogger(__name__)
+
+# The websocket close code for a socket over its message limit (4000-4999: the application's).
+CLOSE_RATE_LIMITED = 4429
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    name: str = ""
+    retry_after: int = 0  # seconds until a hit would be allowed again (when not allowed)
+
+
+_ALLOWED = Verdict(True)
+
+
+@cache
+def _limiter(url: str) -> SlidingWindowCounterRateLimiter:
+    storage = RedisStorage(url, socket_timeout=2, socket_connect_timeout=2)
+    return SlidingWindowCounterRateLimiter(storage)
+
+
+@cache
+def _rule(text: str) -> RateLimitItem:
+    return parse(text)
+
+
+def rule(name: str) -> RateLimitItem | None:
+    """The limit named ``name``, or None when it is off (""). KeyError for an unknown name."""
+    text = settings.RATE_LIMITS[name]
+    return _rule(text) if text else None
+
+
+def hit(name: str, *key: str, cost: int = 1) -> Verdict:
+    """Count one hit (``cost``) of limit ``name`` for ``key``; whether it is within the limit."""
+    item = rule(name)
+    if item is None:
+        return _ALLOWED
+    parts = [_digest(k) for k in key]
+    try:
+        limiter = _limiter(settings.REDIS_URL)
+        if limiter.hit(item, name, *parts, cost=cost):
+            return _ALLOWED
+        reset = limiter.get_window_stats(item, name, *parts).reset_time
+    except Exception:  # Redis down or slow: let it through, say so
+        log.warning("rate limit %s could not be counted; request let through", name, exc_info=True)
+        return _ALLOWED
+    retry = max(1, math.ceil(reset - time.time()))
+    _bite(name, parts, retry)
+    return Verdict(False, name, retry)
+
+
+def test(name: str, *key: str) -> Verdict:
+    """Whether a hit of ``name`` for ``key`` would be within the limit, counting nothing (a
+    login form asks before checking the password, and counts only failures)."""
+    item = rule(name)
+    if item is None:
+        return _ALLOWED
+    parts = [_digest(k) for k in key]
+    try:
+        limiter = _limiter(settings.REDIS_URL)
+        if limiter.test(item, name, *parts):
+            return _ALLOWED
+        reset = limiter.get_window_stats(item, name, *parts).reset_time
+    except Exception:
+        log.warning("rate limit %s could not be read; request let through", name, exc_info=True)
+        return _ALLOWED
+    retry = max(1, math.ceil(reset - time.time()))
+    _bite(name, parts, retry)
+    return Verdict(False, name, retry)
+
+
+def clear(name: str, *key: str) -> None:
+    """Forget ``key``'s hits of ``name`` (a successful login clears its username's failures)."""
+    item = rule(name)
+    if item is None:
+        return
+    try:
+        _limiter(settings.REDIS_URL).clear(item, name, *[_digest(k) for k in key])
+    except Exception:
+        log.warning("rate limit %s could not be cleared", name, exc_info=True)
+
+
+def too_many(verdict: Verdict, detail: str = "") -> JsonResponse:
+    """The documented answer to a request over a limit: 429, ``Retry-After``, a JSON body."""
+    response = JsonResponse(
+        {
+            "code": "rate_limited",
+            "detail": detail or f"Too many requests; try again in {verdict.retry_after} s.",
+            "limit": verdict.name,
+        },
+        status=429,
+    )
+    response["Retry-After"] = str(verdict.retry_after)
+    return response
+
+
+def client_ip(request: HttpRequest | None = None, *, scope: dict[str, Any] | None = None) -> str:
+    """The client's address for rate limits: the peer's, or, behind RATE_LIMIT_PROXY_HOPS
+    trusted proxies, the one the outermost trusted proxy saw (X-Forwarded-For)."""
+    hops = settings.RATE_LIMIT_PROXY_HOPS
+    if request is not None:
+        peer = request.META.get("REMOTE_ADDR", "") or ""
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "") or ""
+    else:
+        assert scope is not None
+        client = scope.get("client") or ("", 0)
+        peer = str(client[0] or "")
+        headers = dict(scope.get("headers") or [])
+        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+    if hops and forwarded:
+        chain = [part.strip() for part in forwarded.split(",") if part.strip()]
+        if len(chain) >= hops:
+            return chain[-hops]
+    return peer or "unknown"
+
+
+# What bit, for logs and tests --------------------------------------------------------------------
+
+_lock = threading.Lock()
+_bitten: Counter[str] = Counter()
+_logged: dict[tuple[str, str], float] = {}
+
+
+def _bite(name: str, parts: list[str], retry: int) -> None:
+    key = ":".join(parts)
+    now = time.monotonic()
+    with _lock:
+        _bitten[name] += 1
+        if _logged.get((name, key), 0.0) > now:
+            return
+        if len(_logged) > 10_000:  # bounded: an attacker's many keys cannot grow it
+            _logged.clear()
+        _logged[(name, key)] = now + retry
+    log.warning("rate limit %s hit (key %s); retry after %d s", name, key[:16], retry)
+
+
+def bitten() -> dict[str, int]:
+    """How many hits each limit refused in this process since it started."""
+    with _lock:
+        return dict(_bitten)
+
+
+def _digest(value: str) -> str:
+    # Keys in Redis carry no IP address, username or token in clear, and have a bounded length.
+    return hashlib.sha256(str(value).encode()).hexdigest()[:24]

@@ -1,0 +1,72 @@
+"""Rate limits on public surfaces (carts/ratelimits.py) against the real Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from django.test import RequestFactory
+
+from carts import ratelimits
+
+
+def _key() -> str:
+    return uuid.uuid4().hex
+
+
+def test_a_limit_refuses_past_its_rule_with_a_retry_after_and_lifts_after_its_window(settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "restore_ip": "3/second"}
+    key = _key()
+
+    verdicts = [ratelimits.hit("restore_ip", key) for _ in range(5)]
+
+    assert [v.allowed for v in verdicts] == [True, True, True, False, False]
+    assert verdicts[3].name == "restore_ip" and verdicts[3].retry_after >= 1
+    assert ratelimits.hit("restore_ip", _key()).allowed  # another key has its own count
+    time.sleep(2.1)  # the sliding window has passed
+    assert ratelimits.hit("restore_ip", key).allowed
+    assert ratelimits.bitten()["restore_ip"] >= 2
+
+
+def test_a_limit_set_to_nothing_is_off(settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "restore_ip": ""}
+    key = _key()
+    assert all(ratelimits.hit("restore_ip", key).allowed for _ in range(100))
+
+
+def test_test_counts_nothing_and_clear_forgets(settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login_user": "2/minute"}
+    key = _key()
+    assert ratelimits.test("login_user", key).allowed
+    ratelimits.hit("login_user", key)
+    ratelimits.hit("login_user", key)
+    assert not ratelimits.test("login_user", key).allowed
+    ratelimits.clear("login_user", key)
+    assert ratelimits.test("login_user", key).allowed
+
+
+def test_redis_out_of_reach_lets_requests_through(settings, caplog):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "restore_ip": "1/minute"}
+    key = _key()
+    assert ratelimits.hit("restore_ip", key).allowed
+    assert ratelimits.hit("restore_ip", key).allowed
+    assert "could not be counted" in caplog.text
+
+
+def test_the_answer_is_a_429_with_retry_after():
+    response = ratelimits.too_many(ratelimits.Verdict(False, "offers_ip", 7))
+    assert response.status_code == 429
+    assert response["Retry-After"] == "7"
+    assert b'"code": "rate_limited"' in response.content
+
+
+def test_client_ip_is_the_peer_unless_proxies_are_trusted(settings):
+    request = RequestFactory().get(
+        "/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9"
+    )
+    assert ratelimits.client_ip(request) == "10.0.0.2"
+    settings.RATE_LIMIT_PROXY_HOPS = 1  # one proxy of ours: it appended the client's address
+    assert ratelimits.client_ip(request) == "203.0.113.9"
+    scope = {"client": ("10.0.0.3", 5000), "headers": [(b"x-forwarded-for", b"198.51.100.4")]}
+    assert ratelimits.client_ip(scope=scope) == "198.51.100.4"
