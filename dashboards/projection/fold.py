@@ -57,14 +57,6 @@ _ACTIVITY_PREFIXES = ("cart.", "page.", "checkout.", "coupon.", "shopper.", "ord
 DEFAULT_ATTRIBUTION_HOURS = 72
 
 
-def _skus(fact: Fact) -> dict[str, list[Any]]:
-    """The fact's lines by SKU (the same list objects), built once per batch."""
-    skus = fact.skus
-    if skus is None:
-        skus = fact.skus = {str(line[0]): line for line in fact.lines}
-    return skus
-
-
 def _line_set(fact: Fact, line: list[Any], quantity: int, price: int) -> None:
     """Set a line's quantity and unit price in place, moving the cart's running totals by the
     difference (so an item event costs the same whatever the cart's line count)."""
@@ -76,10 +68,9 @@ def _line_set(fact: Fact, line: list[Any], quantity: int, price: int) -> None:
 
 def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
     """The cart's lines after an item event (as carts/projections.py folds them), updated in
-    place: nothing is copied, the line is found by its SKU."""
+    place: the line is found by its SKU, nothing is copied or scanned."""
     sku = str(data.get("sku", ""))
-    skus = _skus(fact)
-    line = skus.get(sku)
+    line = fact.line(sku)
     if event_type == "cart.item_added":
         quantity, price = as_int(data.get("quantity")), as_int(data.get("unit_price"))
         if line is not None:
@@ -87,8 +78,7 @@ def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
         else:
             name = str(data.get("name", ""))
             line = [sku, name, 0, 0, str(data.get("category", "") or "")]
-            fact.lines.append(line)
-            skus[sku] = line
+            fact.line_append(line)
             _line_set(fact, line, quantity, price)
         if not fact.currency and data.get("currency"):
             fact.currency = as_text(data["currency"], 3)
@@ -99,8 +89,7 @@ def _fold_items(fact: Fact, event_type: str, data: Mapping[str, Any]) -> None:
             remaining = as_int(data.get("quantity"))
         if remaining <= 0:
             _line_set(fact, line, 0, 0)
-            fact.lines.remove(line)
-            del skus[sku]
+            fact.line_drop(sku)
         else:
             _line_set(fact, line, remaining, as_int(line[3]))
     if fact.value > fact.peak_value:
@@ -274,7 +263,7 @@ def fold(
         offer = data.get("offer")
         if data.get("decision") == "offer" and isinstance(offer, Mapping):
             kind = as_text(offer.get("kind"), KEY_CHARS)
-            fact.offers = {**fact.offers, str(offer.get("id", "")): [kind, campaign, tier]}
+            fact.offers[str(offer.get("id", ""))] = [kind, campaign, tier]
             counters.add(
                 store,
                 OFFER_DECIDED,

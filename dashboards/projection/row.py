@@ -178,10 +178,15 @@ JSON_COLUMNS = {name for name, kind in COLUMNS.items() if kind == "jsonb"}
 
 
 class Fact:
-    """A CartFact row in memory while a batch is folded into it."""
+    """A CartFact row in memory while a batch is folded into it.
 
-    # ``skus``: not a column; the lines by SKU while a batch is folded (built on first use).
-    __slots__ = (*COLUMNS, "skus")
+    Its lines are kept by SKU while item events are folded (``line``, ``line_append``,
+    ``line_drop``: each costs the same whatever the cart's line count), and become the list of
+    the ``lines`` column again when it is read: one copy per batch, not one per event."""
+
+    # ``lines`` is a property over ``_lines`` (the column's list, stale after a removal until it
+    # is read) and ``_by_sku`` (the same line objects by SKU, built on the first item event).
+    __slots__ = (*(name for name in COLUMNS if name != "lines"), "_lines", "_by_sku", "_stale")
 
     store_id: int
     cart: str
@@ -190,7 +195,6 @@ class Fact:
     started_day: date | None
     started_hour: int | None
     last_activity_at: datetime | None
-    lines: list[list[Any]]
     item_count: int
     value: int
     peak_value: int
@@ -233,12 +237,13 @@ class Fact:
     offers_accepted: int
     offers: dict[str, list[Any]]
     clicked: list[int]
-    skus: dict[str, list[Any]] | None
+    _lines: list[list[Any]]
+    _by_sku: dict[str | tuple[str, int], list[Any]] | None
+    _stale: bool
 
     def __init__(self, store_id: int, cart: str) -> None:
         for name in COLUMNS:
             setattr(self, name, None)
-        self.skus = None
         self.store_id, self.cart = store_id, cart
         self.currency = self.discount_currency = ""
         self.last_touch_channel = self.credit_channel = ""
@@ -252,12 +257,52 @@ class Fact:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Fact:
         fact = cls.__new__(cls)
-        fact.skus = None
         for name, value in zip(COLUMNS, row, strict=True):
             if name in JSON_COLUMNS and isinstance(value, str):
                 value = json.loads(value)
             setattr(fact, name, value)
         return fact
+
+    @property
+    def lines(self) -> list[list[Any]]:
+        """The cart's lines now, in the order they were added (a line removed and added again
+        comes last): [[sku, name, quantity, unit_price, category], ...]. Refilled from the SKU index (one copy, into the same list)
+        only when read after a line was dropped."""
+        if self._stale and self._by_sku is not None:
+            self._lines[:] = self._by_sku.values()
+            self._stale = False
+        return self._lines
+
+    @lines.setter
+    def lines(self, value: list[list[Any]] | None) -> None:
+        self._lines, self._by_sku, self._stale = value if value is not None else [], None, False
+
+    def _index(self) -> dict[str | tuple[str, int], list[Any]]:
+        index = self._by_sku
+        if index is None:
+            index = {}
+            for i, line in enumerate(self._lines):
+                sku = str(line[0])
+                # A SKU found twice (no fold writes that) keeps its first line as the cart's,
+                # as carts/projections.py finds it; the others stay, untouched, in their place.
+                index[(sku, i) if sku in index else sku] = line
+            self._by_sku = index
+        return index
+
+    def line(self, sku: str) -> list[Any] | None:
+        """The line of ``sku``, None when the cart has none."""
+        return self._index().get(sku)
+
+    def line_append(self, line: list[Any]) -> None:
+        """Add a line for a SKU the cart has none of, at the end."""
+        self._index()[str(line[0])] = line
+        if not self._stale:
+            self._lines.append(line)
+
+    def line_drop(self, sku: str) -> None:
+        """Remove the line of ``sku`` (which the cart has)."""
+        del self._index()[sku]
+        self._stale = True  # until read again
 
     @property
     def net(self) -> int:
