@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -157,19 +158,30 @@ def _kind(column: Column, row: Sequence[Any]) -> str:
     return str(row[-1]) if column.kind == MIXED else column.kind
 
 
+# What a spreadsheet reads as the start of a formula (OWASP's list: = + - @, and TAB and CR, which
+# some strip before looking at the next character).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A number as the export writes them (counts, "-12.99", "0.5000"): a "-" cell of this shape is a
+# plain negative number, anything else starting with "-" is quoted.
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
 def _csv_safe(text: str) -> str:
-    """A text cell starting like a formula is quoted with ' (spreadsheets would run it)."""
-    if text[:1] in ("=", "+", "@") or (text[:1] == "-" and not _is_number(text)):
+    """A text cell a spreadsheet could read as a formula or a non-finite number is quoted with '
+    (``-NaN1`` is ``=-NAN1`` to Excel; ``NaN`` and ``inf`` become no value in most readers)."""
+    if text[:1] in _FORMULA_STARTS and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    if _non_finite(text):
         return "'" + text
     return text
 
 
-def _is_number(text: str) -> bool:
+def _non_finite(text: str) -> bool:
+    """``NaN``, ``-inf``, ``Infinity``, ``sNaN12``: what Decimal (and float) read as no number."""
     try:
-        Decimal(text)
+        return not Decimal(text).is_finite()
     except ArithmeticError:
         return False
-    return True
 
 
 def table(name: str, caption: str, columns: Iterable[Column], rows: Iterable[Sequence]) -> Table:

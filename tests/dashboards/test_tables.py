@@ -88,3 +88,54 @@ def test_an_hour_cell_is_iso_in_the_csv_and_short_on_the_page():
 
     assert table.display() == [["2026-11-10 09:00"]]
     assert table.csv() == "hour\r\n2026-11-10T09:00:00+00:00\r\n"
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        # non-finite numbers are no numbers: quoted, whatever they start with
+        ("-NaN1", "'-NaN1"),  # Excel reads =-NAN1, a reference to cell NAN1
+        ("-nan", "'-nan"),
+        ("NaN", "'NaN"),
+        ("sNaN", "'sNaN"),
+        ("Infinity", "'Infinity"),
+        ("-inf", "'-inf"),
+        ("+Inf", "'+Inf"),
+        # formula starts, TAB and CR included
+        ("=1+1", "'=1+1"),
+        ("+5", "'+5"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1+1", "'\t=1+1"),
+        ("\r=1+1", "'\r=1+1"),
+        ("\t5", "'\t5"),
+        ("-1_000", "'-1_000"),  # Decimal reads it; a spreadsheet does not
+        ("- 5", "'- 5"),
+        ("-5 ", "'-5 "),
+        # plain numbers and text stay as they are
+        ("-5", "-5"),
+        ("-12.99", "-12.99"),
+        ("-0.5000", "-0.5000"),
+        ("-.5", "-.5"),
+        ("-1E+3", "-1E+3"),
+        ("5", "5"),
+        ("SKU-1", "SKU-1"),
+        ("Nancy", "Nancy"),
+        ("info", "info"),
+    ],
+)
+def test_the_csv_quotes_formulas_and_non_finite_numbers(cell, written):
+    table = tables.table("t", "t", [Column("sku")], [(cell,)])
+
+    assert table.csv() == "sku\r\n" + _csv_field(written) + "\r\n"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_rate_is_quoted_in_the_csv(value):
+    table = tables.table("t", "t", [Column("rate", RATE)], [(value,)])
+
+    assert table.csv() == "rate\r\n'" + f"{value:.4f}" + "\r\n"
+
+
+def _csv_field(text: str) -> str:
+    # The csv module quotes a field holding a CR (and only such fields, among these).
+    return f'"{text}"' if "\r" in text else text
