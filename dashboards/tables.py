@@ -163,7 +163,7 @@ def _kind(column: Column, row: Sequence[Any]) -> str:
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # A number as the export writes them (counts, "-12.99", "0.5000"): a "-" cell of this shape is a
 # plain negative number, anything else starting with "-" is quoted.
-_PLAIN_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 
 
 def _csv_safe(text: str) -> str:

@@ -110,6 +110,7 @@ def test_an_hour_cell_is_iso_in_the_csv_and_short_on_the_page():
         ("\t5", "'\t5"),
         ("-1_000", "'-1_000"),  # Decimal reads it; a spreadsheet does not
         ("- 5", "'- 5"),
+        ("-\u0665", "'-\u0665"),  # an Arabic-Indic 5: Decimal reads it, a spreadsheet does not
         ("-5 ", "'-5 "),
         # plain numbers and text stay as they are
         ("-5", "-5"),
