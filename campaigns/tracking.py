@@ -1,15 +1,15 @@
 """What the links in campaign emails do: clicks, opens, unsubscribe and "don't remind me".
 
 Each is a service taking a step id (from a signed token, campaigns/links.py) and ``now`` from the
-view, and leaves a ``campaign.*`` event on the step's cart. An unknown step raises
-``Step.DoesNotExist``.
+view, and leaves a ``campaign.*`` event on the step's cart (``restore_target`` only reads). An
+unknown step raises ``Step.DoesNotExist``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
@@ -32,27 +32,47 @@ def step_store_name(*, step_id: int) -> str:
     return Step.objects.filter(pk=step_id).values_list("store__name", flat=True).get()
 
 
-def link_click_record(*, step_id: int, now: datetime) -> str:
-    """Append ``campaign.link_clicked`` (one per click) and return where the restore link leads:
-    the store's cart URL with the cart's items now and its coupon code while the code is usable."""
-    step = _step(step_id)
+def _restore_target(step: Step, now: datetime) -> str:
     store = step.store
     cart = CartState.objects.filter(store=store, token=step.cart).first()
     settings = CampaignSettings.objects.filter(store=store).first() or CampaignSettings(store=store)
     coupon = Coupon.objects.filter(
         store=store, cart=step.cart, redeemed_at__isnull=True, expires_at__gt=now
     ).first()
-    url = emails.cart_url(
+    return emails.cart_url(
         settings=settings,
         store=store,
         cart=cart,
         items=list(cart.items) if cart is not None else [],
         code=coupon.code if coupon is not None else "",
     )
+
+
+def restore_target(*, step_id: int, now: datetime) -> str:
+    """Where the step's restore link leads, recording nothing: the store's cart URL with the
+    cart's items now and its coupon code while the code is usable."""
+    return _restore_target(_step(step_id), now)
+
+
+def link_click_record(*, step_id: int, now: datetime) -> str:
+    """Append ``campaign.link_clicked``, at most one per step and minute (a replayed link stores
+    nothing more within its minute), and return where the link leads (``restore_target``)."""
+    step = _step(step_id)
+    url = _restore_target(step, now)
+    # The id is the step's and the minute's (of campaign time: a real minute at clock speed 1),
+    # and the event keeps the time of the minute's first click.
+    minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
     click = events.campaign_event(
-        cart=step.cart, type=events.LINK_CLICKED, data=events.step_data(step), now=now
+        cart=step.cart,
+        type=events.LINK_CLICKED,
+        data=events.step_data(step),
+        now=now,
+        key=f"{step.store_id}:{step.pk}:{minute}",
     )
-    events_append(store_id=store.pk, events=[click], source=Source.system("campaigns"))
+    if CartEvent.objects.filter(store_id=step.store_id, event_id=click.event_id).exists():
+        return url
+    with contextlib.suppress(EventIdConflict):  # a concurrent click of the minute was first
+        events_append(store_id=step.store_id, events=[click], source=Source.system("campaigns"))
     return url
 
 

@@ -4,11 +4,18 @@ Unsubscribe and "don't remind me" act on POST only: mail scanners follow every l
 with GET. Both are CSRF-exempt: RFC 8058 one-click POSTs come from mail providers, without a
 cookie, and the signed token in the URL is what authorises the request. Times come from the
 campaigns' clock (campaigns/clock.py), as the scheduler's and the workers' do.
+
+A link's signature is checked first (a link that is not ours costs no Redis or database round
+trip), then the client's limit (carts/ratelimits.py): restore links, the open pixel and "don't
+remind me" count against ``restore_ip``, unsubscribe against ``unsubscribe_ip``. Over it the answer
+is a 429 with Retry-After and nothing is recorded, except that a restore link still takes the
+shopper to their cart, without recording the click.
 """
 
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -18,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from campaigns import clock, links, selectors, tracking
 from campaigns.models import Step
+from carts import ratelimits
 
 # The smallest transparent GIF (1x1, 43 bytes).
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -38,17 +46,28 @@ def _bad_link(request: HttpRequest, message: str) -> HttpResponse:
     )
 
 
-def _step_id(token: str, purpose: links.Purpose) -> int:
-    """The step a link names (by its opaque link_id); BadLink or Step.DoesNotExist."""
-    return selectors.step_id_for_link(link_id=links.link_from_token(token, purpose))
+def _step_id(link_id: uuid.UUID) -> int:
+    """The step a link names (by its opaque link_id); Step.DoesNotExist if none."""
+    return selectors.step_id_for_link(link_id=link_id)
+
+
+def _too_many(verdict: ratelimits.Verdict) -> HttpResponse:
+    return _private(ratelimits.too_many(verdict))
 
 
 @require_GET
 def restore(request: HttpRequest, token: str) -> HttpResponse:
-    """Record the click and send the shopper to the store's cart."""
+    """Record the click and send the shopper to the store's cart. Over the client's limit the
+    shopper is still sent there (finding the cart writes nothing, and many shoppers can share
+    an address); only the click goes unrecorded."""
     try:
-        step_id = _step_id(token, links.Purpose.RESTORE)
-        url = tracking.link_click_record(step_id=step_id, now=clock.now())
+        link_id = links.link_from_token(token, links.Purpose.RESTORE)
+        verdict = ratelimits.hit("restore_ip", ratelimits.client_ip(request))
+        step_id = _step_id(link_id)
+        if verdict.allowed:
+            url = tracking.link_click_record(step_id=step_id, now=clock.now())
+        else:
+            url = tracking.restore_target(step_id=step_id, now=clock.now())
     except links.BadLink as exc:
         return _bad_link(request, exc.message)
     except Step.DoesNotExist:
@@ -60,8 +79,11 @@ def restore(request: HttpRequest, token: str) -> HttpResponse:
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     """Record the open; a 1x1 transparent GIF."""
     try:
-        step_id = _step_id(token, links.Purpose.OPEN)
-        tracking.email_open_record(step_id=step_id, now=clock.now())
+        link_id = links.link_from_token(token, links.Purpose.OPEN)
+        verdict = ratelimits.hit("restore_ip", ratelimits.client_ip(request))
+        if not verdict.allowed:
+            return _too_many(verdict)
+        tracking.email_open_record(step_id=_step_id(link_id), now=clock.now())
     except links.BadLink as exc:
         return _bad_link(request, exc.message)
     except Step.DoesNotExist:
@@ -76,10 +98,23 @@ def _confirm_then_act(
     purpose: links.Purpose,
     act: Callable[..., bool],
     template: str,
+    limit: str,
 ) -> HttpResponse:
-    """GET: a page asking to confirm with a POST; POST: ``act`` and the page saying it is done."""
+    """GET: a page asking to confirm with a POST; POST: ``act`` and the page saying it is done.
+
+    Pages count against ``limit`` per client address, a POST per address and link: RFC 8058
+    one-click POSTs come from the mail providers' servers, whose few addresses carry every
+    shopper's requests to every store, and each link acts once (a repeat stores nothing)."""
     try:
-        step_id = _step_id(token, purpose)
+        link_id = links.link_from_token(token, purpose)
+        ip = ratelimits.client_ip(request)
+        if request.method == "POST":
+            verdict = ratelimits.hit(limit, ip, link_id.hex)
+        else:
+            verdict = ratelimits.hit(limit, ip)
+        if not verdict.allowed:
+            return _too_many(verdict)
+        step_id = _step_id(link_id)
         store_name = tracking.step_store_name(step_id=step_id)
         if request.method == "POST":
             act(step_id=step_id, now=clock.now())
@@ -101,6 +136,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         purpose=links.Purpose.UNSUBSCRIBE,
         act=tracking.shopper_unsubscribe,
         template="campaigns/unsubscribe.html",
+        limit="unsubscribe_ip",
     )
 
 
@@ -114,4 +150,5 @@ def stop(request: HttpRequest, token: str) -> HttpResponse:
         purpose=links.Purpose.STOP,
         act=tracking.reminders_decline,
         template="campaigns/stop.html",
+        limit="restore_ip",
     )
