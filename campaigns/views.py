@@ -6,8 +6,10 @@ cookie, and the signed token in the URL is what authorises the request. Times co
 campaigns' clock (campaigns/clock.py), as the scheduler's and the workers' do.
 
 A link's signature is checked first (a link that is not ours costs no Redis or database round
-trip), then the client's limit (carts/ratelimits.py): restore links, the open pixel and "don't
-remind me" count against ``restore_ip``, unsubscribe against ``unsubscribe_ip``. Over it the answer
+trip), then the client's limit (carts/ratelimits.py): restore links and "don't remind me" count
+against ``restore_ip``, the open pixel against ``open_link`` per address and link (mail image
+proxies fetch every recipient's pixel from a few addresses), unsubscribe against
+``unsubscribe_ip`` (confirming POSTs per address and link). Over it the answer
 is a 429 with Retry-After and nothing is recorded, except that a restore link still takes the
 shopper to their cart, without recording the click.
 """
@@ -80,7 +82,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     """Record the open; a 1x1 transparent GIF."""
     try:
         link_id = links.link_from_token(token, links.Purpose.OPEN)
-        verdict = ratelimits.hit("restore_ip", ratelimits.client_ip(request))
+        verdict = ratelimits.hit("open_link", ratelimits.client_ip(request), link_id.hex)
         if not verdict.allowed:
             return _too_many(verdict)
         tracking.email_open_record(step_id=_step_id(link_id), now=clock.now())

@@ -161,8 +161,13 @@ _RATE_LIMITS_DEFAULT = {
     "ws_connect_ip": "60/minute",  # shopper websocket connections, per client IP
     "ws_message_socket": "20/second",  # messages on one shopper socket
     "ws_message_socket_minute": "300/minute",  # ... and over a minute
-    "restore_ip": "60/minute",  # restore links (/r/...), per client IP
-    "unsubscribe_ip": "30/minute",  # unsubscribe and "don't remind" pages, per client IP
+    "restore_ip": "60/minute",  # restore links and "don't remind me" pages, per client IP
+    # The open pixel, per client IP and link: mail image proxies (Gmail's, Apple's) fetch every
+    # recipient's pixel from a few addresses; an open is recorded once per step anyway.
+    "open_link": "10/minute",
+    # Unsubscribe pages per client IP; their confirming POSTs (RFC 8058 one-click ones come from
+    # mail providers' few addresses) per client IP and link.
+    "unsubscribe_ip": "30/minute",
     "login_ip": "30/minute",  # failed logins (admin, dashboards), per client IP
     "login_user": "5 per 5 minutes",  # failed logins, per username
 }

@@ -162,18 +162,23 @@ def test_over_its_limit_a_restore_link_still_redirects_and_records_no_click(
     ]
 
 
-def test_over_its_limit_the_open_pixel_is_a_429_and_records_no_open(
+def test_the_open_pixel_is_limited_per_address_and_link_not_per_address(
     browser, at, settings, store, shop_cart, campaign_step
 ):
-    _limits(settings, restore_ip="2/minute")
+    # A mail image proxy fetches every recipient's pixel from one address: each link has its own
+    # count there, and only replays of one link are refused.
+    _limits(settings, open_link="2/minute")
     steps = _steps(store, shop_cart, campaign_step, 3)
-    for step in steps[:2]:
+    for step in steps:
         assert browser.get(_path(links.open_pixel_url(step.link_id))).status_code == 200
+    again = _path(links.open_pixel_url(steps[0].link_id))
+    assert browser.get(again).status_code == 200
 
-    response = browser.get(_path(links.open_pixel_url(steps[2].link_id)))
+    response = browser.get(again)
 
-    _assert_too_many(response, "restore_ip")
-    assert [s for _, _, s in _events(store, "campaign.email_opened")] == [steps[0].pk, steps[1].pk]
+    _assert_too_many(response, "open_link")
+    opened = sorted(s for _, _, s in _events(store, "campaign.email_opened"))
+    assert opened == sorted(s.pk for s in steps)
 
 
 def test_dont_remind_me_pages_over_the_limit_are_429_and_store_nothing(
