@@ -174,7 +174,10 @@ class TierInline(admin.StackedInline):
             "Email (email and discount tiers)",
             {
                 "fields": ["subject_template", "body_template"],
-                "description": "Django template syntax (no {% load %} or {% include %}). "
+                "description": "Django template syntax, with the tags if, for (over items, at "
+                "most two deep), with, firstof, filter, spaceless, comment, verbatim and "
+                "templatetag, and the common text filters (not safe); a long or slow render is "
+                "refused. "
                 "Available: {{ shopper_name }}, {{ store_name }}, {{ items }} (each with name, "
                 "sku, category, quantity, unit_price, line_total), {{ cart_value }}, "
                 "{{ restore_url }}, and on discount tiers {{ code }}, {{ discount }}, "
@@ -346,7 +349,11 @@ class CampaignAdmin(StoreScopedAdmin):
         tier = get_object_or_404(
             Tier, pk=tier_id, campaign=campaign, channel__in=sorted(EMAIL_CHANNELS)
         )
-        from campaigns.emails import email_preview, template_errors  # imported when used
+        from campaigns.emails import (  # imported when used
+            TemplateOverBudget,
+            email_preview,
+            template_errors,
+        )
 
         # A tier saved before its templates were checked (or edited outside the admin) is shown
         # with its errors rather than failing the page.
@@ -364,11 +371,16 @@ class CampaignAdmin(StoreScopedAdmin):
         }
         if not problems:
             settings = CampaignSettings.objects.filter(store=campaign.store).first()
-            context["preview"] = email_preview(
-                tier=tier,
-                settings=settings or CampaignSettings(store=campaign.store),
-                store=campaign.store,
-            )
+            try:
+                context["preview"] = email_preview(
+                    tier=tier,
+                    settings=settings or CampaignSettings(store=campaign.store),
+                    store=campaign.store,
+                )
+            except TemplateOverBudget as exc:
+                # The check's sample store is not this one: its name, say, can be much longer.
+                field = f"{exc.field}_template"
+                context["problems"] = {field: [f"This template is refused: {exc.reason}."]}
         return TemplateResponse(request, "admin/campaigns/campaign/email_preview.html", context)
 
 

@@ -1,9 +1,11 @@
 """Campaign emails: the message for one email or discount step, its preview, and template checks.
 
 Merchants write a tier's subject and body in Django template syntax. They are rendered by an
-engine of their own (no template loaders, no tag libraries, no ``{% debug %}``), with autoescape
-on for the HTML part and off for the text part and the subject, then put into the wrappers in
-templates/campaigns/ (items table, restore button, unsubscribe and "don't remind me" footer).
+engine of their own (no template loaders, no tag libraries, and an allow-list of tags and filters
+in place of Django's builtins: _TAGS, _FILTERS), within a budget of output and time (a worker
+renders every store's emails), with autoescape on for the HTML part and off for the text part and
+the subject, then put into the wrappers in templates/campaigns/ (items table, restore button,
+unsubscribe and "don't remind me" footer).
 Nothing here writes: the step runner sends the message and records the outcome.
 """
 
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -24,11 +29,18 @@ from django.core.mail import EmailMultiAlternatives
 from django.template import (
     Context,
     Engine,
+    Library,
+    Node,
     Template,
     TemplateDoesNotExist,
     TemplateSyntaxError,
+    Variable,
+    defaultfilters,
+    defaulttags,
+    loader_tags,
 )
-from django.template.defaulttags import DebugNode
+from django.template.base import FilterExpression, Parser, TextNode, Token, VariableNode
+from django.template.defaulttags import FirstOfNode, ForNode, TemplateTagNode, VerbatimNode
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import linebreaks
@@ -175,22 +187,274 @@ def cart_url(
 # Rendering merchants' templates -------------------------------------------------------------------
 
 
+# What a merchant's template may use, in one place. Tags and filters a cart email needs, and
+# none that writes an unbounded amount in one step (lorem, ljust, stringformat, join: a size taken
+# from an argument), unescapes shoppers' text (safe, safeseq, autoescape off: item names come from
+# browsers) or reaches outside the message (url, now, csrf_token, load, include's templates).
+_TAGS = (
+    "if", "for", "with", "comment", "spaceless", "filter", "firstof", "verbatim", "templatetag",
+)  # fmt: skip
+_FILTERS = (
+    "default", "default_if_none", "upper", "lower", "title", "capfirst", "length", "first",
+    "last", "slice", "dictsort", "dictsortreversed", "pluralize", "yesno", "divisibleby",
+    "truncatechars", "truncatewords", "wordwrap", "wordcount", "linebreaks", "linebreaksbr",
+    "escape", "striptags", "cut", "urlencode",
+)  # fmt: skip
+# Kept as Django parses them: the engine has no templates, so they always fail for the sample
+# cart, with their own message (_problem).
+_NO_TEMPLATES = ("include", "extends")
+# Filters a {% for %} may apply to ``items``, the one sequence it goes over.
+_FOR_FILTERS = ("slice", "dictsort", "dictsortreversed")
+_FOR_DEPTH = 2  # {% for %} inside {% for %}, no deeper
+_BLOCK_DEPTH = 8  # any block tags, so parsing and rendering never near Python's recursion limit
+_WHY = {
+    "safe": "item names come from shoppers and stay escaped",
+    "safeseq": "item names come from shoppers and stay escaped",
+    "autoescape": "item names come from shoppers and stay escaped",
+}
+
+# The render budget of one template: a subject or body that writes more, or takes longer, fails.
+SUBJECT_LIMIT = 1_000  # characters
+BODY_LIMIT = 100_000  # characters
+RENDER_SECONDS = 0.2
+
+
+class TemplateRefused(TemplateSyntaxError):
+    """A merchant's template uses a tag, filter or construct emails do not allow."""
+
+
+class TemplateOverBudget(Exception):
+    """A merchant's template wrote more, or took longer, than its budget while rendering."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"The {field} template is over budget: {reason}.")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Budget:
+    field: str
+    limit: int
+    deadline: float
+    written: int = 0
+
+    def charge(self, written: int) -> None:
+        self.written += written
+        if self.written > self.limit:
+            raise TemplateOverBudget(
+                self.field,
+                f"it writes more than {self.limit:,} characters (a {self.field}'s limit)",
+            )
+        if time.monotonic() > self.deadline:
+            raise TemplateOverBudget(
+                self.field, f"it takes more than {RENDER_SECONDS * 1000:.0f} ms to render"
+            )
+
+    def value(self, size: int) -> None:
+        if size > self.limit:
+            raise TemplateOverBudget(
+                self.field, f"one of its values is longer than {self.limit:,} characters"
+            )
+        self.charge(0)
+
+
+# The budget of the render under way in this thread (None outside _render: nothing is counted).
+_budget: ContextVar[_Budget | None] = ContextVar("email_template_budget", default=None)
+
+
+def _charge(written: int) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.charge(written)
+
+
+class _Counted:
+    """Mixed into the nodes that write (text, variables, and the tags that print): what they
+    write is charged to the budget as it is written, so no loop or repetition outgrows it."""
+
+    def render_annotated(self, context: Context) -> str:
+        out = super().render_annotated(context)  # type: ignore[misc]
+        _charge(len(out))
+        return out
+
+
+_COUNTED: dict[type[Node], type[Node]] = {
+    cls: type(f"Counted{cls.__name__}", (_Counted, cls), {})
+    for cls in (TextNode, VariableNode, VerbatimNode, TemplateTagNode, FirstOfNode)
+}
+
+
+class _Tick(Node):
+    """First in every loop's body: an iteration that writes nothing still spends the clock."""
+
+    child_nodelists = ()
+
+    def render(self, context: Context) -> str:
+        _charge(0)
+        return ""
+
+
+def _metered(func: Callable[..., Any]) -> Callable[..., Any]:
+    # Every filter's result is checked: a value can grow only so far, at any step of a chain.
+    @functools.wraps(func)  # keeps is_safe, needs_autoescape and the signature Django checks
+    def metered(*args: Any, **kwargs: Any) -> Any:
+        result = func(*args, **kwargs)
+        budget = _budget.get()
+        if budget is not None:
+            budget.value(len(result) if isinstance(result, (str, list, tuple)) else 0)
+        return result
+
+    return metered
+
+
+def _add(value: Any, arg: Any) -> Any:
+    # Numbers only: Django's also joins strings and lists, so nested {% with %} could double a
+    # value at each level.
+    try:
+        return int(value) + int(arg)
+    except (ValueError, TypeError):
+        return ""
+
+
+def _floatformat(text: Any, arg: Any = -1) -> str:
+    # Django's, with at most 10 decimal places: "floatformat:999999999" writes that many digits.
+    digits = str(arg).rstrip("gu")
+    if digits.lstrip("-").isdigit() and abs(int(digits)) > 10:
+        raise TemplateRefused("floatformat shows at most 10 decimal places in emails.")
+    return defaultfilters.floatformat(text, arg)
+
+
+def _refused(name: str) -> Callable[[Parser, Token], Node]:
+    def refuse(parser: Parser, token: Token) -> Node:
+        why = f": {_WHY[name]}" if _WHY.get(name) else ""
+        raise TemplateRefused(
+            f"The {{% {name} %}} tag on line {token.lineno} is not allowed in emails{why}."
+        )
+
+    return refuse
+
+
+def _no_load(parser: Parser, token: Token) -> Node:
+    raise TemplateSyntaxError(
+        "{% load %} is not available in emails: there are no tag libraries to load."
+    )
+
+
+def _no_debug(parser: Parser, token: Token) -> Node:
+    raise TemplateSyntaxError("The {% debug %} tag is not allowed in emails.")
+
+
+def _nested(compile_tag: Callable[[Parser, Token], Node]) -> Callable[[Parser, Token], Node]:
+    def compile_nested(parser: Parser, token: Token) -> Node:
+        depth = getattr(parser, "_email_depth", 0) + 1
+        if depth > _BLOCK_DEPTH:
+            raise TemplateRefused(
+                f"Tags nest at most {_BLOCK_DEPTH} deep in emails (line {token.lineno})."
+            )
+        parser._email_depth = depth  # type: ignore[attr-defined]
+        try:
+            node = compile_tag(parser, token)
+        finally:
+            parser._email_depth = depth - 1  # type: ignore[attr-defined]
+        bound = [*getattr(node, "extra_context", {}), getattr(node, "asvar", None)]
+        if "items" in bound:  # {% with %} or {% firstof ... as %}
+            raise TemplateRefused("{{ items }} cannot be given another value in emails.")
+        return node
+
+    return compile_nested
+
+
+def _for(parser: Parser, token: Token) -> Node:
+    depth = getattr(parser, "_email_loops", 0) + 1
+    if depth > _FOR_DEPTH:
+        raise TemplateRefused(
+            f"{{% for %}} loops nest at most {_FOR_DEPTH} deep in emails (line {token.lineno})."
+        )
+    parser._email_loops = depth  # type: ignore[attr-defined]
+    try:
+        node = defaulttags.do_for(parser, token)
+    finally:
+        parser._email_loops = depth - 1  # type: ignore[attr-defined]
+    assert isinstance(node, ForNode)
+    sequence = node.sequence
+    allowed = {_LIBRARY.filters[name] for name in _FOR_FILTERS}
+    if not (
+        isinstance(sequence, FilterExpression)
+        and isinstance(sequence.var, Variable)
+        and sequence.var.var == "items"
+        and all(func in allowed for func, _ in sequence.filters)
+    ):
+        raise TemplateRefused(
+            f"{{% for %}} loops go over items only in emails (the one on line {token.lineno} "
+            f"goes over {getattr(sequence, 'token', sequence)!r})."
+        )
+    if "items" in node.loopvars:
+        raise TemplateRefused("{{ items }} cannot be given another value in emails.")
+    node.nodelist_loop.insert(0, _Tick())  # type: ignore[arg-type]
+    return node
+
+
+def _library() -> Library:
+    library = Library()
+    builtin = {**defaulttags.register.tags, **loader_tags.register.tags}
+    for name in {*builtin, "ssi"}:
+        library.tags[name] = _refused(name)
+    library.tags.update({name: _nested(builtin[name]) for name in _TAGS})
+    library.tags.update({name: builtin[name] for name in _NO_TEMPLATES})
+    library.tags.update({"for": _nested(_for), "load": _no_load, "debug": _no_debug})
+    library.filters.update(
+        {name: _metered(defaultfilters.register.filters[name]) for name in _FILTERS}
+    )
+    library.filter("add", _metered(_add))
+    library.filter("floatformat", _metered(_floatformat), is_safe=True)
+    return library
+
+
+_LIBRARY = _library()
+_INVALID_FILTER = re.compile(r"Invalid filter: '(\w+)'")
+
+
 @functools.cache
 def _engine() -> Engine:
-    # No loaders (so no {% include %} or {% extends %} of project templates), no tag libraries.
-    return Engine(libraries={}, loaders=[("django.template.loaders.locmem.Loader", {})])
+    # No loaders (so no {% include %} or {% extends %} of project templates), no tag libraries,
+    # and the allow-list in place of Django's builtin tags and filters.
+    engine = Engine(libraries={}, loaders=[("django.template.loaders.locmem.Loader", {})])
+    engine.template_builtins = [_LIBRARY]
+    return engine
 
 
 @functools.lru_cache(maxsize=512)
 def _compile(source: str) -> Template:
-    template = _engine().from_string(source)
-    if template.nodelist.get_nodes_by_type(DebugNode):
-        raise TemplateSyntaxError("The {% debug %} tag is not allowed in emails.")
+    try:
+        template = _engine().from_string(source)
+    except TemplateSyntaxError as exc:
+        refused = _INVALID_FILTER.fullmatch(str(exc))
+        if refused and refused[1] in defaultfilters.register.filters:
+            why = f": {_WHY[refused[1]]}" if _WHY.get(refused[1]) else ""
+            raise TemplateRefused(
+                f"The |{refused[1]} filter is not allowed in emails{why}."
+            ) from exc
+        raise
+    for node in template.nodelist.get_nodes_by_type(Node):
+        counted = _COUNTED.get(type(node))
+        if counted is not None:
+            node.__class__ = counted
     return template
 
 
-def _render(source: str, context: dict[str, Any], *, autoescape: bool) -> str:
-    return _compile(source).render(Context(context, autoescape=autoescape))
+def _render(source: str, context: dict[str, Any], *, autoescape: bool, field: str) -> str:
+    """The merchant's ``field`` template ("subject" or "body") rendered within its budget;
+    TemplateOverBudget past it, TemplateRefused for what emails do not allow."""
+    limit = SUBJECT_LIMIT if field == "subject" else BODY_LIMIT
+    budget = _Budget(field=field, limit=limit, deadline=time.monotonic() + RENDER_SECONDS)
+    token = _budget.set(budget)
+    try:
+        out = _compile(source).render(Context(context, autoescape=autoescape))
+    finally:
+        _budget.reset(token)
+    budget.charge(max(len(out) - budget.written, 0))  # what {% filter %} added to its content
+    return out
 
 
 def _subject(rendered: str, fallback: str) -> str:
@@ -258,7 +522,7 @@ def _render_email(
 ) -> _Rendered:
     context = _context(link_id=link_id, settings=settings, store=store, cart=cart, coupon=coupon)
     subject = _subject(
-        _render(tier.subject_template, context, autoescape=False),
+        _render(tier.subject_template, context, autoescape=False, field="subject"),
         fallback=f"Your cart at {store.name}",
     )
     wrapper = {
@@ -276,13 +540,18 @@ def _render_email(
     }
     text = render_to_string(
         "campaigns/email.txt",
-        {**wrapper, "body": _render(tier.body_template, context, autoescape=False).strip()},
+        {
+            **wrapper,
+            "body": _render(tier.body_template, context, autoescape=False, field="body").strip(),
+        },
     )
     html = render_to_string(
         "campaigns/email.html",
         {
             **wrapper,
-            "body": _body_html(_render(tier.body_template, context, autoescape=True).strip()),
+            "body": _body_html(
+                _render(tier.body_template, context, autoescape=True, field="body").strip()
+            ),
         },
     )
     return _Rendered(subject=subject, text=text, html=html)
@@ -414,15 +683,14 @@ def _sample_contexts() -> list[dict[str, Any]]:
 def _problem(exc: Exception) -> str:
     if isinstance(exc, TemplateDoesNotExist):
         return f"{{% include %}} and {{% extends %}} are not available in emails (asked for {exc})."
-    message = str(exc).strip()
-    if "is not a registered tag library" in message:
-        return "{% load %} is not available in emails: there are no tag libraries to load."
-    return message
+    # There is nothing to {% load %}: Django's hint would only mislead.
+    return str(exc).replace(" Did you forget to register or load this tag?", "").strip()
 
 
 def template_errors(*, subject_template: str, body_template: str) -> dict[str, list[str]]:
-    """Field errors for templates that do not compile, or do not render for a sample cart (with
-    and without a code, escaped and not); empty when both are fine."""
+    """Field errors for templates that do not compile (or use what emails do not allow), or do
+    not render within their budget for a sample cart (with and without a code, escaped and
+    not); empty when both are fine."""
     errors: dict[str, list[str]] = {}
     for field, source in (("subject_template", subject_template), ("body_template", body_template)):
         try:
@@ -433,7 +701,9 @@ def template_errors(*, subject_template: str, body_template: str) -> dict[str, l
         try:
             for context in _sample_contexts():
                 for autoescape in (True, False):
-                    _render(source, context, autoescape=autoescape)
+                    _render(source, context, autoescape=autoescape, field=field.split("_")[0])
+        except TemplateOverBudget as exc:
+            errors[field] = [f"This template is refused: for a sample cart, {exc.reason}."]
         except Exception as exc:  # any failure is the template's: report it, do not crash the admin
             errors[field] = [f"This template fails for a sample cart: {_problem(exc)}"]
     return errors
