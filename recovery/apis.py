@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+from django.http import HttpResponseBase
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from carts import projections
+from carts import projections, ratelimits
 from carts.apis import CartNotFound, ReasonOut
 from carts.auth import StoreRateThrottle
 from carts.selectors import cart_state_get
@@ -122,7 +123,10 @@ class CartScoreApi(APIView):
 # Shopper sessions: the browser snippet's HTTP API (docs/websocket.md) ---------------------------
 
 
-def _cors(response: Response, origin: str | None) -> Response:
+_R = TypeVar("_R", bound=HttpResponseBase)
+
+
+def _cors(response: _R, origin: str | None) -> _R:
     if origin:
         response["Access-Control-Allow-Origin"] = origin
     response["Vary"] = "Origin"
@@ -182,6 +186,15 @@ def _request_origin(request: Request) -> str | None:
     return None
 
 
+def _rate_limited(request: Request, name: str, key: str) -> HttpResponseBase | None:
+    """Count one request against limit ``name`` for ``key``; the documented 429 (Retry-After,
+    readable cross-origin like the other refusals) when it is over."""
+    verdict = ratelimits.hit(name, key)
+    if verdict.allowed:
+        return None
+    return _cors(ratelimits.too_many(verdict), request.headers.get("Origin"))
+
+
 def _store_and_origin(request: Request, key: Any) -> tuple[Any, str | None]:
     store = live.store_for_publishable_key(key)
     if store is None:
@@ -222,6 +235,10 @@ _REFUSALS = {
         "and no valid grant for it was given."
     ),
 }
+_TOO_MANY = OpenApiResponse(
+    description='{"code": "rate_limited", "detail": "…", "limit": "…"}: over a rate limit '
+    "(docs/security.md); the Retry-After header says in how many seconds to try again."
+)
 
 
 def _origin_not_allowed() -> exceptions.PermissionDenied:
@@ -243,13 +260,21 @@ class ShopperSessionsApi(_BrowserApi):
             201: SessionOut,
             400: OpenApiResponse(description='Field errors, e.g. {"cart": ["..."]}.'),
             **_REFUSALS,
+            429: _TOO_MANY,
         },
         auth=[],
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponseBase:
+        # Counted before any work: per client IP, then (once the key names one) per store.
+        limited = _rate_limited(request, "shopper_session_ip", ratelimits.client_ip(request))
+        if limited is not None:
+            return limited
         params = _SessionIn(data=request.data)
         params.is_valid(raise_exception=True)
         store, origin = _store_and_origin(request, params.validated_data["publishable_key"])
+        limited = _rate_limited(request, "shopper_session_store", str(store.pk))
+        if limited is not None:
+            return limited
         try:
             opened = live.shopper_session_open(
                 store=store,
@@ -297,10 +322,14 @@ class ShopperOffersApi(_BrowserApi):
             200: inline_serializer("PendingOffers", {"offers": serializers.ListField()}),
             400: OpenApiResponse(description="Field errors."),
             **_REFUSALS,
+            429: _TOO_MANY,
         },
         auth=[],
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponseBase:
+        limited = _rate_limited(request, "offers_ip", ratelimits.client_ip(request))
+        if limited is not None:
+            return limited
         params = _OffersParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         store, origin = _store_and_origin(request, params.validated_data["publishable_key"])

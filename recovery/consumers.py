@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from carts import parsers
+from carts import parsers, ratelimits
 from carts.errors import CartsError
 from recovery import live, offers, tickets
 
@@ -26,6 +27,9 @@ HELLO_TIMEOUT_SECONDS = 10.0
 CLOSE_BAD_HELLO = 4400
 CLOSE_ORIGIN = 4403
 CLOSE_HELLO_TIMEOUT = 4408
+CLOSE_RATE_LIMITED = ratelimits.CLOSE_RATE_LIMITED  # 4429
+# The offer ids a socket remembers having sent, for its acks (the most recent ones).
+SENT_OFFERS_MAX = 100
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -37,15 +41,34 @@ def _db(fn: Callable[..., T]) -> Callable[..., Any]:
     return database_sync_to_async(fn, thread_sensitive=False)  # type: ignore[no-any-return]
 
 
+def _message_verdict(socket: str) -> ratelimits.Verdict:
+    """Count one message of this socket against both of its limits (a burst and a minute)."""
+    verdict = ratelimits.hit("ws_message_socket", socket)
+    if verdict.allowed:
+        verdict = ratelimits.hit("ws_message_socket_minute", socket)
+    return verdict
+
+
 class ShopperConsumer(AsyncWebsocketConsumer):
     session: live.Session | None = None
     group: str | None = None
     _hello_timer: asyncio.Task[None] | None = None
+    _closed = False
 
     async def connect(self) -> None:
         headers = dict(self.scope.get("headers", []))
         self.origin = headers.get(b"origin", b"").decode("latin-1") or None
+        self._socket_key = secrets.token_hex(12)  # this socket's messages are counted under it
+        self._sent_offers: dict[str, None] = {}  # insertion-ordered, bounded: SENT_OFFERS_MAX
+        # Counted before any other work (the origin check reads the database).
+        verdict = await asyncio.to_thread(
+            ratelimits.hit, "ws_connect_ip", ratelimits.client_ip(scope=self.scope)
+        )
         await self.accept()
+        if not verdict.allowed:
+            self._closed = True
+            await self.close(code=CLOSE_RATE_LIMITED)
+            return
         if not await _db(live.origin_known)(self.origin):
             await self.close(code=CLOSE_ORIGIN)
             return
@@ -66,6 +89,20 @@ class ShopperConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self._closed:  # over a limit: what the browser sent before the close is dropped
+            return
+        verdict = await asyncio.to_thread(_message_verdict, self._socket_key)
+        if not verdict.allowed:
+            self._closed = True
+            await self._error(
+                "rate_limited",
+                f"Too many messages on this socket; it is closed ({CLOSE_RATE_LIMITED}). "
+                f"Connect again in {verdict.retry_after} s.",
+                limit=verdict.name,
+                retry_after=verdict.retry_after,
+            )
+            await self.close(code=CLOSE_RATE_LIMITED)
+            return
         raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
         if self.session is None:
             await self._hello(raw)
@@ -137,7 +174,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
             }
         )
         for offer in pending:
-            await self._send({"type": "offer", **offer})
+            await self._send_offer({"type": "offer", **offer})
 
     async def _event(self, raw: Any) -> None:
         assert self.session is not None
@@ -158,7 +195,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
                 # Event received to offer sent, on this server (bench/exit_intent.py reads it).
                 frame["server_ms"] = round((time.perf_counter() - received) * 1000, 3)
             sent.append(frame)
-            future = asyncio.run_coroutine_threadsafe(self._send(frame), loop)
+            future = asyncio.run_coroutine_threadsafe(self._send_offer(frame), loop)
             # Wait for the frame to leave (GIL released meanwhile) before going on to the
             # commit: otherwise this thread's Python work holds the event loop off for ~1 ms.
             with contextlib.suppress(Exception):
@@ -200,9 +237,12 @@ class ShopperConsumer(AsyncWebsocketConsumer):
         assert self.session is not None
         try:
             await _db(live.offer_ack_record)(
-                store_id=self.session.store_id, cart=self.session.cart, offer_id=offer_id
+                store_id=self.session.store_id,
+                cart=self.session.cart,
+                offer_id=offer_id,
+                sent=self._sent_offers,
             )
-        except live.UnknownOffer as exc:
+        except (live.UnknownOffer, live.AcksFull) as exc:
             await self._error("invalid_message", str(exc))
 
     async def _reaction(self, kind: str, offer_id: Any) -> None:
@@ -221,7 +261,18 @@ class ShopperConsumer(AsyncWebsocketConsumer):
 
     async def offer_push(self, message: dict[str, Any]) -> None:
         """A push from another process (recovery.live.offer_push) to this cart's group."""
-        await self._send({"type": "offer", **message["offer"]})
+        await self._send_offer({"type": "offer", **message["offer"]})
+
+    async def _send_offer(self, frame: dict[str, Any]) -> None:
+        """Send an offer frame and remember its id: only offers a socket was sent can be acked
+        on it (security review 2, finding 9)."""
+        offer_id = frame.get("id")
+        if isinstance(offer_id, str):
+            self._sent_offers.pop(offer_id, None)
+            self._sent_offers[offer_id] = None
+            if len(self._sent_offers) > SENT_OFFERS_MAX:
+                del self._sent_offers[next(iter(self._sent_offers))]
+        await self._send(frame)
 
     async def _error(self, code: str, message: str, **extra: Any) -> None:
         await self._send({"type": "error", "code": code, "message": message, **extra})

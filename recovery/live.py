@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +44,19 @@ ACK = "ack"
 SYSTEM_TYPES = (OFFER_DECIDED, *OFFER_REACTIONS.values())
 _ACKED_KEY = "recovery:acked:{store}:{cart}"
 _ACKED_TTL_SECONDS = 7 * 86400  # longer than any offer lives
+# At most this many acked offers are kept per cart (security review 2, finding 9): past it an ack
+# is refused (AcksFull), so a socket cannot grow the Redis that carries Celery and the channels.
+ACKED_MAX = 100
+# Add the offer id unless the set is full (a member already there is fine); renew the TTL.
+# Atomic, so parallel sockets of one cart cannot overshoot. 1 added or known, 0 full.
+_ACK_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+  redis.call('SADD', KEYS[1], ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 _NAMESPACE = uuid.UUID("0b4c3f5e-2d7a-4b7e-9f0e-6c1d8a2e5b39")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 
@@ -58,6 +72,10 @@ class OriginNotAllowed(Exception):
 
 class UnknownOffer(Exception):
     pass
+
+
+class AcksFull(Exception):
+    """The cart already has ACKED_MAX acked offers: the ack is not kept."""
 
 
 class CartNotAllowed(Exception):
@@ -301,15 +319,27 @@ def _acked_key(store_id: int, cart: str) -> str:
     return _ACKED_KEY.format(store=store_id, cart=_cart_digest(cart))
 
 
-def offer_ack_record(*, store_id: int, cart: str, offer_id: Any) -> None:
-    """The browser received the offer frame: it is no longer pending (one Redis round trip)."""
+@functools.cache
+def _ack_script() -> Any:
+    return redis_client.client().register_script(_ACK_SCRIPT)  # EVALSHA, loaded on first use
+
+
+def offer_ack_record(*, store_id: int, cart: str, offer_id: Any, sent: Container[str]) -> None:
+    """The browser received the offer frame: it is no longer pending (one Redis round trip).
+    Only an offer this socket was sent (``sent``) can be acked (else UnknownOffer, and nothing is
+    stored); a cart keeps at most ACKED_MAX acks (else AcksFull)."""
     if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 64:
         raise UnknownOffer("'offer' must be the id of an offer made to this cart.")
-    key = _acked_key(store_id, cart)
-    pipe = redis_client.client().pipeline(transaction=False)
-    pipe.sadd(key, offer_id)
-    pipe.expire(key, _ACKED_TTL_SECONDS)
-    pipe.execute()
+    if offer_id not in sent:
+        raise UnknownOffer(f"No offer {offer_id!r} was sent on this socket.")
+    stored = _ack_script()(
+        keys=[_acked_key(store_id, cart)], args=[offer_id, ACKED_MAX, _ACKED_TTL_SECONDS]
+    )
+    if not stored:
+        raise AcksFull(
+            f"This cart has {ACKED_MAX} acknowledged offers, the most kept; answer the offer "
+            "with offer.shown, offer.accepted or offer.dismissed instead."
+        )
 
 
 def offer_reaction_record(
