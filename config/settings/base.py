@@ -159,7 +159,8 @@ _RATE_LIMITS_DEFAULT = {
     "shopper_session_store": "6000/minute",  # ... per store
     "offers_ip": "120/minute",  # GET pending offers, per client IP
     "ws_connect_ip": "60/minute",  # shopper websocket connections, per client IP
-    "ws_message_socket": "20/second",  # messages on one shopper socket
+    # Messages on one shopper socket: the snippet sends up to 100 queued ones after a reconnect.
+    "ws_message_socket": "120 per 10 seconds",
     "ws_message_socket_minute": "300/minute",  # ... and over a minute
     "restore_ip": "60/minute",  # restore links and "don't remind me" pages, per client IP
     # The open pixel, per client IP and link: mail image proxies (Gmail's, Apple's) fetch every

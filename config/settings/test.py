@@ -29,3 +29,6 @@ DEMO_ORDERS = True
 # The suite's fixed dates (tests/conftest.py T0, 2026-11-01) stay inside the server window for
 # years to come; the tests of the window set it themselves (tests/carts/test_bounds.py).
 CARTS_SERVER_PAST_DAYS = 3650
+# Rate limits off (tests share one Redis and one client address); a test of a limit sets its
+# own rule (tests/carts/test_ratelimits.py).
+RATE_LIMITS = dict.fromkeys(RATE_LIMITS, "")  # noqa: F405

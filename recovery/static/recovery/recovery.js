@@ -54,7 +54,7 @@
   let cart = local.get(CART), grant = null;
   try { const g = JSON.parse(local.get(GRANT)); if (g && g.cart === cart) grant = g.grant; } catch (e) { /* none */ }
   let enabled = false, stopped = false, leaving = false, connecting = false, welcomed = false, reconnect = false;
-  let ws = null, attempt = 0, retryTimer = 0, pingTimer = 0, lastSeen = 0;
+  let ws = null, attempt = 0, retryTimer = 0, pingTimer = 0, lastSeen = 0, rateWait = 0;
   let queue = [], inflight = []; // frames to send once welcomed; events sent and not yet answered
 
   const saveGrant = (value) => { grant = (cart && value) || null; local.set(GRANT, grant ? JSON.stringify({ cart, grant }) : null); };
@@ -138,6 +138,13 @@
           return fatal(`websocket refused (${e.code}): check data-key and the store's allowed origins`, { close_code: e.code });
         }
         reconnect = true;
+        if (e.code === 4429) {
+          // Over the server's rate limit: come back once it lifts (the refused message is queued).
+          clearTimeout(retryTimer);
+          retryTimer = setTimeout(connect, 1000 * Math.max(1, rateWait) + Math.random() * 1000);
+          rateWait = 0;
+          return;
+        }
         retry();
       };
       pingTimer = setInterval(() => {
@@ -177,9 +184,10 @@
       const f = i >= 0 ? inflight.splice(i, 1)[0] : null;
       emit('appended', Object.assign({ event_type: f && f.event.type }, m));
     } else if (m.type === 'error') {
-      // Events are answered in order, each with `appended` or an error; these three are about
-      // other messages (reactions to an unknown offer, say).
-      if (!/^(invalid_message|unknown_type|invalid_json)$/.test(m.code)) {
+      // Events are answered in order, each with `appended` or an error; these codes are about
+      // other messages (reactions to an unknown offer, say), or, rate_limited, about the socket.
+      if (m.code === 'rate_limited') rateWait = Number(m.retry_after) || 1; // the close (4429) follows
+      if (!/^(invalid_message|unknown_type|invalid_json|rate_limited)$/.test(m.code)) {
         const f = inflight.shift();
         warn('event refused:', f && f.event.type, m.code, m.errors || m.message);
       }
