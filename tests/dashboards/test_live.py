@@ -170,7 +170,10 @@ def cart_state(store_id: int, cart: str) -> CartState:
 async def open_socket(
     query: str, *, cookie: object = None, origin: str | None = ORIGIN
 ) -> tuple[WebsocketCommunicator, bool]:
-    headers = [(b"origin", origin.encode())] if origin else []
+    # A browser sends the server's Host with every handshake; the Origin must match it.
+    headers = [(b"host", b"localhost")]
+    if origin:
+        headers.append((b"origin", origin.encode()))
     if cookie is not None:
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie.value}".encode()))  # type: ignore[attr-defined]
     communicator = WebsocketCommunicator(application, f"/ws/v1/dashboard/?{query}", headers=headers)
