@@ -22,7 +22,7 @@ from rest_framework.exceptions import ValidationError
 
 from campaigns.models import Tier
 from carts.models import Store
-from dashboards import access, apis, pages, selectors
+from dashboards import access, apis, logins, pages, selectors
 from dashboards.tables import Table
 
 LOGIN_URL = "dashboards:login"
@@ -36,7 +36,10 @@ PAGES = (
 )
 
 
-class LoginView(auth_views.LoginView):
+class LoginView(logins.LimitedLoginMixin, auth_views.LoginView):
+    """Failed logins limited per username and address (dashboards/logins.py)."""
+
+    authentication_form = logins.LimitedLoginForm
     template_name = "dashboards/login.html"
     next_page = "dashboards:index"
     redirect_authenticated_user = True
