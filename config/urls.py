@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import health, views
+from dashboards.logins import AdminLoginView
 from recovery import demo
 
 urlpatterns = [
@@ -10,6 +11,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("demo/", demo.demo_storefront, name="demo"),
     path("demo/order", demo.demo_order, name="demo-order"),
+    # Failed logins limited per username and client address (dashboards/logins.py).
+    path("admin/login/", AdminLoginView.as_view(), name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("carts.urls")),
     path("api/v1/", include("recovery.urls")),

@@ -138,3 +138,9 @@ def test_the_admin_counts_a_non_staff_login_as_a_failure_and_keeps_its_page(db, 
     form = {"username": staff.username, "password": PASSWORD, "next": "/admin/"}
     assert client.post(ADMIN, form, REMOTE_ADDR=_address())["Location"] == "/admin/"
     assert client.get(ADMIN)["Location"] == "/admin/"
+
+
+def test_the_sites_admin_login_is_the_limited_one():
+    from django.urls import resolve
+
+    assert resolve("/admin/login/").func.view_class is AdminLoginView  # type: ignore[attr-defined]
