@@ -782,6 +782,12 @@ def product_env() -> dict[str, str]:
         LOG_LEVEL="WARNING",
         RECOVERY_SERVER_TIMING="1",
         PYTHONUNBUFFERED="1",
+        # Thousands of shoppers from one address (this machine): the per-address and per-store
+        # limits are off; each socket's message limit stays on, as shipped (docs/security.md).
+        RATE_LIMIT_SHOPPER_SESSION_IP="",
+        RATE_LIMIT_SHOPPER_SESSION_STORE="",
+        RATE_LIMIT_OFFERS_IP="",
+        RATE_LIMIT_WS_CONNECT_IP="",
     )
     return env
 
