@@ -1,4 +1,11 @@
-"""Merchant admin: stores (keys shown once, at creation) and a read-only browser of the log."""
+"""Operators' admin: stores (keys shown once, at creation), their members, and a read-only browser
+of the log.
+
+These pages span every store, so they are for superusers only, whatever Django model permissions
+a staff user holds (a merchant's view permission on cart events would show every store's carts
+and emails); merchants manage their campaigns in the store-scoped campaigns admin
+(campaigns/admin.py, docs/campaigns-admin.md).
+"""
 
 from __future__ import annotations
 
@@ -73,8 +80,32 @@ class StoreForm(forms.ModelForm):
         fields = ["name", "domain", "allowed_origins", "rate_limit_per_minute"]
 
 
+def _superuser(request: HttpRequest) -> bool:
+    user = request.user
+    return bool(user.is_active and user.is_superuser)
+
+
+class SuperuserOnlyAdmin(admin.ModelAdmin):
+    """Every store's rows: superusers only, whatever model permissions a staff user holds."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _superuser(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _superuser(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return _superuser(request) and super().has_add_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _superuser(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _superuser(request) and super().has_delete_permission(request, obj)
+
+
 @admin.register(Store)
-class StoreAdmin(admin.ModelAdmin):
+class StoreAdmin(SuperuserOnlyAdmin):
     form = StoreForm
     list_display = ["id", "name", "domain", "created_at"]
     search_fields = ["name", "domain"]
@@ -114,14 +145,14 @@ class StoreAdmin(admin.ModelAdmin):
 
 
 @admin.register(StoreMember)
-class StoreMemberAdmin(admin.ModelAdmin):
+class StoreMemberAdmin(SuperuserOnlyAdmin):
     list_display = ["user", "store", "role"]
     list_filter = ["role", "store"]
     list_select_related = ["user", "store"]
     search_fields = ["user__username", "user__email", "store__name"]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(SuperuserOnlyAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

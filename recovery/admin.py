@@ -11,12 +11,13 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from carts.admin import SuperuserOnlyAdmin
 from recovery import services
 from recovery.models import ScoringModel
 
 
 @admin.register(ScoringModel)
-class ScoringModelAdmin(admin.ModelAdmin):
+class ScoringModelAdmin(SuperuserOnlyAdmin):  # every store's models: superusers only
     list_display = ["version", "store", "active", "test_roc_auc", "test_carts", "created_at"]
     list_filter = ["active", "store"]
     readonly_fields = [

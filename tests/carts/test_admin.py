@@ -84,3 +84,27 @@ def test_event_log_and_carts_are_browsable_but_read_only(admin_client):
     assert admin_client.get("/admin/carts/cartstate/?q=browse-1").status_code == 200
     assert admin_client.get("/admin/carts/cartstate/add/").status_code == 403
     assert CartEvent.objects.filter(store_id=creds.store_id).count() == 1
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["store", "storemember", "cartevent", "cartstate", "deadletter", "scoringmodel"],
+)
+def test_pages_spanning_every_store_are_for_superusers_whatever_permissions_staff_hold(
+    db, client, model
+):
+    # A staff user (a merchant of some store) given Django's view and change permissions on a
+    # model that spans every store still sees none of it: these pages would show every store's
+    # carts, emails and keys (tests/test_tenant_isolation.py, the admin rows).
+    from django.contrib.auth.models import Permission, User
+
+    app = "recovery" if model == "scoringmodel" else "carts"
+    staff = User.objects.create_user("staff-with-perms", password="pw", is_staff=True)
+    staff.user_permissions.set(
+        Permission.objects.filter(content_type__app_label=app, content_type__model=model)
+    )
+    client.force_login(staff)
+
+    assert client.get(f"/admin/{app}/{model}/").status_code == 403
+    index = client.get("/admin/").content.decode()
+    assert f"/admin/{app}/{model}/" not in index
