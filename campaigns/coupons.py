@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q, Sum
 
 from campaigns import discounts, errors, events
 from campaigns.discounts import DiscountChoice
@@ -19,6 +20,56 @@ from carts.services import NewEvent, events_append
 from carts.sources import Source
 
 _CODE_ATTEMPTS = 5
+# pg_advisory_xact_lock(_BUDGET_LOCK, store id) serialises the issue of a store's budgeted codes
+# (two int4 keys: apart from carts.services' one-bigint locks).
+_BUDGET_LOCK = 0x636F7570  # "coup"
+BUDGET_CODES = "budget_codes"
+BUDGET_VALUE = "budget_value"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeTerms:
+    """What a code is made from: a tier's discount settings, as plain values (an on-site tier is
+    cached per process by recovery; a discount step passes its Tier row)."""
+
+    tier_id: int
+    offer_kind: str
+    percent: int | None
+    discount_min: int | None
+    discount_max: int | None
+    discount_cap: int | None
+    min_cart_value: int
+    min_score: float
+    recent_code_days: int
+    recent_code_policy: str
+    margin_floor_percent: int | None
+    code_expiry_hours: int
+
+    @classmethod
+    def of(cls, tier: Tier) -> CodeTerms:
+        return cls(
+            tier_id=tier.pk,
+            offer_kind=tier.offer_kind,
+            percent=tier.percent,
+            discount_min=tier.discount_min,
+            discount_max=tier.discount_max,
+            discount_cap=tier.discount_cap,
+            min_cart_value=tier.min_cart_value,
+            min_score=tier.min_score,
+            recent_code_days=tier.recent_code_days,
+            recent_code_policy=tier.recent_code_policy,
+            margin_floor_percent=tier.margin_floor_percent,
+            code_expiry_hours=tier.code_expiry_hours,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A store's on-site budget (CampaignSettings): new codes in any 60 minutes, and their value
+    (minor units, what each takes off its cart) in any 24 hours."""
+
+    codes_per_hour: int
+    value_per_day: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,50 +100,58 @@ def coupon_issue(
     cart: str,
     shopper: str,
     step_id: int | None,
-    tier: Tier,
+    tier: Tier | CodeTerms,
     cart_value: int,
     currency: str,
     score: float | None,
     price_sensitivity: float | None,
     gross_margin_percent: int,
     now: datetime,
+    channel: str = Tier.Channel.DISCOUNT,
+    budget: Budget | None = None,
 ) -> Issued:
     """The cart's code: its existing one, else a new unique code with an amount chosen for it
-    (or none). Runs in the caller's transaction, which holds the cart's lock."""
+    (or none). Runs in the caller's transaction, which holds the cart's lock.
+
+    With a ``budget`` (on-site offers), a new code is made only within the store's budget of
+    codes of its ``channel``; past it there is none, with the reason (``budget_codes`` or
+    ``budget_value``) among the event's reasons. Within it, the store's budget lock is held to
+    the end of the caller's transaction, so parallel issues cannot overshoot."""
+    terms = tier if isinstance(tier, CodeTerms) else CodeTerms.of(tier)
     with transaction.atomic():
         existing = Coupon.objects.filter(store_id=store_id, cart=cart).first()
         if existing is not None:
             return _existing(existing)
         recent_code = (
             bool(shopper)
-            and tier.recent_code_days > 0
+            and terms.recent_code_days > 0
             and (
                 Coupon.objects.filter(
                     store_id=store_id,
                     shopper=shopper,
-                    issued_at__gt=now - timedelta(days=tier.recent_code_days),
+                    issued_at__gt=now - timedelta(days=terms.recent_code_days),
                     issued_at__lte=now,
                 )
                 .exclude(cart=cart)
                 .exists()
             )
         )
-        low, high = _range(tier)
-        cap = tier.discount_cap if tier.offer_kind == Tier.OfferKind.PERCENT_DISCOUNT else None
+        low, high = _range(terms)
+        cap = terms.discount_cap if terms.offer_kind == Tier.OfferKind.PERCENT_DISCOUNT else None
         choice = discounts.discount_choose(
-            offer_kind=tier.offer_kind,
+            offer_kind=terms.offer_kind,
             discount_min=low,
             discount_max=high,
             cap=cap,
             cart_value=cart_value,
-            min_cart_value=tier.min_cart_value,
+            min_cart_value=terms.min_cart_value,
             score=score,
-            min_score=tier.min_score,
+            min_score=terms.min_score,
             price_sensitivity=price_sensitivity,
             recent_code=recent_code,
-            recent_code_policy=tier.recent_code_policy,
+            recent_code_policy=terms.recent_code_policy,
             gross_margin_percent=gross_margin_percent,
-            margin_floor_percent=tier.margin_floor_percent,
+            margin_floor_percent=terms.margin_floor_percent,
         )
         inputs = {
             "rule": "inputs",
@@ -102,9 +161,22 @@ def coupon_issue(
             "currency": currency,
             "recent_code": recent_code,
             "gross_margin_percent": gross_margin_percent,
-            "tier": tier.pk,
+            "tier": terms.tier_id,
         }
         reasons = [inputs, *choice.reasons]
+        value = 0
+        if choice.kind != discounts.NONE:
+            value = discounts.discount_applied(
+                kind=choice.kind, amount=choice.amount, cap=cap, cart_value=cart_value
+            )
+            over = None
+            if budget is not None:
+                over = _budget_over(
+                    store_id=store_id, channel=channel, budget=budget, value=value, now=now
+                )
+            if over is not None:
+                reasons.append(over)
+                choice = DiscountChoice(discounts.NONE, 0, (*choice.reasons, over))
         if choice.kind == discounts.NONE:
             event = events.campaign_event(
                 cart=cart,
@@ -132,10 +204,12 @@ def coupon_issue(
                         amount=choice.amount,
                         cap=cap if choice.kind == discounts.PERCENT else None,
                         currency=currency,
-                        min_cart_value=tier.min_cart_value,
+                        min_cart_value=terms.min_cart_value,
                         reasons=reasons,
                         issued_at=now,
-                        expires_at=now + timedelta(hours=tier.code_expiry_hours),
+                        expires_at=now + timedelta(hours=terms.code_expiry_hours),
+                        channel=channel,
+                        value=value,
                     )
             except IntegrityError:
                 # Another issue for this cart won (one code per cart), or, once in 2^60, the
@@ -150,7 +224,59 @@ def coupon_issue(
     raise AssertionError("unreachable")
 
 
-def _range(tier: Tier) -> tuple[int, int]:
+def _budget_over(
+    *, store_id: int, channel: str, budget: Budget, value: int, now: datetime
+) -> dict[str, Any] | None:
+    """Why a new code of ``value`` is over the store's budget (a reason), or None: then the
+    store's budget lock is held to commit, so the count stays true until the code is written.
+    Counted once without the lock, so a store over its budget does not queue on it."""
+
+    def over() -> dict[str, Any] | None:
+        recent = Coupon.objects.filter(
+            store_id=store_id, channel=channel, issued_at__gt=now - timedelta(days=1)
+        ).aggregate(
+            codes=Count("pk", filter=Q(issued_at__gt=now - timedelta(hours=1))),
+            value=Sum("value"),
+        )
+        if recent["codes"] >= budget.codes_per_hour:
+            return {
+                "rule": BUDGET_CODES,
+                "codes_last_hour": recent["codes"],
+                "codes_per_hour": budget.codes_per_hour,
+            }
+        spent = recent["value"] or 0
+        if spent + value > budget.value_per_day:
+            return {
+                "rule": BUDGET_VALUE,
+                "value": value,
+                "value_last_day": spent,
+                "value_per_day": budget.value_per_day,
+            }
+        return None
+
+    refused = over()
+    if refused is not None:
+        return refused
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_BUDGET_LOCK, store_id])
+    return over()
+
+
+def coupon_for_cart(*, store_id: int, cart: str) -> Coupon | None:
+    """The cart's code, if it has one (one per cart, whoever made it)."""
+    return Coupon.objects.filter(store_id=store_id, cart=cart).first()
+
+
+def coupon_usable(coupon: Coupon, *, now: datetime) -> str | None:
+    """Why the code cannot be used now (``code_redeemed``, ``code_expired``), or None."""
+    if coupon.redeemed_at is not None:
+        return "code_redeemed"
+    if coupon.expires_at <= now:
+        return "code_expired"
+    return None
+
+
+def _range(tier: CodeTerms) -> tuple[int, int]:
     """The tier's [min, max]; a percentage tier without a range uses its fixed percentage."""
     if tier.discount_min is None and tier.discount_max is None:
         if tier.offer_kind == Tier.OfferKind.PERCENT_DISCOUNT and tier.percent:

@@ -72,6 +72,22 @@ class CampaignSettings(models.Model):
         validators=[MaxValueValidator(100)],
         help_text="Typical gross margin, for the tiers' margin floor.",
     )
+    # The on-site budget (security review 2, finding 5): past either, exit-intent offers show no
+    # code (recorded as budget_codes / budget_value). Codes a cart already has do not count again.
+    onsite_codes_per_hour = models.PositiveIntegerField(
+        default=60,
+        validators=[MaxValueValidator(100_000)],
+        help_text="At most this many new on-site discount codes in any 60 minutes (0: none).",
+    )
+    onsite_discount_per_day = models.BigIntegerField(
+        default=100_000,
+        validators=[MinValueValidator(0), MaxValueValidator(10**12)],
+        help_text=(
+            "At most this much discount, in minor units, in new on-site codes in any 24 hours "
+            "(each code counts what it takes off the cart it was made for; free shipping counts "
+            "0)."
+        ),
+    )
 
     class Meta:
         verbose_name_plural = "campaign settings"
@@ -210,7 +226,10 @@ class Tier(models.Model):
     cooldown_hours = models.PositiveIntegerField(
         default=24,
         validators=[MaxValueValidator(YEAR_HOURS)],
-        help_text="At most one offer per cart in this many hours (0: no limit).",
+        help_text=(
+            "At most one offer per cart in this many hours (0: no limit). An offer with a code "
+            "waits at least an hour, and also per shopper and per client address."
+        ),
     )
     offer_ttl_minutes = models.PositiveIntegerField(
         default=30,
@@ -391,6 +410,14 @@ class Coupon(models.Model):
     redeemed_at = models.DateTimeField(null=True, blank=True)
     order_id = models.CharField(max_length=128, blank=True)
     discount_applied = models.BigIntegerField(null=True, blank=True, help_text="Minor units.")
+    # Where the code was made: a discount step (email) or an on-site exit-intent offer, whose
+    # codes count against the store's on-site budget with ``value``.
+    channel = models.CharField(
+        max_length=16, choices=Tier.Channel.choices, default=Tier.Channel.DISCOUNT
+    )
+    value = models.BigIntegerField(
+        default=0, help_text="What it takes off the cart it was made for, in minor units."
+    )
 
     class Meta:
         constraints = [
@@ -401,6 +428,12 @@ class Coupon(models.Model):
                 fields=["store", "shopper", "issued_at"],
                 condition=~Q(shopper=""),
                 name="coupon_by_shopper",
+            ),
+            # the on-site budget: a store's codes of the last hour and day
+            models.Index(
+                fields=["store", "issued_at"],
+                condition=Q(channel="onsite"),
+                name="coupon_onsite_budget",
             ),
         ]
 

@@ -60,10 +60,10 @@ class ShopperConsumer(AsyncWebsocketConsumer):
         self.origin = headers.get(b"origin", b"").decode("latin-1") or None
         self._socket_key = secrets.token_hex(12)  # this socket's messages are counted under it
         self._sent_offers: dict[str, None] = {}  # insertion-ordered, bounded: SENT_OFFERS_MAX
-        # Counted before any other work (the origin check reads the database).
-        verdict = await asyncio.to_thread(
-            ratelimits.hit, "ws_connect_ip", ratelimits.client_ip(scope=self.scope)
-        )
+        # The socket's address: counted before any other work (the origin check reads the
+        # database), and a key of the cooldown of offers with a code.
+        self._client_ip = ratelimits.client_ip(scope=self.scope)
+        verdict = await asyncio.to_thread(ratelimits.hit, "ws_connect_ip", self._client_ip)
         await self.accept()
         if not verdict.allowed:
             self._closed = True
@@ -209,6 +209,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
                 now=timezone.now(),
                 session=self.session.session_id,
                 on_decided=on_decided,
+                client_ip=self._client_ip,
             )
         except ValidationError as exc:
             await self._error("invalid_event", "The event is not valid.", errors=exc.detail)

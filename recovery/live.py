@@ -8,6 +8,8 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import ipaddress
+import logging
 import secrets
 import time
 import uuid
@@ -20,6 +22,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
+from campaigns import coupons
+from campaigns.models import Coupon, Tier
 from campaigns.selectors import OnsiteOffer, onsite_offer_for_store, reminders_declined
 from carts import event_types, grants, redis_client, selectors
 from carts.apis import events_in, occurred_window
@@ -57,6 +61,18 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+# The cross-cart cooldown of offers with a code (security review 2, finding 5): one key per
+# shopper and per client address, set for the cooldown when a cart is given a new code. Atomic:
+# of parallel carts of one shopper or address, one gets the code. 0: claimed; i: KEYS[i] is held.
+_COOLDOWN_KEY = "recovery:cooldown:{store}:{kind}:{digest}"
+_COOLDOWN_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then return i end
+end
+for _, key in ipairs(KEYS) do redis.call('SET', key, '1', 'PX', ARGV[1]) end
+return 0
+"""
+log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("0b4c3f5e-2d7a-4b7e-9f0e-6c1d8a2e5b39")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 
@@ -214,8 +230,131 @@ class EventOutcome:
 
 
 def offer_code() -> str:
-    """A discount code for an on-site offer (recorded with the offer decision)."""
+    """A code for a campaign's scheduled on-site nudge (recorded with its offer decision only;
+    exit-intent offers carry campaigns Coupons, see ``_offer_code``)."""
     return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
+
+
+def _network(ip: str) -> str:
+    """The client address as the cooldown knows it: IPv6 by its /64 (one subscriber's prefix:
+    its addresses are free to rotate), IPv4 as is; anything else verbatim."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+@functools.cache
+def _cooldown_script() -> Any:
+    return redis_client.client().register_script(_COOLDOWN_SCRIPT)
+
+
+def _cooldown_claim(
+    *, store_key: str, shopper: str | None, client_ip: str | None, wait: timedelta
+) -> str | None:
+    """Claim the cooldown of the shopper and the client address for a new code; None when
+    claimed, else the reason there is no code (``cooldown_shopper``, ``cooldown_ip``, or
+    ``cooldown_unavailable`` when Redis cannot say: no code rather than unlimited codes).
+
+    The claim stays if the caller's transaction rolls back (that shopper then waits a cooldown
+    without a code): on the safe side."""
+    kinds: list[str] = []
+    keys: list[str] = []
+    if shopper:
+        kinds.append("shopper")
+        keys.append(shopper)
+    if client_ip and client_ip != "unknown":
+        kinds.append("ip")
+        keys.append(_network(client_ip))
+    if not keys:
+        return None
+    redis_keys = [
+        _COOLDOWN_KEY.format(
+            store=store_key, kind=kind, digest=hashlib.sha256(key.encode()).hexdigest()[:32]
+        )
+        for kind, key in zip(kinds, keys, strict=True)
+    ]
+    try:
+        held = int(_cooldown_script()(keys=redis_keys, args=[int(wait.total_seconds() * 1000)]))
+    except Exception:
+        log.warning("offer cooldown could not be read; offer made without a code", exc_info=True)
+        return "cooldown_unavailable"
+    return None if held == 0 else f"cooldown_{kinds[held - 1]}"
+
+
+def _coded(decision: offers.Decision, coupon: Coupon, cart_value: int) -> offers.Decision:
+    assert decision.offer is not None
+    offer = offers.offer_coded(
+        decision.offer,
+        code=coupon.code,
+        kind=coupon.kind,
+        amount=coupon.amount,
+        cap=coupon.cap,
+        currency=coupon.currency,
+        min_cart_value=coupon.min_cart_value,
+        code_expires_at=coupon.expires_at,
+        cart_value=cart_value,
+    )
+    return dataclasses.replace(decision, offer=offer)
+
+
+def _uncoded(decision: offers.Decision, reason: str) -> offers.Decision:
+    assert decision.offer is not None
+    return dataclasses.replace(decision, reason=reason, offer=offers.offer_uncoded(decision.offer))
+
+
+def _offer_code(
+    *,
+    store_id: int,
+    cart: str,
+    state: Any,
+    decision: offers.Decision,
+    tier: OnsiteOffer,
+    shopper: str | None,
+    score: float | None,
+    client_ip: str | None,
+    now: datetime,
+) -> tuple[offers.Decision, NewEvent | None]:
+    """The code of an exit-intent offer, as a campaigns Coupon issued in the decision's
+    transaction (under the cart's lock), and its campaign.coupon_issued event to append with
+    the decision. A cart that has a code gets it again (whoever made it), with its own terms.
+    A new code needs the shopper's and the address's cooldown and the store's budget; else the
+    offer goes without a code and the decision's reason says why."""
+    assert tier.code_terms is not None and tier.budget is not None
+    existing = coupons.coupon_for_cart(store_id=store_id, cart=cart)
+    if existing is not None:
+        unusable = coupons.coupon_usable(existing, now=now)
+        if unusable is not None:
+            return _uncoded(decision, unusable), None
+        return _coded(decision, existing, state.value), None
+    held = _cooldown_claim(
+        store_key=tier.store_key, shopper=shopper, client_ip=client_ip, wait=offers.cooldown(tier)
+    )
+    if held is not None:
+        return _uncoded(decision, held), None
+    issued = coupons.coupon_issue(
+        store_id=store_id,
+        cart=cart,
+        shopper=shopper or "",
+        step_id=None,
+        tier=tier.code_terms,
+        cart_value=state.value,
+        currency=state.currency,
+        score=score,
+        price_sensitivity=None,  # the council's explanation is too slow for this path
+        gross_margin_percent=tier.gross_margin_percent,
+        now=now,
+        channel=Tier.Channel.ONSITE,
+        budget=tier.budget,
+    )
+    if issued.coupon is None:
+        last = issued.choice.reasons[-1].get("rule") if issued.choice.reasons else None
+        budget = last in (coupons.BUDGET_CODES, coupons.BUDGET_VALUE)
+        return _uncoded(decision, str(last) if budget else "no_discount"), issued.event
+    return _coded(decision, issued.coupon, state.value), issued.event
 
 
 def shopper_event_append(
@@ -226,6 +365,7 @@ def shopper_event_append(
     now: datetime,
     session: str,
     on_decided: Callable[[offers.Decision], None] | None = None,
+    client_ip: str | None = None,
 ) -> EventOutcome:
     """Append one event sent over the websocket (the cart is the session's). On an exit intent,
     decide the offer in the same transaction and append the decision with it.
@@ -236,7 +376,9 @@ def shopper_event_append(
     invalid event (field errors as in the HTTP API) and the append service's errors.
 
     The browser may send only what a browser knows (``event_types.BROWSER_TYPES``); its events are
-    recorded with their session (``session``) as their source."""
+    recorded with their session (``session``) as their source. ``client_ip`` (the socket's
+    address, carts.ratelimits.client_ip) is one of the keys of the cooldown of offers with a
+    code."""
     body = {**raw, "cart": cart} if isinstance(raw, dict) else raw
     [sent] = events_in(
         body, types=event_types.BROWSER_TYPES, window=occurred_window(now=now, browser=True)
@@ -276,12 +418,33 @@ def shopper_event_append(
                     shopper=shopper or exit_event.cart,
                     now=now,
                     offer_id=uuid.uuid5(_NAMESPACE, f"offer:{exit_event.event_id}").hex,
-                    code=offer_code(),
+                    # A tier read with its code terms gets a Coupon (below), not a made-up code.
+                    code=None if tier is not None and tier.code_terms is not None else offer_code(),
                     # Known shoppers only (one indexed lookup): "don't remind me" covers offers.
                     declined=tier is not None
                     and shopper is not None
                     and reminders_declined(store_id=store_id, shopper=shopper),
                 )
+                issued: NewEvent | None = None
+                if (
+                    decision.offer is not None
+                    and tier is not None
+                    and tier.code_terms is not None
+                    and offers.carries_code(tier)
+                ):
+                    decision, issued = _offer_code(
+                        store_id=store_id,
+                        cart=exit_event.cart,
+                        state=state,
+                        decision=decision,
+                        tier=tier,
+                        shopper=shopper,
+                        score=scored.score if scored else None,
+                        client_ip=client_ip,
+                        now=now,
+                    )
+                if issued is not None:
+                    out.append(issued)
                 data = decision.as_event_data(
                     tier=tier,
                     score=scored.score if scored else None,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from campaigns import discounts
 from campaigns.rules import in_holdout
 from carts.projections import CONVERTED, Cart
 
@@ -16,6 +17,17 @@ if TYPE_CHECKING:  # the tier's shape only: this module stays free of the ORM
 
 OFFER = "offer"
 NONE = "none"
+# Offer kinds that carry a discount code (an on-site code is a campaigns Coupon).
+CODE_KINDS = frozenset(discounts.OFFER_KINDS)
+# An offer with a code is made at most this often to a cart, a shopper or a client address,
+# whatever the tier's cooldown says (0 included): a new code on every exit intent is farming.
+CODE_MIN_COOLDOWN = timedelta(hours=1)
+# An offer shown without its code (cooldown elsewhere, budget, no discount): the tier's own words
+# may promise the discount, so it says only this.
+UNCODED_HEADLINE = "Before you go"
+UNCODED_BODY = "Your cart is saved for you."
+# Coupon kind -> the offer kind the browser shows.
+_OFFER_KIND_OF = {kind: offer_kind for offer_kind, kind in discounts.OFFER_KINDS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,18 @@ def last_offer_at(accumulator: Mapping[str, Any]) -> datetime | None:
     return datetime.fromisoformat(offers["last_at"])
 
 
+def carries_code(tier: OnsiteTier) -> bool:
+    """Whether the tier's offers carry a discount code."""
+    return tier.offer_kind in CODE_KINDS
+
+
+def cooldown(tier: OnsiteTier) -> timedelta:
+    """How long after an offer the next one waits: the tier's cooldown, at least
+    CODE_MIN_COOLDOWN for an offer with a code (timedelta(0): no wait)."""
+    saved = timedelta(hours=tier.cooldown_hours)
+    return max(saved, CODE_MIN_COOLDOWN) if carries_code(tier) else saved
+
+
 def decide(
     *,
     cart: Cart,
@@ -57,11 +81,13 @@ def decide(
     shopper: str,
     now: datetime,
     offer_id: str,
-    code: str,
+    code: str | None = None,
     declined: bool = False,
 ) -> Decision:
     """Whether and what to offer a shopper showing exit intent (``declined``: the shopper asked
-    not to be reminded, from a campaign email)."""
+    not to be reminded, from a campaign email). Without ``code``, an offer of a tier with codes
+    carries the tier's terms and no code: the caller then gives it the code it issued
+    (``offer_coded``) or shows it without one (``offer_uncoded``)."""
     if tier is None:
         return Decision(NONE, "no_campaign")
     if cart.status == CONVERTED:
@@ -70,11 +96,8 @@ def decide(
         return Decision(NONE, "dont_remind")
     if not cart.lines:
         return Decision(NONE, "empty_cart")
-    if (
-        last_offer is not None
-        and tier.cooldown_hours > 0
-        and now - last_offer < timedelta(hours=tier.cooldown_hours)
-    ):
+    wait = cooldown(tier)
+    if last_offer is not None and wait and now - last_offer < wait:
         return Decision(NONE, "cooldown")
     if score is None or score < tier.min_score:
         return Decision(NONE, "below_min_score")
@@ -87,7 +110,7 @@ def decide(
 
 
 def offer_build(
-    *, tier: OnsiteTier, cart: Cart, now: datetime, offer_id: str, code: str
+    *, tier: OnsiteTier, cart: Cart, now: datetime, offer_id: str, code: str | None
 ) -> dict[str, Any]:
     """The offer frame for the browser, from the tier (the exit-intent offer and a campaign's
     scheduled on-site nudge look the same)."""
@@ -103,11 +126,57 @@ def offer_build(
     if tier.offer_kind == "percent_discount":
         offer["percent"] = tier.percent
         offer["discount_cap"] = tier.discount_cap
-        offer["discount_code"] = code
+        if code is not None:
+            offer["discount_code"] = code
         if tier.percent:
             off = cart.value * tier.percent // 100
             offer["discount_amount"] = min(off, tier.discount_cap) if tier.discount_cap else off
             offer["currency"] = cart.currency
-    elif tier.offer_kind == "free_shipping":
+    elif tier.offer_kind == "free_shipping" and code is not None:
         offer["discount_code"] = code
     return offer
+
+
+_FRAME = ("id", "headline", "body", "cta_label", "cta_url", "expires_at")
+
+
+def offer_coded(
+    offer: dict[str, Any],
+    *,
+    code: str,
+    kind: str,
+    amount: int,
+    cap: int | None,
+    currency: str,
+    min_cart_value: int,
+    code_expires_at: datetime,
+    cart_value: int,
+) -> dict[str, Any]:
+    """The offer with its code's terms as stored (campaigns Coupon): kind, percentage or amount,
+    cap, and what it takes off this cart computed as redemption computes it, so the frame never
+    promises other terms than ``/coupons/validate`` and ``/coupons/redeem`` apply."""
+    coded: dict[str, Any] = {key: offer[key] for key in _FRAME}
+    coded["kind"] = _OFFER_KIND_OF[kind]
+    if kind == discounts.PERCENT:
+        coded["percent"] = amount
+        coded["discount_cap"] = cap
+    elif kind == discounts.FIXED:
+        coded["amount"] = amount
+    coded["discount_code"] = code
+    if kind != discounts.FREE_SHIPPING:
+        coded["discount_amount"] = discounts.discount_applied(
+            kind=kind, amount=amount, cap=cap, cart_value=cart_value
+        )
+        coded["currency"] = currency
+    if min_cart_value:
+        coded["min_cart_value"] = min_cart_value
+    coded["code_expires_at"] = code_expires_at.isoformat()
+    return coded
+
+
+def offer_uncoded(offer: dict[str, Any]) -> dict[str, Any]:
+    """The offer without a code: a message with the tier's button (its own headline and body may
+    promise the discount, so they give way to a plain reminder)."""
+    plain: dict[str, Any] = {key: offer[key] for key in _FRAME}
+    plain.update(kind="message", headline=UNCODED_HEADLINE, body=UNCODED_BODY)
+    return plain

@@ -81,7 +81,21 @@ def test_an_eligible_cart_gets_the_tiers_offer():
 
 def test_cooldown_expires_and_zero_means_none():
     assert decide(last_offer=NOW - timedelta(hours=25)).decision == "offer"
-    assert decide(last_offer=NOW, tier=tier(cooldown_hours=0)).decision == "offer"
+    message = tier(offer_kind="message", percent=None, discount_cap=None, cooldown_hours=0)
+    assert decide(last_offer=NOW, tier=message).decision == "offer"
+
+
+@pytest.mark.parametrize("kind", ["percent_discount", "free_shipping"])
+def test_an_offer_with_a_code_waits_at_least_an_hour_whatever_the_tier_says(kind):
+    # (security review 2, finding 5: cooldown 0 gave a new code on every exit intent)
+    percent = 10 if kind == "percent_discount" else None
+    coded = tier(offer_kind=kind, percent=percent, discount_cap=None, cooldown_hours=0)
+    assert offers.cooldown(coded) == timedelta(hours=1) == offers.CODE_MIN_COOLDOWN
+    soon = decide(last_offer=NOW - timedelta(minutes=59), tier=coded)
+    assert (soon.decision, soon.reason) == ("none", "cooldown")
+    assert decide(last_offer=NOW - timedelta(minutes=60), tier=coded).decision == "offer"
+    # a longer saved cooldown stands
+    assert offers.cooldown(tier(cooldown_hours=24)) == timedelta(hours=24)
 
 
 def test_message_and_free_shipping_offers():

@@ -122,14 +122,17 @@ async def test_exit_intent_gets_an_offer_decided_in_the_same_commit(committed_db
     assert [f["type"] for f in frames] == ["offer", "appended"]
     offer = frames[0]
     assert offer["kind"] == "percent_discount" and offer["percent"] == 10
-    assert offer["discount_amount"] == 500 and len(offer["discount_code"]) == 10
+    # The code is the cart's coupon (campaigns.coupons), issued with the decision.
+    assert offer["discount_amount"] == 500 and offer["discount_code"].startswith("SAVE-")
     assert offer["headline"] == "10% off if you stay"
     log = await log_types(s["store"].pk, "cart-a")
     assert [t for t, _ in log] == [
         "cart.item_added",
         "shopper.exit_intent",
+        "campaign.coupon_issued",
         "recovery.offer_decided",
     ]
+    assert log[2][1]["code"] == offer["discount_code"]
     decided = log[-1][1]
     assert decided["decision"] == "offer" and decided["offer"]["id"] == offer["id"]
     assert 0 < decided["score"] < 1 and decided["model_version"] == "stock-1"
