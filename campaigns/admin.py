@@ -405,6 +405,15 @@ class CampaignSettingsAdmin(StoreScopedAdmin):
                 "unknown; the gross margin bounds the tiers' margin floor.",
             },
         ),
+        (
+            "On-site discount budget",
+            {
+                "fields": ["onsite_codes_per_hour", "onsite_discount_per_day"],
+                "description": "New codes for exit-intent offers, in any 60 minutes and by value "
+                "in any 24 hours. Past either, offers show a plain reminder without a code "
+                "(recorded as budget_codes or budget_value in the offer decision).",
+            },
+        ),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -439,14 +448,14 @@ class StepAdmin(ReadOnlyStoreScopedAdmin):
 
 @admin.register(Coupon)
 class CouponAdmin(ReadOnlyStoreScopedAdmin):
-    list_display = ["code", "kind", "amount", "cap", "currency", "redeemed", "cart", "issued_at",
-                    "expires_at"]  # fmt: skip
-    list_filter = ["kind", ("store", admin.RelatedOnlyFieldListFilter)]
+    list_display = ["code", "channel", "kind", "amount", "cap", "currency", "redeemed", "cart",
+                    "issued_at", "expires_at"]  # fmt: skip
+    list_filter = ["channel", "kind", ("store", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=code", "cart"]
     ordering = ["-issued_at"]
     show_full_result_count = False
-    fields = ["code", "store", "cart", "shopper", "kind", "amount", "cap", "currency",
-              "min_cart_value", "reasons_list", "issued_at", "expires_at", "redeemed_at",
+    fields = ["code", "store", "cart", "shopper", "channel", "kind", "amount", "cap", "currency",
+              "min_cart_value", "value", "reasons_list", "issued_at", "expires_at", "redeemed_at",
               "order_id", "discount_applied", "step"]  # fmt: skip
     readonly_fields = ["reasons_list"]
 

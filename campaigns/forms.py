@@ -235,8 +235,32 @@ class CampaignSettingsForm(forms.ModelForm):
         model = CampaignSettings
         fields = [
             "store", "email_from", "reply_to", "timezone", "cart_url", "email_legal_basis",
-            "track_opens", "track_clicks", "gross_margin_percent",
+            "track_opens", "track_clicks", "gross_margin_percent", "onsite_codes_per_hour",
+            "onsite_discount_per_day",
         ]  # fmt: skip
+
+    # The on-site budget: left empty, the defaults (a form posted before these fields existed
+    # keeps working).
+    _BUDGET_FIELDS = ("onsite_codes_per_hour", "onsite_discount_per_day")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in self._BUDGET_FIELDS:
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def _budget(self, name: str) -> int:
+        value = self.cleaned_data.get(name)
+        if value is None:
+            default = CampaignSettings._meta.get_field(name).get_default()
+            return int(default)
+        return int(value)
+
+    def clean_onsite_codes_per_hour(self) -> int:
+        return self._budget("onsite_codes_per_hour")
+
+    def clean_onsite_discount_per_day(self) -> int:
+        return self._budget("onsite_discount_per_day")
 
     def clean_timezone(self) -> str:
         name = self.cleaned_data["timezone"].strip()
