@@ -252,8 +252,9 @@ class CampaignSettingsForm(forms.ModelForm):
     def _budget(self, name: str) -> int:
         value = self.cleaned_data.get(name)
         if value is None:
-            default = CampaignSettings._meta.get_field(name).get_default()
-            return int(default)
+            field = CampaignSettings._meta.get_field(name)
+            assert isinstance(field, models.Field)
+            return int(field.get_default())
         return int(value)
 
     def clean_onsite_codes_per_hour(self) -> int:
