@@ -1,6 +1,8 @@
 """The demo storefront (/demo/): a tiny shop running the storefront snippet against this server,
 and the shop's server side of its checkout (/demo/order): orders come from the shop's server,
-never from the browser (docs/api.md, "Sources")."""
+never from the browser (docs/api.md, "Sources"). A discount code is checked and redeemed by the
+coupons service, as a shop's server does with /api/v1/coupons/validate and /redeem: the page
+shows the price the server quotes (``"preview": true``) and the order charges that price."""
 
 from __future__ import annotations
 
@@ -13,15 +15,17 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from django.conf import settings
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from campaigns import coupons, discounts, errors
 from carts import event_types
 from carts.errors import EventIdConflict
-from carts.models import CartEvent, Store
+from carts.models import Store
 from carts.selectors import cart_state_get
 from carts.services import DEMO_STORE_NAME, NewEvent, events_append
 from carts.sources import Source
@@ -107,27 +111,35 @@ class DemoOrder:
     duplicate: bool
 
 
-def _offer_with_code(*, store_id: int, cart: str, code: str) -> dict[str, Any] | None:
-    """The on-site offer made to this cart with this discount code, if any."""
-    row = (
-        CartEvent.objects.filter(
-            store_id=store_id,
-            cart=cart,
-            type=live.OFFER_DECIDED,
-            data__offer__discount_code=code,
-        )
-        .values_list("data", flat=True)
-        .first()
-    )
-    return row["offer"] if row else None
+# A code the coupons service refuses: the demo's answer (an unknown code keeps the demo's own).
+_COUPON_REFUSED: dict[type[errors.CampaignsError], tuple[int, str]] = {
+    errors.CouponNotFound: (400, "unknown_coupon"),
+    errors.CouponAlreadyRedeemed: (409, errors.CouponAlreadyRedeemed.code),
+    errors.CouponExpired: (410, errors.CouponExpired.code),
+    errors.CouponNotApplicable: (422, errors.CouponNotApplicable.code),
+}
+
+
+def _coupon_refused(exc: errors.CampaignsError) -> DemoOrderRefused:
+    status, code = _COUPON_REFUSED.get(type(exc), (400, exc.code))
+    detail = "This store has no such code." if code == "unknown_coupon" else exc.message
+    return DemoOrderRefused(status, code, detail)
 
 
 def demo_order_place(
-    *, store: Store, cart: str, coupon: str | None, shipping: int, now: datetime
+    *,
+    store: Store,
+    cart: str,
+    coupon: str | None,
+    shipping: int,
+    now: datetime,
+    preview: bool = False,
 ) -> DemoOrder:
     """Place the demo cart's order as the shop's server would: the demo store only, a cart its
-    browser minted, priced from the cart's state (the shop's own prices), the discount from the
-    on-site offer whose code it names. One order per cart (a repeat is a duplicate)."""
+    browser minted, priced from the cart's state (the shop's own prices), the discount of the
+    store's code it names, checked and redeemed by the coupons service in the order's commit
+    (a code refused is DemoOrderRefused). One order per cart (a repeat is a duplicate). With
+    ``preview``, the price it would charge, and nothing is recorded."""
     demo = Store.objects.filter(name=DEMO_STORE_NAME).order_by("pk").values_list("pk", flat=True)
     if store.pk != demo.first():  # the one store_demo_ensure made, not any store of that name
         raise DemoOrderRefused(403, "not_the_demo_store", "Demo orders are for the demo store.")
@@ -138,22 +150,26 @@ def demo_order_place(
     state = cart_state_get(store_id=store.pk, token=cart)
     if state is None or not state.value:
         raise DemoOrderRefused(400, "empty_cart", "The cart is empty.")
-    discount = 0
+    discount, code = 0, None
     if coupon:
-        offer = _offer_with_code(store_id=store.pk, cart=cart, code=coupon)
-        if offer is None:
-            raise DemoOrderRefused(400, "unknown_coupon", "No offer to this cart has this code.")
-        if offer.get("kind") == "free_shipping":
+        try:
+            valid = coupons.coupon_validate(
+                store_id=store.pk, code=coupon, cart_value=state.value, currency=CURRENCY, now=now
+            )
+        except errors.CampaignsError as exc:
+            raise _coupon_refused(exc) from None
+        code = valid.coupon.code
+        discount = valid.discount_applied or 0
+        if valid.coupon.kind == discounts.FREE_SHIPPING:
             shipping = 0
-        off = state.value * int(offer.get("percent") or 0) // 100
-        cap = offer.get("discount_cap")
-        discount = min(off, cap) if isinstance(cap, int) and cap > 0 else off
     event_id = uuid.uuid5(_ORDER_NAMESPACE, f"{store.pk}:{cart}")
     order_id = "D-" + event_id.hex[:10].upper()
     total = state.value - discount + shipping
+    if preview:
+        return DemoOrder("", total, discount, shipping, False)
     data: dict[str, Any] = {"order_id": order_id, "total": total, "currency": CURRENCY}
-    if coupon:
-        data["coupon"] = coupon
+    if code:
+        data["coupon"] = code
     version, payload = event_types.validate("order.placed", None, data)
     event = NewEvent(
         event_id=event_id,
@@ -164,9 +180,23 @@ def demo_order_place(
         data=payload,
     )
     try:
-        [appended] = events_append(store_id=store.pk, events=[event], source=Source.server("demo"))
+        with transaction.atomic():  # the order and its code's redemption, or neither
+            [appended] = events_append(
+                store_id=store.pk, events=[event], source=Source.server("demo")
+            )
+            if code:
+                coupons.coupon_redeem(
+                    store_id=store.pk,
+                    code=code,
+                    order_id=order_id,
+                    cart_value=state.value,
+                    currency=CURRENCY,
+                    now=now,
+                )
     except EventIdConflict:  # ordered before, differently: the first order stands
         raise DemoOrderRefused(409, "already_ordered", "This cart was ordered already.") from None
+    except errors.CampaignsError as exc:  # redeemed for another order since the check
+        raise _coupon_refused(exc) from None
     return DemoOrder(order_id, total, discount, shipping, appended.duplicate)
 
 
@@ -180,8 +210,9 @@ def _refused(status: int, code: str, detail: str, origin: str | None) -> JsonRes
 @csrf_exempt  # no cookies: the publishable key, the store's origins and a minted cart
 @require_POST
 def demo_order(request: HttpRequest) -> HttpResponse:
-    """POST /demo/order {"publishable_key", "cart", "shipping", "coupon"?}: the demo checkout.
-    Served only where DEMO_ORDERS is on (make run, tests); 404 elsewhere."""
+    """POST /demo/order {"publishable_key", "cart", "shipping", "coupon"?, "preview"?}: the demo
+    checkout (201), or with ``"preview": true`` the price it would charge (200, nothing
+    recorded). Served only where DEMO_ORDERS is on (make run, tests); 404 elsewhere."""
     if not settings.DEMO_ORDERS:
         raise Http404("No demo orders here.")
     origin = request.headers.get("Origin")
@@ -192,24 +223,50 @@ def demo_order(request: HttpRequest) -> HttpResponse:
     if not isinstance(body, dict):
         return _refused(400, "invalid_json", "The body must be a JSON object.", origin)
     cart, coupon, shipping = body.get("cart"), body.get("coupon"), body.get("shipping")
+    preview = body.get("preview", False)
     if (
         not isinstance(cart, str)
         or not isinstance(shipping, int)
+        or isinstance(shipping, bool)
         or (coupon is not None and (not isinstance(coupon, str) or len(coupon) > 64))
+        or not isinstance(preview, bool)
     ):
-        return _refused(400, "invalid_order", "cart, shipping (and coupon) are required.", origin)
+        return _refused(
+            400,
+            "invalid_order",
+            "cart and shipping are required; coupon is a string, preview true or false.",
+            origin,
+        )
     store = live.store_for_publishable_key(body.get("publishable_key"))
     if store is None:
         return _refused(401, "invalid_key", "Unknown or revoked publishable key.", origin)
     try:
         live.origin_check(store=store, origin=origin)
         order = demo_order_place(
-            store=store, cart=cart, coupon=coupon or None, shipping=shipping, now=timezone.now()
+            store=store,
+            cart=cart,
+            coupon=coupon or None,
+            shipping=shipping,
+            now=timezone.now(),
+            preview=preview,
         )
     except live.OriginNotAllowed:
         return _refused(403, "origin_not_allowed", "This origin is not allowed.", origin)
     except DemoOrderRefused as refused:
         return _refused(refused.status, refused.code, refused.detail, origin)
+    if preview:
+        quoted = JsonResponse(
+            {
+                "total": order.total,
+                "discount": order.discount,
+                "shipping": order.shipping,
+                "currency": CURRENCY,
+                "preview": True,
+            }
+        )
+        if origin:
+            quoted["Access-Control-Allow-Origin"] = origin
+        return quoted
     return JsonResponse(
         {
             "order_id": order.order_id,

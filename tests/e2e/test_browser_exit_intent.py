@@ -172,6 +172,7 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
         types = _types(store.pk, cart)
         assert types[types.index("shopper.exit_intent") :] == [
             "shopper.exit_intent",
+            "campaign.coupon_issued",  # the offer's code is the cart's coupon
             "recovery.offer_decided",
             "recovery.offer_shown",
             "recovery.offer_accepted",
@@ -191,6 +192,11 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
         driver.find_element(By.CSS_SELECTOR, 'input[name="shipping"][value="995"]').click()
         driver.find_element(By.CSS_SELECTOR, '[data-step="shipping"] button').click()
         driver.find_element(By.ID, "coupon").send_keys(code)
+        # The price shown is the shop's server's quote (the coupons service), not the page's.
+        WebDriverWait(driver, 10).until(
+            ec.text_to_be_present_in_element((By.ID, "coupon-note"), "Code applied")
+        )
+        assert driver.find_element(By.ID, "to-pay").text == "€21.64"
         driver.find_element(By.ID, "place-order").click()
         procs.wait_for(
             lambda: "order.placed" in _types(store.pk, cart), timeout=10, what="the order"
@@ -205,9 +211,22 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
                 "order.placed",
                 {
                     "order_id": placed.get(type="order.placed").data["order_id"],
-                    "total": 1299 - 129 + 995,  # 10% off the mug, express shipping
+                    # 10% off the mug (rounded half up, as redemption does), express shipping
+                    "total": 1299 - 130 + 995,
                     "currency": "EUR",
                     "coupon": code,
+                },
+            ),
+            (
+                "campaign.coupon_redeemed",
+                {
+                    "code": code,
+                    "order_id": placed.get(type="order.placed").data["order_id"],
+                    "kind": "percent",
+                    "amount": 10,
+                    "currency": "EUR",
+                    "cart_value": 1299,
+                    "discount_applied": 130,
                 },
             ),
         ]
