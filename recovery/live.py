@@ -62,14 +62,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 # The cross-cart cooldown of offers with a code (security review 2, finding 5): one key per
-# shopper and per client address, set for the cooldown when a cart is given a new code. Atomic:
-# of parallel carts of one shopper or address, one gets the code. 0: claimed; i: KEYS[i] is held.
+# shopper and per client address, holding until when (ms since the epoch, from the caller's
+# ``now``) it is held, set when a cart is given a new code; Redis forgets it after the cooldown.
+# Atomic: of parallel carts of one shopper or address, one gets the code. Returns 0: claimed;
+# i: KEYS[i] is held.
 _COOLDOWN_KEY = "recovery:cooldown:{store}:{kind}:{digest}"
 _COOLDOWN_SCRIPT = """
+local now = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then return i end
+  if tonumber(redis.call('GET', key) or '0') > now then return i end
 end
-for _, key in ipairs(KEYS) do redis.call('SET', key, '1', 'PX', ARGV[1]) end
+local held = string.format('%d', now + tonumber(ARGV[2]))
+for _, key in ipairs(KEYS) do redis.call('SET', key, held, 'PX', ARGV[2]) end
 return 0
 """
 log = logging.getLogger(__name__)
@@ -253,7 +257,7 @@ def _cooldown_script() -> Any:
 
 
 def _cooldown_claim(
-    *, store_key: str, shopper: str | None, client_ip: str | None, wait: timedelta
+    *, store_key: str, shopper: str | None, client_ip: str | None, wait: timedelta, now: datetime
 ) -> str | None:
     """Claim the cooldown of the shopper and the client address for a new code; None when
     claimed, else the reason there is no code (``cooldown_shopper``, ``cooldown_ip``, or
@@ -278,7 +282,12 @@ def _cooldown_claim(
         for kind, key in zip(kinds, keys, strict=True)
     ]
     try:
-        held = int(_cooldown_script()(keys=redis_keys, args=[int(wait.total_seconds() * 1000)]))
+        held = int(
+            _cooldown_script()(
+                keys=redis_keys,
+                args=[int(now.timestamp() * 1000), int(wait.total_seconds() * 1000)],
+            )
+        )
     except Exception:
         log.warning("offer cooldown could not be read; offer made without a code", exc_info=True)
         return "cooldown_unavailable"
@@ -331,7 +340,11 @@ def _offer_code(
             return _uncoded(decision, unusable), None
         return _coded(decision, existing, state.value), None
     held = _cooldown_claim(
-        store_key=tier.store_key, shopper=shopper, client_ip=client_ip, wait=offers.cooldown(tier)
+        store_key=tier.store_key,
+        shopper=shopper,
+        client_ip=client_ip,
+        wait=offers.cooldown(tier),
+        now=now,
     )
     if held is not None:
         return _uncoded(decision, held), None
