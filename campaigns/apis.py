@@ -20,6 +20,7 @@ from typing_extensions import TypedDict
 
 from campaigns import coupons, errors
 from carts.auth import StoreRateThrottle
+from carts.schema import LENGTH_REQUIRED, RETRY_AFTER, THROTTLED, UNAUTHORIZED, ApiSchema
 from carts.validation import STRICT, Currency, Money, field_errors, text
 
 Code = Annotated[str, text(64)]
@@ -96,9 +97,14 @@ def _error_response(exc: errors.CampaignsError) -> Response:
 _ERROR = {
     "type": "object",
     "properties": {"code": {"type": "string"}, "detail": {"type": "string"}},
+    "required": ["code", "detail"],
 }
 _ERRORS = {
-    400: OpenApiResponse(description='Malformed body: field errors, e.g. {"code": ["..."]}.'),
+    400: OpenApiResponse(
+        {"type": "object", "additionalProperties": True},
+        description='Malformed body: field errors, e.g. {"code": ["..."]}.',
+    ),
+    401: UNAUTHORIZED,
     404: OpenApiResponse(_ERROR, description="coupon_not_found: no such code in this store."),
     409: OpenApiResponse(
         _ERROR, description="coupon_already_redeemed (redeem: for another order)."
@@ -109,11 +115,14 @@ _ERRORS = {
         description="coupon_not_applicable: cart_value below the code's minimum, or another "
         'currency; with field and errors, e.g. {"cart_value": ["..."]}.',
     ),
+    411: LENGTH_REQUIRED,
+    429: THROTTLED,
 }
 
 
 class _CouponApi(APIView):
     throttle_classes = [StoreRateThrottle]
+    schema = ApiSchema()
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, errors.CampaignsError):
@@ -128,6 +137,7 @@ class CouponRedeemApi(_CouponApi):
         description="Atomic: of concurrent requests for one code exactly one wins. The same "
         "order_id again returns the original redemption (200, nothing changes).",
         request=RedeemBody,
+        parameters=[RETRY_AFTER],
         responses={200: RedeemedOut, **_ERRORS},
         examples=[
             OpenApiExample(
@@ -160,6 +170,7 @@ class CouponValidateApi(_CouponApi):
         operation_id="coupon_validate",
         summary="Check a discount code without redeeming it.",
         request=ValidateBody,
+        parameters=[RETRY_AFTER],
         responses={200: ValidatedOut, **_ERRORS},
     )
     def post(self, request: Request) -> Response:

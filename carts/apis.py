@@ -9,9 +9,9 @@ from uuid import UUID
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     inline_serializer,
 )
@@ -38,6 +38,16 @@ from carts import event_types, grants, selectors, services
 from carts.auth import StoreRateThrottle
 from carts.errors import EventInvalid
 from carts.models import CartState, Store
+from carts.schema import (
+    CART_NOT_FOUND,
+    LENGTH_REQUIRED,
+    RETRY_AFTER,
+    THROTTLED,
+    UNAUTHORIZED,
+    ApiSchema,
+    bad_request,
+    error,
+)
 from carts.sources import Source
 from carts.validation import (
     CART_TOKEN_PATTERN,
@@ -63,6 +73,26 @@ class PayloadTooLarge(exceptions.APIException):
 
 class CartNotFound(exceptions.NotFound):
     default_detail = "This store has no such cart."
+
+
+BLANK_PARAMETER = "Give a value, or leave the parameter out."
+
+
+def refuse_blank(params: Any, names: Collection[str]) -> None:
+    """400 for a query parameter sent empty (``?limit=``): the schema gives each one a type or a
+    pattern that an empty value does not meet, so it is not taken as left out."""
+    blank = {name: [BLANK_PARAMETER] for name in names if params.get(name, None) == ""}
+    if blank:
+        raise exceptions.ValidationError(blank)
+
+
+CART_PATH = OpenApiParameter(
+    "cart",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    pattern=CART_TOKEN_PATTERN,
+    description="The cart's token, as its events name it.",
+)
 
 
 def _check_body_size(request: Request) -> None:
@@ -276,14 +306,32 @@ class AppendedOut(serializers.Serializer):
 
 class EventsApi(APIView):
     throttle_classes = [StoreRateThrottle]
+    schema = ApiSchema()
 
     @extend_schema(
         operation_id="events_append",
         summary="Append one event or a batch of up to 1000 (all or nothing).",
         request=EventsIn,
+        parameters=[RETRY_AFTER],
         responses={
             201: inline_serializer("AppendResult", {"events": AppendedOut(many=True)}),
             200: inline_serializer("AppendDuplicates", {"events": AppendedOut(many=True)}),
+            400: bad_request(
+                'Invalid events: messages keyed like the body (one event: {"data": {"quantity": '
+                '["..."]}}; a batch: {"events": {"3": {...}}}); occurred_at outside the window '
+                'around the server\'s clock (docs/api.md, "Bounds"); or a change the cart '
+                'refuses: {"code": "event_rejected", "detail", "field", "errors"}; or a body '
+                'that is not JSON: {"code": "parse_error"}.'
+            ),
+            401: UNAUTHORIZED,
+            409: error(
+                '{"code": "event_id_conflict"}: an event id already used with another body; '
+                '{"code": "version_conflict"}: expected_version is not the cart\'s version.'
+            ),
+            411: LENGTH_REQUIRED,
+            413: error('{"code": "payload_too_large"}: the body is over the size limit.'),
+            415: error("The body is not application/json."),
+            429: THROTTLED,
         },
     )
     def post(self, request: Request) -> Response:
@@ -337,7 +385,11 @@ class CartOut(serializers.ModelSerializer):
 class CartApi(APIView):
     throttle_classes = [StoreRateThrottle]
 
-    @extend_schema(operation_id="cart_get", responses=CartOut)
+    @extend_schema(
+        operation_id="cart_get",
+        parameters=[CART_PATH, RETRY_AFTER],
+        responses={200: CartOut, 401: UNAUTHORIZED, 404: CART_NOT_FOUND, 429: THROTTLED},
+    )
     def get(self, request: Request, cart: str) -> Response:
         state = selectors.cart_state_get(store_id=request.auth.pk, token=cart)
         if state is None:
@@ -366,18 +418,31 @@ class EventOut(serializers.Serializer):
     )
 
 
+class _HistoryParams(serializers.Serializer):
+    after = serializers.IntegerField(
+        min_value=0, max_value=MAX_VERSION, default=0, help_text="Only events after this version."
+    )
+    limit = serializers.IntegerField(
+        min_value=1, max_value=1000, default=1000, help_text="At most this many."
+    )
+
+
 class CartEventsApi(APIView):
     throttle_classes = [StoreRateThrottle]
 
     @extend_schema(
         operation_id="cart_events_list",
-        parameters=[
-            OpenApiParameter("after", int, description="Only events after this cart version."),
-            OpenApiParameter("limit", int, description="At most this many (1-1000)."),
-        ],
-        responses=inline_serializer("CartEvents", {"events": EventOut(many=True)}),
+        parameters=[CART_PATH, _HistoryParams, RETRY_AFTER],
+        responses={
+            200: inline_serializer("CartEvents", {"events": EventOut(many=True)}),
+            400: bad_request(),
+            401: UNAUTHORIZED,
+            404: CART_NOT_FOUND,
+            429: THROTTLED,
+        },
     )
     def get(self, request: Request, cart: str) -> Response:
+        refuse_blank(request.query_params, _HistoryParams().fields)
         params = _HistoryParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         if selectors.cart_state_get(store_id=request.auth.pk, token=cart) is None:
@@ -389,11 +454,6 @@ class CartEventsApi(APIView):
             limit=params.validated_data["limit"],
         )
         return Response({"events": EventOut(rows, many=True).data})
-
-
-class _HistoryParams(serializers.Serializer):
-    after = serializers.IntegerField(min_value=0, default=0)
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=1000)
 
 
 class BrowserGrantOut(serializers.Serializer):
@@ -418,10 +478,13 @@ class BrowserGrantApi(APIView):
         summary="A short-lived grant that lets the shop's page open this cart with the "
         "publishable key (docs/snippet.md).",
         request=None,
+        parameters=[CART_PATH, RETRY_AFTER],
         responses={
             200: BrowserGrantOut,
-            400: OpenApiResponse(description="The cart token is not a valid token."),
-            401: OpenApiResponse(description="No secret key, or an unknown or revoked one."),
+            400: bad_request('The cart token is not a valid token: {"cart": ["..."]}.'),
+            401: UNAUTHORIZED,
+            411: LENGTH_REQUIRED,
+            429: THROTTLED,
         },
     )
     def post(self, request: Request, cart: str) -> Response:

@@ -45,6 +45,10 @@ MAX_DWELL_MS = 86_400_000
 MAX_VERSION = 2**31 - 1
 # PostgreSQL refuses NUL in text and jsonb; every free-text field refuses it up front.
 NO_NUL = r"^[^\x00]*$"
+# Text that is not blank either: validation strips whitespace (Unicode White_Space, as pydantic's
+# strip does) and then wants a character, so the schema says "a character other than those".
+_WHITE_SPACE = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[^\x00]*[^\x00{_WHITE_SPACE}][^\x00]*$"
 CART_TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"  # noqa: S105
 LOCALE_PATTERN = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
 PHONE_PATTERN = r"^\+?[0-9 ()\-]{4,32}$"
@@ -52,6 +56,7 @@ PHONE_PATTERN = r"^\+?[0-9 ()\-]{4,32}$"
 # Messages for the patterns above, instead of pydantic's "String should match pattern '...'".
 PATTERN_MESSAGES = {
     NO_NUL: "Null characters are not allowed.",
+    NOT_BLANK: "Null characters are not allowed.",
     CART_TOKEN_PATTERN: (
         "1-128 characters: letters, digits and _ . : - (starting with a letter or digit)."
     ),
@@ -64,6 +69,8 @@ PATTERN_MESSAGES = {
 def text(max_length: int | None = None, *, blank: bool = False, pattern: str = NO_NUL) -> Any:
     """Constraints of a text field: stripped, not blank (unless ``blank``), at most ``max_length``
     characters after stripping, matching ``pattern`` (by default: no NUL)."""
+    if pattern == NO_NUL and not blank:
+        pattern = NOT_BLANK  # the same test once stripped, and the schema says "not blank"
     return StringConstraints(
         strip_whitespace=True, min_length=0 if blank else 1, max_length=max_length, pattern=pattern
     )
@@ -94,7 +101,10 @@ Currency = Annotated[
     str,
     StringConstraints(strip_whitespace=True),
     AfterValidator(_currency),
-    WithJsonSchema({"type": "string", "minLength": 3, "maxLength": 3, "description": "ISO 4217"}),
+    # The schema lists the codes validation takes (docs/api.md, "Contract").
+    WithJsonSchema(
+        {"type": "string", "enum": sorted(money.currency_codes()), "description": "ISO 4217"}
+    ),
 ]
 
 
@@ -108,7 +118,14 @@ def _timezone(value: str) -> str:
     return value
 
 
-Timezone = Annotated[str, text(64), AfterValidator(_timezone), Field(description="IANA")]
+Timezone = Annotated[
+    str,
+    text(64),
+    AfterValidator(_timezone),
+    WithJsonSchema(
+        {"type": "string", "enum": sorted(zoneinfo.available_timezones()), "description": "IANA"}
+    ),
+]
 Locale = Annotated[str, text(35, pattern=LOCALE_PATTERN)]
 Phone = Annotated[str, text(pattern=PHONE_PATTERN)]
 CartToken = Annotated[str, text(pattern=CART_TOKEN_PATTERN)]

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, permissions, serializers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
@@ -21,8 +21,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.models import Campaign, Tier
+from carts.apis import refuse_blank
 from carts.auth import StoreRateThrottle, StoreSecretKeyAuthentication
 from carts.models import Store
+from carts.schema import RETRY_AFTER, THROTTLED, bad_request, error
 from dashboards import access, selectors
 
 DEFAULT_DAYS = 30
@@ -38,6 +40,10 @@ class StoreNotFound(exceptions.NotFound):
     default_detail = "No such store."
 
 
+class CampaignNotFound(exceptions.NotFound):
+    default_detail = "This store has no such campaign."
+
+
 # -- filters ----------------------------------------------------------------------------------
 
 
@@ -46,17 +52,29 @@ def _bounded_day(value: date) -> None:
         raise serializers.ValidationError(f"Enter a date in the years {FIRST_YEAR} to {LAST_YEAR}.")
 
 
+# The years FIRST_YEAR..LAST_YEAR (2000..9998) in the schema, where a date's format cannot bound
+# them: a pattern, with valid months and days.
+DAY_PATTERN = (
+    r"^(?:[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"
+)
+
+
+@extend_schema_field({"type": "string", "format": "date", "pattern": DAY_PATTERN})
+class _DayField(serializers.DateField):
+    """A local day of the filters, in the years FIRST_YEAR to LAST_YEAR."""
+
+
 class FiltersIn(serializers.Serializer):
     """The filters of every page, export and metrics endpoint. Context: ``today`` (the store's
     local date) and ``campaign_ids`` (the store's campaigns)."""
 
-    start = serializers.DateField(
+    start = _DayField(
         required=False,
         validators=[_bounded_day],
         help_text="First local day (the store's zone), included. Default: 29 days before end. "
         f"Years {FIRST_YEAR} to {LAST_YEAR}.",
     )
-    end = serializers.DateField(
+    end = _DayField(
         required=False,
         validators=[_bounded_day],
         help_text="Last local day, included (at most 366 days in all). Default: today. "
@@ -370,9 +388,16 @@ class StoreIn(serializers.Serializer):
 # -- the endpoints ------------------------------------------------------------------------------
 
 _ERRORS = {
-    400: OpenApiResponse(description="Invalid filters: errors by parameter."),
-    401: OpenApiResponse(description="Neither a secret key nor a session."),
-    404: OpenApiResponse(description="No such store, or not one of yours."),
+    400: bad_request(
+        'Invalid filters: errors by parameter, e.g. {"end": ["The end must not be before the '
+        'start."]} (a range of at most 366 days, end not before start; a parameter sent empty '
+        "is refused, leave it out for its default)."
+    ),
+    401: error("Neither a secret key nor a session, or an unknown or revoked key."),
+    404: error(
+        "No such store, or not one of yours (store); the store has no such campaign (campaign)."
+    ),
+    429: THROTTLED,
 }
 
 
@@ -381,9 +406,16 @@ def _schema(operation_id: str, summary: str, out: type, *extra: type) -> Any:
         operation_id=operation_id,
         summary=summary,
         tags=["metrics"],
-        parameters=[StoreIn, FiltersIn, *extra],
+        parameters=[StoreIn, FiltersIn, *extra, RETRY_AFTER],
         responses={200: out, **_ERRORS},
     )
+
+
+_PARAMETERS = [*StoreIn().fields, *FiltersIn().fields, *ProductsIn().fields]
+
+
+class _CampaignParam(serializers.Serializer):
+    campaign = serializers.IntegerField(required=False, min_value=1)
 
 
 class _MetricsApi(APIView):
@@ -392,15 +424,22 @@ class _MetricsApi(APIView):
     throttle_classes = [StoreRateThrottle]
 
     def filters(self, request: Request, now: datetime) -> tuple[selectors.Filters, dict[str, Any]]:
-        """The request's filters, and as the response repeats them."""
+        """The request's filters, and as the response repeats them. A campaign the store does not
+        have is a 404, as a store the caller may not see (the pages say so in their form)."""
+        refuse_blank(request.query_params, _PARAMETERS)
         store_id = request_store_id(request)
         zone = selectors.store_zone(store_id)
+        campaigns = store_campaigns(store_id)
+        campaign = _CampaignParam(data=request.query_params)
+        if campaign.is_valid() and campaign.validated_data.get("campaign") not in (
+            None,
+            *(c for c, _ in campaigns),
+        ):
+            raise CampaignNotFound(
+                f"This store has no campaign {campaign.validated_data['campaign']}."
+            )
         filters = filters_parse(
-            request.query_params,
-            store_id=store_id,
-            now=now,
-            zone=zone,
-            campaigns=store_campaigns(store_id),
+            request.query_params, store_id=store_id, now=now, zone=zone, campaigns=campaigns
         )
         return filters, filters_out(filters, zone)
 

@@ -8,7 +8,6 @@ from django.http import HttpResponseBase
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     inline_serializer,
 )
@@ -18,8 +17,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from carts import projections, ratelimits
-from carts.apis import CartNotFound, ReasonOut
+from carts.apis import CART_PATH, CartNotFound, ReasonOut, refuse_blank
 from carts.auth import StoreRateThrottle
+from carts.schema import (
+    CART_NOT_FOUND,
+    LENGTH_REQUIRED,
+    RETRY_AFTER,
+    THROTTLED,
+    UNAUTHORIZED,
+    bad_request,
+    error,
+)
 from carts.selectors import cart_state_get
 from carts.services import cart_from_row
 from carts.validation import CART_TOKEN_PATTERN
@@ -62,17 +70,26 @@ class CartScoreApi(APIView):
     @extend_schema(
         operation_id="cart_score_explain",
         parameters=[
+            CART_PATH,
             OpenApiParameter(
                 "at",
                 str,
                 enum=["last", "now"],
                 description="Explain the score as of the cart's last activity (the stored score, "
                 "default) or as of now (time since last activity included).",
-            )
+            ),
+            RETRY_AFTER,
         ],
-        responses=ScoreOut,
+        responses={
+            200: ScoreOut,
+            400: bad_request(),
+            401: UNAUTHORIZED,
+            404: CART_NOT_FOUND,
+            429: THROTTLED,
+        },
     )
     def get(self, request: Request, cart: str) -> Response:
+        refuse_blank(request.query_params, ["at"])
         params = _ScoreParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         state = cart_state_get(store_id=request.auth.pk, token=cart)
@@ -150,14 +167,16 @@ _GRANT_HELP = (
 
 
 class _SessionIn(serializers.Serializer):
-    publishable_key = serializers.CharField(max_length=128)
+    publishable_key = serializers.CharField(min_length=1, max_length=128)
     cart = serializers.RegexField(
         CART_TOKEN_PATTERN,
         required=False,
         help_text="Omit for a new cart token. Otherwise a token minted by an earlier session of "
         "this store, or a cart granted with `grant`.",
     )
-    grant = serializers.CharField(max_length=128, required=False, help_text=_GRANT_HELP)
+    grant = serializers.CharField(
+        min_length=1, max_length=128, required=False, help_text=_GRANT_HELP
+    )
 
 
 class SessionOut(serializers.Serializer):
@@ -228,15 +247,15 @@ def _cart_not_allowed() -> exceptions.PermissionDenied:
 
 
 _REFUSALS = {
-    401: OpenApiResponse(description="Unknown or revoked publishable key."),
-    403: OpenApiResponse(
-        description='{"code": "origin_not_allowed"}: the Origin is not in the store\'s list; '
+    401: error("Unknown or revoked publishable key."),
+    403: error(
+        '{"code": "origin_not_allowed"}: the Origin is not in the store\'s list; '
         '{"code": "cart_not_allowed"}: the cart was not made by this store\'s browser sessions '
         "and no valid grant for it was given."
     ),
 }
-_TOO_MANY = OpenApiResponse(
-    description='{"code": "rate_limited", "detail": "…", "limit": "…"}: over a rate limit '
+_TOO_MANY = error(
+    '{"code": "rate_limited", "detail": "…", "limit": "…"}: over a rate limit '
     "(docs/security.md); the Retry-After header says in how many seconds to try again."
 )
 
@@ -256,10 +275,12 @@ class ShopperSessionsApi(_BrowserApi):
         operation_id="shopper_session_open",
         summary="A single-use websocket ticket for a cart (publishable key, allowed Origin).",
         request=_SessionIn,
+        parameters=[RETRY_AFTER],
         responses={
             201: SessionOut,
-            400: OpenApiResponse(description='Field errors, e.g. {"cart": ["..."]}.'),
+            400: bad_request('Field errors, e.g. {"cart": ["..."]}.'),
             **_REFUSALS,
+            411: LENGTH_REQUIRED,
             429: _TOO_MANY,
         },
         auth=[],
@@ -298,29 +319,24 @@ class ShopperSessionsApi(_BrowserApi):
 
 
 class _OffersParams(serializers.Serializer):
-    publishable_key = serializers.CharField(max_length=128)
-    cart = serializers.RegexField(CART_TOKEN_PATTERN)
-    grant = serializers.CharField(max_length=128, required=False)
+    publishable_key = serializers.CharField(min_length=1, max_length=128)
+    cart = serializers.RegexField(
+        CART_TOKEN_PATTERN,
+        help_text="A token minted by this store's sessions, or a cart granted with `grant`.",
+    )
+    grant = serializers.CharField(
+        min_length=1, max_length=128, required=False, help_text=_GRANT_HELP
+    )
 
 
 class ShopperOffersApi(_BrowserApi):
     @extend_schema(
         operation_id="shopper_offers_pending",
         summary="The cart's pending (unacknowledged, unexpired) offers.",
-        parameters=[
-            OpenApiParameter("publishable_key", str, required=True),
-            OpenApiParameter(
-                "cart",
-                str,
-                required=True,
-                description="A token minted by this store's sessions, or a cart granted with "
-                "`grant`.",
-            ),
-            OpenApiParameter("grant", str, description=_GRANT_HELP),
-        ],
+        parameters=[_OffersParams, RETRY_AFTER],
         responses={
             200: inline_serializer("PendingOffers", {"offers": serializers.ListField()}),
-            400: OpenApiResponse(description="Field errors."),
+            400: bad_request(),
             **_REFUSALS,
             429: _TOO_MANY,
         },
@@ -330,6 +346,7 @@ class ShopperOffersApi(_BrowserApi):
         limited = _rate_limited(request, "offers_ip", ratelimits.client_ip(request))
         if limited is not None:
             return limited
+        refuse_blank(request.query_params, _OffersParams().fields)
         params = _OffersParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         store, origin = _store_and_origin(request, params.validated_data["publishable_key"])

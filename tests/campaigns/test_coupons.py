@@ -526,5 +526,5 @@ def test_the_schema_documents_the_coupon_endpoints(db):
     assert redeem["additionalProperties"] is False
     assert validate["required"] == ["code"]
     assert set(schema["paths"][REDEEM]["post"]["responses"]) == {
-        "200", "400", "404", "409", "410", "422"
+        "200", "400", "401", "404", "409", "410", "411", "422", "429"
     }  # fmt: skip

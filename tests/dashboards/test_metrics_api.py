@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from carts import services
 from carts.models import Store, StoreMember
 from dashboards import selectors
+from dashboards.apis import DAY_PATTERN
 from tests.dashboards.test_pages import RANGE, Log, T, client_for, log_build, member
 
 ENDPOINTS = ("overview", "timeseries", "funnel", "offers", "scores", "products")
@@ -133,7 +134,6 @@ def test_products_take_a_limit(log, keyed):
         ("start=2025-01-01&end=2026-11-01", {"start": ["The range is 670 days; at most 366."]}),
         ("end=2026-11-01&start=2025-10-31", {"start": ["The range is 367 days; at most 366."]}),
         ("channel=pigeon", {"channel": ['"pigeon" is not a valid choice.']}),
-        ("campaign=999999", {"campaign": ["This store has no campaign 999999."]}),
         ("campaign=x", {"campaign": ["A valid integer is required."]}),
         (
             "start=tomorrow",
@@ -146,6 +146,23 @@ def test_bad_filters_are_a_400_with_field_errors(log, keyed, query, errors):
 
     assert response.status_code == 400
     assert response.json() == errors
+
+
+def test_a_campaign_the_store_does_not_have_is_a_404(log, keyed):
+    # As a store the caller may not see; the schema lists 404 (a schema-valid id is not a 400).
+    response = keyed.get("/api/v1/metrics/overview?campaign=999999")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "This store has no campaign 999999."}
+
+
+@pytest.mark.parametrize("name", ["start", "end", "campaign", "channel", "store", "by", "limit"])
+def test_a_parameter_sent_empty_is_a_400_on_every_metrics_endpoint(log, keyed, name):
+    for endpoint in ENDPOINTS:
+        response = keyed.get(f"/api/v1/metrics/{endpoint}?{name}=")
+
+        assert response.status_code == 400, endpoint
+        assert response.json() == {name: ["Give a value, or leave the parameter out."]}
 
 
 def test_a_range_of_366_days_is_allowed(log, keyed):
@@ -215,7 +232,10 @@ def test_the_metrics_paths_are_in_the_openapi_schema(db):
         assert operation["operationId"] == f"metrics_{name}"
         parameters = {p["name"] for p in operation["parameters"]}
         assert {"store", "start", "end", "campaign", "channel"} <= parameters
-        assert set(operation["responses"]) == {"200", "400", "401", "404"}
+        assert set(operation["responses"]) == {"200", "400", "401", "404", "429"}
+        assert operation["responses"]["429"]["headers"]["Retry-After"]["required"] is True
+        start = next(p for p in operation["parameters"] if p["name"] == "start")
+        assert start["schema"]["pattern"] == DAY_PATTERN
     products = schema["paths"]["/api/v1/metrics/products"]["get"]
     assert {"by", "limit"} <= {p["name"] for p in products["parameters"]}
     overview = schema["components"]["schemas"]["OverviewOut"]
