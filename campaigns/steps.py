@@ -266,8 +266,9 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
                 answers.append(True)
                 continue
             withheld[one.step.pk] = _decided(one.step, again, one.facts, moment)
-            if one.step.channel != "onsite":  # a discount's code stays issued to the cart
-                withheld[one.step.pk].events[:0] = one.prepared.events
+            # A code issued for the message stays the cart's (its coupon row is written); an
+            # on-site offer's decision is not recorded: it never reaches the browser.
+            withheld[one.step.pk].events[:0] = _issued_codes(one.step, one.prepared.events)
             answers.append(False)
         return answers
 
@@ -411,7 +412,11 @@ def _at_order(result: _Result) -> _Result:
         assert step.finished_at is not None
         step.message_id = ""
         data = events.step_data(step, "converted")
-        return _finish(step, data, Step.Status.CANCELLED, events.STEP_CANCELLED, step.finished_at)
+        cancelled = _finish(
+            step, data, Step.Status.CANCELLED, events.STEP_CANCELLED, step.finished_at
+        )
+        cancelled.events[:0] = _issued_codes(step, result.events)
+        return cancelled
     step.reason = events.IN_FLIGHT_AT_ORDER
     for event in result.events:
         if event.type == events.STEP_SENT:
@@ -551,6 +556,15 @@ def _recheck(steps: Sequence[tuple[Step, rules.StepFacts]], now: datetime) -> li
         fresh = dataclasses.replace(facts, **cart, suppressions=frozenset(kinds or ()))
         outcomes.append(rules.step_decide(fresh, now))
     return outcomes
+
+
+def _issued_codes(step: Step, prepared: list[NewEvent]) -> list[NewEvent]:
+    """Of a prepared step's events, those that stay when it is not sent after all: a code issued
+    for it (its coupon row is written) stays the cart's. An email's prepared events are all
+    codes; an on-site offer's decision goes (it never reaches the browser)."""
+    if step.channel != "onsite":
+        return list(prepared)
+    return [e for e in prepared if e.type == events.COUPON_ISSUED]
 
 
 def _raised(step: Step, exc: Exception, now: datetime) -> _Result:

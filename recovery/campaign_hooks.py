@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 
 from campaigns.extensions import HOOKS
-from campaigns.models import Step, Tier
+from campaigns.models import CampaignSettings, Step, Tier
 from campaigns.selectors import onsite_offer_of
 from carts.models import CartState
 from carts.services import NewEvent, cart_from_row
@@ -34,15 +34,40 @@ def onsite_offer(
     store_id: int, row: CartState, tier: Tier, step: Step, now: datetime
 ) -> tuple[dict, list[NewEvent]]:
     """A campaign's on-site nudge for a cart, recorded as an offer decision (so the browser gets
-    it again on reconnect, like an exit-intent offer)."""
-    offer = offers.offer_build(
-        tier=onsite_offer_of(tier),
-        cart=cart_from_row(row),
-        now=now,
-        offer_id=uuid.uuid5(_NAMESPACE, f"step:{step.pk}").hex,
-        code=live.offer_code(),
+    it again on reconnect, like an exit-intent offer). A discount's code is a coupon, issued as
+    an exit intent's is (recovery.live.offer_code_issue): the cart's code if it has one, else a
+    new one within the store's budget; its campaign.coupon_issued event comes first."""
+    cfg = CampaignSettings.objects.filter(store_id=store_id).first() or CampaignSettings()
+    onsite = onsite_offer_of(tier, settings=cfg)
+    decision = offers.Decision(
+        offers.OFFER,
+        "campaign_step",
+        offer=offers.offer_build(
+            tier=onsite,
+            cart=cart_from_row(row),
+            now=now,
+            offer_id=uuid.uuid5(_NAMESPACE, f"step:{step.pk}").hex,
+            code=None,
+        ),
     )
-    offer["step"] = step.pk
+    recorded: list[NewEvent] = []
+    if offers.carries_code(onsite):
+        decision, issued = live.offer_code_issue(
+            store_id=store_id,
+            cart=row.token,
+            state=row,
+            decision=decision,
+            tier=onsite,
+            shopper=step.shopper or None,
+            score=row.score,
+            client_ip=None,
+            now=now,
+            step_id=step.pk,
+        )
+        if issued is not None:
+            recorded.append(issued)
+    assert decision.offer is not None
+    offer = {**decision.offer, "step": step.pk}
     event = NewEvent(
         event_id=uuid.uuid5(_NAMESPACE, f"decided:step:{step.pk}"),
         cart=row.token,
@@ -51,7 +76,7 @@ def onsite_offer(
         occurred_at=now,
         data={
             "decision": offers.OFFER,
-            "reason": "campaign_step",
+            "reason": decision.reason,
             "campaign": tier.campaign_id,
             "tier": tier.pk,
             "step": step.pk,
@@ -61,7 +86,7 @@ def onsite_offer(
             "offer": offer,
         },
     )
-    return offer, [event]
+    return offer, [*recorded, event]
 
 
 def register() -> None:

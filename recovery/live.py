@@ -315,7 +315,7 @@ def _uncoded(decision: offers.Decision, reason: str) -> offers.Decision:
     return dataclasses.replace(decision, reason=reason, offer=offers.offer_uncoded(decision.offer))
 
 
-def _offer_code(
+def offer_code_issue(
     *,
     store_id: int,
     cart: str,
@@ -326,12 +326,15 @@ def _offer_code(
     score: float | None,
     client_ip: str | None,
     now: datetime,
+    step_id: int | None = None,
 ) -> tuple[offers.Decision, NewEvent | None]:
-    """The code of an exit-intent offer, as a campaigns Coupon issued in the decision's
+    """The code of an on-site offer, as a campaigns Coupon issued in the decision's
     transaction (under the cart's lock), and its campaign.coupon_issued event to append with
     the decision. A cart that has a code gets it again (whoever made it), with its own terms.
-    A new code needs the shopper's and the address's cooldown and the store's budget; else the
-    offer goes without a code and the decision's reason says why."""
+    A new code needs the store's budget and, for an exit intent (no ``step_id``), the shopper's
+    and the address's cooldown (a campaign's scheduled nudge is bounded by its own schedule:
+    one step per tier and cart); else the offer goes without a code and the decision's reason
+    says why."""
     assert tier.code_terms is not None and tier.budget is not None
     existing = coupons.coupon_for_cart(store_id=store_id, cart=cart)
     if existing is not None:
@@ -339,20 +342,21 @@ def _offer_code(
         if unusable is not None:
             return _uncoded(decision, unusable), None
         return _coded(decision, existing, state.value), None
-    held = _cooldown_claim(
-        store_key=tier.store_key,
-        shopper=shopper,
-        client_ip=client_ip,
-        wait=offers.cooldown(tier),
-        now=now,
-    )
-    if held is not None:
-        return _uncoded(decision, held), None
+    if step_id is None:
+        held = _cooldown_claim(
+            store_key=tier.store_key,
+            shopper=shopper,
+            client_ip=client_ip,
+            wait=offers.cooldown(tier),
+            now=now,
+        )
+        if held is not None:
+            return _uncoded(decision, held), None
     issued = coupons.coupon_issue(
         store_id=store_id,
         cart=cart,
         shopper=shopper or "",
-        step_id=None,
+        step_id=step_id,
         tier=tier.code_terms,
         cart_value=state.value,
         currency=state.currency,
@@ -445,7 +449,7 @@ def shopper_event_append(
                     and tier.code_terms is not None
                     and offers.carries_code(tier)
                 ):
-                    decision, issued = _offer_code(
+                    decision, issued = offer_code_issue(
                         store_id=store_id,
                         cart=exit_event.cart,
                         state=state,

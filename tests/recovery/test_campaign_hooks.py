@@ -54,3 +54,46 @@ def test_a_campaigns_onsite_nudge_is_an_offer_the_browser_gets_again_on_reconnec
     assert offer["expires_at"] == (now + timedelta(minutes=60)).isoformat()
     step.refresh_from_db()
     assert step.message_id == offer["id"]
+
+
+def test_a_campaigns_onsite_discount_is_a_coupon_of_the_cart(store):
+    # The scheduled nudge's code is issued as an exit intent's is: a coupon row with its event,
+    # so /coupons/validate and /redeem know it (security review 2, finding 5).
+    from campaigns.models import Coupon
+    from carts.models import CartEvent
+
+    campaign_with_tiers(
+        store.pk,
+        activated_at=T - timedelta(days=1),
+        tiers=[
+            {
+                "channel": "onsite",
+                "headline": "10% off",
+                "offer_kind": "percent_discount",
+                "percent": 10,
+                "offer_ttl_minutes": 60,
+            }
+        ],
+    )
+    cart = cart_abandoned(store.pk, at=T)
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=30))
+    step = Step.objects.get(store=store)
+    Step.objects.filter(pk=step.pk).update(status="enqueued")
+    now = T + timedelta(minutes=31)
+
+    assert steps.steps_execute(step_ids=[step.pk], now=lambda: now) == {"sent": 1}
+
+    [offer] = live.pending_offers(store_id=store.pk, cart=cart.token, now=now)
+    coupon = Coupon.objects.get(store=store, cart=cart.token)
+    assert offer["discount_code"] == coupon.code
+    assert (coupon.kind, coupon.amount) == ("percent", 10)
+    types = list(
+        CartEvent.objects.filter(store=store, cart=cart.token)
+        .order_by("version")
+        .values_list("type", flat=True)
+    )
+    assert types[-3:] == [
+        "campaign.coupon_issued",
+        "recovery.offer_decided",
+        "campaign.step_sent",
+    ]
