@@ -66,37 +66,32 @@ def rule(name: str) -> RateLimitItem | None:
 
 def hit(name: str, *key: str, cost: int = 1) -> Verdict:
     """Count one hit (``cost``) of limit ``name`` for ``key``; whether it is within the limit."""
-    item = rule(name)
-    if item is None:
-        return _ALLOWED
-    parts = [_digest(k) for k in key]
-    try:
-        limiter = _limiter(settings.REDIS_URL)
-        if limiter.hit(item, name, *parts, cost=cost):
-            return _ALLOWED
-        reset = limiter.get_window_stats(item, name, *parts).reset_time
-    except Exception:  # Redis down or slow: let it through, say so
-        log.warning("rate limit %s could not be counted; request let through", name, exc_info=True)
-        return _ALLOWED
-    retry = max(1, math.ceil(reset - time.time()))
-    _bite(name, parts, retry)
-    return Verdict(False, name, retry)
+    return _verdict(name, key, cost=cost)
 
 
 def test(name: str, *key: str) -> Verdict:
     """Whether a hit of ``name`` for ``key`` would be within the limit, counting nothing (a
     login form asks before checking the password, and counts only failures)."""
+    return _verdict(name, key, cost=0)
+
+
+def _verdict(name: str, key: tuple[str, ...], *, cost: int) -> Verdict:
+    """Hit (``cost`` > 0) or only test (0) limit ``name`` for ``key``."""
     item = rule(name)
     if item is None:
         return _ALLOWED
     parts = [_digest(k) for k in key]
     try:
         limiter = _limiter(settings.REDIS_URL)
-        if limiter.test(item, name, *parts):
+        if cost:
+            allowed = limiter.hit(item, name, *parts, cost=cost)
+        else:
+            allowed = limiter.test(item, name, *parts)
+        if allowed:
             return _ALLOWED
         reset = limiter.get_window_stats(item, name, *parts).reset_time
-    except Exception:
-        log.warning("rate limit %s could not be read; request let through", name, exc_info=True)
+    except Exception:  # Redis down or slow: let it through, say so
+        log.warning("rate limit %s could not be counted; request let through", name, exc_info=True)
         return _ALLOWED
     retry = max(1, math.ceil(reset - time.time()))
     _bite(name, parts, retry)
