@@ -62,34 +62,26 @@ def link_click_record(*, step_id: int, now: datetime) -> str:
     # The id is the step's and the minute's (of campaign time: a real minute at clock speed 1),
     # and the event keeps the time of the minute's first click.
     minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-    click = events.campaign_event(
-        cart=step.cart,
-        type=events.LINK_CLICKED,
-        data=events.step_data(step),
-        now=now,
-        key=f"{step.store_id}:{step.pk}:{minute}",
-    )
-    if CartEvent.objects.filter(store_id=step.store_id, event_id=click.event_id).exists():
-        return url
-    with contextlib.suppress(EventIdConflict):  # a concurrent click of the minute was first
-        events_append(store_id=step.store_id, events=[click], source=Source.system("campaigns"))
+    _record_once(step, events.LINK_CLICKED, f"{step.store_id}:{step.pk}:{minute}", now)
     return url
 
 
 def email_open_record(*, step_id: int, now: datetime) -> None:
     """Append ``campaign.email_opened`` for the step's first open; later opens store nothing."""
     step = _step(step_id)
-    opened = events.campaign_event(
-        cart=step.cart,
-        type=events.EMAIL_OPENED,
-        data=events.step_data(step),
-        now=now,
-        key=f"{step.store_id}:{step.pk}",
+    _record_once(step, events.EMAIL_OPENED, f"{step.store_id}:{step.pk}", now)
+
+
+def _record_once(step: Step, event_type: str, key: str, now: datetime) -> None:
+    """Append the step's ``event_type`` event whose id derives from ``key``, unless one is
+    stored: the first one (its time) is kept, later ones store nothing."""
+    event = events.campaign_event(
+        cart=step.cart, type=event_type, data=events.step_data(step), now=now, key=key
     )
-    if CartEvent.objects.filter(store_id=step.store_id, event_id=opened.event_id).exists():
+    if CartEvent.objects.filter(store_id=step.store_id, event_id=event.event_id).exists():
         return
-    with contextlib.suppress(EventIdConflict):  # a concurrent first open won: its time is kept
-        events_append(store_id=step.store_id, events=[opened], source=Source.system("campaigns"))
+    with contextlib.suppress(EventIdConflict):  # a concurrent one was first: its time is kept
+        events_append(store_id=step.store_id, events=[event], source=Source.system("campaigns"))
 
 
 def _shopper_keys(step: Step) -> list[str]:
