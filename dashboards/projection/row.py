@@ -266,8 +266,8 @@ class Fact:
     @property
     def lines(self) -> list[list[Any]]:
         """The cart's lines now, in the order they were added (a line removed and added again
-        comes last): [[sku, name, quantity, unit_price, category], ...]. Refilled from the SKU index (one copy, into the same list)
-        only when read after a line was dropped."""
+        comes last): [[sku, name, quantity, unit_price, category], ...]. Refilled from the SKU
+        index (one copy, into the same list) only when read after a line was dropped."""
         if self._stale and self._by_sku is not None:
             self._lines[:] = self._by_sku.values()
             self._stale = False
