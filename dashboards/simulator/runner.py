@@ -455,9 +455,9 @@ class Simulator:
         for event in answer.get("events") or []:
             visit.version = max(visit.version, int(event.get("version") or 0))
             data = event.get("data") or {}
+            # The email's own code (a discount step's step_sent names it); a code issued for an
+            # on-site offer reaches the browser, not the mailbox.
             if event.get("type") == "campaign.step_sent" and data.get("channel") in EMAIL_CHANNELS:
                 touch = "email"
                 code = code or data.get("coupon")
-            elif event.get("type") == "campaign.coupon_issued" and data.get("code"):
-                code = str(data["code"])
         return touch, code
