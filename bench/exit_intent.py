@@ -14,9 +14,11 @@ Two servers on loopback, both up for the whole run:
     1 of the append, scoring and the decision; the offer leaves before the commit).
 
 The product side is a fresh store (``store_create``, ``store_origins_add`` with
-``http://bench.local``) with an active campaign without holdout whose on-site tier offers 10% (cap
-20.00) to any cart worth at least 0.01, without cooldown: every exit intent on a cart with an item
-gets an offer. A product client does what the storefront snippet does: ``POST
+``http://bench.local``) with an active campaign without holdout whose on-site tier offers a
+message to any cart worth at least 0.01, without cooldown: every exit intent on a cart with an
+item gets an offer. (Until issue 13 the tier offered 10% with a code; since then a discount's code
+is a coupon, one per cart, and its offer waits at least an hour on the same cart, so a client's
+second exit intent would get none.) A product client does what the storefront snippet does: ``POST
 /api/v1/shopper-sessions`` (publishable key, no cart: a new one is minted, ``Origin``) for a ticket,
 opens ``/ws/v1/shopper/``, sends ``hello``, waits for ``welcome``, sends one ``cart.item_added`` and
 waits for its ``appended``, then sends exit intents (``shopper.exit_intent``, a fresh uuid4 id,
@@ -1158,9 +1160,11 @@ def store_for_bench() -> tuple[int, str]:
         channel="onsite",
         min_score=0,
         min_cart_value=1,
-        offer_kind="percent_discount",
-        percent=10,
-        discount_cap=2000,
+        # A message offer: a discount's code is a coupon, one per cart, and its offer waits at
+        # least an hour on the same cart (issue 13), so only a message can answer every exit
+        # intent of a client's cart.
+        offer_kind="message",
+        headline="Before you go",
         cooldown_hours=0,
     )
     return creds.store_id, creds.publishable_key

@@ -2,7 +2,8 @@
 
 Each limit has a name and a rule in ``settings.RATE_LIMITS`` ("60/minute", "20/second", "5 per 5
 minutes"; "" turns it off), and is counted per key (a client IP, a store, a socket, a username)
-with the ``limits`` library's sliding window counter:
+with the ``limits`` library's sliding window counter (in Redis; in the process's memory for keys
+that live in one process, such as one websocket's messages: ``hit(..., local=True)``):
 
     verdict = ratelimits.hit("shopper_session_ip", ratelimits.client_ip(request))
     if not verdict.allowed:
@@ -28,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def _limiter(url: str) -> SlidingWindowCounterRateLimiter:
 
 
 @cache
+def _local_limiter() -> SlidingWindowCounterRateLimiter:
+    return SlidingWindowCounterRateLimiter(MemoryStorage())
+
+
+@cache
 def _rule(text: str) -> RateLimitItem:
     return parse(text)
 
@@ -64,9 +70,11 @@ def rule(name: str) -> RateLimitItem | None:
     return _rule(text) if text else None
 
 
-def hit(name: str, *key: str, cost: int = 1) -> Verdict:
-    """Count one hit (``cost``) of limit ``name`` for ``key``; whether it is within the limit."""
-    return _verdict(name, key, cost=cost)
+def hit(name: str, *key: str, cost: int = 1, local: bool = False) -> Verdict:
+    """Count one hit (``cost``) of limit ``name`` for ``key``; whether it is within the limit.
+    ``local``: counted in this process's memory, for keys that live in one process only (a
+    websocket's own messages): no network round trip on every message."""
+    return _verdict(name, key, cost=cost, local=local)
 
 
 def test(name: str, *key: str) -> Verdict:
@@ -75,14 +83,14 @@ def test(name: str, *key: str) -> Verdict:
     return _verdict(name, key, cost=0)
 
 
-def _verdict(name: str, key: tuple[str, ...], *, cost: int) -> Verdict:
+def _verdict(name: str, key: tuple[str, ...], *, cost: int, local: bool = False) -> Verdict:
     """Hit (``cost`` > 0) or only test (0) limit ``name`` for ``key``."""
     item = rule(name)
     if item is None:
         return _ALLOWED
     parts = [_digest(k) for k in key]
     try:
-        limiter = _limiter(settings.REDIS_URL)
+        limiter = _local_limiter() if local else _limiter(settings.REDIS_URL)
         if cost:
             allowed = limiter.hit(item, name, *parts, cost=cost)
         else:

@@ -42,10 +42,12 @@ def _db(fn: Callable[..., T]) -> Callable[..., Any]:
 
 
 def _message_verdict(socket: str) -> ratelimits.Verdict:
-    """Count one message of this socket against both of its limits (a burst and a minute)."""
-    verdict = ratelimits.hit("ws_message_socket", socket)
+    """Count one message of this socket against both of its limits (a burst and a minute), in
+    this process's memory: a socket lives in one process, and a Redis round trip on every
+    message cost the exit intent's offer ~0.7 ms (bench/exit_intent.py)."""
+    verdict = ratelimits.hit("ws_message_socket", socket, local=True)
     if verdict.allowed:
-        verdict = ratelimits.hit("ws_message_socket_minute", socket)
+        verdict = ratelimits.hit("ws_message_socket_minute", socket, local=True)
     return verdict
 
 
@@ -91,7 +93,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self._closed:  # over a limit: what the browser sent before the close is dropped
             return
-        verdict = await asyncio.to_thread(_message_verdict, self._socket_key)
+        verdict = _message_verdict(self._socket_key)  # in memory: microseconds
         if not verdict.allowed:
             self._closed = True
             await self._error(

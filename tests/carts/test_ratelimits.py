@@ -70,3 +70,16 @@ def test_client_ip_is_the_peer_unless_proxies_are_trusted(settings):
     assert ratelimits.client_ip(request) == "203.0.113.9"
     scope = {"client": ("10.0.0.3", 5000), "headers": [(b"x-forwarded-for", b"198.51.100.4")]}
     assert ratelimits.client_ip(scope=scope) == "198.51.100.4"
+
+
+def test_a_local_limit_counts_in_this_process_without_redis(settings):
+    # One websocket's messages live in one process: counted in memory, no round trip (Redis is
+    # out of reach here, and the limit still bites).
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "ws_message_socket": "3/second"}
+    key = _key()
+
+    verdicts = [ratelimits.hit("ws_message_socket", key, local=True) for _ in range(4)]
+
+    assert [v.allowed for v in verdicts] == [True, True, True, False]
+    assert verdicts[3].retry_after >= 1
