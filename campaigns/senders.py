@@ -24,13 +24,13 @@ from carts.services import NewEvent
 @dataclass(slots=True)
 class Prepared:
     """A step's message rendered and not sent yet (``message``), or what stands in for it: an
-    on-site offer to push after commit, or a reason to skip."""
+    on-site offer (its decision in ``events``, pushed from the log once recorded), or a reason
+    to skip."""
 
     events: list[NewEvent] = field(default_factory=list)
     message: EmailMessage | None = None  # email and discount steps: to hand to delivery.deliver
     message_id: str = ""
     data: dict[str, Any] = field(default_factory=dict)  # added to the campaign.step_sent event
-    push: dict | None = None  # on-site: the offer, pushed after commit
     skipped: str | None = None  # nothing to send after all (e.g. no discount chosen)
 
     def outgoing(self, step: Step) -> delivery.Outgoing:
@@ -48,7 +48,7 @@ def step_render(
         if HOOKS.onsite_offer is None:
             return Prepared(skipped="no_onsite_channel")
         offer, recorded = HOOKS.onsite_offer(store.pk, cart, step.tier, step, now)
-        return Prepared(events=recorded, push=offer, message_id=str(offer.get("id", "")))
+        return Prepared(events=recorded, message_id=str(offer.get("id", "")))
     out = Prepared()
     coupon = None
     if step.channel == "discount":

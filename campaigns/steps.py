@@ -188,8 +188,6 @@ class _Result:
     step: Step
     count: str
     events: list[NewEvent] = field(default_factory=list)
-    push: dict | None = None  # an on-site offer (recovery pushes it from the committed event)
-    delivered: bool = False  # a message left (or an offer will): the order check when recording
 
 
 @dataclass(slots=True)
@@ -229,8 +227,7 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
     states = _states_read({(s.store_id, s.cart) for s in steps})
     known = _known_read(steps)
     results: list[_Result] = []
-    ready: list[_Ready] = []
-    by_id: dict[int, _Ready] = {}
+    ready: dict[int, _Ready] = {}  # step id -> decided to send, in the batch's order
 
     def prepared() -> Iterator[delivery.Outgoing]:
         """Each step decided and its message prepared as delivery asks for the next one (so
@@ -243,8 +240,7 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
             if isinstance(decided, _Result):
                 results.append(decided)
                 continue
-            ready.append(decided)
-            by_id[step.pk] = decided
+            ready[step.pk] = decided
             if decided.prepared.message is not None:
                 yield decided.prepared.outgoing(step)
 
@@ -257,7 +253,7 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
         if time.monotonic() >= deadline:
             released.extend(keys)
             return [False] * len(keys)
-        ones = [by_id[key] for key in keys]
+        ones = [ready[key] for key in keys]
         answers = []
         for one, again in zip(
             ones, _recheck([(o.step, o.facts) for o in ones], moment), strict=True
@@ -289,7 +285,7 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
         a worker killed mid-batch leaves only its last ones to be sent again."""
         record(
             [
-                _sent(by_id[d.item.key], d, moment)
+                _sent(ready[d.item.key], d, moment)
                 for d in batch
                 if d.item.key not in withheld and d.item.key not in released
             ]
@@ -302,14 +298,13 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
         done_every=_RECORD_EVERY,
     )
     # On-site offers leave after their record commits (recovery pushes the committed event).
-    offers = [r for r in ready if r.prepared.message is None]
+    offers = [r for r in ready.values() if r.prepared.message is None]
     go: dict[int, bool] = {}
     try:
         go = dict(zip([r.step.pk for r in offers], check([r.step.pk for r in offers]), strict=True))
     except Exception as exc:
         results.extend(_raised(one.step, exc, moment) for one in offers)
-    for one in ready:
-        key = one.step.pk
+    for key, one in ready.items():
         if key in withheld:
             results.append(withheld[key])
         elif go.get(key):
@@ -406,9 +401,9 @@ def _at_order(result: _Result) -> _Result:
     (recovery/offer_push.py), is cancelled instead and never shown. Anything else is as it was.
     Applying it twice changes nothing more."""
     step = result.step
-    if not result.delivered:
+    if step.status != Step.Status.SENT:  # nothing left (or will): the order simply won
         return result
-    if result.push is not None:
+    if step.channel == "onsite":
         assert step.finished_at is not None
         step.message_id = ""
         data = events.step_data(step, "converted")
@@ -624,8 +619,6 @@ def _sent(one: _Ready, delivered: delivery.Delivered | None, now: datetime) -> _
     data.update(one.prepared.data)
     result = _finish(step, data, Step.Status.SENT, events.STEP_SENT, now)
     result.events[:0] = one.prepared.events
-    result.push = one.prepared.push
-    result.delivered = True
     return result
 
 
