@@ -233,6 +233,9 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
         """Each step decided and its message prepared as delivery asks for the next one (so
         preparing overlaps sending); what sends no email is kept aside."""
         for step in steps:
+            if time.monotonic() >= deadline:  # no time left to send it: another batch will
+                released.append(step.pk)
+                continue
             try:
                 decided = _step_decide(step, states.get((step.store_id, step.cart)), known, moment)
             except Exception as exc:
@@ -467,16 +470,23 @@ def _known_read(steps: list[Step]) -> _Known:
     return _Known(stores, store_settings, suppressed, sent_to_cart, last_email)
 
 
-def _cart_facts(state: CartState | None) -> dict[str, Any]:
-    """What a step's decision reads of its cart (rules.StepFacts), from the cart's state."""
+# The cart columns a step's decision reads (rules.StepFacts), in _RECHECK's order.
+_CART_FACTS = ("status", "item_count", "seen_at", "score", "email", "consent", "timezone")
+
+
+def _cart_facts(state: Any) -> dict[str, Any]:
+    """What a step's decision reads of its cart (rules.StepFacts), from the cart's state (a
+    CartState, or a row of _CART_FACTS by name); no cart (None) reads as an empty active one."""
+    if state is None:
+        values: dict[str, Any] = {"status": "active", "item_count": 0, "seen_at": None}
+        values.update(score=None, email="", consent={}, timezone="")
+        return values
+    get = state.get if isinstance(state, dict) else lambda name: getattr(state, name)
+    seen_at, consent = get("seen_at"), get("consent")
     return {
-        "status": state.status if state else "active",
-        "item_count": state.item_count if state else 0,
-        "seen_at": clock.at(state.seen_at) if state and state.seen_at else None,
-        "score": state.score if state else None,
-        "email": state.email if state else "",
-        "consent": state.consent if state else {},
-        "timezone": state.timezone if state else "",
+        **{name: get(name) for name in _CART_FACTS},
+        "seen_at": clock.at(seen_at) if seen_at else None,
+        "consent": json.loads(consent) if isinstance(consent, str | bytes) else consent,
     }
 
 
@@ -535,19 +545,9 @@ def _recheck(steps: Sequence[tuple[Step, rules.StepFacts]], now: datetime) -> li
         rows = {row[0]: row[1:] for row in cursor.fetchall()}
     outcomes = []
     for i, (_, facts) in enumerate(steps):
-        status, item_count, seen_at, score, email, consent, timezone, kinds = rows[i]
-        if status is None:  # no such cart (as _cart_facts(None) has it)
-            cart = _cart_facts(None)
-        else:
-            cart = {
-                "status": status,
-                "item_count": item_count,
-                "seen_at": clock.at(seen_at) if seen_at else None,
-                "score": score,
-                "email": email,
-                "consent": json.loads(consent) if isinstance(consent, str | bytes) else consent,
-                "timezone": timezone,
-            }
+        *columns, kinds = rows[i]
+        row = dict(zip(_CART_FACTS, columns, strict=True))
+        cart = _cart_facts(None if row["status"] is None else row)  # None: no such cart
         fresh = dataclasses.replace(facts, **cart, suppressions=frozenset(kinds or ()))
         outcomes.append(rules.step_decide(fresh, now))
     return outcomes

@@ -58,3 +58,24 @@ def check_signing_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
                     )
                 )
     return found
+
+
+@register()
+def check_rate_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every RATE_LIMIT_* rule parses (a malformed one is let through at run time, logged)."""
+    from limits import parse
+
+    found: list[CheckMessage] = []
+    for name, text in settings.RATE_LIMITS.items():
+        try:
+            if text:
+                parse(text)
+        except ValueError as exc:
+            found.append(
+                Error(
+                    f"RATE_LIMIT_{name.upper()} = {text!r} is not a rate limit: {exc}",
+                    hint="Write it as '60/minute', '120 per 10 seconds', or '' (off).",
+                    id="config.E004",
+                )
+            )
+    return found

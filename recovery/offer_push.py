@@ -28,7 +28,6 @@ from recovery import live, offers
 log = logging.getLogger(__name__)
 
 NAME = "offer_push"
-CAMPAIGN_STEP = "campaign_step"  # the reason recovery.campaign_hooks records
 MAX_AGE = timedelta(minutes=5)
 PUSH_TIMEOUT_SECONDS = 2.0
 
@@ -41,7 +40,8 @@ def pushes_of(events: Sequence[CartEvent], *, now: datetime) -> list[channel_pus
             continue
         data = event.data if isinstance(event.data, Mapping) else {}
         offer = data.get("offer")
-        if data.get("reason") != CAMPAIGN_STEP or data.get("decision") != offers.OFFER:
+        # A campaign's decision names its step (its reason may say why it has no code).
+        if data.get("step") is None or data.get("decision") != offers.OFFER:
             continue
         if not isinstance(offer, Mapping) or not _unexpired(offer, now):
             continue

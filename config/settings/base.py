@@ -275,8 +275,9 @@ CAMPAIGNS_TASK_STEPS = env.get_int("CAMPAIGNS_TASK_STEPS", 256)  # steps per Cel
 # Messages in flight at once from one worker process (one connection each, kept across batches),
 # and of one store; messages a second from one worker process (0: no bound; a provider's sending
 # quota divided by the worker processes); seconds a kept connection may idle before it is renewed.
-CAMPAIGNS_SEND_CONCURRENCY = max(1, env.get_int("CAMPAIGNS_SEND_CONCURRENCY", 160))
-CAMPAIGNS_SEND_PER_STORE = max(1, env.get_int("CAMPAIGNS_SEND_PER_STORE", 128))
+# (Each message in flight is a thread and a connection: at most 1,024 per process.)
+CAMPAIGNS_SEND_CONCURRENCY = min(1024, max(1, env.get_int("CAMPAIGNS_SEND_CONCURRENCY", 160)))
+CAMPAIGNS_SEND_PER_STORE = min(1024, max(1, env.get_int("CAMPAIGNS_SEND_PER_STORE", 128)))
 CAMPAIGNS_SEND_RATE = max(0.0, env.get_float("CAMPAIGNS_SEND_RATE", 0.0))
 CAMPAIGNS_SEND_IDLE_SECONDS = max(0.0, env.get_float("CAMPAIGNS_SEND_IDLE_SECONDS", 5.0))
 # A step handed to a worker and not finished this long after is handed out again (a worker that
@@ -284,7 +285,7 @@ CAMPAIGNS_SEND_IDLE_SECONDS = max(0.0, env.get_float("CAMPAIGNS_SEND_IDLE_SECOND
 CAMPAIGNS_REDELIVER_SECONDS = env.get_float("CAMPAIGNS_REDELIVER_SECONDS", 300.0)
 # How long a worker holds the steps it claimed (docs/campaigns.md, "Leases"); past it, another
 # worker takes them over. Longer than a batch takes to send; real seconds, by the database's clock.
-CAMPAIGNS_LEASE_SECONDS = env.get_float("CAMPAIGNS_LEASE_SECONDS", 120.0)
+CAMPAIGNS_LEASE_SECONDS = min(86_400.0, max(1.0, env.get_float("CAMPAIGNS_LEASE_SECONDS", 120.0)))
 # Campaign time sped up (demos, tests): CAMPAIGNS_CLOCK_SPEED campaign seconds per real second
 # since CAMPAIGNS_CLOCK_EPOCH (campaigns/clock.py). 1: real time.
 CAMPAIGNS_CLOCK_SPEED = env.get_float("CAMPAIGNS_CLOCK_SPEED", 1.0)

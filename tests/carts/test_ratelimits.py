@@ -83,3 +83,13 @@ def test_a_local_limit_counts_in_this_process_without_redis(settings):
 
     assert [v.allowed for v in verdicts] == [True, True, True, False]
     assert verdicts[3].retry_after >= 1
+
+
+def test_a_malformed_rule_is_a_check_error_and_lets_requests_through(settings, caplog):
+    from config.checks import check_rate_limits
+
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "restore_ip": "sixty a minute"}
+
+    assert [e.id for e in check_rate_limits()] == ["config.E004"]
+    assert ratelimits.hit("restore_ip", _key()).allowed
+    assert "does not parse" in caplog.text
