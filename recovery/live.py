@@ -78,7 +78,6 @@ return 0
 """
 log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("0b4c3f5e-2d7a-4b7e-9f0e-6c1d8a2e5b39")
-_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 
 
 def event_types_register() -> None:
@@ -232,11 +231,6 @@ class EventOutcome:
     appended: Appended
     decision: offers.Decision | None
 
-
-def offer_code() -> str:
-    """A code for a campaign's scheduled on-site nudge (recorded with its offer decision only;
-    exit-intent offers carry campaigns Coupons, see ``_offer_code``)."""
-    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
 
 
 def _network(ip: str) -> str:
@@ -435,8 +429,8 @@ def shopper_event_append(
                     shopper=shopper or exit_event.cart,
                     now=now,
                     offer_id=uuid.uuid5(_NAMESPACE, f"offer:{exit_event.event_id}").hex,
-                    # A tier read with its code terms gets a Coupon (below), not a made-up code.
-                    code=None if tier is not None and tier.code_terms is not None else offer_code(),
+                    # A code is a campaigns Coupon, issued below (offer_code_issue).
+                    code=None,
                     # Known shoppers only (one indexed lookup): "don't remind me" covers offers.
                     declined=tier is not None
                     and shopper is not None
