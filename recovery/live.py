@@ -232,7 +232,6 @@ class EventOutcome:
     decision: offers.Decision | None
 
 
-
 def _network(ip: str) -> str:
     """The client address as the cooldown knows it: IPv6 by its /64 (one subscriber's prefix:
     its addresses are free to rotate), IPv4 as is; anything else verbatim."""
