@@ -126,6 +126,12 @@ def _client_type(value: str) -> str:
             "'{value}' is emitted by the system and cannot be posted.",
             {"value": value},
         )
+    if value in event_types.REGISTRY and not event_types.REGISTRY[value].client_may_post:
+        raise PydanticCustomError(
+            "event_type",
+            "'{value}' is appended by the system and cannot be posted.",
+            {"value": value},
+        )
     if value not in event_types.REGISTRY:
         raise PydanticCustomError(
             "event_type",

@@ -6,4 +6,16 @@ class CartsConfig(AppConfig):
     verbose_name = "Stores and cart events"
 
     def ready(self) -> None:
-        from carts import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from django.conf import settings
+
+        from carts import (
+            scheduler,
+            schema,  # noqa: F401  (registers the OpenAPI auth extension)
+        )
+
+        def retention() -> None:
+            from carts import tasks
+
+            tasks.retention_sweep.delay()  # a job enqueues; a worker erases (carts/privacy.py)
+
+        scheduler.register("carts.retention", settings.CARTS_RETENTION_SWEEP_SECONDS, retention)

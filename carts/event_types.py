@@ -36,6 +36,7 @@ from carts.validation import (
 Payload = dict[str, Any]
 
 SYSTEM_NAMESPACES = ("recovery.", "campaign.")
+SHOPPER_ERASED = "shopper.erased"
 CART_TOKEN_RE = re.compile(validation.CART_TOKEN_PATTERN)
 MAX_MONEY = validation.MAX_MONEY
 
@@ -189,6 +190,9 @@ REGISTRY: dict[str, EventType] = _types(
     EventType("shopper.exit_intent", 1, ExitIntent),
     EventType("order.placed", 1, OrderPlaced),
     EventType("order.refunded", 1, OrderRefunded),
+    # The shopper's data was erased (carts/privacy.py): the cart's contact details are gone from
+    # here on, and its earlier events' personal fields no longer open. Appended by the system.
+    EventType(SHOPPER_ERASED, 1, None, client_may_post=False),
 )
 
 CLIENT_TYPES = tuple(name for name, t in REGISTRY.items() if t.client_may_post)

@@ -23,6 +23,14 @@ class Store(models.Model):
         blank=True,
         help_text="Storefront origins (scheme://host[:port]) for the snippet.",
     )
+    pii_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Erase shoppers idle for longer than this many days (their email and phone, in the "
+            "log and everywhere else); empty keeps them until erased on request."
+        ),
+    )
     created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     def __str__(self) -> str:
@@ -252,3 +260,40 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.projector} #{self.position}: {self.error[:60]}"
+
+
+class ShopperKey(models.Model):
+    """A shopper's data key: their personal data in the log is encrypted with it (carts/privacy.py).
+
+    One live key per store and shopper (``subject``: ``email:<sha256 of the address>``). Erasing
+    the shopper destroys the key (``key`` NULL, ``subject`` blank, ``erased_at`` set): what the log
+    holds of them can no longer be read, and no event row changes. A shopper seen again after
+    that gets a new key. Keys live here only, never in the log."""
+
+    id = models.BigAutoField(primary_key=True)
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    subject = models.CharField(max_length=160, blank=True)
+    key = models.BinaryField(null=True, editable=False)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    last_seen_at = models.DateTimeField(db_default=Now())
+    erased_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "subject"],
+                condition=Q(erased_at__isnull=True),
+                name="shopperkey_live_subject",
+            ),
+        ]
+        indexes = [
+            # The retention sweep: a store's live keys idle the longest.
+            models.Index(
+                fields=["store", "last_seen_at"],
+                condition=Q(erased_at__isnull=True),
+                name="shopperkey_idle",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"key #{self.pk}{' (erased)' if self.erased_at else ''}"

@@ -32,7 +32,17 @@ CHECKOUT = "checkout"
 CONVERTED = "converted"
 
 # Events that are the shopper doing something (system events and refunds are not activity).
-_SHOPPER_ACTIVITY_PREFIXES = ("cart.", "page.", "checkout.", "coupon.", "shopper.", "order.placed")
+# Appended by the system when the shopper's data is erased (carts.event_types.SHOPPER_ERASED):
+# not shopper activity.
+SHOPPER_ERASED = "shopper.erased"
+_SHOPPER_ACTIVITY_PREFIXES = (
+    "cart.",
+    "page.",
+    "checkout.",
+    "coupon.",
+    "shopper.exit_intent",
+    "order.placed",
+)
 
 
 class Rejected(Exception):
@@ -209,9 +219,10 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any], source: str) 
             )
         consent = dict(cart.consent)
         consent.update({k: bool(v) for k, v in dict(data.get("consent") or {}).items()})
+        # An erased shopper's fields read as None (carts/pii.py): the cart keeps no contact.
         return {
-            "email": str(data["email"]),
-            "phone": str(data.get("phone", cart.phone)),
+            "email": str(data.get("email") or ""),
+            "phone": str(data.get("phone") or "") if "phone" in data else cart.phone,
             "consent": consent,
             "timezone": str(data.get("timezone", cart.timezone)),
             "locale": str(data.get("locale", cart.locale)),
@@ -245,6 +256,8 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any], source: str) 
         if cart.refunded + int(data["amount"]) > total:
             raise Rejected("amount", f"Refunds would exceed the order total of {total}.")
         return {"refunded": cart.refunded + int(data["amount"])}
+    if event_type == SHOPPER_ERASED:
+        return {"email": "", "phone": "", "consent": {}, "contact_source": ""}
     return {}  # page views, coupons, exit intents, system events: activity only
 
 

@@ -24,7 +24,7 @@ import psycopg
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models.functions import Now
 
-from carts import selectors
+from carts import pii, selectors
 from carts.models import CartEvent, CartState, DailyEventCount, DeadLetter, ProjectorCheckpoint
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,19 @@ class Projector:
     name: str
     apply: Callable[[Sequence[CartEvent]], None]
     reset: Callable[[], None]
+    # Whether it reads shoppers' personal fields: it is then given them in clear (None where the
+    # shopper was erased, carts/pii.py); others see them sealed and pay nothing to open them.
+    personal: bool = False
 
 
 REGISTRY: dict[str, Projector] = {}
+
+
+def _events_after(projector: Projector, position: int, limit: int) -> list[CartEvent]:
+    events = list(selectors.events_after(position=position, limit=limit))
+    if projector.personal:
+        pii.events_reveal(events)
+    return events
 
 
 def register(projector: Projector) -> Projector:
@@ -152,7 +162,7 @@ def projector_catch_up(*, name: str, batch_size: int = 1000, max_batches: int | 
     while max_batches is None or batches < max_batches:
         with transaction.atomic():
             checkpoint = _checkpoint_for_update(name)
-            events = list(selectors.events_after(position=checkpoint.position, limit=batch_size))
+            events = _events_after(projector, checkpoint.position, batch_size)
             if not events:
                 break
             _apply_total(projector, events)
@@ -177,7 +187,7 @@ def projector_rebuild(*, name: str, batch_size: int = 5000) -> int:
         projector.reset()
         position = 0
         while True:
-            events = list(selectors.events_after(position=position, limit=batch_size))
+            events = _events_after(projector, position, batch_size)
             if not events:
                 break
             _apply_total(projector, events)
@@ -268,9 +278,13 @@ def cart_state_rebuild(*, batch_size: int = 500) -> int:
                 ).update(resolved_at=Now())
                 states = {t: projections.Cart() for t in tokens}
                 accs: dict[str, dict[str, Any]] = {t: {} for t in tokens}
-                for event in CartEvent.objects.filter(store_id=store_id, cart__in=tokens).order_by(
-                    "cart", "version"
-                ):
+                stored = list(
+                    CartEvent.objects.filter(store_id=store_id, cart__in=tokens).order_by(
+                        "cart", "version"
+                    )
+                )
+                pii.events_reveal(stored)
+                for event in stored:
                     state = states[event.cart]
                     try:
                         folded = services.fold_event(event)

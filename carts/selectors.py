@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from carts import event_types
+from carts import event_types, pii
 from carts.keys import hash_key
 from carts.models import CartEvent, CartState, Store, StoreMember
 
@@ -31,12 +31,14 @@ def cart_state_get(*, store_id: int, token: str) -> CartState | None:
 def cart_events_list(
     *, store_id: int, token: str, after_version: int = 0, limit: int = 1000
 ) -> list[CartEvent]:
-    """The cart's events after ``after_version``, in version order, payloads upcast to current."""
+    """The cart's events after ``after_version``, in version order, payloads upcast to current,
+    personal fields in clear (None where the shopper was erased: carts/pii.py)."""
     rows = list(
         CartEvent.objects.filter(store_id=store_id, cart=token, version__gt=after_version).order_by(
             "version"
         )[:limit]
     )
+    pii.events_reveal(rows)
     for row in rows:
         row.data = event_types.upcast(row.type, row.schema_version, row.data)
         row.schema_version = event_types.REGISTRY[row.type].version  # what the payload now is
@@ -44,7 +46,8 @@ def cart_events_list(
 
 
 def events_after(*, position: int, limit: int) -> QuerySet[CartEvent]:
-    """Events of every store after a global position, in position (= commit) order."""
+    """Events of every store after a global position, in position (= commit) order, as stored
+    (personal fields sealed; carts.pii.events_reveal opens them)."""
     return CartEvent.objects.filter(position__gt=position).order_by("position")[:limit]
 
 

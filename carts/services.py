@@ -16,7 +16,7 @@ import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from carts import event_types, hints, keys, projections
+from carts import event_types, hints, keys, pii, projections
 from carts import origins as origins_module
 from carts.errors import EventIdConflict, EventRejected, VersionConflict
 from carts.models import CartEvent, CartState, Store, StoreKey
@@ -529,16 +529,28 @@ def _append(
 
     tokens = sorted({e.cart for e in events})
     scorer = _scorer
+    # The shoppers whose personal data the batch carries: their keys (carts/pii.py).
+    subjects = pii.subjects(events) if settings.CARTS_PII_ENCRYPTION else []
+    shopper_keys: dict[str, tuple[int, bytes]] = {}
     connection.ensure_connection()
     raw = connection.connection
-    with psycopg.Cursor(raw) as carts_cursor, psycopg.Cursor(raw) as seen_cursor:
+    with (
+        psycopg.Cursor(raw) as carts_cursor,
+        psycopg.Cursor(raw) as seen_cursor,
+        psycopg.Cursor(raw) as keys_cursor,
+    ):
         # Round trip 1: create missing carts, lock every cart this request touches in token
         # order (so batches cannot deadlock), then read the ids already in the log (after the
-        # cart locks, so a racing twin for the same cart has committed).
+        # cart locks, so a racing twin for the same cart has committed), and find or make the
+        # keys of the batch's shoppers (locked after the carts, in subject order).
         with raw.pipeline():
             carts_cursor.execute(_INSERT_MISSING_CARTS, (store_id, tokens))
             carts_cursor.execute(_LOCK_CARTS, (tokens, store_id))
             seen_cursor.execute(_EXISTING_EVENTS, (list(first_index), store_id))
+            if subjects:
+                keys_cursor.execute(pii.UPSERT_KEYS, pii.upsert_params(store_id, subjects, now))
+        if subjects:
+            shopper_keys = {subject: (key_id, bytes(key)) for subject, key_id, key in keys_cursor}
         row_ids: dict[str, int] = {}
         states: dict[str, projections.Cart] = {}
         accs: dict[str, dict[str, Any]] = {}
@@ -603,7 +615,8 @@ def _append(
 
     # Reactions: system events decided from the new states, appended in the same commit.
     inserts: list[tuple[NewEvent, int, tuple[str, str, str | None], Source]] = [
-        (events[i], version, encoded[i], source) for i, version in new
+        (events[i], version, _sealed(store_id, events[i], encoded[i], shopper_keys), source)
+        for i, version in new
     ]
     reactions: list[Reaction] = []
     if new and _standing_reactions:
@@ -684,6 +697,22 @@ def _append(
             twin = results[first_index[event.event_id]]  # earlier in this batch
             results.append(Appended(twin.event_id, twin.cart, twin.version, twin.position, True))
     return results, len(new)
+
+
+def _sealed(
+    store_id: int,
+    event: NewEvent,
+    encoded: tuple[str, str, str | None],
+    shopper_keys: Mapping[str, tuple[int, bytes]],
+) -> tuple[str, str, str | None]:
+    """The event as stored: its body hash, and its JSON with personal fields encrypted."""
+    if not shopper_keys:
+        return encoded
+    sealed = pii.encrypted(store_id, event.event_id, event, shopper_keys)
+    if sealed is None:
+        return encoded
+    data, shopper = sealed
+    return encoded[0], _canonical(data), None if shopper is None else _canonical(shopper)
 
 
 def _publish_hint(position: int) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from carts import identity
-from carts.projections import Cart, FoldEvent
+from carts.projections import SHOPPER_ERASED, Cart, FoldEvent
 from carts.sources import trusted
 
 FEATURES_VERSION: int = 1
@@ -222,6 +222,9 @@ def accumulator_apply(acc: Mapping[str, Any], event: FoldEvent) -> dict[str, Any
     new = {**accumulator_empty(), **acc}
     new["devices"] = list(new["devices"])
     kind, data = event.type, event.data
+    if kind == SHOPPER_ERASED:  # the shopper's address is gone, its digest with it
+        new["email_sha256"] = None
+        return new
     if kind not in _KNOWN:
         return new
     if kind in _ACTIVITY:

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from carts import projections
+from carts import pii, projections
 from carts.models import CartEvent, Store
 from carts.services import fold_event
 from recovery import examples, features, training
@@ -38,13 +38,35 @@ _MEDIAN_ORDER = """
 
 
 def _log_events(store_id: int) -> Iterator[tuple[str, projections.FoldEvent]]:
-    """The store's events in log (position) order, payloads upcast."""
+    """The store's events in log (position) order, payloads upcast, personal fields in clear
+    (None where the shopper was erased)."""
     rows = (
         CartEvent.objects.filter(store_id=store_id)
         .order_by("position")
-        .only("cart", "type", "schema_version", "data", "occurred_at", "shopper", "source")
+        .only(
+            "store_id",
+            "event_id",
+            "cart",
+            "type",
+            "schema_version",
+            "data",
+            "occurred_at",
+            "shopper",
+            "source",
+        )
     )
+    chunk: list[CartEvent] = []
     for event in rows.iterator(chunk_size=5000):
+        chunk.append(event)
+        if len(chunk) == 5000:
+            yield from _folded(chunk)
+            chunk = []
+    yield from _folded(chunk)
+
+
+def _folded(chunk: list[CartEvent]) -> Iterator[tuple[str, projections.FoldEvent]]:
+    pii.events_reveal(chunk)
+    for event in chunk:
         yield event.cart, fold_event(event)
 
 

@@ -193,6 +193,13 @@ CARTS_BROWSER_GRANT_SECONDS = min(
     max(env.get_int("CARTS_BROWSER_GRANT_SECONDS", 15 * 60), 1), 86_400
 )
 
+# Shoppers' personal data in the log (email, phone) is encrypted with a per-shopper key
+# (carts/privacy.py, docs/security.md "Erasure"). Off only to measure what it costs
+# (bench/ingest.py --pii): events appended while it is off stay in clear and cannot be erased.
+CARTS_PII_ENCRYPTION = env.get_bool("CARTS_PII_ENCRYPTION", True)
+# How often the active scheduler enqueues the retention sweep (stores' pii_retention_days).
+CARTS_RETENTION_SWEEP_SECONDS = max(env.get_float("CARTS_RETENTION_SWEEP_SECONDS", 3600.0), 1.0)
+
 # Scoring (recovery/serving.py): how long a process trusts its cached choice of a store's active
 # model before asking the database again; a newly activated model is live within this.
 RECOVERY_MODEL_REFRESH_SECONDS = env.get_float("RECOVERY_MODEL_REFRESH_SECONDS", 2.0)

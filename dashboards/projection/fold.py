@@ -53,7 +53,14 @@ if TYPE_CHECKING:
 
 _SYSTEM_PREFIXES = ("campaign.", "recovery.")
 # What counts as the shopper doing something (as carts/projections.py has it).
-_ACTIVITY_PREFIXES = ("cart.", "page.", "checkout.", "coupon.", "shopper.", "order.placed")
+_ACTIVITY_PREFIXES = (
+    "cart.",
+    "page.",
+    "checkout.",
+    "coupon.",
+    "shopper.exit_intent",  # not shopper.erased: the system's, on an erasure request
+    "order.placed",
+)
 DEFAULT_ATTRIBUTION_HOURS = 72
 
 
