@@ -6,8 +6,9 @@ class CampaignsConfig(AppConfig):
     verbose_name = "Campaigns"
 
     def ready(self) -> None:
-        from campaigns import events, services, steps
+        from campaigns import events, privacy, services, steps
         from carts.models import Store
+        from carts.privacy import export_section_register
         from carts.services import store_demo_hook_register
 
         def demo_campaign(store: Store) -> None:
@@ -16,6 +17,8 @@ class CampaignsConfig(AppConfig):
         events.event_types_register()
         _email_webhooks_connect()
         steps.order_reaction_register()  # an order cancels the cart's open steps, atomically
+        # A shopper's export (carts/privacy.py) lists their enrollments, steps, codes, suppressions.
+        export_section_register(privacy.NAME, privacy.export_section)
         _scheduler_jobs_register()
         # `create_store --demo` (and `make run`) give the demo store an active on-site campaign.
         store_demo_hook_register(demo_campaign)

@@ -68,16 +68,35 @@ class OriginsField(forms.Field):
         return origins
 
 
+# The longest retention the admin takes (100 years): the sweep's cutoff stays far from the ends
+# of the calendar (a larger value would overflow its date arithmetic).
+MAX_RETENTION_DAYS = 36_500
+
+
 class StoreForm(forms.ModelForm):
     allowed_origins = OriginsField(
         required=False,
         help_text="One per line, e.g. https://shop.example or http://127.0.0.1:8000. The browser "
         "snippet works only on these.",
     )
+    pii_retention_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_RETENTION_DAYS,
+        label="PII retention (days)",
+        help_text="Erase shoppers idle for longer than this many days (their email and phone, in "
+        "the log and everywhere else; docs/security.md). Empty: kept until erased on request.",
+    )
 
     class Meta:
         model = Store
-        fields = ["name", "domain", "allowed_origins", "rate_limit_per_minute"]
+        fields = [
+            "name",
+            "domain",
+            "allowed_origins",
+            "rate_limit_per_minute",
+            "pii_retention_days",
+        ]
 
 
 def _superuser(request: HttpRequest) -> bool:
@@ -107,9 +126,9 @@ class SuperuserOnlyAdmin(admin.ModelAdmin):
 @admin.register(Store)
 class StoreAdmin(SuperuserOnlyAdmin):
     form = StoreForm
-    list_display = ["id", "name", "domain", "created_at"]
+    list_display = ["id", "name", "domain", "pii_retention_days", "created_at"]
     search_fields = ["name", "domain"]
-    fields = ["name", "domain", "allowed_origins", "rate_limit_per_minute"]
+    fields = ["name", "domain", "allowed_origins", "rate_limit_per_minute", "pii_retention_days"]
     inlines = [StoreKeyInline, StoreMemberInline]
     actions = ["rotate_keys"]
 
@@ -123,7 +142,9 @@ class StoreAdmin(SuperuserOnlyAdmin):
             return
         creds = services.store_create(name=obj.name, domain=obj.domain)
         Store.objects.filter(pk=creds.store_id).update(
-            rate_limit_per_minute=obj.rate_limit_per_minute, allowed_origins=obj.allowed_origins
+            rate_limit_per_minute=obj.rate_limit_per_minute,
+            allowed_origins=obj.allowed_origins,
+            pii_retention_days=obj.pii_retention_days,
         )
         obj.pk = creds.store_id
         obj.refresh_from_db()

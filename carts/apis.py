@@ -12,6 +12,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     inline_serializer,
 )
@@ -21,6 +22,7 @@ from pydantic import (
     Discriminator,
     Field,
     RootModel,
+    Strict,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -34,10 +36,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from typing_extensions import TypedDict
 
-from carts import event_types, grants, selectors, services
+from carts import event_types, grants, privacy, selectors, services
 from carts.auth import StoreRateThrottle
 from carts.errors import EventInvalid
 from carts.models import CartState, Store
+from carts.privacy import Shopper
 from carts.schema import (
     CART_NOT_FOUND,
     LENGTH_REQUIRED,
@@ -52,6 +55,7 @@ from carts.sources import Source
 from carts.validation import (
     CART_TOKEN_PATTERN,
     MAX_VERSION,
+    NOT_BLANK,
     NOT_BOOL,
     STRICT,
     CartToken,
@@ -61,6 +65,7 @@ from carts.validation import (
     Timestamp,
     Timezone,
     field_errors,
+    message,
     text,
 )
 
@@ -505,3 +510,227 @@ class BrowserGrantApi(APIView):
             "expires_in": granted.expires_in,
         }
         return Response(BrowserGrantOut(body).data)
+
+
+# Shoppers' rights (carts/privacy.py, docs/security.md "Erasure and export") -----------------------
+
+# A shop's shopper id, as events' shopper.id takes it (ShopperIn). In a path the raw value is held
+# to the schema's maxLength too, before stripping, so the schema and validation agree.
+ShopperId = Annotated[str, text(128)]
+_SHOPPER_ID: TypeAdapter[str] = TypeAdapter(ShopperId)
+_SHOPPER_ID_RAW: TypeAdapter[str] = TypeAdapter(Annotated[str, Field(max_length=128)])
+
+SHOPPER_PATH = OpenApiParameter(
+    "id",
+    {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NOT_BLANK},
+    OpenApiParameter.PATH,
+    description="The shop's own shopper id: the shopper.id its server sends in events, "
+    "percent-encoded (slashes included). Ids 'erase' and 'export', and for DELETE ids ending in "
+    "'/export', name literal paths: name those shoppers in the body of POST "
+    "/api/v1/shoppers/erase or /export instead.",
+)
+NEITHER = "Give the shopper's email, id, or both."
+
+
+@with_config({**STRICT, "json_schema_extra": {"minProperties": 1}})
+class ShopperRefIn(TypedDict):
+    email: NotRequired[Email]
+    # A JSON string here (events also take a number): the schema says what validation takes.
+    id: NotRequired[Annotated[ShopperId, Strict()]]
+
+
+class ShopperBody(RootModel[ShopperRefIn]):
+    """The shopper: their email address, the shop's shopper id (shopper.id in events), or both;
+    an email address never goes in a URL."""
+
+
+def shopper_from_path(value: str) -> Shopper:
+    """The shopper named by the path's id; else a 400 ``{"id": [...]}``."""
+    try:
+        shopper_id = _SHOPPER_ID.validate_python(_SHOPPER_ID_RAW.validate_python(value))
+    except ValidationError as exc:
+        raise exceptions.ValidationError({"id": [message(e) for e in exc.errors()]}) from None
+    return Shopper(shopper_id=shopper_id)
+
+
+def shopper_from_body(body: Any) -> Shopper:
+    """The shopper named by the body; else a 400 with field messages."""
+    try:
+        parsed = ShopperBody.model_validate(body).root
+    except ValidationError as exc:
+        raise exceptions.ValidationError(field_errors(exc)) from None
+    if not parsed.get("email") and not parsed.get("id"):
+        raise exceptions.ValidationError({"non_field_errors": [NEITHER]})
+    return Shopper(email=parsed.get("email", ""), shopper_id=parsed.get("id", ""))
+
+
+class ErasedOut(serializers.Serializer):
+    erased = serializers.BooleanField(help_text="Always true: nothing of the shopper remains.")
+    carts = serializers.IntegerField(
+        help_text="Carts that showed a contact and were given a shopper.erased event (0 when "
+        "there was nothing, or nothing left, to erase)."
+    )
+    keys = serializers.IntegerField(help_text="The shopper's data keys destroyed.")
+
+
+_NULLABLE_STRING = {"type": "string", "nullable": True}
+_EXPORT = {
+    "type": "object",
+    "properties": {
+        "store": {"type": "integer"},
+        "shopper": {
+            "type": "object",
+            "properties": {"email": _NULLABLE_STRING, "id": _NULLABLE_STRING},
+            "required": ["email", "id"],
+        },
+        "generated_at": {"type": "string", "format": "date-time"},
+        "carts": {
+            "type": "array",
+            "description": "The shopper's carts: their state's fields and their events, personal "
+            "fields in clear (null where erased).",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "token": {"type": "string"},
+                    "events": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string", "format": "uuid"},
+                                "type": {"type": "string"},
+                                "version": {"type": "integer"},
+                                "occurred_at": {"type": "string", "format": "date-time"},
+                                "recorded_at": {"type": "string", "format": "date-time"},
+                                "data": {"type": "object", "additionalProperties": True},
+                                "shopper": {"type": "object", "nullable": True},
+                                "source": {"type": "string"},
+                            },
+                            "required": ["id", "type", "version", "occurred_at", "data"],
+                        },
+                    },
+                },
+                "required": ["token", "events"],
+                "additionalProperties": True,
+            },
+        },
+    },
+    "required": ["store", "shopper", "generated_at", "carts"],
+    "additionalProperties": {
+        "description": "A section another app adds (campaigns: enrollments, steps, coupons, "
+        "suppressions)."
+    },
+}
+EXPORTED = OpenApiResponse(
+    _EXPORT,
+    "Everything the store holds about the shopper, as JSON (an unknown shopper: no carts).",
+)
+_UNKNOWN = (
+    " Idempotent: an unknown shopper, or one already erased, gets zeros. A store reaches only its "
+    "own shoppers: another store's are unknown to it."
+)
+
+
+class ShopperEraseApi(APIView):
+    throttle_classes = [StoreRateThrottle]
+
+    @extend_schema(
+        operation_id="shopper_erase",
+        summary="Erase a shopper, named by the shop's shopper id (crypto-shredding).",
+        description="Destroys the shopper's data keys, so their email and phone in the log no "
+        "longer open, and appends shopper.erased to each of their carts (every address their "
+        "carts were given)." + _UNKNOWN,
+        parameters=[SHOPPER_PATH, RETRY_AFTER],
+        responses={
+            200: ErasedOut,
+            400: bad_request('The id is blank or too long: {"id": ["..."]}.'),
+            401: UNAUTHORIZED,
+            429: THROTTLED,
+        },
+    )
+    def delete(self, request: Request, id: str) -> Response:
+        shopper = shopper_from_path(id)
+        erasure = privacy.shopper_erase(store_id=request.auth.pk, shopper=shopper)
+        return Response(ErasedOut(erasure.as_dict()).data)
+
+
+class ShopperExportApi(APIView):
+    throttle_classes = [StoreRateThrottle]
+
+    @extend_schema(
+        operation_id="shopper_export",
+        summary="Export what the store holds about a shopper, named by the shop's shopper id.",
+        parameters=[SHOPPER_PATH, RETRY_AFTER],
+        responses={
+            200: EXPORTED,
+            400: bad_request('The id is blank or too long: {"id": ["..."]}.'),
+            401: UNAUTHORIZED,
+            429: THROTTLED,
+        },
+    )
+    def get(self, request: Request, id: str) -> Response:
+        shopper = shopper_from_path(id)
+        return Response(privacy.shopper_export(store_id=request.auth.pk, shopper=shopper))
+
+
+_BODY_400 = bad_request(
+    'Invalid body: messages by field, e.g. {"email": ["Enter a valid email address."]}; neither '
+    'email nor id: {"non_field_errors": ["..."]}; a body that is not JSON: {"code": '
+    '"parse_error"}.'
+)
+
+
+class ShopperEraseByBodyApi(APIView):
+    throttle_classes = [StoreRateThrottle]
+    schema = ApiSchema()
+
+    @extend_schema(
+        operation_id="shopper_erase_by_body",
+        summary="Erase a shopper named by email address and/or the shop's shopper id.",
+        description="For guests known only by their address (which must not go in a URL). As "
+        "DELETE /api/v1/shoppers/{id}; both given, both are erased." + _UNKNOWN,
+        request=ShopperBody,
+        parameters=[RETRY_AFTER],
+        responses={
+            200: ErasedOut,
+            400: _BODY_400,
+            401: UNAUTHORIZED,
+            411: LENGTH_REQUIRED,
+            413: error('{"code": "payload_too_large"}: the body is over the size limit.'),
+            415: error("The body is not application/json."),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        _check_body_size(request)
+        shopper = shopper_from_body(request.data)
+        erasure = privacy.shopper_erase(store_id=request.auth.pk, shopper=shopper)
+        return Response(ErasedOut(erasure.as_dict()).data)
+
+
+class ShopperExportByBodyApi(APIView):
+    throttle_classes = [StoreRateThrottle]
+    schema = ApiSchema()
+
+    @extend_schema(
+        operation_id="shopper_export_by_body",
+        summary="Export what the store holds about a shopper named by email address and/or the "
+        "shop's shopper id.",
+        description="For guests known only by their address (which must not go in a URL). As GET "
+        "/api/v1/shoppers/{id}/export.",
+        request=ShopperBody,
+        parameters=[RETRY_AFTER],
+        responses={
+            200: EXPORTED,
+            400: _BODY_400,
+            401: UNAUTHORIZED,
+            411: LENGTH_REQUIRED,
+            413: error('{"code": "payload_too_large"}: the body is over the size limit.'),
+            415: error("The body is not application/json."),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        _check_body_size(request)
+        shopper = shopper_from_body(request.data)
+        return Response(privacy.shopper_export(store_id=request.auth.pk, shopper=shopper))

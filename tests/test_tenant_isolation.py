@@ -49,7 +49,7 @@ from campaigns.models import (
     Tier,
 )
 from carts import grants, identity, projectors, services
-from carts.models import CartEvent, CartState, Store, StoreKey, StoreMember
+from carts.models import CartEvent, CartState, ShopperKey, Store, StoreKey, StoreMember
 from carts.sources import Source
 from config.asgi import application
 from dashboards import views as dashboard_views
@@ -354,6 +354,10 @@ ROUTES = {
     "api/v1/carts/<str:cart>/events": "SECRET_KEY_CASES",
     "api/v1/carts/<str:cart>/browser-grant": "test_a_secret_keys_grant_opens_no_cart_of_the_other",
     "api/v1/carts/<str:cart>/score": "SECRET_KEY_CASES",
+    "api/v1/shoppers/erase": "SHOPPER_CASES",
+    "api/v1/shoppers/export": "SHOPPER_CASES",
+    "api/v1/shoppers/<shopper_id:id>": "SHOPPER_CASES",
+    "api/v1/shoppers/<shopper_id:id>/export": "SHOPPER_CASES",
     "api/v1/shopper-sessions": "PUBLISHABLE_KEY_CASES",
     "api/v1/shopper-sessions/offers": "PUBLISHABLE_KEY_CASES",
     "api/v1/coupons/redeem": "SECRET_KEY_CASES",
@@ -514,6 +518,58 @@ def test_a_secret_keys_grant_opens_no_cart_of_the_other(shops):
     )
     assert (offers.status_code, offers.json()) == (200, {"offers": []})
     assert rows_of(b) == before
+
+
+# The same shopper, a customer of both stores, by the shop's id and by address: A's key erases and
+# exports A's shopper alone (B's is unknown to it), and its answers name nothing of B.
+SHARED_SHOPPER_ID = "customer-of-both"
+SHOPPER_CASES: dict[str, Callable[[APIClient], Any]] = {
+    "DELETE shoppers/{id}": lambda c: c.delete(f"/api/v1/shoppers/{SHARED_SHOPPER_ID}"),
+    "GET shoppers/{id}/export": lambda c: c.get(f"/api/v1/shoppers/{SHARED_SHOPPER_ID}/export"),
+    "POST shoppers/erase": lambda c: c.post(
+        "/api/v1/shoppers/erase", {"email": SHOPPER_EMAIL}, format="json"
+    ),
+    "POST shoppers/export": lambda c: c.post(
+        "/api/v1/shoppers/export", {"email": SHOPPER_EMAIL}, format="json"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SHOPPER_CASES))
+def test_a_secret_key_erases_and_exports_only_its_own_stores_shopper(shops, case):
+    a, b = shops
+    for shop in (a, b):  # the shop's id too, on each store's server cart
+        services.events_append(
+            store_id=shop.store.pk,
+            events=[
+                new_event(
+                    "page.viewed",
+                    shop.server_cart,
+                    {"url": "/account", "page_type": "account"},
+                    shopper={"id": SHARED_SHOPPER_ID},
+                    at=timezone.now(),
+                )
+            ],
+            source=Source.server("isolation"),
+        )
+    before = rows_of(b)
+    keys = list(ShopperKey.objects.filter(store=b.store).order_by("pk").values())
+
+    response = SHOPPER_CASES[case](secret_key_client(a))
+
+    assert response.status_code == 200, response.content
+    assert leaked(response.content, b) == []
+    assert rows_of(b) == before
+    assert list(ShopperKey.objects.filter(store=b.store).order_by("pk").values()) == keys
+    # the control: A's own shopper (the same person) is what it reached
+    if "export" in case:
+        body = response.json()
+        assert body["store"] == a.store.pk
+        assert [c["token"] for c in body["carts"]] == [a.server_cart]
+        assert a.coupon.code in response.content.decode()
+    else:
+        assert response.json() == {"erased": True, "carts": 1, "keys": 1}
+        assert CartState.objects.get(store=a.store, token=a.server_cart).email == ""
 
 
 # A's publishable key ---------------------------------------------------------------------------
