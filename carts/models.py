@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower, Now
@@ -26,6 +27,7 @@ class Store(models.Model):
     pii_retention_days = models.PositiveIntegerField(
         null=True,
         blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(36_500)],
         help_text=(
             "Erase shoppers idle for longer than this many days (their email and phone, in the "
             "log and everywhere else); empty keeps them until erased on request."

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 SOURCE = Source.system("privacy")
 REQUEST = "request"
 RETENTION = "retention"
+ERASE_PASSES = 3
+MAX_RETENTION_DAYS = 36_500
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,33 +103,44 @@ def shopper_erase(
     and each of their carts that still shows a contact gets a ``shopper.erased`` event.
     Idempotent: erasing again finds nothing left to erase."""
     now = now or timezone.now()
-    emails = _emails(store_id, shopper)
-    carts = [c.token for c in _carts(store_id, shopper, emails) if c.email or c.phone]
-    subjects = sorted(pii.subject_of(e) for e in emails)
-    with transaction.atomic():
-        if carts:
-            # Appended first: the carts are locked before the keys, as every append takes them.
-            services.events_append(
-                store_id=store_id,
-                events=[
-                    services.NewEvent(
-                        event_id=uuid.uuid4(),
-                        cart=token,
-                        type=event_types.SHOPPER_ERASED,
-                        schema_version=1,
-                        occurred_at=now,
-                        data={"reason": reason},
-                    )
-                    for token in carts
-                ],
-                source=SOURCE,
-                now=now,
-            )
-        with connection.cursor() as cursor:
-            cursor.execute(_DESTROY_KEYS, [now, store_id, subjects])
-            keys = len(cursor.fetchall())
-    log.info("store %s: shopper erased (%s): %d carts, %d keys", store_id, reason, len(carts), keys)
-    return Erasure(carts=carts, keys=keys)
+    erased: list[str] = []
+    keys = 0
+    # The carts are found before the transaction, unlocked: a cart given the address meanwhile
+    # is found by the next pass (one more, usually finding nothing).
+    for _ in range(ERASE_PASSES):
+        emails = _emails(store_id, shopper)
+        carts = [c.token for c in _carts(store_id, shopper, emails) if c.email or c.phone]
+        subjects = sorted(pii.subject_of(e) for e in emails)
+        with transaction.atomic():
+            if carts:
+                # Appended first: carts are locked before keys, as every append takes them.
+                services.events_append(
+                    store_id=store_id,
+                    events=[
+                        services.NewEvent(
+                            event_id=uuid.uuid4(),
+                            cart=token,
+                            type=event_types.SHOPPER_ERASED,
+                            schema_version=1,
+                            occurred_at=now,
+                            data={"reason": reason},
+                        )
+                        for token in carts
+                    ],
+                    source=SOURCE,
+                    now=now,
+                )
+            with connection.cursor() as cursor:
+                cursor.execute(_DESTROY_KEYS, [now, store_id, subjects])
+                destroyed = len(cursor.fetchall())
+        erased += carts
+        keys += destroyed
+        if not carts and not destroyed:
+            break
+    log.info(
+        "store %s: shopper erased (%s): %d carts, %d keys", store_id, reason, len(erased), keys
+    )
+    return Erasure(carts=erased, keys=keys)
 
 
 # Export ------------------------------------------------------------------------------------------
@@ -244,7 +257,7 @@ def store_retention_apply(*, store: Store, now: datetime, batch: int = 500) -> i
     erased (by address) plus orphan keys destroyed."""
     if store.pii_retention_days is None:
         return 0
-    cutoff = now - timedelta(days=store.pii_retention_days)
+    cutoff = now - timedelta(days=min(max(store.pii_retention_days, 1), MAX_RETENTION_DAYS))
     erased = 0
     while True:
         with connection.cursor() as cursor:
@@ -276,5 +289,10 @@ def retention_sweep(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     total = 0
     for store in Store.objects.filter(pii_retention_days__isnull=False).order_by("pk"):
-        total += store_retention_apply(store=store, now=now)
+        try:
+            total += store_retention_apply(store=store, now=now)
+        except DatabaseError:
+            raise  # the database, not the store: the next sweep tries again
+        except Exception:  # one store's failure does not stop the others'
+            log.exception("store %s: retention sweep failed", store.pk)
     return total

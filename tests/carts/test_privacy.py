@@ -239,3 +239,38 @@ def test_retention_counts_idleness_by_the_servers_clock_of_the_last_activity(
     )
     privacy.retention_sweep(now=now)
     assert (CartState.objects.get(store=store, token="a").email == "") is erased
+
+
+def test_a_cart_given_the_address_while_the_erasure_runs_is_erased_too(store, monkeypatch):
+    append(store, new_event("cart.item_added", "a", item("X")), contact("a"))
+    found = privacy._carts
+    calls = []
+
+    def carts_then_a_racing_append(*args, **kwargs):
+        result = found(*args, **kwargs)
+        if not calls:  # the shopper fills in another cart between the scan and the erasure
+            append(store, new_event("cart.item_added", "late", item("X")), contact("late"))
+        calls.append(1)
+        return result
+
+    monkeypatch.setattr(privacy, "_carts", carts_then_a_racing_append)
+    erasure = privacy.shopper_erase(store_id=store.pk, shopper=privacy.Shopper(email=EMAIL))
+
+    assert sorted(erasure.carts) == ["a", "late"]
+    assert set(CartState.objects.filter(store=store).values_list("email", flat=True)) == {""}
+    assert not ShopperKey.objects.filter(store=store, erased_at__isnull=True).exists()
+
+
+def test_one_stores_unreadable_retention_does_not_stop_the_sweep(store, credentials):
+    other = Store.objects.create(name="Other", webhook_secret_nonce="n")
+    Store.objects.filter(pk=store.pk).update(pii_retention_days=10**9)  # past any date
+    Store.objects.filter(pk=other.pk).update(pii_retention_days=30)
+    services.events_append(
+        store_id=other.pk,
+        events=[new_event("cart.item_added", "a", item("X")), contact("a")],
+        source=Source.server("test"),
+        now=T0,
+    )
+
+    assert privacy.retention_sweep(now=T0 + timedelta(days=31)) == 1
+    assert CartState.objects.get(store=other, token="a").email == ""
