@@ -31,6 +31,7 @@ from django.db import transaction
 
 from campaigns import emails, events, rules, tracking
 from campaigns.models import Step, Suppression
+from carts import identity
 from carts.errors import EventIdConflict
 from carts.services import events_append
 from carts.sources import Source
@@ -109,8 +110,9 @@ def provider_report_record(*, report: ProviderReport, now: datetime) -> Recorded
         return Recorded("unknown_step")
     data: dict[str, Any] = {
         "provider": report.esp,
-        "description": report.description[:200],
-        "response": report.mta_response[:500],
+        # Providers' texts name the recipient: stored without it (carts.identity).
+        "description": identity.addresses_redacted(report.description)[:200],
+        "response": identity.addresses_redacted(report.mta_response)[:500],
     }
     key = f"{report.esp}:{report.event_id or report.message_id}:{report.event_type}"
     if report.event_type == COMPLAINED:

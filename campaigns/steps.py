@@ -45,6 +45,7 @@ from django.db.models import Count, Max
 
 from campaigns import clock, delivery, events, rules, senders
 from campaigns.models import CampaignSettings, Step, Suppression
+from carts import identity
 from carts.models import CartState, Store
 from carts.services import NewEvent, Reacting, append_reaction_register, events_append
 from carts.sources import Source
@@ -675,7 +676,9 @@ def _failed(
     the reason in ``data`` (``bad_time``, ``error``)."""
     step.attempts += 1
     final = permanent or step.attempts >= MAX_ATTEMPTS
-    data.update({"error": error[:500], "attempt": step.attempts, "final": final})
+    # The server's answer names the recipient: stored without it (carts.identity).
+    error = identity.addresses_redacted(error)[:500]
+    data.update({"error": error, "attempt": step.attempts, "final": final})
     if final:
         step.status = Step.Status.FAILED
         step.finished_at = now

@@ -192,7 +192,7 @@ def _sealed_places(event: _StoredEvent) -> list[tuple[str, str, str]]:
 
 def _key_id(sealed: str) -> int | None:
     head, _, _ = sealed[len(PREFIX) :].partition(":")
-    return int(head) if head.isdigit() and len(head) < 19 else None
+    return int(head) if head.isascii() and head.isdigit() and len(head) < 19 else None
 
 
 def _open(key: bytes, sealed: str, aad: bytes) -> str | None:
@@ -202,6 +202,16 @@ def _open(key: bytes, sealed: str, aad: bytes) -> str | None:
         return AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad).decode()
     except (InvalidTag, ValueError, UnicodeDecodeError):
         return None
+
+
+def sealed_key_ids(events: Iterable[_StoredEvent]) -> set[int]:
+    """The ids of the keys the events' personal fields were sealed with."""
+    return {
+        key_id
+        for event in events
+        for _, _, value in _sealed_places(event)
+        if (key_id := _key_id(value)) is not None
+    }
 
 
 KEYS_BY_ID = "SELECT id, store_id, key FROM carts_shopperkey WHERE id = ANY(%s)"
@@ -236,7 +246,7 @@ def events_reveal(events: Sequence[_StoredEvent]) -> None:
         if (key_id := _key_id(value)) is not None
     )
     for event, places in sealed:
-        data = dict(event.data)
+        data = dict(event.data) if isinstance(event.data, dict) else event.data
         shopper = dict(event.shopper) if isinstance(event.shopper, dict) else event.shopper
         for container, name, value in places:
             key_id = _key_id(value)

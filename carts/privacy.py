@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
 from carts import event_types, identity, pii, services
@@ -47,7 +47,9 @@ class Shopper:
     shopper_id: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "email", self.email.strip().lower())
+        # Not lower-cased here: PostgreSQL lower-cases both sides where carts are matched (its
+        # lower() and Python's differ beyond ASCII), Python where keys are (pii.subject_of).
+        object.__setattr__(self, "email", self.email.strip())
         object.__setattr__(self, "shopper_id", self.shopper_id.strip())
         if not self.email and not self.shopper_id:
             raise ValueError("name the shopper by email or shopper id")
@@ -67,7 +69,7 @@ def _emails(store_id: int, shopper: Shopper) -> set[str]:
     emails = {shopper.email} if shopper.email else set()
     if shopper.shopper_id:
         emails |= {
-            e.lower()
+            e
             for e in CartState.objects.filter(store_id=store_id, shopper_id=shopper.shopper_id)
             .exclude(email="")
             .values_list("email", flat=True)
@@ -75,33 +77,93 @@ def _emails(store_id: int, shopper: Shopper) -> set[str]:
     return emails
 
 
-def _carts(store_id: int, shopper: Shopper, emails: set[str]) -> list[CartState]:
+def _carts(
+    store_id: int, shopper: Shopper, emails: set[str], idle_before: datetime | None = None
+) -> list[CartState]:
+    """The carts showing one of the addresses (compared lower-cased by PostgreSQL on both
+    sides), and those of the shop's shopper id; with ``idle_before``, only carts idle since."""
     match = Q(pk__in=[])
-    if emails:
-        match |= Q(email_lower__in=sorted(emails))
+    for email in sorted(emails):
+        match |= Q(email_lower=Lower(Value(email)))
     if shopper.shopper_id:
         match |= Q(shopper_id=shopper.shopper_id)
-    return list(
+    carts = (
         CartState.objects.filter(store_id=store_id, version__gt=0)
         .annotate(email_lower=Lower("email"))
         .filter(match)
-        .order_by("token")
     )
+    if idle_before is not None:
+        carts = carts.annotate(
+            idle_since=Coalesce("seen_at", "last_activity_at", "started_at")
+        ).filter(idle_since__lt=idle_before)
+    return list(carts.order_by("token"))
 
 
+def _key_ids_used(store_id: int, tokens: Sequence[str]) -> list[int]:
+    """The keys the carts' events were sealed with (an address given only in an envelope, or
+    replaced since, is no cart's email any more)."""
+    events = CartEvent.objects.filter(store_id=store_id, cart__in=tokens).only(
+        "store_id", "event_id", "type", "data", "shopper"
+    )
+    return sorted(pii.sealed_key_ids(events.iterator(chunk_size=2000)))
+
+
+# Keys are locked in id order (two erasures, or an erasure and the retention sweep, cannot
+# deadlock), and the conditions are checked again once locked: a key an append used meanwhile is
+# no longer idle.
 _DESTROY_KEYS = """
-    UPDATE carts_shopperkey SET key = NULL, subject = '', erased_at = %s
-    WHERE store_id = %s AND subject = ANY(%s) AND erased_at IS NULL
-    RETURNING id
+    WITH doomed AS (
+        SELECT id FROM carts_shopperkey
+        WHERE store_id = %(store)s AND erased_at IS NULL
+          AND (subject = ANY(%(subjects)s) OR id = ANY(%(ids)s))
+          AND last_seen_at < COALESCE(%(idle_before)s::timestamptz, 'infinity')
+        ORDER BY id
+        FOR UPDATE
+    )
+    UPDATE carts_shopperkey AS k SET key = NULL, subject = '', erased_at = %(now)s
+    FROM doomed WHERE k.id = doomed.id
+    RETURNING k.id
 """
 
 
+def _keys_destroy(
+    store_id: int,
+    *,
+    now: datetime,
+    subjects: Sequence[str] = (),
+    ids: Sequence[int] = (),
+    idle_before: datetime | None = None,
+) -> int:
+    if not subjects and not ids:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _DESTROY_KEYS,
+            {
+                "store": store_id,
+                "subjects": list(subjects),
+                "ids": list(ids),
+                "idle_before": idle_before,
+                "now": now,
+            },
+        )
+        return len(cursor.fetchall())
+
+
 def shopper_erase(
-    *, store_id: int, shopper: Shopper, reason: str = REQUEST, now: datetime | None = None
+    *,
+    store_id: int,
+    shopper: Shopper,
+    reason: str = REQUEST,
+    now: datetime | None = None,
+    idle_before: datetime | None = None,
 ) -> Erasure:
-    """Erase what the store holds of the shopper, in one transaction: their keys are destroyed
-    and each of their carts that still shows a contact gets a ``shopper.erased`` event.
-    Idempotent: erasing again finds nothing left to erase."""
+    """Erase what the store holds of the shopper: their keys are destroyed and each of their
+    carts that still shows a contact gets a ``shopper.erased`` event, in one transaction.
+
+    By address: that address's key. By the shop's shopper id: the keys of every address its
+    carts' events were given. ``idle_before`` (the retention sweep): only carts and keys idle
+    since then. Idempotent: erasing again finds nothing left to erase."""
     now = now or timezone.now()
     erased: list[str] = []
     keys = 0
@@ -109,8 +171,14 @@ def shopper_erase(
     # is found by the next pass (one more, usually finding nothing).
     for _ in range(ERASE_PASSES):
         emails = _emails(store_id, shopper)
-        carts = [c.token for c in _carts(store_id, shopper, emails) if c.email or c.phone]
-        subjects = sorted(pii.subject_of(e) for e in emails)
+        found = _carts(store_id, shopper, emails, idle_before)
+        carts = [c.token for c in found if c.email or c.phone]
+        subjects = sorted({pii.subject_of(e) for e in emails})
+        ids = (
+            _key_ids_used(store_id, [c.token for c in found if c.shopper_id])
+            if shopper.shopper_id
+            else []
+        )
         with transaction.atomic():
             if carts:
                 # Appended first: carts are locked before keys, as every append takes them.
@@ -130,9 +198,9 @@ def shopper_erase(
                     source=SOURCE,
                     now=now,
                 )
-            with connection.cursor() as cursor:
-                cursor.execute(_DESTROY_KEYS, [now, store_id, subjects])
-                destroyed = len(cursor.fetchall())
+            destroyed = _keys_destroy(
+                store_id, now=now, subjects=subjects, ids=ids, idle_before=idle_before
+            )
         erased += carts
         keys += destroyed
         if not carts and not destroyed:
@@ -217,7 +285,7 @@ def shopper_export(*, store_id: int, shopper: Shopper, now: datetime | None = No
     )
     export: dict[str, Any] = {
         "store": store_id,
-        "shopper": {"email": shopper.email or None, "id": shopper.shopper_id or None},
+        "shopper": {"email": shopper.email.lower() or None, "id": shopper.shopper_id or None},
         "generated_at": _iso(now or timezone.now()),
         "carts": [
             {
@@ -266,7 +334,11 @@ def store_retention_apply(*, store: Store, now: datetime, batch: int = 500) -> i
         progress = 0
         for email in emails:
             done = shopper_erase(
-                store_id=store.pk, shopper=Shopper(email=email), reason=RETENTION, now=now
+                store_id=store.pk,
+                shopper=Shopper(email=email),
+                reason=RETENTION,
+                now=now,
+                idle_before=cutoff,
             )
             progress += len(done.carts)
         erased += len(emails)
@@ -278,9 +350,7 @@ def store_retention_apply(*, store: Store, now: datetime, batch: int = 500) -> i
         live = {pii.subject_of(row[0]) for row in cursor.fetchall()}
         cursor.execute(_IDLE_KEYS, [store.pk, cutoff])
         orphans = sorted(row[0] for row in cursor.fetchall() if row[0] not in live)
-        if orphans:
-            cursor.execute(_DESTROY_KEYS, [now, store.pk, orphans])
-            erased += len(cursor.fetchall())
+    erased += _keys_destroy(store.pk, now=now, subjects=orphans, idle_before=cutoff)
     return erased
 
 

@@ -220,9 +220,12 @@ def _changes(cart: Cart, event_type: str, data: Mapping[str, Any], source: str) 
         consent = dict(cart.consent)
         consent.update({k: bool(v) for k, v in dict(data.get("consent") or {}).items()})
         # An erased shopper's fields read as None (carts/pii.py): the cart keeps no contact.
+        email = str(data.get("email") or "")
+        # A phone belongs to the address it came with: another address without one has none.
+        same = email.lower() == cart.email.lower()
         return {
-            "email": str(data.get("email") or ""),
-            "phone": str(data.get("phone") or "") if "phone" in data else cart.phone,
+            "email": email,
+            "phone": str(data.get("phone") or "") if "phone" in data or not same else cart.phone,
             "consent": consent,
             "timezone": str(data.get("timezone", cart.timezone)),
             "locale": str(data.get("locale", cart.locale)),

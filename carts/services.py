@@ -643,6 +643,8 @@ def _append(
                 raise ValueError(
                     f"A reaction appends system events to the request's carts: {extra}"
                 )
+            if pii.subjects([extra]):  # they would be stored unsealed
+                raise ValueError(f"A reaction's events carry no personal data: {extra.type}")
             folded = fold_event(extra, _SYSTEM.kind, now)
             states[extra.cart] = projections.apply(states[extra.cart], folded)
             if scorer is not None and scored is not None:

@@ -286,3 +286,18 @@ def test_a_report_that_cannot_be_recorded_is_logged_and_the_post_still_answers_2
     assert response.status_code == 200
     assert "recording Postmark's bounced report failed" in caplog.text
     assert _suppressions(store) == []
+
+
+def test_the_providers_texts_are_stored_without_the_recipients_address(
+    client, store, shop_cart, campaign_step
+):
+    sent = campaign_step(shop_cart(store.pk, "cart-1"), status=Step.Status.SENT)
+    payload = _about(HARD_BOUNCE, sent)
+    payload["Details"] = "smtp;550 5.1.1 <jane.doe@example.com>: Recipient address rejected"
+    payload["Description"] = "Mailbox jane.doe@example.com not found"
+
+    assert _post(client, payload).status_code == 200
+
+    [bounced, *_] = _campaign_events(store)
+    assert bounced[2]["response"] == "smtp;550 5.1.1 <<address>>: Recipient address rejected"
+    assert "@" not in json.dumps(bounced[2])

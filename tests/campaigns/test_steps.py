@@ -343,3 +343,20 @@ def test_enrolment_scans_only_since_its_high_water_mark_on_the_servers_clock(sto
         within.token,
     }
     assert not Enrollment.objects.filter(cart=behind.token).exists()
+
+
+def test_a_refused_recipient_is_recorded_without_the_address(
+    store, smtp_sink, django_capture_on_commit_callbacks
+):
+    campaign_with_tiers(store.pk, activated_at=ACTIVATED)
+    cart = cart_abandoned(store.pk, at=T, email="gone@example.com")
+    enrolment.abandoned_carts_enroll(now=T + timedelta(minutes=31))
+    smtp_sink.refuse = {"gone@example.com"}
+
+    _run_due(store.pk, T + timedelta(minutes=31), django_capture_on_commit_callbacks)
+
+    [failed] = [
+        data for type_, data in _events(store.pk, cart.token) if type_ == "campaign.step_failed"
+    ]
+    assert "<address>" in failed["error"], failed
+    assert "gone@example.com" not in str(failed)

@@ -274,3 +274,112 @@ def test_one_stores_unreadable_retention_does_not_stop_the_sweep(store, credenti
 
     assert privacy.retention_sweep(now=T0 + timedelta(days=31)) == 1
     assert CartState.objects.get(store=other, token="a").email == ""
+
+
+# Review findings ---------------------------------------------------------------------------------
+
+
+def test_erasure_by_shopper_id_destroys_an_address_given_only_in_the_envelope(store):
+    # the account's address travels in the envelope; the contact form gives another one
+    append(
+        store,
+        with_shopper("cart.item_added", "a", item("X"), id="cust-1", email="account@example.com"),
+        contact("a", "typed@example.com"),
+    )
+
+    erasure = privacy.shopper_erase(store_id=store.pk, shopper=privacy.Shopper(shopper_id="cust-1"))
+
+    assert erasure.keys == 2
+    events = selectors.cart_events_list(store_id=store.pk, token="a")
+    assert events[0].shopper == {"id": "cust-1", "email": None}
+    assert events[1].data["email"] is None
+
+
+def test_a_phone_belongs_to_the_address_it_came_with(store):
+    append(store, new_event("cart.item_added", "a", item("X")), contact("a"))  # Ada, her phone
+    append(store, new_event("checkout.contact_captured", "a", {"email": "bob@example.com"}))
+    append(store, new_event("checkout.contact_captured", "a", {"email": "BOB@example.com"}))
+    assert CartState.objects.get(store=store, token="a").phone == ""
+
+    append(
+        store,
+        new_event("checkout.contact_captured", "a", {"email": "b@example.com", "phone": PHONE}),
+    )
+    append(store, new_event("checkout.contact_captured", "a", {"email": "B@example.com"}))
+    assert CartState.objects.get(store=store, token="a").phone == PHONE  # the same address
+
+
+def test_retention_spares_a_shopper_who_came_back_after_the_idle_scan(store):
+    services.events_append(
+        store_id=store.pk,
+        events=[new_event("cart.item_added", "a", item("X")), contact("a")],
+        source=Source.server("test"),
+        now=T0,
+    )
+    cutoff = T0 + timedelta(days=1)
+    # she is back (a new cart, her address again) before the erasure runs
+    services.events_append(
+        store_id=store.pk,
+        events=[new_event("cart.item_added", "b", item("X")), contact("b")],
+        source=Source.server("test"),
+        now=cutoff + timedelta(hours=1),
+    )
+
+    erasure = privacy.shopper_erase(
+        store_id=store.pk,
+        shopper=privacy.Shopper(email=EMAIL),
+        reason=privacy.RETENTION,
+        now=cutoff + timedelta(days=1),
+        idle_before=cutoff,
+    )
+
+    assert (erasure.carts, erasure.keys) == (["a"], 0)  # the old cart; her key is in use
+    assert CartState.objects.get(store=store, token="b").email == EMAIL
+    assert selectors.cart_events_list(store_id=store.pk, token="b")[1].data["email"] == EMAIL
+
+
+def test_a_key_used_after_the_sweep_read_it_as_idle_is_not_destroyed(store):
+    services.events_append(
+        store_id=store.pk,
+        events=[new_event("cart.item_added", "a", item("X")), contact("a")],
+        source=Source.server("test"),
+        now=T0,
+    )
+    cutoff = T0 + timedelta(days=1)
+    services.events_append(  # the append that races the sweep
+        store_id=store.pk,
+        events=[new_event("cart.item_added", "b", item("X")), contact("b")],
+        source=Source.server("test"),
+        now=cutoff + timedelta(minutes=1),
+    )
+    assert (
+        privacy._keys_destroy(
+            store.pk, now=cutoff, subjects=[pii.subject_of(EMAIL)], idle_before=cutoff
+        )
+        == 0
+    )
+
+
+def test_the_log_readers_survive_malformed_sealed_values(store):
+    append(store, new_event("cart.item_added", "a", item("X")), contact("a"))
+    event = CartEvent.objects.get(store=store, type="checkout.contact_captured")
+    for bad in ["enc1:²:AAAA", "enc1:", "enc1:12", "enc1:99999999999999999999:x", "enc1:1:%%%"]:
+        event.data = {**event.data, "email": bad}
+        pii.events_reveal([event])
+        assert event.data["email"] is None
+    event.data, event.shopper = ["not", "a", "dict"], {"email": "enc1:1:AAAA"}
+    pii.events_reveal([event])
+    assert event.shopper == {"email": None}
+
+
+def test_a_reaction_cannot_append_personal_data_unsealed(store):
+    def react(reacting):
+        return [with_shopper("campaign.enrolled", "a", {}, email=EMAIL)]
+
+    with pytest.raises(ValueError, match="no personal data"):
+        services.events_append(
+            store_id=store.pk,
+            events=[new_event("cart.item_added", "a", item("X"))],
+            source=Source.server("test"),
+            react=react,
+        )
