@@ -14,17 +14,22 @@ destroys the key (carts/privacy.py): the ciphertexts stay, and nothing can read 
 
 Which fields are personal is declared here, per event type (``pii_fields_register`` is the
 extension point for event types with more of them, e.g. platform webhooks' names and addresses);
-the ``shopper`` envelope's ``email`` is always one. The idempotency hash (``body_hash``) is taken
-over the event as posted, before encryption; it holds no address, only a sha256 of the whole body.
+the ``shopper`` envelope's ``email`` is always one. The idempotency hash (``body_hash``) of an
+event with personal fields is taken over the event with each of them replaced by its HMAC under
+the shopper's key (``masked``): while the key lives, a retry hashes the same; once it is
+destroyed, the hash confirms no guess (and a retry of such an event is a duplicate by its id).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,11 +137,11 @@ def _seal(key_id: int, key: bytes, value: str, aad: bytes) -> str:
     return f"{PREFIX}{key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
 
-def encrypted(
-    store_id: int, event_id: uuid.UUID, event: _Event, keys: Keys
+def _replaced(
+    event: _Event, keys: Keys, replace: Callable[[int, bytes, str, str], str]
 ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """The event's payload and shopper envelope with their personal fields sealed, or None if it
-    carries none."""
+    """The event's payload and envelope with each personal field replaced by
+    ``replace(key id, key, value, place)``, or None if it carries none."""
     data, shopper = event.data, event.shopper
     changed = False
     subject = _payload_subject(event)
@@ -146,7 +151,7 @@ def encrypted(
         for name in PAYLOAD_FIELDS[event.type].fields:
             value = data.get(name)
             if isinstance(value, str) and value:
-                data[name] = _seal(key_id, key, value, _aad(store_id, event_id, f"data.{name}"))
+                data[name] = replace(key_id, key, value, f"data.{name}")
                 changed = True
     subject = _shopper_subject(event)
     if subject is not None and shopper is not None:
@@ -155,11 +160,38 @@ def encrypted(
         for name in SHOPPER_FIELDS:
             value = shopper.get(name)
             if isinstance(value, str) and value:
-                shopper[name] = _seal(
-                    key_id, key, value, _aad(store_id, event_id, f"shopper.{name}")
-                )
+                shopper[name] = replace(key_id, key, value, f"shopper.{name}")
                 changed = True
     return (data, shopper) if changed else None
+
+
+def encrypted(
+    store_id: int, event_id: uuid.UUID, event: _Event, keys: Keys
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The event's payload and shopper envelope with their personal fields sealed, or None if it
+    carries none."""
+    return _replaced(
+        event,
+        keys,
+        lambda key_id, key, value, place: _seal(
+            key_id, key, value, _aad(store_id, event_id, place)
+        ),
+    )
+
+
+def masked(
+    store_id: int, event: _Event, keys: Keys
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The event with each personal field replaced by its HMAC under the shopper's key: what the
+    idempotency hash is taken over, so that it dies with the key."""
+    return _replaced(
+        event,
+        keys,
+        lambda _key_id, key, value, place: (
+            "hmac1:"
+            + hmac.new(key, f"{store_id}|{place}|{value}".encode(), hashlib.sha256).hexdigest()
+        ),
+    )
 
 
 # Revealing ----------------------------------------------------------------------------------------
@@ -212,6 +244,40 @@ def sealed_key_ids(events: Iterable[_StoredEvent]) -> set[int]:
         for _, _, value in _sealed_places(event)
         if (key_id := _key_id(value)) is not None
     }
+
+
+_STORED_EVENT = """
+    SELECT store_id, event_id, type, data, shopper FROM carts_cartevent
+    WHERE event_id = %s AND store_id = %s
+"""
+
+
+def stored_event_erased(store_id: int, event_id: uuid.UUID) -> bool:
+    """Whether the stored event was sealed with a key destroyed since (its shopper erased)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_STORED_EVENT, [event_id, store_id])
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    stored = _Row(row[0], row[1], row[2], _json(row[3]), _json(row[4]))
+    ids = sealed_key_ids([stored])
+    keys = keys_by_id(ids)
+    return any(keys.get(key_id, (None, None))[1] is None for key_id in ids)
+
+
+@dataclass(slots=True)
+class _Row:
+    store_id: int
+    event_id: uuid.UUID
+    type: str
+    data: Any
+    shopper: Any
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 KEYS_BY_ID = "SELECT id, store_id, key FROM carts_shopperkey WHERE id = ANY(%s)"

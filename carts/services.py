@@ -160,6 +160,10 @@ class NewEvent:
         both hashed and stored, so each event is serialised once."""
         data_json = _canonical(self.data)
         shopper_json = None if self.shopper is None else _canonical(self.shopper)
+        return self.digest(data_json, shopper_json), data_json, shopper_json
+
+    def digest(self, data_json: str, shopper_json: str | None) -> str:
+        """sha256 of the body with this payload and envelope JSON."""
         # Byte for byte the canonical JSON of the whole body (its keys in sorted order).
         body = (
             f'{{"cart":{_json_str(self.cart)},"data":{data_json},'
@@ -168,7 +172,7 @@ class NewEvent:
             f'"shopper":{"null" if shopper_json is None else shopper_json},'
             f'"type":{_json_str(self.type)}}}'
         )
-        return hashlib.sha256(body.encode()).hexdigest(), data_json, shopper_json
+        return hashlib.sha256(body.encode()).hexdigest()
 
     def body_hash(self) -> str:
         return self.encoded()[0]
@@ -180,6 +184,10 @@ _json_str = encode_basestring_ascii
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _shopper_json(shopper: dict[str, Any] | None) -> str | None:
+    return None if shopper is None else _canonical(shopper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,17 +523,9 @@ def _append(
     per-statement and per-row overhead was most of its cost (docs/benchmarks.md).
     """
     encoded = [e.encoded() for e in events]
-    hashes = [h for h, _, _ in encoded]
-
-    # Within the batch: a repeated id is a duplicate of its first occurrence, or a conflict.
     first_index: dict[uuid.UUID, int] = {}
     for i, event in enumerate(events):
-        j = first_index.setdefault(event.event_id, i)
-        if j != i and hashes[j] != hashes[i]:
-            raise EventIdConflict(
-                f"Event {event.event_id} appears twice in this request with different bodies.",
-                event_id=str(event.event_id),
-            )
+        first_index.setdefault(event.event_id, i)
 
     tokens = sorted({e.cart for e in events})
     scorer = _scorer
@@ -563,13 +563,38 @@ def _append(
             accs[row[1]] = _json(values["features"]) or {}
         existing = {row[0]: row for row in seen_cursor.fetchall()}
 
+    # An event with personal data is hashed with its fields keyed by the shopper's key (HMAC), so
+    # the hash cannot confirm a guessed address once the key is destroyed (carts/pii.py).
+    keyed: set[int] = set()
+    if shopper_keys:
+        for i, event in enumerate(events):
+            masked = pii.masked(store_id, event, shopper_keys)
+            if masked is not None:
+                data, shopper = masked
+                digest = event.digest(_canonical(data), _shopper_json(shopper))
+                encoded[i] = (digest, encoded[i][1], encoded[i][2])
+                keyed.add(i)
+    hashes = [h for h, _, _ in encoded]
+
+    # Within the batch: a repeated id is a duplicate of its first occurrence, or a conflict.
+    for i, event in enumerate(events):
+        j = first_index[event.event_id]
+        if j != i and hashes[j] != hashes[i]:
+            raise EventIdConflict(
+                f"Event {event.event_id} appears twice in this request with different bodies.",
+                event_id=str(event.event_id),
+            )
+
     changed: set[str] = set()
     new: list[tuple[int, int]] = []  # (index in request, version)
     pending: list[tuple[int, int | None, tuple[Any, ...] | None]] = []
     for i, event in enumerate(events):
         seen = existing.get(event.event_id)
         if seen is not None:
-            if seen[4] != hashes[i]:
+            # Its shopper erased since, a stored event cannot be compared: its id stands.
+            if seen[4] != hashes[i] and not (
+                i in keyed and pii.stored_event_erased(store_id, event.event_id)
+            ):
                 raise EventIdConflict(
                     f"Event {event.event_id} was already stored with a different body.",
                     event_id=str(event.event_id),
@@ -714,7 +739,7 @@ def _sealed(
     if sealed is None:
         return encoded
     data, shopper = sealed
-    return encoded[0], _canonical(data), None if shopper is None else _canonical(shopper)
+    return encoded[0], _canonical(data), _shopper_json(shopper)
 
 
 def _publish_hint(position: int) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
 from django.db import connection
 
 from carts import pii, privacy, projectors, selectors, services
+from carts.errors import EventIdConflict
 from carts.models import CartEvent, CartState, ShopperKey, Store
 from carts.sources import Source
 from tests.conftest import T0, item, new_event
@@ -383,3 +385,21 @@ def test_a_reaction_cannot_append_personal_data_unsealed(store):
             source=Source.server("test"),
             react=react,
         )
+
+
+def test_the_idempotency_hash_confirms_no_guessed_address_and_retries_stay_duplicates(store):
+    first = contact("a")
+    append(store, new_event("cart.item_added", "a", item("X")), first)
+    stored = CartEvent.objects.get(store=store, event_id=first.event_id)
+    # the hash of the body in clear is not what is stored: a dump cannot test a guess with it
+    assert stored.body_hash != first.body_hash()
+    # a retry while the shopper's key lives is a duplicate; another body under the id a conflict
+    assert append(store, first)[0].duplicate
+    with pytest.raises(EventIdConflict):
+        append(store, dataclasses.replace(first, data={**first.data, "phone": "+15550100"}))
+
+    privacy.shopper_erase(store_id=store.pk, shopper=privacy.Shopper(email=EMAIL))
+
+    # after the erasure a retry of the same event is still a duplicate by its id
+    retried = append(store, first)[0]
+    assert (retried.duplicate, retried.position) == (True, stored.position)
