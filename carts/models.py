@@ -288,14 +288,9 @@ class ShopperKey(models.Model):
                 name="shopperkey_live_subject",
             ),
         ]
-        indexes = [
-            # The retention sweep: a store's live keys idle the longest.
-            models.Index(
-                fields=["store", "last_seen_at"],
-                condition=Q(erased_at__isnull=True),
-                name="shopperkey_idle",
-            ),
-        ]
+        # No index on last_seen_at: the append moves it, and an indexed column would make every
+        # such update write all the row's indexes (no HOT update). The hourly retention sweep
+        # reads a store's live keys through the unique index instead.
 
     def __str__(self) -> str:
         return f"key #{self.pk}{' (erased)' if self.erased_at else ''}"

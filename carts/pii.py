@@ -7,7 +7,8 @@ destroys the key (carts/privacy.py): the ciphertexts stay, and nothing can read 
 
 - On append (carts/services.py), each personal field of a new event is replaced by
   ``enc1:<key id>:<base64url(nonce | AES-256-GCM ciphertext)>``, the ciphertext bound to the
-  store, the event id and the field (associated data), so it cannot be moved to another event.
+  store and the field (associated data), so it opens in no other store or field. A batch seals
+  a value once per field: a cart's events repeat their envelope's address.
   The keys of a batch's shoppers are found or made in the append's first round trip.
 - Readers of the log (``events_reveal``) get the fields back in clear, or ``None`` where the
   shopper was erased (or the ciphertext does not open): one query per batch of events.
@@ -15,21 +16,20 @@ destroys the key (carts/privacy.py): the ciphertexts stay, and nothing can read 
 Which fields are personal is declared here, per event type (``pii_fields_register`` is the
 extension point for event types with more of them, e.g. platform webhooks' names and addresses);
 the ``shopper`` envelope's ``email`` is always one. The idempotency hash (``body_hash``) of an
-event with personal fields is taken over the event with each of them replaced by its HMAC under
-the shopper's key (``masked``): while the key lives, a retry hashes the same; once it is
-destroyed, the hash confirms no guess (and a retry of such an event is a duplicate by its id).
+event with personal fields is its body's sha256 HMAC'd with the shopper's key
+(``Sealer.keyed_hash``): while the key lives, a retry hashes the same; once it is destroyed, the
+hash confirms no guess (and a retry of such an event is a duplicate by its id).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,27 +82,41 @@ class _Event(Protocol):
     def shopper(self) -> dict[str, Any] | None: ...
 
 
-def _payload_subject(event: _Event) -> str | None:
-    spec = PAYLOAD_FIELDS.get(event.type)
-    if spec is None:
+Subjects = tuple[str | None, str | None]  # an event's (payload's, envelope's) shopper
+NONE: Subjects = (None, None)
+
+
+def _subject(email: Any, known: dict[str, str]) -> str | None:
+    if not isinstance(email, str) or not email:
         return None
-    email = event.data.get(spec.subject)
-    return subject_of(email) if isinstance(email, str) and email else None
+    subject = known.get(email)
+    if subject is None:
+        subject = known[email] = subject_of(email)
+    return subject
 
 
-def _shopper_subject(event: _Event) -> str | None:
-    email = (event.shopper or {}).get("email")
-    return subject_of(email) if isinstance(email, str) and email else None
+def events_subjects(events: Iterable[_Event]) -> list[Subjects]:
+    """Whose personal data each event's payload and envelope carry (None: none); an address
+    repeated through a batch is hashed once."""
+    known: dict[str, str] = {}
+    found: list[Subjects] = []
+    for event in events:
+        spec = PAYLOAD_FIELDS.get(event.type)
+        if spec is None and not event.shopper:
+            found.append(NONE)
+            continue
+        found.append(
+            (
+                None if spec is None else _subject(event.data.get(spec.subject), known),
+                _subject((event.shopper or {}).get("email"), known),
+            )
+        )
+    return found
 
 
 def subjects(events: Iterable[_Event]) -> list[str]:
     """The shoppers whose personal data a batch carries, sorted (the order keys are locked in)."""
-    found: set[str] = set()
-    for event in events:
-        for subject in (_payload_subject(event), _shopper_subject(event)):
-            if subject is not None:
-                found.add(subject)
-    return sorted(found)
+    return sorted({s for pair in events_subjects(events) for s in pair if s is not None})
 
 
 # Finds or makes each subject's live key, and marks it seen (the retention sweep's clock). Rows
@@ -124,74 +138,71 @@ def upsert_params(store_id: int, subjects: Sequence[str], now: Any) -> tuple[Any
     return (store_id, now, now, list(subjects), fresh)
 
 
-Keys = Mapping[str, tuple[int, bytes]]  # subject -> (key id, key)
+def _aad(store_id: int, place: str) -> bytes:
+    """What a ciphertext is bound to: its store and its field (it opens nowhere else)."""
+    return f"{store_id}|{place}".encode()
 
 
-def _aad(store_id: int, event_id: uuid.UUID | str, place: str) -> bytes:
-    return f"{store_id}|{event_id}|{place}".encode()
+class Sealer:
+    """Seals a batch's personal fields with the keys UPSERT_KEYS returned (subject -> (id, key)),
+    one cipher per key."""
 
+    def __init__(self, store_id: int, keys: Mapping[str, tuple[int, bytes]]) -> None:
+        self.store_id = store_id
+        self._keys = keys
+        self._ciphers: dict[str, tuple[int, AESGCM]] = {}
+        # A value sealed once per batch and place: a cart's events repeat their envelope's.
+        self._sealed: dict[tuple[str, str, str], str] = {}
+        # An envelope's JSON as posted -> as stored (the append's cache).
+        self.envelopes: dict[str, str] = {}
 
-def _seal(key_id: int, key: bytes, value: str, aad: bytes) -> str:
-    nonce = os.urandom(NONCE_BYTES)
-    sealed = AESGCM(key).encrypt(nonce, value.encode(), aad)
-    return f"{PREFIX}{key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+    def _cipher(self, subject: str) -> tuple[int, AESGCM]:
+        found = self._ciphers.get(subject)
+        if found is None:
+            key_id, key = self._keys[subject]
+            found = self._ciphers[subject] = (key_id, AESGCM(key))
+        return found
 
+    def _seal(self, subject: str, value: str, place: str) -> str:
+        done = self._sealed.get((subject, place, value))
+        if done is not None:
+            return done
+        key_id, cipher = self._cipher(subject)
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = cipher.encrypt(nonce, value.encode(), _aad(self.store_id, place))
+        done = f"{PREFIX}{key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+        self._sealed[(subject, place, value)] = done
+        return done
 
-def _replaced(
-    event: _Event, keys: Keys, replace: Callable[[int, bytes, str, str], str]
-) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """The event's payload and envelope with each personal field replaced by
-    ``replace(key id, key, value, place)``, or None if it carries none."""
-    data, shopper = event.data, event.shopper
-    changed = False
-    subject = _payload_subject(event)
-    if subject is not None:
-        key_id, key = keys[subject]
-        data = dict(data)
-        for name in PAYLOAD_FIELDS[event.type].fields:
-            value = data.get(name)
-            if isinstance(value, str) and value:
-                data[name] = replace(key_id, key, value, f"data.{name}")
-                changed = True
-    subject = _shopper_subject(event)
-    if subject is not None and shopper is not None:
-        key_id, key = keys[subject]
-        shopper = dict(shopper)
-        for name in SHOPPER_FIELDS:
-            value = shopper.get(name)
-            if isinstance(value, str) and value:
-                shopper[name] = replace(key_id, key, value, f"shopper.{name}")
-                changed = True
-    return (data, shopper) if changed else None
+    def sealed(
+        self, event: _Event, subjects: Subjects
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The event's payload and envelope with their personal fields sealed; None for either
+        that carries none (it is stored as it came)."""
+        payload_subject, shopper_subject = subjects
+        data: dict[str, Any] | None = None
+        shopper: dict[str, Any] | None = None
+        if payload_subject is not None:
+            data = dict(event.data)
+            for name in PAYLOAD_FIELDS[event.type].fields:
+                value = data.get(name)
+                if isinstance(value, str) and value:
+                    data[name] = self._seal(payload_subject, value, f"data.{name}")
+        if shopper_subject is not None and event.shopper is not None:
+            shopper = dict(event.shopper)
+            for name in SHOPPER_FIELDS:
+                value = shopper.get(name)
+                if isinstance(value, str) and value:
+                    shopper[name] = self._seal(shopper_subject, value, f"shopper.{name}")
+        return data, shopper
 
-
-def encrypted(
-    store_id: int, event_id: uuid.UUID, event: _Event, keys: Keys
-) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """The event's payload and shopper envelope with their personal fields sealed, or None if it
-    carries none."""
-    return _replaced(
-        event,
-        keys,
-        lambda key_id, key, value, place: _seal(
-            key_id, key, value, _aad(store_id, event_id, place)
-        ),
-    )
-
-
-def masked(
-    store_id: int, event: _Event, keys: Keys
-) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """The event with each personal field replaced by its HMAC under the shopper's key: what the
-    idempotency hash is taken over, so that it dies with the key."""
-    return _replaced(
-        event,
-        keys,
-        lambda _key_id, key, value, place: (
-            "hmac1:"
-            + hmac.new(key, f"{store_id}|{place}|{value}".encode(), hashlib.sha256).hexdigest()
-        ),
-    )
+    def keyed_hash(self, body_hash: str, subjects: Subjects) -> str:
+        """The idempotency hash of an event with personal data: its body's sha256, HMAC'd with
+        each of its shoppers' keys, so that it dies with them (it can confirm no guess)."""
+        digest = body_hash
+        for subject in sorted({s for s in subjects if s is not None}):
+            digest = hmac.digest(self._keys[subject][1], digest.encode(), "sha256").hex()
+        return digest
 
 
 # Revealing ----------------------------------------------------------------------------------------
@@ -319,9 +330,7 @@ def events_reveal(events: Sequence[_StoredEvent]) -> None:
             store_key = keys.get(key_id) if key_id is not None else None
             plain = None
             if store_key is not None and store_key[0] == event.store_id and store_key[1]:
-                plain = _open(
-                    store_key[1], value, _aad(event.store_id, event.event_id, f"{container}.{name}")
-                )
+                plain = _open(store_key[1], value, _aad(event.store_id, f"{container}.{name}"))
             (data if container == "data" else shopper)[name] = plain
         event.data = data
         event.shopper = shopper

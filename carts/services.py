@@ -160,10 +160,6 @@ class NewEvent:
         both hashed and stored, so each event is serialised once."""
         data_json = _canonical(self.data)
         shopper_json = None if self.shopper is None else _canonical(self.shopper)
-        return self.digest(data_json, shopper_json), data_json, shopper_json
-
-    def digest(self, data_json: str, shopper_json: str | None) -> str:
-        """sha256 of the body with this payload and envelope JSON."""
         # Byte for byte the canonical JSON of the whole body (its keys in sorted order).
         body = (
             f'{{"cart":{_json_str(self.cart)},"data":{data_json},'
@@ -172,7 +168,7 @@ class NewEvent:
             f'"shopper":{"null" if shopper_json is None else shopper_json},'
             f'"type":{_json_str(self.type)}}}'
         )
-        return hashlib.sha256(body.encode()).hexdigest()
+        return hashlib.sha256(body.encode()).hexdigest(), data_json, shopper_json
 
     def body_hash(self) -> str:
         return self.encoded()[0]
@@ -184,10 +180,6 @@ _json_str = encode_basestring_ascii
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _shopper_json(shopper: dict[str, Any] | None) -> str | None:
-    return None if shopper is None else _canonical(shopper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,7 +522,8 @@ def _append(
     tokens = sorted({e.cart for e in events})
     scorer = _scorer
     # The shoppers whose personal data the batch carries: their keys (carts/pii.py).
-    subjects = pii.subjects(events) if settings.CARTS_PII_ENCRYPTION else []
+    per_event = pii.events_subjects(events) if settings.CARTS_PII_ENCRYPTION else []
+    subjects = sorted({s for pair in per_event for s in pair if s is not None})
     shopper_keys: dict[str, tuple[int, bytes]] = {}
     connection.ensure_connection()
     raw = connection.connection
@@ -563,16 +556,14 @@ def _append(
             accs[row[1]] = _json(values["features"]) or {}
         existing = {row[0]: row for row in seen_cursor.fetchall()}
 
-    # An event with personal data is hashed with its fields keyed by the shopper's key (HMAC), so
-    # the hash cannot confirm a guessed address once the key is destroyed (carts/pii.py).
+    # An event with personal data: its hash keyed by its shoppers' keys (so that it cannot
+    # confirm a guessed address once they are destroyed), its fields sealed (carts/pii.py).
+    sealer = pii.Sealer(store_id, shopper_keys) if shopper_keys else None
     keyed: set[int] = set()
-    if shopper_keys:
-        for i, event in enumerate(events):
-            masked = pii.masked(store_id, event, shopper_keys)
-            if masked is not None:
-                data, shopper = masked
-                digest = event.digest(_canonical(data), _shopper_json(shopper))
-                encoded[i] = (digest, encoded[i][1], encoded[i][2])
+    if sealer is not None:
+        for i, pair in enumerate(per_event):
+            if any(pair):
+                encoded[i] = (sealer.keyed_hash(encoded[i][0], pair), encoded[i][1], encoded[i][2])
                 keyed.add(i)
     hashes = [h for h, _, _ in encoded]
 
@@ -640,7 +631,7 @@ def _append(
 
     # Reactions: system events decided from the new states, appended in the same commit.
     inserts: list[tuple[NewEvent, int, tuple[str, str, str | None], Source]] = [
-        (events[i], version, _sealed(store_id, events[i], encoded[i], shopper_keys), source)
+        (events[i], version, _sealed(sealer, events[i], encoded[i], per_event, i), source)
         for i, version in new
     ]
     reactions: list[Reaction] = []
@@ -727,19 +718,28 @@ def _append(
 
 
 def _sealed(
-    store_id: int,
+    sealer: pii.Sealer | None,
     event: NewEvent,
     encoded: tuple[str, str, str | None],
-    shopper_keys: Mapping[str, tuple[int, bytes]],
+    per_event: Sequence[pii.Subjects],
+    i: int,
 ) -> tuple[str, str, str | None]:
     """The event as stored: its body hash, and its JSON with personal fields encrypted."""
-    if not shopper_keys:
+    subjects = per_event[i] if sealer is not None else pii.NONE
+    if sealer is None or not any(subjects):
         return encoded
-    sealed = pii.encrypted(store_id, event.event_id, event, shopper_keys)
-    if sealed is None:
-        return encoded
-    data, shopper = sealed
-    return encoded[0], _canonical(data), _shopper_json(shopper)
+    body_hash, data_json, shopper_json = encoded
+    envelope = None if shopper_json is None else sealer.envelopes.get(shopper_json)
+    if envelope is not None and subjects[0] is None:  # a cart's events repeat their envelope
+        return body_hash, data_json, envelope
+    data, shopper = sealer.sealed(event, subjects)
+    if shopper is not None and shopper_json is not None:
+        envelope = sealer.envelopes[shopper_json] = _canonical(shopper)
+    return (
+        body_hash,
+        data_json if data is None else _canonical(data),
+        shopper_json if envelope is None else envelope,
+    )
 
 
 def _publish_hint(position: int) -> None:

@@ -53,13 +53,6 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
-                "indexes": [
-                    models.Index(
-                        condition=models.Q(("erased_at__isnull", True)),
-                        fields=["store", "last_seen_at"],
-                        name="shopperkey_idle",
-                    )
-                ],
                 "constraints": [
                     models.UniqueConstraint(
                         condition=models.Q(("erased_at__isnull", True)),

@@ -84,14 +84,19 @@ def test_one_key_per_shopper_across_carts_and_batches(store):
     assert ids == {str(ada.pk)}
 
 
-def test_a_sealed_field_does_not_open_in_another_event(store):
+def test_a_sealed_value_opens_in_no_other_field_or_store(store, credentials):
     append(store, new_event("cart.item_added", "a", item("X")), contact("a"))
-    append(store, new_event("cart.item_added", "b", item("X")), contact("b", "bob@example.com"))
     ada = CartEvent.objects.get(store=store, cart="a", type="checkout.contact_captured")
-    bob = CartEvent.objects.get(store=store, cart="b", type="checkout.contact_captured")
+    sealed = ada.data["email"]
 
-    # a ciphertext copied into another event (its associated data names the event) reads as None
-    bob.data = {**bob.data, "email": ada.data["email"]}
+    # moved into another field, or into another store's event, it does not open
+    ada.data = {**ada.data, "phone": sealed}
+    pii.events_reveal([ada])
+    assert (ada.data["email"], ada.data["phone"]) == (EMAIL, None)
+    other = Store.objects.create(name="Other", webhook_secret_nonce="n")
+    append(other, new_event("cart.item_added", "b", item("X")), contact("b", "bob@example.com"))
+    bob = CartEvent.objects.get(store=other, cart="b", type="checkout.contact_captured")
+    bob.data = {**bob.data, "email": sealed}
     pii.events_reveal([bob])
     assert bob.data["email"] is None
 
