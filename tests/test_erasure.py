@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -59,7 +61,7 @@ def database_dump() -> str:
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
         )
         tables = [row[0] for row in cursor.fetchall()]
-        parts = []
+        parts: list[str] = []
         for table in tables:
             cursor.execute(f'SELECT t::text FROM "{table}" t')
             parts.extend(row[0] for row in cursor.fetchall())
@@ -68,11 +70,11 @@ def database_dump() -> str:
 
 def redis_dump() -> tuple[int, bytes]:
     """(keys seen, every value of every key of every database of the test Redis)."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client: Any = redis.Redis.from_url(settings.REDIS_URL)
     keyspace = client.info("keyspace")
     seen, chunks = 0, []
     for name in keyspace:
-        db = redis.Redis.from_url(settings.REDIS_URL, db=int(str(name).removeprefix("db")))
+        db: Any = redis.Redis.from_url(settings.REDIS_URL, db=int(str(name).removeprefix("db")))
         for key in db.scan_iter(count=1000):
             seen += 1
             chunks.append(key)
@@ -90,6 +92,10 @@ def redis_dump() -> tuple[int, bytes]:
             elif kind == "stream":
                 chunks.extend(repr(entry).encode() for entry in db.xrange(key))
     return seen, b"\n".join(chunks)
+
+
+def _at(now: datetime) -> datetime:
+    return now
 
 
 def totals(store_id: int) -> dict:
@@ -144,7 +150,7 @@ def test_an_erased_shopper_is_nowhere_and_the_figures_stay(
         published: list[list[int]] = []
         with django_capture_on_commit_callbacks(execute=True):
             steps.due_steps_enqueue(now=now, publish=published.append)
-        steps.steps_execute(step_ids=[i for b in published for i in b], now=lambda n=now: n)
+        steps.steps_execute(step_ids=[i for b in published for i in b], now=partial(_at, now))
     recipients = [str(m["To"]).lower() for m in smtp_sink.messages]
     assert ada in recipients and bob in recipients
     order_placed(store.pk, second.token, at=T + timedelta(hours=3))

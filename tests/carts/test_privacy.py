@@ -251,7 +251,7 @@ def test_retention_counts_idleness_by_the_servers_clock_of_the_last_activity(
 def test_a_cart_given_the_address_while_the_erasure_runs_is_erased_too(store, monkeypatch):
     append(store, new_event("cart.item_added", "a", item("X")), contact("a"))
     found = privacy._carts
-    calls = []
+    calls: list[int] = []
 
     def carts_then_a_racing_append(*args, **kwargs):
         result = found(*args, **kwargs)
