@@ -680,6 +680,17 @@ _BODY_400 = bad_request(
 )
 
 
+# What the shopper endpoints that take a JSON body answer besides 200.
+_BODY_ANSWERS = {
+    400: _BODY_400,
+    401: UNAUTHORIZED,
+    411: LENGTH_REQUIRED,
+    413: error('{"code": "payload_too_large"}: the body is over the size limit.'),
+    415: error("The body is not application/json."),
+    429: THROTTLED,
+}
+
+
 class ShopperEraseByBodyApi(APIView):
     throttle_classes = [StoreRateThrottle]
     schema = ApiSchema()
@@ -691,15 +702,7 @@ class ShopperEraseByBodyApi(APIView):
         "DELETE /api/v1/shoppers/{id}; both given, both are erased." + _UNKNOWN,
         request=ShopperBody,
         parameters=[RETRY_AFTER],
-        responses={
-            200: ErasedOut,
-            400: _BODY_400,
-            401: UNAUTHORIZED,
-            411: LENGTH_REQUIRED,
-            413: error('{"code": "payload_too_large"}: the body is over the size limit.'),
-            415: error("The body is not application/json."),
-            429: THROTTLED,
-        },
+        responses={200: ErasedOut, **_BODY_ANSWERS},
     )
     def post(self, request: Request) -> Response:
         _check_body_size(request)
@@ -720,15 +723,7 @@ class ShopperExportByBodyApi(APIView):
         "/api/v1/shoppers/{id}/export.",
         request=ShopperBody,
         parameters=[RETRY_AFTER],
-        responses={
-            200: EXPORTED,
-            400: _BODY_400,
-            401: UNAUTHORIZED,
-            411: LENGTH_REQUIRED,
-            413: error('{"code": "payload_too_large"}: the body is over the size limit.'),
-            415: error("The body is not application/json."),
-            429: THROTTLED,
-        },
+        responses={200: EXPORTED, **_BODY_ANSWERS},
     )
     def post(self, request: Request) -> Response:
         _check_body_size(request)
