@@ -9,17 +9,23 @@ other; a superuser sees every store. Docs: docs/campaigns-admin.md.
 from __future__ import annotations
 
 import json
+import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.mail import EmailMultiAlternatives
 from django.db import models
 from django.db.models import Count, QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from campaigns import services
 from campaigns.forms import (
@@ -40,6 +46,8 @@ from campaigns.models import (
 )
 from carts.models import Store, StoreMember
 from carts.selectors import member_store_ids
+
+log = logging.getLogger(__name__)
 
 _STORES_ATTR = "_campaigns_merchant_store_ids"
 
@@ -126,9 +134,249 @@ class ReadOnlyStoreScopedAdmin(StoreScopedAdmin):
         return False
 
 
+# The campaign at a glance: its sequence, competing campaigns, its dashboard ----------------------
+
+# Which active campaign of a store acts on a cart (campaigns/enrolment.py and
+# campaigns/selectors.onsite_offer_for_store): shown as the priority's help text.
+DECISION_RULE = (
+    "When several active campaigns of a store could take the same cart, the one with the "
+    "highest priority acts; at equal priority, the older one (the lower number, #id). A cart "
+    "joins one campaign only, the first whose definition it meets, so a campaign with a shorter "
+    "inactivity can take carts before a higher-priority one's inactivity has passed. The on-site "
+    "nudge always comes from the highest-priority active campaign with an on-site tier."
+)
+
+
+def duration_text(minutes: int) -> str:
+    """``0`` -> ``"0 min"``, ``60`` -> ``"1 h"``, ``1440`` -> ``"1 d"``, ``90`` ->
+    ``"1 h 30 min"``."""
+    if minutes and minutes % 1440 == 0:
+        return f"{minutes // 1440} d"
+    if minutes and minutes % 60 == 0:
+        return f"{minutes // 60} h"
+    if minutes > 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min"
+
+
+def store_currency(store_id: int) -> str:
+    """The currency the store's money settings are in: campaigns.forms.store_currency (the
+    merchant-units forms) when it is there, else none (amounts shown as minor units)."""
+    from campaigns import forms as campaign_forms  # imported when used
+
+    find = getattr(campaign_forms, "store_currency", None)
+    return str(find(store_id)) if find is not None else ""
+
+
+def _money(amount: int | None, currency: str) -> str:
+    from campaigns.emails import money_format  # imported when used
+
+    return money_format(int(amount or 0), currency)
+
+
+def _offer_text(tier: Tier, currency: str) -> str:
+    kind = tier.offer_kind
+    if tier.channel == Tier.Channel.DISCOUNT:
+        low, high = tier.discount_min, tier.discount_max
+        if kind == Tier.OfferKind.PERCENT_DISCOUNT:
+            text = f"{low}-{high}%" if low != high else f"{high}%"
+            cap = f" (cap {_money(tier.discount_cap, currency)})" if tier.discount_cap else ""
+            return text + cap
+        if kind == Tier.OfferKind.FIXED_DISCOUNT:
+            return f"{_money(low, currency)}-{_money(high, currency)} off"
+        return "free shipping" if kind == Tier.OfferKind.FREE_SHIPPING else ""
+    if kind == Tier.OfferKind.PERCENT_DISCOUNT:
+        cap = f" (cap {_money(tier.discount_cap, currency)})" if tier.discount_cap else ""
+        return f"{tier.percent}% off{cap}"
+    if kind == Tier.OfferKind.FIXED_DISCOUNT:
+        return "fixed amount off"
+    return "free shipping" if kind == Tier.OfferKind.FREE_SHIPPING else "message only"
+
+
+_CHANNEL_WORDS: dict[str, str] = {
+    Tier.Channel.ONSITE: "on-site nudge",
+    Tier.Channel.EMAIL: "email",
+    Tier.Channel.DISCOUNT: "discount",
+}
+
+
+def tier_headline(tier: Tier, currency: str = "") -> str:
+    """``"on-site nudge at 0 min"``, ``"email after 1 h"``, ``"discount 5-15% after 1 d"``."""
+    words = _CHANNEL_WORDS.get(tier.channel, tier.channel)
+    if tier.channel == Tier.Channel.DISCOUNT and (offer := _offer_text(tier, currency)):
+        words = f"{words} {offer}"
+    when = "at 0 min" if not tier.delay_minutes else f"after {duration_text(tier.delay_minutes)}"
+    return f"{words} {when}"
+
+
+def tier_details(tier: Tier, currency: str = "") -> list[str]:
+    """The tier's key settings, in the merchant's words."""
+    details = [f"carts scoring at least {tier.min_score:g}"]
+    if tier.min_cart_value:
+        details.append(f"worth at least {_money(tier.min_cart_value, currency)}")
+    if tier.channel == Tier.Channel.ONSITE:
+        details.append(_offer_text(tier, currency))
+        details.append(f"“{tier.headline}”")
+        details.append(
+            "no cooldown" if not tier.cooldown_hours else f"once per {tier.cooldown_hours} h"
+        )
+        details.append(f"offer valid {duration_text(tier.offer_ttl_minutes)}")
+    else:
+        details.append(f"subject “{tier.subject_template}”")
+    if tier.channel == Tier.Channel.DISCOUNT:
+        details.append(f"code valid {tier.code_expiry_hours} h")
+    return details
+
+
+def sequence_text(tiers: list[Tier], currency: str = "") -> str:
+    return " → ".join(tier_headline(t, currency) for t in tiers)
+
+
+def _acts_first(a: Campaign, b: Campaign) -> bool:
+    return (-a.priority, a.pk) < (-b.priority, b.pk)
+
+
+def competing_campaigns(campaign: Campaign) -> list[Campaign]:
+    """The other active campaigns of the campaign's store, in the order they act. Their audiences
+    always overlap: SKU and category lists never keep them apart (one cart can hold both), and
+    score and value thresholds only narrow from the same carts."""
+    if not campaign.active or campaign.pk is None:
+        return []
+    return list(
+        Campaign.objects.filter(store_id=campaign.store_id, active=True)
+        .exclude(pk=campaign.pk)
+        .prefetch_related("tiers")
+        .order_by("-priority", "id")
+    )
+
+
+def _why(winner: Campaign, loser: Campaign) -> str:
+    if winner.priority != loser.priority:
+        return f"its priority is higher ({winner.priority} > {loser.priority})"
+    return (
+        f"at equal priority ({winner.priority}) it is the older campaign "
+        f"(#{winner.pk} before #{loser.pk})"
+    )
+
+
+def competition_warnings(campaign: Campaign, others: list[Campaign] | None = None) -> list[str]:
+    """One sentence per competing active campaign: which one acts, and why."""
+    others = competing_campaigns(campaign) if others is None else others
+    sentences = []
+    for other in others:
+        winner, loser = (campaign, other) if _acts_first(campaign, other) else (other, campaign)
+        text = (
+            f"“{campaign.name}” and “{other.name}” (#{other.pk}) are both active on "
+            f"{campaign.store.name} and would take the same carts: “{winner.name}” acts, because "
+            f"{_why(winner, loser)}."
+        )
+        if loser.inactivity_minutes < winner.inactivity_minutes:
+            text += (
+                f" “{loser.name}” still takes the carts it reaches first: its inactivity "
+                f"({duration_text(loser.inactivity_minutes)}) is shorter than "
+                f"“{winner.name}”'s ({duration_text(winner.inactivity_minutes)})."
+            )
+        onsite = [c for c in (winner, loser) if any(t.channel == "onsite" for t in c.tiers.all())]
+        if len(onsite) == 2:
+            text += f" Only “{winner.name}”'s on-site nudge is shown."
+        sentences.append(text)
+    return sentences
+
+
+def dashboard_url(campaign: Campaign, page: str = "overview") -> str:
+    return reverse(f"dashboards:{page}", args=[campaign.store_id]) + f"?campaign={campaign.pk}"
+
+
+# Trying a tier's email as typed: preview and test send --------------------------------------------
+
+TOOLS_FIELD = "email_tools"
+_TOOLS_KEY = re.compile(r"^(tiers-\d{1,4})-" + TOOLS_FIELD + "$")
+
+
+class EmailToolsWidget(forms.Widget):
+    """Two submit buttons that post the whole change form, unsaved, to the preview and the
+    test-send views in a new tab; their name carries the tier's prefix (which the admin's inline
+    script renumbers in a tier added on the page). No script needed."""
+
+    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> SafeString:
+        return format_html(
+            '<div class="tier-email-tools">'
+            '<button type="submit" class="button" name="{name}" value="preview" '
+            'formaction="{preview}" formtarget="_blank" formnovalidate>Preview as typed</button> '
+            '<button type="submit" class="button" name="{name}" value="test" '
+            'formaction="{test}" formtarget="_blank" formnovalidate>Send a test email to me'
+            "</button>"
+            '<p class="help">Both use what is typed in this tier now, without saving, and open in '
+            "a new tab. The test goes to your own address, with “[Test]” before the subject, and "
+            "records nothing in the campaign.</p></div>",
+            name=name,
+            preview=reverse("admin:campaigns_campaign_tier_preview"),
+            test=reverse("admin:campaigns_campaign_tier_test_send"),
+        )
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        return None  # the buttons are not a value of the tier
+
+
+class AdminTierForm(TierForm):
+    email_tools = forms.Field(required=False, widget=EmailToolsWidget, label="Try this email")
+
+
+@dataclass(slots=True)
+class DraftTier:
+    """A tier as typed on the change form, for its email: the tier (valid fields as typed, the
+    others at their defaults), its store, and what is wrong."""
+
+    tier: Tier | None
+    store: Store | None
+    problems: dict[str, list[str]]  # the templates' errors: no email until they are fixed
+    notes: list[str]  # other fields' errors: the email still renders, the form will not save
+
+
+def _draft_tier(request: HttpRequest) -> DraftTier:
+    keys = [m.group(1) for key in request.POST if (m := _TOOLS_KEY.match(key))]
+    if len(keys) != 1:
+        return DraftTier(None, None, {"tier": ["Say which tier to try (its button)."]}, [])
+    prefix = keys[0]
+    store_id = request.POST.get("store", "")
+    store = None
+    if store_id.isdigit() and _allowed(request, int(store_id)):
+        store = Store.objects.filter(pk=int(store_id)).first()
+    if store is None:
+        return DraftTier(None, None, {"store": ["Choose a store of yours for the campaign."]}, [])
+    form = TierForm(data=request.POST, prefix=prefix)
+    if hasattr(form, "set_currency"):  # the merchant-units forms: money typed in the currency
+        form.set_currency(store_currency(store.pk))
+    form.is_valid()
+    channel = form.cleaned_data.get("channel")
+    if channel not in EMAIL_CHANNELS:
+        problem = "This tier sends no email: only email and discount tiers can be tried."
+        return DraftTier(None, store, {"channel": [problem]}, [])
+    problems = {
+        name: [str(m) for m in form.errors[name]]
+        for name in ("subject_template", "body_template")
+        if name in form.errors
+    }
+    notes = [
+        f"{form.fields[name].label if name in form.fields else name}: {message}"
+        for name, messages_ in form.errors.items()
+        if name not in problems
+        for message in messages_
+    ]
+    tier = Tier()
+    for name, value in form.cleaned_data.items():
+        if name in form._meta.fields:  # type: ignore[operator]
+            setattr(tier, name, value)
+    return DraftTier(tier, store, problems, notes)
+
+
 class TierInline(admin.StackedInline):
+    """Each tier's field groups carry the channels they belong to (``tier-for-<channel>``
+    classes); campaigns/tier_channels.js shows only the current channel's groups and, without
+    script, every group shows, each titled with its channels."""
+
     model = Tier
-    form = TierForm
+    form = AdminTierForm
     formset = TierFormSet
     ordering = ["position"]
     readonly_fields = ["email_preview_link"]
@@ -141,7 +389,6 @@ class TierInline(admin.StackedInline):
                     ("position", "channel"),
                     "delay_minutes",
                     ("min_score", "min_cart_value"),
-                    "email_preview_link",
                 ],
                 "description": "Tiers run in order of position; each one's delay (minutes after "
                 "the cart is abandoned) must be longer than the previous tier's.",
@@ -151,6 +398,7 @@ class TierInline(admin.StackedInline):
             "Offer (on-site and discount tiers)",
             {
                 "fields": ["offer_kind", "discount_cap"],
+                "classes": ["tier-for", "tier-for-onsite", "tier-for-discount"],
                 "description": "On-site: what the nudge offers. Discount: percentage, fixed "
                 "amount off or free shipping. The cap bounds a percentage (most it takes off) "
                 "and a fixed amount (largest allowed), in minor units. Email tiers ignore these.",
@@ -166,6 +414,7 @@ class TierInline(admin.StackedInline):
                     ("cta_label", "cta_url"),
                     ("cooldown_hours", "offer_ttl_minutes"),
                 ],
+                "classes": ["tier-for", "tier-for-onsite"],
                 "description": "Shown over the websocket while the shopper is still on the "
                 "site. The percentage applies to an on-site percentage offer.",
             },
@@ -173,7 +422,13 @@ class TierInline(admin.StackedInline):
         (
             "Email (email and discount tiers)",
             {
-                "fields": ["subject_template", "body_template"],
+                "fields": [
+                    "subject_template",
+                    "body_template",
+                    TOOLS_FIELD,
+                    "email_preview_link",
+                ],
+                "classes": ["tier-for", "tier-for-email", "tier-for-discount"],
                 "description": "Django template syntax, with the tags if, for (over items, at "
                 "most two deep), with, firstof, filter, spaceless, comment, verbatim and "
                 "templatetag, and the common text filters (not safe); a long or slow render is "
@@ -195,12 +450,17 @@ class TierInline(admin.StackedInline):
                     ("recent_code_days", "recent_code_policy"),
                     "margin_floor_percent",
                 ],
+                "classes": ["tier-for", "tier-for-discount"],
                 "description": "Each cart gets one unique code; its amount is chosen between the "
                 "minimum and the maximum from the cart's abandonment score and price sensitivity. "
                 "Percent points for a percentage (at most 90), minor units for a fixed amount.",
             },
         ),
     ]
+
+    class Media:
+        js = ["campaigns/tier_channels.js"]
+        css = {"all": ["campaigns/campaign_admin.css"]}
 
     def get_extra(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> int:
         return 1 if obj is None else 0
@@ -226,7 +486,7 @@ class TierInline(admin.StackedInline):
         if tier.channel not in EMAIL_CHANNELS:
             return "On-site tiers send no email."
         if tier.pk is None:
-            return "Save the tier to preview its email."
+            return "Not saved yet: “Preview as typed” shows it."
         url = reverse("admin:campaigns_campaign_preview", args=[tier.campaign_id, tier.pk])
         return format_html(
             '<a href="{}" target="_blank">Preview the saved email with a sample cart</a>', url
@@ -237,8 +497,8 @@ class TierInline(admin.StackedInline):
 class CampaignAdmin(StoreScopedAdmin):
     form = CampaignForm
     inlines = [TierInline]
-    list_display = ["name", "store", "active", "priority", "sequence", "holdout", "tier_count",
-                    "activated_at", "created_at"]  # fmt: skip
+    list_display = ["name", "store", "active", "priority", "sequence", "competition", "holdout",
+                    "tier_count", "dashboard_link", "activated_at", "created_at"]  # fmt: skip
     list_filter = ["active", ("store", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name"]
     ordering = ["store", "-priority", "name"]
@@ -275,7 +535,13 @@ class CampaignAdmin(StoreScopedAdmin):
             },
         ),
         ("Attribution", {"fields": ["attribution_hours"]}),
-        ("Priority and status", {"fields": ["priority", "active", "activated_at", "created_at"]}),
+        (
+            "Priority and status",
+            {
+                "fields": ["priority", "active", "activated_at", "created_at"],
+                "description": DECISION_RULE,
+            },
+        ),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -293,7 +559,52 @@ class CampaignAdmin(StoreScopedAdmin):
             self.admin_site.admin_view(self.email_preview_view),
             name="campaigns_campaign_preview",
         )
-        return [preview, *super().get_urls()]
+        # Before the admin's own patterns: "<path:object_id>/" would take these names.
+        draft_preview = path(
+            "tier-preview/",
+            self.admin_site.admin_view(self.tier_preview_view),
+            name="campaigns_campaign_tier_preview",
+        )
+        test_send = path(
+            "tier-test-send/",
+            self.admin_site.admin_view(self.tier_test_send_view),
+            name="campaigns_campaign_tier_test_send",
+        )
+        return [draft_preview, test_send, preview, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        campaign = self.get_object(request, object_id)
+        if campaign is not None and self.has_view_permission(request, campaign):
+            currency = store_currency(campaign.store_id)
+            tiers = sorted(campaign.tiers.all(), key=lambda t: t.position)
+            extra_context = {
+                **(extra_context or {}),
+                "campaign_overview": {
+                    "tiers": [
+                        {
+                            "position": t.position,
+                            "headline": tier_headline(t, currency),
+                            "details": tier_details(t, currency),
+                        }
+                        for t in tiers
+                    ],
+                    "warnings": competition_warnings(campaign),
+                    "dashboard_url": dashboard_url(campaign),
+                    "funnel_url": dashboard_url(campaign, "funnel"),
+                },
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        for warning in competition_warnings(form.instance):
+            self.message_user(request, warning, messages.WARNING)
 
     @admin.display(description="Tiers", ordering="tier_count")
     def tier_count(self, campaign: Campaign) -> int:
@@ -301,10 +612,28 @@ class CampaignAdmin(StoreScopedAdmin):
 
     @admin.display(description="Sequence")
     def sequence(self, campaign: Campaign) -> str:
-        return " → ".join(
-            f"{tier.get_channel_display().split(' (')[0]} +{tier.delay_minutes} min"
-            for tier in campaign.tiers.all()
+        return sequence_text(list(campaign.tiers.all()), store_currency(campaign.store_id))
+
+    @admin.display(description="Competing campaigns")
+    def competition(self, campaign: Campaign) -> str:
+        others = competing_campaigns(campaign)
+        if not others:
+            return "-"
+        lines = [
+            f"“{other.name}” acts first: {_why(other, campaign)}"
+            if _acts_first(other, campaign)
+            else f"acts before “{other.name}”: {_why(campaign, other)}"
+            for other in others
+        ]
+        return format_html(
+            '<span class="campaign-competition" title="{}">⚠ {}</span>',
+            " ".join(competition_warnings(campaign, others)),
+            "; ".join(lines),
         )
+
+    @admin.display(description="Dashboard")
+    def dashboard_link(self, campaign: Campaign) -> str:
+        return format_html('<a href="{}">Dashboard</a>', dashboard_url(campaign))
 
     @admin.display(description="Holdout", ordering="holdout_share")
     def holdout(self, campaign: Campaign) -> str:
@@ -382,6 +711,110 @@ class CampaignAdmin(StoreScopedAdmin):
                 field = f"{exc.field}_template"
                 context["problems"] = {field: [f"This template is refused: {exc.reason}."]}
         return TemplateResponse(request, "admin/campaigns/campaign/email_preview.html", context)
+
+    def _draft_response(
+        self, request: HttpRequest, draft: DraftTier, *, status: int, **extra: Any
+    ) -> HttpResponse:
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Email preview: a tier as typed",
+            "draft": True,
+            "campaign": None,
+            "tier": draft.tier,
+            "problems": draft.problems,
+            "notes": draft.notes,
+            "preview": None,
+            **extra,
+        }
+        return TemplateResponse(
+            request, "admin/campaigns/campaign/email_preview.html", context, status=status
+        )
+
+    def _draft_preview(self, request: HttpRequest) -> tuple[DraftTier, Any]:
+        """The tier as typed and its email (None while something is wrong), rendered as the
+        saved tier's preview renders it."""
+        from campaigns.emails import TemplateOverBudget, email_preview  # imported when used
+
+        draft = _draft_tier(request)
+        if draft.tier is None or draft.store is None or draft.problems:
+            return draft, None
+        store = draft.store
+        settings = CampaignSettings.objects.filter(store=store).first()
+        try:
+            preview = email_preview(
+                tier=draft.tier, settings=settings or CampaignSettings(store=store), store=store
+            )
+        except TemplateOverBudget as exc:
+            draft.problems = {f"{exc.field}_template": [f"This template is refused: {exc.reason}."]}
+            return draft, None
+        except Exception as exc:  # the merchant's template, whatever it does: a message, not a 500
+            log.info("a draft tier's email did not render", exc_info=True)
+            draft.problems = {"template": [f"This email does not render: {exc}"]}
+            return draft, None
+        return draft, preview
+
+    def tier_preview_view(self, request: HttpRequest) -> HttpResponse:
+        """POST of the change form (its "Preview as typed" button): the email of the tier as
+        typed, for a sample cart, saving nothing."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_view_permission(request):
+            raise Http404("No such page.")
+        draft, preview = self._draft_preview(request)
+        return self._draft_response(
+            request, draft, status=200 if preview is not None else 400, preview=preview
+        )
+
+    def tier_test_send_view(self, request: HttpRequest) -> HttpResponse:
+        """POST of the change form (its "Send a test email to me" button): the tier's email as
+        typed, for a sample cart, to the staff user's own address through the configured email
+        backend, its subject marked "[Test]". Nothing is saved and no campaign event recorded."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_view_permission(request):
+            raise Http404("No such page.")
+        address = (getattr(request.user, "email", "") or "").strip()
+        if not address:
+            draft = DraftTier(None, None, {}, [])
+            draft.problems = {
+                "email": [
+                    f"Your user account ({request.user.get_username()}) has no email address, "
+                    "so there is nowhere to send a test: ask an administrator to add one, then "
+                    "try again."
+                ]
+            }
+            return self._draft_response(request, draft, status=400, title="No test email sent")
+        draft, preview = self._draft_preview(request)
+        if preview is None or draft.store is None:
+            return self._draft_response(request, draft, status=400, title="No test email sent")
+        settings = CampaignSettings.objects.filter(store=draft.store).first()
+        settings = settings or CampaignSettings(store=draft.store)
+        message = EmailMultiAlternatives(
+            subject=f"[Test] {preview.subject}",
+            body=preview.text,
+            from_email=settings.email_from,
+            to=[address],
+            reply_to=[settings.reply_to] if settings.reply_to else None,
+            headers={"X-Campaign-Test": "1"},
+        )
+        message.attach_alternative(preview.html, "text/html")
+        try:
+            message.send(fail_silently=False)
+        except Exception as exc:  # the backend's answer, shown: the merchant can act on it
+            log.warning("a test email to a staff user failed", exc_info=True)
+            draft.problems = {"email": [f"The email backend did not take the test email: {exc}"]}
+            return self._draft_response(
+                request, draft, status=502, title="No test email sent", preview=preview
+            )
+        return self._draft_response(
+            request,
+            draft,
+            status=200,
+            title="Test email sent",
+            preview=preview,
+            sent_to=address,
+        )
 
 
 @admin.register(CampaignSettings)
