@@ -11,6 +11,7 @@ Nothing here writes: the step runner sends the message and records the outcome.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import time
@@ -687,6 +688,139 @@ def _problem(exc: Exception) -> str:
     return str(exc).replace(" Did you forget to register or load this tag?", "").strip()
 
 
+# The names a merchant's template may use: the context _context builds (docs/campaigns-admin.md,
+# "Template variables"), plus what Django's Context always holds.
+TEMPLATE_VARIABLES = (
+    "cart_value", "code", "code_expires", "currency", "discount", "items", "restore_url",
+    "shopper_name", "store_name",
+)  # fmt: skip
+_ALWAYS_KNOWN = frozenset({"True", "False", "None"})
+_UNCLOSED = re.compile(r"\{\{|\{%|\{#")
+_CLOSER = {"{{": "}}", "{%": "%}", "{#": "#}"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Use:
+    name: str
+    line: int
+    known: frozenset[str]
+
+
+def _expression_names(expr: Any) -> list[str]:
+    """The variables a compiled expression reads (first segment of each dotted name): a
+    FilterExpression's variable and filter arguments, or an {% if %} condition's operands."""
+    if isinstance(expr, FilterExpression):
+        names = []
+        variables = [expr.var, *(arg for lookup, arg in _filter_args(expr) if lookup)]
+        for var in variables:
+            if isinstance(var, Variable) and var.lookups:
+                names.append(var.lookups[0])
+        return names
+    names = []
+    value = getattr(expr, "value", None)
+    if isinstance(value, FilterExpression):
+        names += _expression_names(value)
+    for side in ("first", "second"):
+        operand = getattr(expr, side, None)
+        if operand is not None:
+            names += _expression_names(operand)
+    return names
+
+
+def _filter_args(expr: FilterExpression) -> list[tuple[bool, Any]]:
+    return [arg for _func, args in expr.filters for arg in args]
+
+
+def _line(node: Node) -> int:
+    token = getattr(node, "token", None)
+    return int(getattr(token, "lineno", 0) or 0)
+
+
+def _uses(nodelist: Any, known: frozenset[str]) -> list[_Use]:
+    """Every variable read in ``nodelist``, with the names known where it is read: {% for %}
+    binds its loop variables and ``forloop`` inside the loop, {% with %} its names inside its
+    block, and {% firstof ... as x %} x in the rest of the block it is in."""
+    uses: list[_Use] = []
+
+    def read(names: list[str], node: Node, scope: frozenset[str]) -> None:
+        uses.extend(_Use(name, _line(node), scope) for name in names)
+
+    scope = known
+    for node in nodelist:
+        if isinstance(node, VariableNode):
+            read(_expression_names(node.filter_expression), node, scope)
+        elif isinstance(node, ForNode):
+            read(_expression_names(node.sequence), node, scope)
+            inner = scope | {*node.loopvars, "forloop"}
+            uses += _uses(node.nodelist_loop, inner)
+            uses += _uses(node.nodelist_empty, scope)
+        elif isinstance(node, defaulttags.IfNode):
+            for condition, body in node.conditions_nodelists:
+                if condition is not None:
+                    read(_expression_names(condition), node, scope)
+                uses += _uses(body, scope)
+        elif isinstance(node, defaulttags.WithNode):
+            for value in node.extra_context.values():
+                read(_expression_names(value), node, scope)
+            uses += _uses(node.nodelist, scope | set(node.extra_context))
+        elif isinstance(node, FirstOfNode):
+            for value in node.vars:
+                read(_expression_names(value), node, scope)
+            if node.asvar:
+                scope = scope | {node.asvar}
+        elif isinstance(node, defaulttags.FilterNode):
+            # Its expression is "var|<the filters>" over the block's output: only the filters'
+            # arguments are the merchant's.
+            args = [arg for lookup, arg in _filter_args(node.filter_expr) if lookup]
+            read([a.lookups[0] for a in args if isinstance(a, Variable) and a.lookups], node, scope)
+            uses += _uses(node.nodelist, scope)
+        else:  # spaceless, and any block tag: its inner nodes, in the same scope
+            for attr in getattr(node, "child_nodelists", ()):
+                uses += _uses(getattr(node, attr, None) or [], scope)
+    return uses
+
+
+def _unclosed(nodelist: Any) -> list[str]:
+    """Text that opens a tag, variable or comment and never closes it on the same line: Django
+    leaves it as literal text, so the shopper would see ``{{ shopper_name``."""
+    problems = []
+    for node in nodelist.get_nodes_by_type(TextNode):
+        if isinstance(node, _Tick):
+            continue
+        for match in _UNCLOSED.finditer(node.s):
+            line = _line(node) + node.s.count("\n", 0, match.start())
+            opener = match.group()
+            snippet = node.s[match.start() :].splitlines()[0][:30]
+            problems.append(
+                f"Unclosed {opener} on line {line} ({snippet!r}): close it with {_CLOSER[opener]} "
+                "on the same line."
+            )
+    return problems
+
+
+def unknown_variables(source: str) -> list[str]:
+    """Messages for what a compiling template uses that emails do not provide: variables outside
+    the documented context (TEMPLATE_VARIABLES, plus loop and {% with %} names where they are
+    bound; only a dotted name's first segment is checked), with the closest known name, and an
+    unclosed ``{{``, ``{%`` or ``{#``. Empty when everything is known."""
+    template = _compile(source)
+    problems = _unclosed(template.nodelist)
+    known = frozenset(TEMPLATE_VARIABLES) | _ALWAYS_KNOWN
+    seen: set[str] = set()
+    for use in _uses(template.nodelist, known):
+        if use.name in use.known or use.name in seen:
+            continue
+        seen.add(use.name)
+        candidates = sorted(use.known - _ALWAYS_KNOWN)
+        close = difflib.get_close_matches(use.name, candidates, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        problems.append(
+            f"Unknown variable '{use.name}' on line {use.line}.{hint} Known: "
+            f"{', '.join(candidates)}."
+        )
+    return problems
+
+
 def template_errors(*, subject_template: str, body_template: str) -> dict[str, list[str]]:
     """Field errors for templates that do not compile (or use what emails do not allow), or do
     not render within their budget for a sample cart (with and without a code, escaped and
@@ -697,6 +831,10 @@ def template_errors(*, subject_template: str, body_template: str) -> dict[str, l
             _compile(source)
         except TemplateSyntaxError as exc:
             errors[field] = [f"This template does not compile: {_problem(exc)}"]
+            continue
+        unknown = unknown_variables(source)
+        if unknown:
+            errors[field] = unknown
             continue
         try:
             for context in _sample_contexts():

@@ -1,4 +1,9 @@
-"""Admin forms for campaigns: field-level checks a merchant can act on.
+"""Admin forms for campaigns: field-level checks a merchant can act on, in a merchant's units.
+
+Merchants type money in the store's currency ("20.00", saved as 2000 minor units: MoneyField),
+shares as percentages ("10" for 10%, saved as 0.10: PercentField) and durations with a unit
+("90m", "2h", "1d 12h"; a number alone is minutes; saved as minutes: MinutesField). The store's
+currency is the one its carts use (store_currency), EUR until it has any.
 
 Checks that span tiers (positions, increasing delays, a tier to activate) live in
 ``TierFormSet``; checks of one tier in ``TierForm`` (its templates through
@@ -9,18 +14,28 @@ in ``CampaignSettingsForm``. Messages name the field and the value that is wrong
 from __future__ import annotations
 
 import itertools
+import re
 import string
 import zoneinfo
+from decimal import Decimal
 from email.utils import parseaddr
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator, validate_email
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    URLValidator,
+    validate_email,
+)
 from django.db import models
 from django.forms.models import BaseInlineFormSet
+from django.utils.html import conditional_escape
 
 from campaigns.models import Campaign, CampaignSettings, Tier
+from carts import money
+from carts.models import CartState
 
 EMAIL_CHANNELS = frozenset({Tier.Channel.EMAIL, Tier.Channel.DISCOUNT})
 DISCOUNT_OFFER_KINDS = frozenset(
@@ -28,6 +43,333 @@ DISCOUNT_OFFER_KINDS = frozenset(
 )
 MAX_PERCENT = 90
 CART_URL_PLACEHOLDERS = frozenset({"items", "code", "cart"})
+
+
+# Merchant units -----------------------------------------------------------------------------------
+
+DEFAULT_CURRENCY = "EUR"  # a store's currency until its carts name one (store_currency)
+
+
+def store_currency(store_id: int | None) -> str:
+    """The currency a store's money settings are typed in: that of its latest open cart, else of
+    any of its carts, else DEFAULT_CURRENCY. Campaigns compare these amounts with carts' values
+    in minor units, so the store's carts' currency is the one they are in."""
+    if store_id is None:
+        return DEFAULT_CURRENCY
+    carts = CartState.objects.filter(store_id=store_id).exclude(currency="")
+    latest = (
+        carts.filter(status__in=["active", "checkout"], item_count__gt=0)
+        .order_by("-seen_at")
+        .values_list("currency", flat=True)
+        .first()
+    )
+    found = latest or carts.values_list("currency", flat=True).first()
+    return found if found and money.is_currency(found) else DEFAULT_CURRENCY
+
+
+def money_text(minor: int, currency: str) -> str:
+    """``2000, "EUR"`` -> ``"20.00"``: minor units as the amount a merchant types."""
+    places = money.exponent(currency)
+    return f"{Decimal(int(minor)).scaleb(-places):.{places}f}"
+
+
+def _bounds(db_field: Any) -> tuple[int | None, int | None]:
+    """The (min, max) of a model field's value validators (including a database integer's
+    range, which Django adds to the field's validators)."""
+    low = high = None
+    for validator in db_field.validators:
+        if isinstance(validator, MinValueValidator):
+            low = validator.limit_value if low is None else max(low, validator.limit_value)
+        elif isinstance(validator, MaxValueValidator):
+            high = validator.limit_value if high is None else min(high, validator.limit_value)
+    return low, high
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_COMMA_DECIMALS = re.compile(r"[+-]?\d+,\d{1,4}")
+
+
+def _places_text(places: int) -> str:
+    return "no decimals" if places == 0 else f"{places} decimal{'s' if places > 1 else ''}"
+
+
+class MoneyField(forms.Field):
+    """An amount in the store's currency as a merchant types it ("20.00", "20", "20.00 EUR"),
+    cleaned to integer minor units (2000). More decimals than the currency has are refused
+    ("EUR has 2 decimals: 20.005"); bounds are in minor units and shown in the currency."""
+
+    widget = forms.TextInput(attrs={"inputmode": "decimal", "size": 14})
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        min_minor: int | None = None,
+        max_minor: int | None = None,
+        empty_hint: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.title = title
+        self.min_minor, self.max_minor, self.empty_hint = min_minor, max_minor, empty_hint
+        self.set_currency(DEFAULT_CURRENCY)
+
+    @classmethod
+    def for_model(cls, db_field: Any, *, title: str, **kwargs: Any) -> MoneyField:
+        low, high = _bounds(db_field)
+        kwargs.setdefault("required", not db_field.blank)
+        return cls(title=title, min_minor=low, max_minor=high, **kwargs)
+
+    def set_currency(self, currency: str) -> None:
+        self.currency = currency
+        self.label = f"{self.title} ({currency})"
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return money_text(value, self.currency)
+        return value
+
+    def _range_error(self, *, below: bool) -> ValidationError:
+        bound = self.min_minor if below else self.max_minor
+        assert bound is not None
+        side = "at least" if below else "at most"
+        return ValidationError(
+            f"Enter {side} {money_text(bound, self.currency)} {self.currency}{self.empty_hint}.",
+            code="min" if below else "max",
+        )
+
+    def to_python(self, value: Any) -> int | None:
+        if value in self.empty_values:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raw = str(value).strip()
+        text = raw
+        for affix in (self.currency, self.currency.lower()):
+            text = text.removeprefix(affix).removesuffix(affix).strip()
+        places = money.exponent(self.currency)
+        example = money_text(2050 * 10 ** max(places - 2, 0), self.currency)
+        if _COMMA_DECIMALS.fullmatch(text):
+            raise ValidationError(
+                f"Use a point for decimals: {text.replace(',', '.')} (not {raw}).", code="comma"
+            )
+        if len(text) > 40 or not _NUMBER.fullmatch(text):
+            raise ValidationError(
+                f"Enter an amount in {self.currency} such as {example}, without thousands "
+                "separators.",
+                code="invalid",
+            )
+        amount = Decimal(text)
+        step = Decimal(1).scaleb(-places)
+        if amount != amount.quantize(step):
+            raise ValidationError(
+                f"{self.currency} has {_places_text(places)}: {raw}.", code="decimals"
+            )
+        low = None if self.min_minor is None else Decimal(self.min_minor).scaleb(-places)
+        high = None if self.max_minor is None else Decimal(self.max_minor).scaleb(-places)
+        if low is not None and amount < low:
+            raise self._range_error(below=True)
+        if high is not None and amount > high:
+            raise self._range_error(below=False)
+        return int(amount.scaleb(places))
+
+
+class PercentField(forms.Field):
+    """A share typed as a percentage ("10" or "10%" for 10%), cleaned to a share (0.10): a
+    ``Decimal`` with ``places`` decimals for a DecimalField, else a float. A value between 0 and
+    1 is refused with the percentage it probably meant ("0.15 is less than 1%: for 15% enter
+    15"), since shares used to be typed that way."""
+
+    widget = forms.TextInput(attrs={"inputmode": "decimal", "size": 8})
+
+    def __init__(
+        self, *, low: int, high: int, share_places: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.low, self.high, self.share_places = low, high, share_places
+
+    def _message(self) -> str:
+        whole = "whole " if self.share_places is not None and self.share_places <= 2 else ""
+        example = min(10, self.high)
+        return (
+            f"Enter a {whole}percentage from {self.low} to {self.high}, e.g. {example} for "
+            f"{example}%."
+        )
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, (Decimal, float)) and not isinstance(value, bool):
+            percent = (Decimal(repr(value)) if isinstance(value, float) else value) * 100
+            text = f"{percent.normalize():f}"
+            return text
+        return value
+
+    def to_python(self, value: Any) -> Decimal | float | None:
+        if value in self.empty_values:
+            return None
+        if isinstance(value, (Decimal, float)):
+            return value
+        raw = str(value).strip()
+        text = raw.removesuffix("%").strip()
+        if len(text) > 20 or not _NUMBER.fullmatch(text):
+            raise ValidationError(self._message(), code="invalid")
+        percent = Decimal(text)
+        if percent < self.low or percent > self.high:
+            raise ValidationError(self._message(), code="range")
+        if 0 < percent < 1:
+            meant = f"{(percent * 100).normalize():f}"
+            raise ValidationError(
+                f"{self._message()} {raw} is less than 1%: for {meant}% enter {meant}.",
+                code="share",
+            )
+        share = percent / 100
+        if self.share_places is None:
+            return float(share)
+        step = Decimal(1).scaleb(-self.share_places)
+        if share != share.quantize(step):
+            raise ValidationError(self._message(), code="places")
+        return share.quantize(step)
+
+
+_UNIT_MINUTES = {"d": 1440, "h": 60, "m": 1}
+_DURATION_PART = re.compile(
+    r"\s*(\d+(?:\.\d+)?)\s*(days?|d|hours?|hrs?|h|minutes?|mins?|m)\s*", re.IGNORECASE
+)
+
+
+def duration_text(minutes: int) -> str:
+    """``1440`` -> ``"1d"``, ``90`` -> ``"1h 30m"``, ``0`` -> ``"0m"``: minutes as a merchant
+    types them (MinutesField reads it back)."""
+    parts = []
+    rest = int(minutes)
+    for unit, size in _UNIT_MINUTES.items():
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts) or "0m"
+
+
+def minutes_words(minutes: int) -> str:
+    """``10`` -> ``"10 minutes"``, ``1440`` -> ``"1 day"``, ``90`` -> ``"1 hour 30 minutes"``."""
+    parts = []
+    rest = int(minutes)
+    for word, size in (("day", 1440), ("hour", 60), ("minute", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count} {word}{'s' if count != 1 else ''}")
+    return " ".join(parts) or "0 minutes"
+
+
+def parse_duration(text: str) -> int | None:
+    """Minutes from ``"90"`` (a number alone is minutes), ``"90m"``, ``"2h"``, ``"1d"``,
+    ``"1.5h"``, ``"1d 12h"`` or ``"2 hours"``; None if it is not a duration or not a whole number
+    of minutes."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if len(text) > 60 or not text or _DURATION_PART.sub("", text):
+        return None
+    total = Decimal(0)
+    for number, unit in _DURATION_PART.findall(text):
+        total += Decimal(number) * _UNIT_MINUTES[unit[0].lower()]
+    return int(total) if total == total.to_integral_value() else None
+
+
+class MinutesField(forms.Field):
+    """A duration typed with a unit ("90m", "2h", "1d", "1d 12h"; a number alone is minutes),
+    cleaned to whole minutes; bounds are shown as durations ("at most 366d")."""
+
+    widget = forms.TextInput(attrs={"size": 10})
+
+    def __init__(self, *, low: int | None, high: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.low, self.high = low, high
+
+    @classmethod
+    def for_model(cls, db_field: Any, **kwargs: Any) -> MinutesField:
+        low, high = _bounds(db_field)
+        return cls(low=low, high=high, **kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return duration_text(value)
+        return value
+
+    def to_python(self, value: Any) -> int | None:
+        if value in self.empty_values:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        minutes = parse_duration(str(value))
+        if minutes is None:
+            raise ValidationError(
+                "Enter a duration such as 90m, 2h, 1d or 1d 12h (a number alone is minutes).",
+                code="invalid",
+            )
+        if self.low is not None and minutes < self.low:
+            raise ValidationError(
+                f"Enter at least {duration_text(self.low)} ({minutes_words(self.low)}).",
+                code="min",
+            )
+        if self.high is not None and minutes > self.high:
+            raise ValidationError(
+                f"Enter at most {duration_text(self.high)} ({minutes_words(self.high)}).",
+                code="max",
+            )
+        return minutes
+
+
+_DURATION_HELP = "e.g. 30m, 2h, 1d or 1d 12h; a number alone is minutes."
+
+
+def _field(model: Any, name: str) -> Any:
+    return model._meta.get_field(name)
+
+
+class MerchantUnitsForm(forms.ModelForm):
+    """Money fields labelled and typed in ``currency``; help texts escaped (the admin renders
+    them as HTML, so "Name <address>" would lose its address)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A declared field gets no initial value from the model's default (Django takes it from
+        # the model field's own form field): an add form would show these empty.
+        for name, field in self.fields.items():
+            if name in self.declared_fields and field.initial is None:
+                try:
+                    db_field = self._meta.model._meta.get_field(name)
+                except FieldDoesNotExist:
+                    continue
+                if db_field.has_default():
+                    field.initial = db_field.get_default()
+
+    def set_currency(self, currency: str) -> None:
+        self.currency = currency
+        for field in self.fields.values():
+            if isinstance(field, MoneyField):
+                field.set_currency(currency)
+
+    def _escape_help_texts(self) -> None:
+        for field in self.fields.values():
+            if field.help_text:
+                field.help_text = conditional_escape(field.help_text)
+
+    def _posted_store_id(self) -> int | None:
+        """The store the form is about: the posted one when the user may pick it, else the
+        instance's, else the initial one."""
+        field = self.fields.get("store")
+        candidates = []
+        if self.is_bound:
+            candidates.append(self.data.get(self.add_prefix("store")))
+        candidates += [getattr(self.instance, "store_id", None), self.initial.get("store")]
+        for candidate in candidates:
+            try:
+                store_id = int(candidate)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue
+            queryset = getattr(field, "queryset", None)
+            if queryset is None or queryset.filter(pk=store_id).exists():
+                return store_id
+        return None
 
 
 class LinesField(forms.Field):
@@ -51,13 +393,43 @@ class LinesField(forms.Field):
         return self.to_python(initial or []) != self.to_python(data)
 
 
-class CampaignForm(forms.ModelForm):
+class CampaignForm(MerchantUnitsForm):
     only_skus = LinesField(
         required=False, help_text="One SKU per line. Empty: carts with any products."
     )
     only_categories = LinesField(
         required=False, help_text="One category per line. Empty: carts with any products."
     )
+    holdout_share = PercentField(
+        low=0,
+        high=50,
+        share_places=2,
+        label="Holdout (%)",
+        help_text="Percentage of shoppers (0 to 50) who get nothing, the lift baseline: e.g. 10 "
+        "for 10%.",
+    )
+    inactivity_minutes = MinutesField.for_model(
+        _field(Campaign, "inactivity_minutes"),
+        label="Inactivity",
+        help_text=f"A cart is abandoned after this long without shopper activity: {_DURATION_HELP}",
+    )
+    min_score = PercentField(
+        low=0,
+        high=100,
+        label="Min score (%)",
+        help_text="Enrol only carts at least this likely to be abandoned, as a percentage: e.g. "
+        "30 for 30%.",
+    )
+    min_cart_value = MoneyField.for_model(
+        _field(Campaign, "min_cart_value"),
+        title="Min cart value",
+        help_text="Enrol only carts worth at least this much, e.g. 20.00 (0: any).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_currency(store_currency(self._posted_store_id()))
+        self._escape_help_texts()
 
     class Meta:
         model = Campaign
@@ -88,7 +460,70 @@ def _formfield(db_field: Any, **kwargs: Any) -> Any:
     return db_field.formfield(**kwargs)
 
 
-class TierForm(forms.ModelForm):
+class DiscountAmountField(forms.CharField):
+    """A discount's smallest or largest amount: percent points for a percentage discount, the
+    store's currency for a fixed amount off; TierForm.clean converts it once the kind is known."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, max_length=40, **kwargs)
+        self.widget.attrs.update({"inputmode": "decimal", "size": 10})
+
+
+class TierForm(MerchantUnitsForm):
+    delay_minutes = MinutesField.for_model(
+        _field(Tier, "delay_minutes"),
+        label="Delay",
+        help_text="After the cart is abandoned (each tier later than the last): " + _DURATION_HELP,
+    )
+    offer_ttl_minutes = MinutesField.for_model(
+        _field(Tier, "offer_ttl_minutes"),
+        label="Offer valid for",
+        help_text="How long an offer stays valid: " + _DURATION_HELP,
+    )
+    min_score = PercentField(
+        low=0,
+        high=100,
+        label="Min score (%)",
+        help_text="Act only on carts at least this likely to be abandoned, as a percentage: e.g. "
+        "50 for 50%.",
+    )
+    min_cart_value = MoneyField.for_model(
+        _field(Tier, "min_cart_value"),
+        title="Min cart value",
+        help_text="Act only on carts worth at least this much, e.g. 20.00 (0: any).",
+    )
+    discount_cap = MoneyField.for_model(
+        _field(Tier, "discount_cap"),
+        title="Discount cap",
+        empty_hint=", or leave it empty for no cap",
+        help_text="Percentage discounts: the most one takes off, e.g. 20.00; fixed amounts: the "
+        "largest allowed. Empty: no cap.",
+    )
+    discount_min = DiscountAmountField(
+        label="Smallest discount",
+        help_text="Percent for a percentage discount (e.g. 5), an amount for a fixed amount off "
+        "(e.g. 5.00). 0: none.",
+    )
+    discount_max = DiscountAmountField(
+        label="Largest discount",
+        help_text="Percent for a percentage discount (e.g. 15), an amount for a fixed amount off "
+        "(e.g. 10.00).",
+    )
+
+    def __init__(self, *args: Any, currency: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if currency is None:
+            campaign = (
+                getattr(self.instance, "campaign", None) if self.instance.campaign_id else None
+            )
+            currency = store_currency(campaign.store_id if campaign is not None else None)
+        self.set_currency(currency)
+        for name in ("discount_min", "discount_max"):
+            value = self.initial.get(name)
+            if self.instance.offer_kind == Tier.OfferKind.FIXED_DISCOUNT and isinstance(value, int):
+                self.initial[name] = money_text(value, currency)
+        self._escape_help_texts()
+
     class Meta:
         model = Tier
         fields = [
@@ -104,6 +539,7 @@ class TierForm(forms.ModelForm):
         super().clean()
         cleaned = self.cleaned_data
         channel = cleaned.get("channel")
+        self._clean_discount_amounts(cleaned)
         if channel in EMAIL_CHANNELS:
             # The checks of the code that sends: its engine (no {% load %}, {% include %} or
             # {% debug %}) and its sample carts, so what saves here also renders when it is due.
@@ -120,6 +556,43 @@ class TierForm(forms.ModelForm):
             self._clean_discount(cleaned)
         return cleaned
 
+    def set_currency(self, currency: str) -> None:
+        super().set_currency(currency)
+        for name, title in (("discount_min", "Smallest"), ("discount_max", "Largest")):
+            if name in self.fields:
+                self.fields[name].label = f"{title} discount (% or {currency})"
+
+    def _clean_discount_amounts(self, cleaned: dict[str, Any]) -> None:
+        """The smallest and largest discount in their kind's unit: money for a fixed amount off
+        (to minor units), whole percent points otherwise."""
+        fixed = cleaned.get("offer_kind") == Tier.OfferKind.FIXED_DISCOUNT
+        for name in ("discount_min", "discount_max"):
+            raw = cleaned.get(name)
+            if raw in (None, ""):
+                cleaned[name] = None
+                continue
+            low, high = _bounds(_field(Tier, name))
+            try:
+                if fixed:
+                    field = MoneyField(title="", min_minor=low, max_minor=high)
+                    field.set_currency(self.currency)
+                    cleaned[name] = field.to_python(raw)
+                else:
+                    text = str(raw).strip().removesuffix("%").strip()
+                    if not text.isdigit() or (high is not None and int(text) > high):
+                        raise ValidationError(
+                            f"Enter a whole percentage such as 10 (not {raw}); for a fixed "
+                            f"amount off, choose that kind and enter an amount in {self.currency}."
+                        )
+                    cleaned[name] = int(text)
+            except ValidationError as exc:
+                self.add_error(name, exc)
+
+    def _amount(self, value: int, kind: str) -> str:
+        if kind == Tier.OfferKind.PERCENT_DISCOUNT:
+            return f"{value} percent"
+        return f"{money_text(value, self.currency)} {self.currency}"
+
     def _clean_discount(self, cleaned: dict[str, Any]) -> None:
         kind = cleaned.get("offer_kind")
         if kind is None:
@@ -134,36 +607,37 @@ class TierForm(forms.ModelForm):
         if kind == Tier.OfferKind.FREE_SHIPPING:
             return
         low, high, cap = (cleaned.get(k) for k in ("discount_min", "discount_max", "discount_cap"))
-        unit = "percent" if kind == Tier.OfferKind.PERCENT_DISCOUNT else "minor units"
         for name, value in (("discount_min", low), ("discount_max", high)):
             if value is None and name not in self.errors:
                 self.add_error(name, f"Required for a {Tier.OfferKind(kind).label}.")
         if low is not None and high is not None and low > high:
             self.add_error(
                 "discount_min",
-                f"The smallest discount ({low} {unit}) must not exceed the largest "
-                f"({high} {unit}).",
+                f"The smallest discount ({self._amount(low, kind)}) must not exceed the largest "
+                f"({self._amount(high, kind)}).",
             )
         if kind == Tier.OfferKind.PERCENT_DISCOUNT:
             if high is not None and high > MAX_PERCENT:
                 self.add_error(
                     "discount_max", f"A percentage discount is at most {MAX_PERCENT}% (not {high})."
                 )
-            if cap is not None and cap < 1:
-                self.add_error(
-                    "discount_cap", "A cap must be at least 1 minor unit; leave it empty for none."
-                )
         elif cap is not None and high is not None and high > cap:
             self.add_error(
                 "discount_max",
-                f"A fixed discount must not exceed the cap: the largest discount ({high}) is "
-                f"more than the cap ({cap}).",
+                "A fixed discount must not exceed the cap: the largest discount "
+                f"({self._amount(high, kind)}) is more than the cap ({self._amount(cap, kind)}).",
             )
 
 
 class TierFormSet(BaseInlineFormSet):
     """The campaign's tiers: unique positions, delays increasing with position, and at least one
     tier when the campaign is active."""
+
+    def get_form_kwargs(self, index: int | None) -> dict[str, Any]:
+        # Every tier's money is in the campaign's store's currency (store_currency).
+        if not hasattr(self, "_currency"):
+            self._currency = store_currency(getattr(self.instance, "store_id", None))
+        return {**super().get_form_kwargs(index), "currency": self._currency}
 
     def clean(self) -> None:
         # Ours first: Django's own unique check (in super().clean()) raises, and its message
@@ -193,8 +667,8 @@ class TierFormSet(BaseInlineFormSet):
                 continue
             later.add_error(
                 "delay_minutes",
-                f"Tier {pos} must come after tier {prev_pos}: its delay ({delay} minutes) must "
-                f"be more than tier {prev_pos}'s ({prev_delay} minutes).",
+                f"Tier {pos} must come after tier {prev_pos}: its delay ({minutes_words(delay)}) "
+                f"must be more than tier {prev_pos}'s ({minutes_words(prev_delay)}).",
             )
         if getattr(self.instance, "active", False) and not live:
             raise ValidationError(
@@ -230,7 +704,16 @@ class TierFormSet(BaseInlineFormSet):
             Tier.objects.filter(pk=pk).update(position=next(spare))
 
 
-class CampaignSettingsForm(forms.ModelForm):
+class CampaignSettingsForm(MerchantUnitsForm):
+    onsite_discount_per_day = MoneyField.for_model(
+        _field(CampaignSettings, "onsite_discount_per_day"),
+        title="On-site discount per day",
+        required=False,
+        help_text="At most this much discount in new on-site codes in any 24 hours, e.g. "
+        "1000.00 (each code counts what it takes off the cart it was made for; free shipping "
+        "counts 0). Empty: the default.",
+    )
+
     class Meta:
         model = CampaignSettings
         fields = [
@@ -248,6 +731,8 @@ class CampaignSettingsForm(forms.ModelForm):
         for name in self._BUDGET_FIELDS:
             if name in self.fields:
                 self.fields[name].required = False
+        self.set_currency(store_currency(self._posted_store_id()))
+        self._escape_help_texts()
 
     def _budget(self, name: str) -> int:
         value = self.cleaned_data.get(name)

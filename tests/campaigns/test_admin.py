@@ -64,11 +64,11 @@ def campaign_fields(store: Store, **overrides: Any) -> dict[str, Any]:
         "store": store.pk,
         "inactivity_minutes": "45",
         "max_age_days": "5",
-        "min_score": "0.3",
-        "min_cart_value": "2000",
+        "min_score": "30",
+        "min_cart_value": "20.00",
         "only_skus": "SKU-1\nSKU-2",
         "only_categories": "",
-        "holdout_share": "0.15",
+        "holdout_share": "15",
         "shopper_cap_hours": "12",
         "cart_cap": "2",
         "quiet_start": "22:00",
@@ -84,7 +84,7 @@ TIER_DEFAULTS = {
     "position": "1",
     "channel": "onsite",
     "delay_minutes": "0",
-    "min_score": "0.5",
+    "min_score": "50",
     "min_cart_value": "0",
     "offer_kind": "message",
     "discount_cap": "",
@@ -130,7 +130,7 @@ THREE_TIERS = [
         "offer_kind": "percent_discount",
         "discount_min": "5",
         "discount_max": "15",
-        "discount_cap": "2000",
+        "discount_cap": "20.00",
         "margin_floor_percent": "20",
         "body_template": "Use {{ code }} for {{ discount }} off until {{ code_expires }}.",
     },
@@ -365,19 +365,19 @@ DISCOUNT_TIER = {"position": "1", "channel": "discount", "delay_minutes": "60"}
                 "discount_max": "10",
                 "discount_cap": "0",
             },
-            {"discount_cap": ["A cap must be at least 1 minor unit; leave it empty for none."]},
+            {"discount_cap": ["Enter at least 0.01 EUR, or leave it empty for no cap."]},
         ),
         (
             {
                 "offer_kind": "fixed_discount",
-                "discount_min": "500",
-                "discount_max": "1500",
-                "discount_cap": "1000",
+                "discount_min": "5.00",
+                "discount_max": "15.00",
+                "discount_cap": "10.00",
             },
             {
                 "discount_max": [
                     "A fixed discount must not exceed the cap: the largest discount "
-                    "(1500) is more than the cap (1000)."
+                    "(15.00 EUR) is more than the cap (10.00 EUR)."
                 ]
             },
         ),
@@ -419,7 +419,7 @@ def test_valid_discount_tiers_of_each_kind_save(merchant, shop_a):
     tiers = [
         {**DISCOUNT_TIER, "position": "1", "delay_minutes": "10", "offer_kind": "free_shipping"},
         {**DISCOUNT_TIER, "position": "2", "delay_minutes": "20", "offer_kind": "fixed_discount",
-         "discount_min": "500", "discount_max": "1000", "discount_cap": "1000"},
+         "discount_min": "5.00", "discount_max": "10.00", "discount_cap": "10.00"},
         {**DISCOUNT_TIER, "position": "3", "delay_minutes": "30",
          "offer_kind": "percent_discount", "discount_min": "0", "discount_max": "90"},
     ]  # fmt: skip
@@ -496,10 +496,10 @@ def test_no_quiet_hours_at_all_is_allowed(merchant, shop_a):
 
 
 def test_holdout_share_is_at_most_half(merchant, shop_a):
-    response = post_add(merchant, shop_a, THREE_TIERS[:1], holdout_share="0.60")
+    response = post_add(merchant, shop_a, THREE_TIERS[:1], holdout_share="60")
 
     assert form_errors(response) == {
-        "holdout_share": ["Ensure this value is less than or equal to 0.50."]
+        "holdout_share": ["Enter a whole percentage from 0 to 50, e.g. 10 for 10%."]
     }
 
 
@@ -898,7 +898,5 @@ def test_a_campaigns_durations_are_at_most_a_year(merchant, shop_a):
     response = post_add(merchant, shop_a, THREE_TIERS, inactivity_minutes=str(10**9))
 
     assert response.status_code == 200
-    assert form_errors(response) == {
-        "inactivity_minutes": ["Ensure this value is less than or equal to 527040."]
-    }
+    assert form_errors(response) == {"inactivity_minutes": ["Enter at most 366d (366 days)."]}
     assert not Campaign.objects.exists()

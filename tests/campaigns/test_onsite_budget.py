@@ -133,7 +133,7 @@ def test_the_budget_is_edited_in_the_admin(superuser_client, store):
     form = {
         "store": store.pk, "email_from": "Shop <shop@example.com>", "timezone": "UTC",
         "email_legal_basis": "consent", "gross_margin_percent": "40",
-        "onsite_codes_per_hour": "5", "onsite_discount_per_day": "12345",
+        "onsite_codes_per_hour": "5", "onsite_discount_per_day": "123.45",
     }  # fmt: skip
     response = admin_client.post("/admin/campaigns/campaignsettings/add/", form)
     assert response.status_code == 302, response.content[:2000]

@@ -145,7 +145,8 @@ def test_a_precision_no_email_needs_fails_for_the_sample_cart():
 
 
 def test_the_allowed_tags_and_filters_render_as_django_renders_them():
-    body = (
+    body = (  # ``nothing`` is bound empty: a name outside the context would be refused
+        "{% with nothing='' %}"
         "{% for item in items|dictsort:'name' %}{% if forloop.first %}First: "
         "{% elif forloop.last %} Last: {% endif %}{{ item.name|upper|truncatechars:8 }}"
         "{% empty %}none{% endfor %}\n"
@@ -156,6 +157,7 @@ def test_the_allowed_tags_and_filters_render_as_django_renders_them():
         "{% comment %}{% lorem %}{% endcomment %}\n"
         "{{ 2|add:3 }}|{{ code|add:code }}|{{ nothing|default:'friend' }}|"
         "{{ cart_value|cut:' EUR' }}|{{ items.0.name|yesno:'y,n' }}|{{ items.1.name }}"
+        "{% endwith %}"
     )
 
     assert _errors(body) == {}
