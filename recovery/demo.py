@@ -105,10 +105,12 @@ class DemoOrderRefused(Exception):
 @dataclass(frozen=True, slots=True)
 class DemoOrder:
     order_id: str
+    subtotal: int  # the cart's value
     total: int
     discount: int
     shipping: int
     duplicate: bool
+    code: str | None = None  # the code applied, as the store knows it
 
 
 # A code the coupons service refuses: the demo's answer (an unknown code keeps the demo's own).
@@ -134,12 +136,15 @@ def demo_order_place(
     shipping: int,
     now: datetime,
     preview: bool = False,
+    expected_total: int | None = None,
 ) -> DemoOrder:
     """Place the demo cart's order as the shop's server would: the demo store only, a cart its
     browser minted, priced from the cart's state (the shop's own prices), the discount of the
     store's code it names, checked and redeemed by the coupons service in the order's commit
     (a code refused is DemoOrderRefused). One order per cart (a repeat is a duplicate). With
-    ``preview``, the price it would charge, and nothing is recorded."""
+    ``preview``, the price it would charge, and nothing is recorded. With ``expected_total`` (the
+    quote the page showed), a price that has changed since is refused (409 ``price_changed``):
+    the shopper is never charged other than what they were shown."""
     demo = Store.objects.filter(name=DEMO_STORE_NAME).order_by("pk").values_list("pk", flat=True)
     if store.pk != demo.first():  # the one store_demo_ensure made, not any store of that name
         raise DemoOrderRefused(403, "not_the_demo_store", "Demo orders are for the demo store.")
@@ -166,7 +171,14 @@ def demo_order_place(
     order_id = "D-" + event_id.hex[:10].upper()
     total = state.value - discount + shipping
     if preview:
-        return DemoOrder("", total, discount, shipping, False)
+        return DemoOrder("", state.value, total, discount, shipping, False, code)
+    if expected_total is not None and expected_total != total:
+        raise DemoOrderRefused(
+            409,
+            "price_changed",
+            f"The price is now {_money(total)}, not {_money(expected_total)}: check it and "
+            "place the order again.",
+        )
     data: dict[str, Any] = {"order_id": order_id, "total": total, "currency": CURRENCY}
     if code:
         data["coupon"] = code
@@ -197,7 +209,12 @@ def demo_order_place(
         raise DemoOrderRefused(409, "already_ordered", "This cart was ordered already.") from None
     except errors.CampaignsError as exc:  # redeemed for another order since the check
         raise _coupon_refused(exc) from None
-    return DemoOrder(order_id, total, discount, shipping, appended.duplicate)
+    return DemoOrder(order_id, state.value, total, discount, shipping, appended.duplicate, code)
+
+
+def _money(minor: int) -> str:
+    sign = "-" if minor < 0 else ""
+    return f"{sign}€{abs(minor) // 100}.{abs(minor) % 100:02d}"
 
 
 def _refused(status: int, code: str, detail: str, origin: str | None) -> JsonResponse:
@@ -210,9 +227,10 @@ def _refused(status: int, code: str, detail: str, origin: str | None) -> JsonRes
 @csrf_exempt  # no cookies: the publishable key, the store's origins and a minted cart
 @require_POST
 def demo_order(request: HttpRequest) -> HttpResponse:
-    """POST /demo/order {"publishable_key", "cart", "shipping", "coupon"?, "preview"?}: the demo
-    checkout (201), or with ``"preview": true`` the price it would charge (200, nothing
-    recorded). Served only where DEMO_ORDERS is on (make run, tests); 404 elsewhere."""
+    """POST /demo/order {"publishable_key", "cart", "shipping", "coupon"?, "preview"?,
+    "expected_total"?}: the demo checkout (201), or with ``"preview": true`` the price it would
+    charge (200, nothing recorded); an order whose price is no longer ``expected_total`` is 409
+    ``price_changed``. Served only where DEMO_ORDERS is on (make run, tests); 404 elsewhere."""
     if not settings.DEMO_ORDERS:
         raise Http404("No demo orders here.")
     origin = request.headers.get("Origin")
@@ -224,17 +242,20 @@ def demo_order(request: HttpRequest) -> HttpResponse:
         return _refused(400, "invalid_json", "The body must be a JSON object.", origin)
     cart, coupon, shipping = body.get("cart"), body.get("coupon"), body.get("shipping")
     preview = body.get("preview", False)
+    expected = body.get("expected_total")
     if (
         not isinstance(cart, str)
         or not isinstance(shipping, int)
         or isinstance(shipping, bool)
         or (coupon is not None and (not isinstance(coupon, str) or len(coupon) > 64))
         or not isinstance(preview, bool)
+        or (expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)))
     ):
         return _refused(
             400,
             "invalid_order",
-            "cart and shipping are required; coupon is a string, preview true or false.",
+            "cart and shipping are required; coupon is a string, preview true or false, "
+            "expected_total an integer (minor units).",
             origin,
         )
     store = live.store_for_publishable_key(body.get("publishable_key"))
@@ -249,6 +270,7 @@ def demo_order(request: HttpRequest) -> HttpResponse:
             shipping=shipping,
             now=timezone.now(),
             preview=preview,
+            expected_total=expected,
         )
     except live.OriginNotAllowed:
         return _refused(403, "origin_not_allowed", "This origin is not allowed.", origin)
@@ -257,8 +279,10 @@ def demo_order(request: HttpRequest) -> HttpResponse:
     if preview:
         quoted = JsonResponse(
             {
+                "subtotal": order.subtotal,
                 "total": order.total,
                 "discount": order.discount,
+                "code": order.code,
                 "shipping": order.shipping,
                 "currency": CURRENCY,
                 "preview": True,
@@ -270,8 +294,10 @@ def demo_order(request: HttpRequest) -> HttpResponse:
     return JsonResponse(
         {
             "order_id": order.order_id,
+            "subtotal": order.subtotal,
             "total": order.total,
             "discount": order.discount,
+            "code": order.code,
             "shipping": order.shipping,
             "currency": CURRENCY,
             "duplicate": order.duplicate,

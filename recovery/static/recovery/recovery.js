@@ -300,6 +300,7 @@
     cta.addEventListener('click', (e) => {
       const plain = url && !(e.ctrlKey || e.metaKey || e.shiftKey || e.altKey || e.button);
       if (plain) e.preventDefault(); // navigate once offer.accepted has left
+      emit('accepted', o); // the page may apply the offer (the demo fills in its code)
       finish('offer.accepted', plain ? () => sent(() => location.assign(url)) : null);
     });
 
