@@ -211,7 +211,7 @@ def tier_headline(tier: Tier, currency: str = "") -> str:
 
 def tier_details(tier: Tier, currency: str = "") -> list[str]:
     """The tier's key settings, in the merchant's words."""
-    details = [f"carts scoring at least {tier.min_score:g}"]
+    details = [f"carts scoring at least {tier.min_score * 100:g}%"]
     if tier.min_cart_value:
         details.append(f"worth at least {_money(tier.min_cart_value, currency)}")
     if tier.channel == Tier.Channel.ONSITE:
@@ -401,7 +401,8 @@ class TierInline(admin.StackedInline):
                 "classes": ["tier-for", "tier-for-onsite", "tier-for-discount"],
                 "description": "On-site: what the nudge offers. Discount: percentage, fixed "
                 "amount off or free shipping. The cap bounds a percentage (most it takes off) "
-                "and a fixed amount (largest allowed), in minor units. Email tiers ignore these.",
+                "and a fixed amount (largest allowed), in the store's currency (e.g. 20.00). Email "
+                "tiers ignore these.",
             },
         ),
         (
@@ -435,8 +436,9 @@ class TierInline(admin.StackedInline):
                 "refused. "
                 "Available: {{ shopper_name }}, {{ store_name }}, {{ items }} (each with name, "
                 "sku, category, quantity, unit_price, line_total), {{ cart_value }}, "
-                "{{ restore_url }}, and on discount tiers {{ code }}, {{ discount }}, "
-                "{{ code_expires }}. Both must render with a sample cart to be saved; the "
+                "{{ currency }}, {{ restore_url }}, and on discount tiers {{ code }}, "
+                "{{ discount }}, {{ code_expires }}; any other name is refused with the "
+                "closest known one. Both must render with a sample cart to be saved; the "
                 "message is wrapped with the cart's items, a restore button and an unsubscribe "
                 "footer.",
             },
@@ -453,7 +455,8 @@ class TierInline(admin.StackedInline):
                 "classes": ["tier-for", "tier-for-discount"],
                 "description": "Each cart gets one unique code; its amount is chosen between the "
                 "minimum and the maximum from the cart's abandonment score and price sensitivity. "
-                "Percent points for a percentage (at most 90), minor units for a fixed amount.",
+                "Whole percents for a percentage (at most 90), an amount in the store's currency "
+                "(e.g. 5.00) for a fixed amount.",
             },
         ),
     ]
@@ -521,7 +524,7 @@ class CampaignAdmin(StoreScopedAdmin):
             "Audience and holdout",
             {
                 "fields": ["holdout_share"],
-                "description": "A share of shoppers (0 to 0.50) gets nothing, so that recovered "
+                "description": "A share of shoppers (0 to 50%) gets nothing, so that recovered "
                 "revenue can be compared with what would have happened anyway.",
             },
         ),

@@ -101,7 +101,11 @@ class Campaign(models.Model):
     name = models.CharField(max_length=200)
     active = models.BooleanField(default=False)
     priority = models.IntegerField(
-        default=0, help_text="When several campaigns are active, the highest priority acts."
+        default=0,
+        help_text="When several active campaigns of a store could take the same cart, the "
+        "highest priority acts; at equal priority, the older one. A campaign with a shorter "
+        "inactivity can take carts first; the on-site nudge comes from the highest-priority "
+        "active campaign with an on-site tier.",
     )
     holdout_share = models.DecimalField(
         max_digits=3,

@@ -139,7 +139,7 @@ def test_the_change_page_shows_the_sequence_with_each_tiers_key_settings(merchan
         "discount 5-15% after 1 d",
     ]
     onsite, email, discount = (t["details"] for t in overview["tiers"])
-    assert onsite[0] == "carts scoring at least 0.5"
+    assert onsite[0] == "carts scoring at least 50%"
     assert "once per 24 h" in onsite and "“Before you go”" in onsite
     assert any(d.startswith("10% off (cap 20.00") for d in onsite), onsite
     assert "subject “Still thinking, {{ shopper_name }}?”" in email
