@@ -190,6 +190,7 @@ def server(committed_store, tmp_path) -> Iterator[str]:
     store.allowed_origins = [origin]
     store.save(update_fields=["allowed_origins"])
     campaign_demo_ensure(store=store)
+    store.campaigns.update(holdout_share=0)  # the demo's 10% holdout: no draw here
     log = tmp_path / "web.log"
     with procs.web_server(port, env=subprocess_env(DJANGO_DEBUG="0"), log=log):
         yield origin

@@ -44,6 +44,7 @@ def dashboard_server(committed_store, isolated_redis, tmp_path) -> Iterator[dict
     marketer of the store, with a password."""
     store, _ = committed_store
     campaign_demo_ensure(store=store)  # an on-site tier: an exit intent gets an offer
+    store.campaigns.update(holdout_share=0)  # the demo's 10% holdout: no draw here
     # Hashed as the server's settings expect (the test settings' fast MD5 is not among them).
     hasher = PBKDF2PasswordHasher()
     user = User.objects.create(

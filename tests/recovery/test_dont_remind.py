@@ -34,6 +34,7 @@ def _exit(store_id: int, cart: str) -> str:
 def test_a_shopper_who_declined_reminders_gets_no_exit_offer(store):
     live.onsite_tiers_forget()
     campaign_demo_ensure(store=store)
+    store.campaigns.update(holdout_share=0)  # the demo's 10% holdout: no draw here
     declined = cart_abandoned(store.pk, at=T, email="no@example.com", token="cart-declined")
     other = cart_abandoned(store.pk, at=T, email="yes@example.com", token="cart-other-x")
     Suppression.objects.create(
