@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,13 +30,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
+
+from django.core.mail.backends.base import BaseEmailBackend
 
 from config import env
 
 if TYPE_CHECKING:
     from carts.services import StoreCredentials
 
+_mail_log = logging.getLogger("config.devrun.email")
 GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.2
 # A child that dies is restarted after RESTART_FIRST seconds, doubling up to RESTART_MAX while it
@@ -391,8 +396,45 @@ def banner(printer: Printer, *, port: int, credentials: str) -> None:
     for label, url in links(f"http://127.0.0.1:{port}"):
         printer.system(f"{label:<10}{url}")
     printer.system(credentials)
+    if os.environ.get("EMAIL_BACKEND") == "config.devrun.EmailBackend":
+        emails = display_path(env.VAR_DIR / EMAILS_DIR)
+        printer.system(f"emails: not sent; each saved in {emails}/ and logged as one line")
     printer.system("logs: progress only; LOG_LEVEL=DEBUG make run for every request and batch")
     printer.system("Ctrl-C stops everything")
+
+
+# -- emails in make run: each saved whole under var/emails/, one line in the worker's log ---------
+
+EMAILS_DIR = "emails"
+_RESTORE_LINK = re.compile(r"https?://\S+/r/[^\s/]+(?=\s|$)")
+
+
+class EmailBackend(BaseEmailBackend):
+    """``make run``'s email backend (EMAIL_BACKEND=config.devrun.EmailBackend, which make run sets
+    unless the environment says otherwise): no email leaves the machine; each is saved whole as
+    ``var/emails/<time>-<n>.eml`` (open it in a mail client) and logged as one line with its
+    recipient, subject and restore link, instead of a hundred lines of MIME in the worker's log."""
+
+    def send_messages(self, email_messages: Sequence[Any]) -> int:
+        folder = env.VAR_DIR / EMAILS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        sent = 0
+        for message in email_messages:
+            if not message.recipients():
+                continue
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+            path = folder / f"{stamp}-{os.getpid()}-{sent}.eml"
+            path.write_bytes(message.message().as_bytes(linesep="\n"))
+            link = _RESTORE_LINK.search(str(message.body))
+            _mail_log.info(
+                "email to %s: %r; restore link %s; saved in %s",
+                ", ".join(message.recipients()),
+                message.subject,
+                link.group(0) if link else "(none)",
+                display_path(path),
+            )
+            sent += 1
+        return sent
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -416,6 +458,8 @@ def main() -> int:
 
         # Links in campaign emails lead back to this server unless configured otherwise.
         os.environ.setdefault("CAMPAIGNS_PUBLIC_URL", f"http://127.0.0.1:{port}")
+        # Emails saved under var/emails/, one line each in the log (unless configured otherwise).
+        os.environ.setdefault("EMAIL_BACKEND", "config.devrun.EmailBackend")
         listed = programs(port=port)
         printer = Printer(sys.stdout, [p.name for p in listed])
         banner(printer, port=port, credentials=credentials)

@@ -140,3 +140,48 @@ def test_details_are_logged_only_with_log_level_debug(level, details):
     # progress lines stay: the scheduler's, the worker's task results (the simulator prints its own)
     progress = ("carts.scheduler", "campaigns.steps", "celery.app.trace")
     assert all(enabled[name] for name in progress), enabled
+
+
+def test_make_runs_emails_are_saved_whole_and_logged_as_one_line(tmp_path, monkeypatch, caplog):
+    # Console emails were ~95 lines each in the worker's log (about 400 lines a minute from
+    # minute 5 of make run): saved under var/emails/ instead, one line each with the restore link.
+    import email
+    import logging
+
+    from django.core.mail import EmailMultiAlternatives, get_connection
+
+    from config import env
+
+    monkeypatch.setattr(env, "VAR_DIR", tmp_path)
+    restore = "http://127.0.0.1:8000/r/abc.DEF-1"
+    message = EmailMultiAlternatives(
+        subject="Your cart at Demo store is waiting",
+        body=f"Back to my cart: {restore}\n\nDon't remind me: http://127.0.0.1:8000/r/x.y/stop\n",
+        from_email="Demo store <shop@example.com>",
+        to=["ann@example.com"],
+    )
+    message.attach_alternative(f'<a href="{restore}">Back to my cart</a>', "text/html")
+    connection = get_connection("config.devrun.EmailBackend")
+
+    with caplog.at_level(logging.INFO, logger="config.devrun.email"):
+        assert connection.send_messages([message]) == 1
+
+    [saved] = list((tmp_path / "emails").iterdir())
+    parsed = email.message_from_bytes(saved.read_bytes())
+    assert parsed["Subject"] == "Your cart at Demo store is waiting"
+    assert parsed["To"] == "ann@example.com"
+    assert [part.get_content_type() for part in parsed.walk()][1:] == ["text/plain", "text/html"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "config.devrun.email"]
+    assert line == (
+        "email to ann@example.com: 'Your cart at Demo store is waiting'; "
+        f"restore link {restore}; saved in {saved}"
+    )
+
+
+def test_the_banner_says_where_emails_go_when_make_run_keeps_them(monkeypatch):
+    monkeypatch.setenv("EMAIL_BACKEND", "config.devrun.EmailBackend")
+    out = io.StringIO()
+
+    devrun.banner(devrun.Printer(out, ["web"]), port=8127, credentials="credentials: x")
+
+    assert "emails: not sent; each saved in " in out.getvalue()
