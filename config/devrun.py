@@ -94,8 +94,9 @@ def programs(*, port: int) -> list[Program]:
 
 # Light on purpose (two cores shared by everything): a new shopper every 3 s on average, visits
 # 60 times faster than real (a few seconds each), time away 10 times faster: the demo campaign
-# runs in real time (on-site nudge 30 minutes after a cart goes quiet, email an hour later), so
-# shoppers who left are still around, for a few hours, when it reaches them.
+# runs in real time (a cart counts as abandoned 2 minutes after it goes quiet, an email 3 minutes
+# later, a discount email at 15: campaigns.services.campaign_demo_ensure), so shoppers who left are
+# still around when it reaches them.
 SIMULATOR_RATE = 20
 SIMULATOR_SPEED = 60
 SIMULATOR_AWAY_SPEED = 10
