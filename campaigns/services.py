@@ -86,7 +86,9 @@ _DEMO_TIERS_BEFORE: dict[int, dict[str, set[object]]] = {
 
 
 def _demo_upgrade(
-    row: Campaign | Tier, new: dict[str, object], before: dict[str, set[object]]
+    row: Campaign | Tier | CampaignSettings,
+    new: dict[str, object],
+    before: dict[str, set[object]],
 ) -> None:
     """Give ``row`` the current demo definition's value of each field that still holds an earlier
     definition's (idempotent: a second run finds nothing to change)."""
@@ -101,6 +103,18 @@ def _demo_upgrade(
         row.save(update_fields=changed)
 
 
+# The demo store shares its on-site budget with `make run`'s simulated shoppers (a new one every
+# 3 s): sized so that they do not use up a newcomer's code. A real store keeps the defaults.
+_DEMO_BUDGET: dict[str, object] = {
+    "onsite_codes_per_hour": 5_000,
+    "onsite_discount_per_day": 100_000_000,
+}
+_DEFAULT_BUDGET: dict[str, set[object]] = {
+    "onsite_codes_per_hour": {60},
+    "onsite_discount_per_day": {100_000},
+}
+
+
 @transaction.atomic
 def campaign_demo_ensure(*, store: Store) -> Campaign:
     """The demo store's active campaign (the definition above): an on-site 10% offer to any cart
@@ -109,13 +123,16 @@ def campaign_demo_ensure(*, store: Store) -> Campaign:
     definition where it still holds the earlier one's values (so `make run` upgrades it, and
     keeps what a person changed in the admin)."""
     origin = next(iter(store.allowed_origins or []), "http://127.0.0.1:8000")
-    CampaignSettings.objects.get_or_create(
+    settings_row, created = CampaignSettings.objects.get_or_create(
         store=store,
         defaults={
             "email_from": f"{store.name} <shop@example.com>",
             "cart_url": f"{origin}/demo/?items={{items}}&code={{code}}",
+            **_DEMO_BUDGET,
         },
     )
+    if not created:  # an earlier demo's defaults: upgraded, a person's values kept
+        _demo_upgrade(settings_row, _DEMO_BUDGET, _DEFAULT_BUDGET)
     campaign, created = Campaign.objects.get_or_create(
         store=store,
         name=DEMO_CAMPAIGN_NAME,

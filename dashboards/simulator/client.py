@@ -195,14 +195,20 @@ class ShopperSocket:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, *, origin: str, ticket: str, timeout: float) -> ShopperSocket:
-        """Connect, say hello with the ticket and wait for ``welcome``."""
+    async def open(
+        cls, url: str, *, origin: str, ticket: str, timeout: float, source: str | None = None
+    ) -> ShopperSocket:
+        """Connect (from the local address ``source`` when given), say hello with the ticket and
+        wait for ``welcome``."""
         from websockets.asyncio.client import connect
         from websockets.exceptions import WebSocketException
         from websockets.typing import Origin
 
         try:
-            ws = await connect(url, origin=Origin(origin), open_timeout=timeout, max_queue=64)
+            extra: dict[str, Any] = {"local_addr": (source, 0)} if source else {}
+            ws = await connect(
+                url, origin=Origin(origin), open_timeout=timeout, max_queue=64, **extra
+            )
         except (OSError, WebSocketException, TimeoutError) as exc:
             raise SocketClosed(f"connect: {type(exc).__name__}: {exc}") from None
         socket = cls(ws)

@@ -41,7 +41,7 @@ from urllib.parse import quote
 from dashboards.simulator import journeys as jm
 from dashboards.simulator.client import Http, HttpError, ShopperSocket
 from dashboards.simulator.outbox import Outbox, Stats, progress_line
-from dashboards.simulator.storefront import Storefront, Visit
+from dashboards.simulator.storefront import Storefront, Visit, loopback_source
 
 T = TypeVar("T")
 REDEEM_PATH = "/api/v1/coupons/redeem"
@@ -228,7 +228,11 @@ class Simulator:
 
     async def _first_visit(self, j: jm.Journey) -> tuple[Visit, int | None, str | None]:
         """(the visit, the order's total, the order's id); no order: None, None."""
-        visit = Visit()
+        visit = Visit(
+            source=loopback_source(
+                self.o.url, random.Random(f"{self.o.seed}:{self.run_id}:{j.index}")
+            )
+        )
         if j.channel == "browser":
             if j.shopper_id is not None:  # a logged-in customer: the shop's server names the cart
                 visit.cart = f"sim-{self.run_id}-{j.index}"

@@ -7,6 +7,8 @@ dismissed (docs/websocket.md)."""
 from __future__ import annotations
 
 import asyncio
+import random
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,19 @@ class Visit:
     discount: int = 0  # what that code takes off
     accepted: bool = False
     offers: set[str] = field(default_factory=set)
+    # Where its browser connects from (loopback_source): a device of its own.
+    source: str | None = None
+
+
+def loopback_source(url: str, rng: random.Random) -> str | None:
+    """A source address of its own for a simulated shopper's socket when the server is on IPv4
+    loopback (127.0.0.0/8 is all loopback on Linux): the server's per-address limits and the
+    on-site code cooldown per client address (recovery/live.py) then see many devices, as they
+    would in the field, and leave the newcomer at 127.0.0.1 their own. None elsewhere."""
+    host = urlsplit(url).hostname or ""
+    if sys.platform != "linux" or not host.startswith("127."):
+        return None
+    return f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
 
 
 def ws_url(url: str, path: str) -> str:
@@ -82,6 +97,7 @@ class Storefront:
                 origin=self._origin,
                 ticket=str(answer["ticket"]),
                 timeout=self._timeout,
+                source=visit.source,
             )
         except SocketClosed as exc:
             self._stats.error(f"websocket {exc.code or 'closed'}", str(exc))

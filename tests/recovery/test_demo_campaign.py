@@ -135,3 +135,27 @@ def test_what_a_person_changed_in_the_admin_is_kept(demo_store) -> None:
     tiers = _tiers(campaign)
     assert (tiers[1].cooldown_hours, tiers[1].body) == (6, "My own words")
     assert (tiers[2].delay_minutes, tiers[3].delay_minutes) == (45, 15)
+
+
+def test_the_demo_stores_on_site_budget_leaves_room_for_the_simulator_and_a_newcomer(db):
+    from campaigns.models import CampaignSettings
+    from campaigns.services import campaign_demo_ensure
+    from carts import services as cart_services
+    from carts.models import Store
+
+    store = Store.objects.get(pk=cart_services.store_create(name="Demo budget").store_id)
+    campaign_demo_ensure(store=store)
+    row = CampaignSettings.objects.get(store=store)
+    assert (row.onsite_codes_per_hour, row.onsite_discount_per_day) == (5_000, 100_000_000)
+
+    # an earlier demo store with the defaults is upgraded; a merchant's own budget is kept
+    row.onsite_codes_per_hour, row.onsite_discount_per_day = 60, 100_000
+    row.save()
+    campaign_demo_ensure(store=store)
+    row.refresh_from_db()
+    assert row.onsite_codes_per_hour == 5_000
+    row.onsite_codes_per_hour = 7
+    row.save()
+    campaign_demo_ensure(store=store)
+    row.refresh_from_db()
+    assert row.onsite_codes_per_hour == 7
