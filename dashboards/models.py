@@ -76,8 +76,19 @@ class CartFact(models.Model):
     exit_intents = models.IntegerField(default=0)
     offers_shown = models.IntegerField(default=0)
     offers_accepted = models.IntegerField(default=0)
-    offers = models.JSONField(default=dict)  # offer id -> [kind, campaign, tier]
+    # offer id -> [kind, campaign, tier, code, discount amount, currency, accepted at (ISO) or None]
+    offers = models.JSONField(default=dict)
     clicked = models.JSONField(default=list)  # step ids clicked at least once
+    # Steps scheduled at enrolment and not finished yet (sent, skipped, suppressed, cancelled or
+    # failed for good): step id -> [tier, channel, local day of the enrolment].
+    steps_open = models.JSONField(default=dict)
+    redeemed_code = models.CharField(max_length=64, blank=True, default="")
+    # The order credited to an accepted on-site offer (derived with the offer's campaign's
+    # attribution window): the offer's campaign and tier, and its discount cost.
+    onsite_recovered = models.BooleanField(default=False)
+    onsite_campaign = models.IntegerField(null=True)
+    onsite_tier = models.IntegerField(null=True)
+    onsite_discount = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [

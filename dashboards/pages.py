@@ -44,8 +44,10 @@ from dashboards.tables import (
 
 FIGURES = (
     ("carts_started", "Carts started"),
-    ("abandoned", "Abandoned"),
-    ("abandonment_rate", "Abandonment rate"),
+    ("in_progress", "In progress (started, window not expired)"),
+    ("abandoned", "Abandoned (in the period)"),
+    ("abandonment_rate", "Abandonment rate (of settled carts started in the period)"),
+    ("settled", "Settled carts (the rate's base)"),
     ("recovered", "Recovered"),
     ("came_back", "Came back unaided"),
     ("orders", "Orders"),
@@ -58,7 +60,34 @@ FIGURES = (
     ("holdout_carts", "Holdout carts (cohort)"),
     ("conversion_lift", "Conversion lift vs holdout"),
     ("incremental_revenue", "Incremental revenue"),
+    ("onsite_recovered", "Recovered by on-site offer"),
+    ("onsite_revenue", "On-site offer revenue (net)"),
+    ("onsite_discount_cost", "On-site offer discount cost"),
 )
+# Each figure's definition: an anchor of the help page (docs/dashboards.md's definitions table,
+# one row per figure; dashboards/help.py gives each row the id of its first cell).
+ANCHORS = {
+    "carts_started": "carts-started",
+    "in_progress": "in-progress",
+    "abandoned": "abandoned",
+    "abandonment_rate": "abandonment-rate",
+    "settled": "settled",
+    "recovered": "recovered",
+    "came_back": "came-back-unaided",
+    "orders": "orders",
+    "recovered_revenue": "recovered-revenue",
+    "discount_cost": "discount-cost",
+    "emails_sent": "emails-sent",
+    "offers_shown": "offers-shown-accepted",
+    "offers_accepted": "offers-shown-accepted",
+    "treated_carts": "incremental-revenue-lift",
+    "holdout_carts": "incremental-revenue-lift",
+    "conversion_lift": "incremental-revenue-lift",
+    "incremental_revenue": "incremental-revenue-lift",
+    "onsite_recovered": "recovered-by-on-site-offer",
+    "onsite_revenue": "recovered-by-on-site-offer",
+    "onsite_discount_cost": "on-site-offer-discount-cost",
+}
 # Figures where a rise is bad news (the page colours changes by what they mean).
 LOWER_IS_BETTER = {"abandoned", "abandonment_rate", "discount_cost"}
 
@@ -74,6 +103,7 @@ class FigureLine:
     previous: str
     change: str
     tone: str  # "good", "bad" or ""
+    anchor: str = ""  # the definition's anchor on the help page
 
 
 def _tone(name: str, change: float | None) -> str:
@@ -98,14 +128,16 @@ def _figure_parts(figure: Figure) -> list[tuple[str, Any, Any, float | None]]:
     return [(c, value.get(c, 0), previous.get(c, 0), changes.get(c)) for c in codes]
 
 
-def figure_lines(overview: Overview) -> list[FigureLine]:
+def figure_lines(overview: Overview, *, currency: str = "") -> list[FigureLine]:
+    """The overview's figures formatted; ``currency``: the store's, for money figures that have
+    no amount in any currency (``"€0.00"`` rather than a bare ``"0"``)."""
     lines = []
     for name, label in FIGURES:
         figure: Figure = getattr(overview, name)
-        for currency, value, previous, change in _figure_parts(figure):
+        for code, value, previous, change in _figure_parts(figure):
             if figure.kind == MONEY:
-                shown = money_text(value, currency) if currency else "0"
-                before = money_text(previous, currency) if currency else "0"
+                shown = money_text(value, code or currency)
+                before = money_text(previous, code or currency)
             elif figure.kind == RATE:
                 signed = name == "conversion_lift"
                 shown, before = rate_text(value, signed=signed), rate_text(previous, signed=signed)
@@ -115,14 +147,49 @@ def figure_lines(overview: Overview) -> list[FigureLine]:
                 FigureLine(
                     name=name,
                     label=label,
-                    currency=currency,
+                    currency=code,
                     value=shown,
                     previous=before,
                     change=change_text(change, figure.kind, value, previous),
                     tone=_tone(name, change),
+                    anchor=ANCHORS.get(name, ""),
                 )
             )
     return lines
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OnsiteLine:
+    """The on-site offer's balance in one currency, next to the holdout lift."""
+
+    currency: str
+    orders: str
+    revenue: str
+    discount_cost: str
+
+
+def onsite_lines(overview: Overview, *, currency: str = "") -> list[OnsiteLine]:
+    """Orders credited to an accepted on-site offer, their net revenue and the offers' discount
+    cost, per currency (one line in the store's currency when there are none)."""
+    revenue = (
+        overview.onsite_revenue.value if isinstance(overview.onsite_revenue.value, dict) else {}
+    )
+    cost = (
+        overview.onsite_discount_cost.value
+        if isinstance(overview.onsite_discount_cost.value, dict)
+        else {}
+    )
+    codes = sorted({*revenue, *cost}) or [currency]
+    orders = count_text(overview.onsite_recovered.value)  # type: ignore[arg-type]
+    return [
+        OnsiteLine(
+            currency=c,
+            orders=orders,
+            revenue=money_text(revenue.get(c, 0), c),
+            discount_cost=money_text(cost.get(c, 0), c),
+        )
+        for c in codes
+    ]
 
 
 def overview_table(overview: Overview) -> Table:
@@ -243,30 +310,45 @@ def lift_table(overview: Overview) -> Table:
 # -- time series --------------------------------------------------------------------------------
 
 
+EMPTY_CARTS = (
+    "No carts yet in this period. A cart is counted when its first shopper event arrives; it "
+    "counts as abandoned 30 minutes after its last activity without an order, and until then it "
+    "is in progress."
+)
+
+
 def series_table(series: Series) -> Table:
+    """One cohort per row for the cart columns: the carts started in the bucket (in progress,
+    abandoned by now, settled, and the rate over the settled ones); orders, recoveries, money,
+    emails and offers fall on the bucket they happened in (their headers say so)."""
     points = series.points
     revenue = currencies([p.recovered_revenue for p in points])
     discount = currencies([p.discount_cost for p in points])
     hourly = series.granularity == "hour"
+    unit = "hour" if hourly else "day"
     columns = [
         Column("hour", HOUR) if hourly else Column("day"),
-        Column("carts started", COUNT),
-        Column("abandoned", COUNT),
-        Column("abandonment rate", RATE),
-        Column("recovered", COUNT),
-        Column("came back unaided", COUNT),
-        Column("orders", COUNT),
-        *(Column(f"recovered revenue {c}", MONEY) for c in revenue),
-        *(Column(f"discount cost {c}", MONEY) for c in discount),
-        Column("emails sent", COUNT),
-        Column("offers shown", COUNT),
-        Column("offers accepted", COUNT),
+        Column(f"carts started this {unit}", COUNT),
+        Column("of these: in progress", COUNT),
+        Column("of these: abandoned", COUNT),
+        Column("of these: settled", COUNT),
+        Column("abandonment rate (abandoned / settled)", RATE),
+        Column(f"recovered (ordered this {unit})", COUNT),
+        Column(f"came back unaided (ordered this {unit})", COUNT),
+        Column(f"orders placed this {unit}", COUNT),
+        *(Column(f"recovered revenue {c} (ordered this {unit})", MONEY) for c in revenue),
+        *(Column(f"discount cost {c} (redeemed this {unit})", MONEY) for c in discount),
+        Column(f"emails sent this {unit}", COUNT),
+        Column(f"offers shown this {unit}", COUNT),
+        Column(f"offers accepted this {unit}", COUNT),
     ]
     rows = [
         (
             p.start if hourly else p.start.date().isoformat(),
             p.carts_started,
-            p.abandoned,
+            p.started_in_progress,
+            p.started_abandoned,
+            p.started_settled,
             p.abandonment_rate,
             p.recovered,
             p.came_back,
@@ -279,8 +361,14 @@ def series_table(series: Series) -> Table:
         )
         for p in points
     ]
-    unit = "hour" if hourly else "day"
-    return table("timeseries", f"Figures per {unit} ({series.timezone})", columns, rows)
+    return table(
+        "timeseries",
+        f"Figures per {unit} ({series.timezone}): carts by the {unit} they started",
+        columns,
+        rows,
+        empty=EMPTY_CARTS,
+        help="carts-started",
+    )
 
 
 def series_charts(series: Series, *, only_carts: bool = False) -> list[str]:
@@ -295,9 +383,10 @@ def series_charts(series: Series, *, only_carts: bool = False) -> list[str]:
             x_labels=labels,
             series=[
                 ChartSeries("started", [p.carts_started for p in points]),
-                ChartSeries("abandoned", [p.abandoned for p in points]),
-                ChartSeries("recovered", [p.recovered for p in points]),
-                ChartSeries("came back unaided", [p.came_back for p in points]),
+                ChartSeries("of these: in progress", [p.started_in_progress for p in points]),
+                ChartSeries("of these: abandoned", [p.started_abandoned for p in points]),
+                ChartSeries("recovered (by order time)", [p.recovered for p in points]),
+                ChartSeries("came back unaided (by order time)", [p.came_back for p in points]),
             ],
             x_label=x_label,
             y_label="Carts",
@@ -311,7 +400,7 @@ def series_charts(series: Series, *, only_carts: bool = False) -> list[str]:
             x_labels=labels,
             series=[ChartSeries("abandonment rate", [p.abandonment_rate for p in points])],
             x_label=x_label,
-            y_label="Share of carts started",
+            y_label="Share of settled carts started",
             y_format=charts.percent,
         )
     )
@@ -360,8 +449,15 @@ def series_charts(series: Series, *, only_carts: bool = False) -> list[str]:
 
 
 def _tier_label(row: FunnelRow) -> str:
-    name = row.campaign or f"Campaign {row.campaign_id}"
-    return f"{name[:16]} · {row.position} {row.channel}"
+    """Short enough for the axis, never cut: the campaign's id (its name is in the table)."""
+    return f"#{row.campaign_id} · {row.position} {row.channel}"
+
+
+EMPTY_FUNNEL = (
+    "No campaign steps in this period. A campaign schedules its tiers' steps when it enrols an "
+    "abandoned cart (30 minutes after the cart's last activity, or the campaign's own "
+    "inactivity); a step waits until it is due, then is sent, skipped or suppressed (holdout)."
+)
 
 
 def funnel_table(rows: Sequence[FunnelRow]) -> Table:
@@ -373,6 +469,7 @@ def funnel_table(rows: Sequence[FunnelRow]) -> Table:
         Column("tier position", COUNT),
         Column("channel"),
         Column("scheduled", COUNT),
+        Column("waiting (not yet due or sent)", COUNT),
         Column("sent", COUNT),
         Column("skipped", COUNT),
         *(Column(f"skipped: {r}", COUNT) for r in reasons),
@@ -392,6 +489,7 @@ def funnel_table(rows: Sequence[FunnelRow]) -> Table:
             row.position,
             row.channel,
             row.scheduled,
+            row.waiting,
             row.sent,
             row.skipped,
             *(row.skipped_by_reason.get(r, 0) for r in reasons),
@@ -406,7 +504,14 @@ def funnel_table(rows: Sequence[FunnelRow]) -> Table:
         )
         for row in rows
     ]
-    return table("funnel", "Funnel per campaign and tier", columns, body)
+    return table(
+        "funnel",
+        "Funnel per campaign and tier",
+        columns,
+        body,
+        empty=EMPTY_FUNNEL,
+        help="funnel",
+    )
 
 
 def funnel_charts(rows: Sequence[FunnelRow]) -> list[str]:
@@ -421,6 +526,7 @@ def funnel_charts(rows: Sequence[FunnelRow]) -> list[str]:
             categories=labels,
             series=[
                 series("scheduled", "scheduled"),
+                series("waiting", "waiting"),
                 series("sent", "sent"),
                 series("opened", "opened"),
                 series("clicked", "clicked"),
@@ -469,6 +575,7 @@ def offers_table(result: OffersByKind) -> Table:
             Column("acceptance rate", RATE),
         ],
         rows,
+        help="offers-shown-accepted",
     )
 
 
@@ -478,6 +585,11 @@ def no_offer_table(result: OffersByKind) -> Table:
         "Decisions to offer nothing, by reason",
         [Column("reason"), Column("decisions", COUNT)],
         sorted(result.no_offer_by_reason.items()),
+        empty=(
+            "No decisions to offer nothing in this period. An exit intent on the storefront "
+            "leads to an offer decision when the store has an active on-site tier."
+        ),
+        help="offers-shown-accepted",
     )
 
 
@@ -517,14 +629,17 @@ def band_label(band: ScoreBand) -> str:
 def scores_table(bands: Sequence[ScoreBand]) -> Table:
     return table(
         "scores",
-        "Carts by abandonment score band: predicted and observed abandonment",
+        "Carts by abandonment score band: predicted and observed abandonment over settled carts "
+        "(scored at least 24 hours ago); pending carts are not counted yet",
         [
             Column("band"),
-            Column("carts", COUNT),
-            Column("predicted abandonment", RATE),
-            Column("observed abandonment", RATE),
+            Column("settled carts", COUNT),
+            Column("predicted abandonment (settled)", RATE),
+            Column("observed abandonment (settled)", RATE),
+            Column("pending carts (outcome not known yet)", COUNT),
         ],
-        [(band_label(b), b.carts, b.predicted, b.observed) for b in bands],
+        [(band_label(b), b.carts, b.predicted, b.observed, b.pending) for b in bands],
+        help="calibration",
     )
 
 
@@ -549,6 +664,12 @@ def scores_charts(bands: Sequence[ScoreBand]) -> list[str]:
 # -- lost value ---------------------------------------------------------------------------------
 
 
+EMPTY_LOST = (
+    "No abandoned carts in this period yet: a cart counts as abandoned 30 minutes after its last "
+    "activity without an order; its lines then count here unless it ordered later."
+)
+
+
 def lost_table(rows: Sequence[LostValue], *, by: str) -> Table:
     if by == "sku":
         return table(
@@ -562,6 +683,8 @@ def lost_table(rows: Sequence[LostValue], *, by: str) -> Table:
                 Column("lost value", MONEY),
             ],
             [(r.key, r.name, r.currency, r.carts, (r.value, r.currency)) for r in rows],
+            empty=EMPTY_LOST,
+            help="top-abandoned-products",
         )
     return table(
         "categories",
@@ -573,6 +696,8 @@ def lost_table(rows: Sequence[LostValue], *, by: str) -> Table:
             Column("lost value", MONEY),
         ],
         [(r.key or "(none)", r.currency, r.carts, (r.value, r.currency)) for r in rows],
+        empty=EMPTY_LOST,
+        help="top-abandoned-products",
     )
 
 

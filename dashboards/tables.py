@@ -17,7 +17,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from campaigns.emails import money_format
 from carts import money
 
 TEXT = "text"
@@ -28,6 +27,7 @@ NUMBER = "number"
 HOUR = "hour"  # a cell is an aware datetime: the local hour's start
 MIXED = "mixed"  # the row's kind is in its last cell (the overview: counts, rates and money)
 DASH = "—"
+NOTHING = "Nothing in this period for these filters: try a longer range or All campaigns."
 
 
 # -- formatting ---------------------------------------------------------------------------------
@@ -39,15 +39,54 @@ def major(amount: int | float, currency: str) -> Decimal:
     return Decimal(round(amount)).scaleb(-exponent)
 
 
+# The symbols English readers know (as the live page's Intl.NumberFormat("en") writes them);
+# other currencies are written with their code: "CHF 12.00".
+SYMBOLS = {
+    "EUR": "€",
+    "USD": "$",
+    "GBP": "£",
+    "JPY": "¥",
+    "INR": "₹",
+    "KRW": "₩",
+    "ILS": "₪",
+    "VND": "₫",
+    "PHP": "₱",
+    "NGN": "₦",
+    "CAD": "CA$",
+    "AUD": "A$",
+    "NZD": "NZ$",
+    "HKD": "HK$",
+    "MXN": "MX$",
+    "BRL": "R$",
+    "CNY": "CN¥",
+    "TWD": "NT$",
+}
+
+
+def money_display(amount: int | float, currency: str) -> str:
+    """The one money format of the dashboards: minor units in the currency's decimals, grouped,
+    with its symbol: ``123801, "EUR"`` -> ``"€1,238.01"``; ``-500, "EUR"`` -> ``"-€5.00"``;
+    ``1200, "JPY"`` -> ``"¥1,200"``; ``1200, "CHF"`` -> ``"CHF 12.00"``. Without a currency, the
+    number alone. (CSV exports write plain numbers: ``cell_csv``.)"""
+    exponent = money.exponent(currency) if currency else 2
+    value = Decimal(round(amount)).scaleb(-exponent)
+    number = f"{abs(value):,.{exponent}f}"
+    sign = "-" if value < 0 else ""
+    if not currency:
+        return f"{sign}{number}"
+    symbol = SYMBOLS.get(currency)
+    return f"{sign}{symbol}{number}" if symbol else f"{sign}{currency} {number}"
+
+
 def money_text(amount: int | float | None, currency: str) -> str:
-    return DASH if amount is None else money_format(round(amount), currency)
+    return DASH if amount is None else money_display(amount, currency)
 
 
 def moneys_text(amounts: dict[str, int] | None) -> str:
-    """Money per currency: ``"12.00 EUR, 3.00 USD"``; nothing is ``"0"``."""
+    """Money per currency: ``"€12.00, $3.00"``; nothing is ``"0"``."""
     if not amounts:
         return "0"
-    return ", ".join(money_format(a, c) for c, a in sorted(amounts.items()))
+    return ", ".join(money_display(a, c) for c, a in sorted(amounts.items()))
 
 
 def count_text(value: int | float | None) -> str:
@@ -133,6 +172,8 @@ class Table:
     caption: str
     columns: tuple[Column, ...]
     rows: tuple[tuple[Any, ...], ...]
+    empty: str = ""  # what an empty table says (NOTHING when not given)
+    help: str = ""  # the definition's anchor on the help page (/dashboard/help/#...)
 
     def display(self) -> list[list[str]]:
         return [
@@ -184,8 +225,23 @@ def _non_finite(text: str) -> bool:
         return False
 
 
-def table(name: str, caption: str, columns: Iterable[Column], rows: Iterable[Sequence]) -> Table:
-    return Table(name, caption, tuple(columns), tuple(tuple(r) for r in rows))
+def table(
+    name: str,
+    caption: str,
+    columns: Iterable[Column],
+    rows: Iterable[Sequence],
+    *,
+    empty: str = "",
+    help: str = "",
+) -> Table:
+    return Table(
+        name,
+        caption,
+        tuple(columns),
+        tuple(tuple(r) for r in rows),
+        empty or NOTHING,
+        help,
+    )
 
 
 def currencies(*amounts: Iterable[dict[str, int]]) -> list[str]:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.logout, name="logout"),
+    path("help/", views.help_page, name="help"),
     path("<int:store_id>/", views.overview, name="overview"),
     path("<int:store_id>/timeseries/", views.timeseries, name="timeseries"),
     path("<int:store_id>/funnel/", views.funnel, name="funnel"),

@@ -22,7 +22,7 @@ from rest_framework.exceptions import ValidationError
 
 from campaigns.models import Tier
 from carts.models import Store
-from dashboards import access, apis, logins, pages, selectors
+from dashboards import access, apis, definitions, logins, pages, selectors
 from dashboards.tables import Table
 
 LOGIN_URL = "dashboards:login"
@@ -139,10 +139,20 @@ def _table_context(store: Store, table: Table, query: str) -> dict[str, Any]:
         "columns": [c.label for c in table.columns],
         "rows": table.display(),
         "csv": reverse("dashboards:export", args=[store.pk, table.name]) + query,
+        "empty": table.empty,
+        "help": table.help,
     }
 
 
 Builder = Callable[[selectors.Filters, datetime], dict[str, Any]]
+
+
+@login_required(login_url=LOGIN_URL)
+def help_page(request: HttpRequest) -> HttpResponse:
+    """The figures' definitions: docs/dashboards.md, rendered (each figure's row an anchor)."""
+    return render(
+        request, "dashboards/help.html", {"doc": definitions.rendered(), "title": "Definitions"}
+    )
 
 
 def _page(name: str, template: str, build: Builder) -> Callable[..., HttpResponse]:
@@ -172,9 +182,11 @@ def _page(name: str, template: str, build: Builder) -> Callable[..., HttpRespons
 def _overview(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     result = selectors.overview(filters, now=now)
     series = selectors.timeseries(filters, now=now)
+    currency = selectors.store_currency(filters.store_id)
     return {
         "overview": result,
-        "figures": pages.figure_lines(result),
+        "figures": pages.figure_lines(result, currency=currency),
+        "onsite": pages.onsite_lines(result, currency=currency),
         "lift": pages.lift_lines(result),
         "charts": pages.series_charts(series, only_carts=True),
         "tables": [pages.series_table(series)],
@@ -192,7 +204,11 @@ def _timeseries(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
 
 def _funnel(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     rows = selectors.funnel(filters)
-    return {"charts": pages.funnel_charts(rows), "tables": [pages.funnel_table(rows)]}
+    return {
+        "charts": pages.funnel_charts(rows),
+        "tables": [pages.funnel_table(rows)],
+        "empty": pages.EMPTY_FUNNEL if not rows else "",
+    }
 
 
 def _offers(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
@@ -205,7 +221,21 @@ def _offers(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
 
 def _scores(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     bands = selectors.scores(filters, now=now)
-    return {"charts": pages.scores_charts(bands), "tables": [pages.scores_table(bands)]}
+    settled, pending = sum(b.carts for b in bands), sum(b.pending for b in bands)
+    note = (
+        f"{settled:,} settled carts (scored at least 24 hours ago: their outcome is known) and "
+        f"{pending:,} pending (scored less than 24 hours ago: not counted yet)."
+    )
+    if not settled:
+        note += (
+            " No settled carts yet: observed abandonment appears 24 hours after the first "
+            "carts are scored (at enrolment or at an exit intent)."
+        )
+    return {
+        "charts": pages.scores_charts(bands),
+        "tables": [pages.scores_table(bands)],
+        "empty": note,
+    }
 
 
 def _products(filters: selectors.Filters, now: datetime) -> dict[str, Any]:

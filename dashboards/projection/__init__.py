@@ -32,7 +32,7 @@ from django.db import connection
 from carts import event_types
 from carts.models import CartEvent
 from dashboards.projection.counters import Counters, contributions
-from dashboards.projection.fold import amounts_check, derive, fold
+from dashboards.projection.fold import amounts_check, derive, fold, offer_campaigns
 from dashboards.projection.row import COLUMNS, JSON_COLUMNS, Fact, Unrepresentable, zone_of
 
 __all__ = [
@@ -212,7 +212,11 @@ def _apply(events: Sequence[CartEvent]) -> None:
             data = event_types.upcast(event.type, event.schema_version, dict(data))
         fold(fact, event, data, zones[event.store_id], counters)
         amounts_check(fact)
-    windows = _campaign_windows(f.campaign_id for f in facts.values() if f.campaign_id)
+    windows = _campaign_windows(
+        {f.campaign_id for f in facts.values() if f.campaign_id}.union(
+            *(offer_campaigns(f) for f in facts.values() if f.offers)
+        )
+    )
     for key, fact in facts.items():
         derive(fact, windows, zones[key[0]])
         counters.merge(key[0], contributions(fact), +1)

@@ -50,6 +50,9 @@ OFFER_SHOWN = "offer_shown"
 OFFER_ACCEPTED = "offer_accepted"
 OFFER_DISMISSED = "offer_dismissed"
 EXIT_INTENT = "exit_intent"
+WAITING = "waiting"  # steps scheduled and not finished yet, on the enrolment's day
+ONSITE_RECOVERED = "onsite_recovered"  # orders credited to an accepted on-site offer (net)
+ONSITE_DISCOUNT = "onsite_discount"  # their discount cost
 
 HOLDOUT = "holdout"
 TREATED = "treated"
@@ -65,6 +68,8 @@ STEP_METRICS = {
     "campaign.email_opened": OPENED,
 }
 KEYED_BY_REASON = {SKIPPED, DEFERRED, CANCELLED}
+# What ends a step (a failure only when final): the step is no longer waiting.
+STEP_TERMINAL = {SENT, SKIPPED, SUPPRESSED, CANCELLED, FAILED}
 REACTIONS = {
     "recovery.offer_shown": OFFER_SHOWN,
     "recovery.offer_accepted": OFFER_ACCEPTED,
@@ -158,14 +163,16 @@ def contributions(fact: Fact) -> dict[CartKey, list[int]]:
         cur: str = "",
         amount: int = 0,
         squares: int = 0,
+        of: int | None = None,
     ) -> None:
-        dims = (metric, False, day, -1, campaign, tier, channel, key, cur)
+        camp = campaign if of is None else of
+        dims = (metric, False, day, -1, camp, tier, channel, key, cur)
         row = out.setdefault(dims, [0, 0, 0])
         row[0] += 1
         row[1] += amount
         row[2] += squares
         if hour is not None:
-            dims = (metric, True, day, hour, campaign, tier, channel, key, cur)
+            dims = (metric, True, day, hour, camp, tier, channel, key, cur)
             row = out.setdefault(dims, [0, 0, 0])
             row[0] += 1
             row[1] += amount
@@ -216,6 +223,34 @@ def contributions(fact: Fact) -> dict[CartKey, list[int]]:
             )
         elif fact.abandoned_final:
             add(CAME_BACK, day, hour, cur=currency, amount=net)
+        if fact.onsite_recovered:
+            of, tier = fact.onsite_campaign or 0, fact.onsite_tier or 0
+            add(
+                ONSITE_RECOVERED,
+                day,
+                None,
+                of=of,
+                tier=tier,
+                channel=ONSITE,
+                cur=currency,
+                amount=net,
+            )
+            add(
+                ONSITE_DISCOUNT,
+                day,
+                None,
+                of=of,
+                tier=tier,
+                channel=ONSITE,
+                cur=currency,
+                amount=fact.onsite_discount,
+            )
+    for tier, channel, scheduled in (fact.steps_open or {}).values():
+        try:
+            scheduled_day = date.fromisoformat(str(scheduled))
+        except ValueError:
+            continue
+        add(WAITING, scheduled_day, None, tier=as_int(tier), channel=str(channel))
     if fact.redeemed_day is not None and fact.discount:
         add(
             DISCOUNT,

@@ -31,6 +31,7 @@ from dashboards.projection.counters import (
     SCHEDULED,
     SENT,
     STEP_METRICS,
+    STEP_TERMINAL,
     Counters,
 )
 from dashboards.projection.row import (
@@ -199,6 +200,16 @@ def fold(
         _fold_enrolled(fact, at, data, zone)
         for step in data.get("steps") or ():
             if isinstance(step, Mapping):
+                step_id = as_id(step.get("step"))
+                if step_id:
+                    fact.steps_open = {
+                        **fact.steps_open,
+                        str(step_id): [
+                            as_id(step.get("tier")),
+                            as_text(step.get("channel"), 16),
+                            day.isoformat(),
+                        ],
+                    }
                 counters.add(
                     store,
                     SCHEDULED,
@@ -232,6 +243,10 @@ def fold(
                     tier,
                     channel,
                 )
+        if metric in STEP_TERMINAL and (metric != FAILED or data.get("final")):
+            step_key = str(as_id(data.get("step")))
+            if step_key in fact.steps_open:
+                fact.steps_open = {k: v for k, v in fact.steps_open.items() if k != step_key}
         key = ""
         if metric in KEYED_BY_REASON:
             key = as_text(data.get("reason"), KEY_CHARS)
@@ -260,6 +275,7 @@ def fold(
         fact.discount_currency = as_text(data.get("currency"), 3)
         fact.redeemed_at = at
         fact.redeemed_day, fact.redeemed_hour = day, hour
+        fact.redeemed_code = as_text(data.get("code"), 64)
         return
     if event_type == "recovery.offer_decided":
         campaign = as_id(data.get("campaign"))
@@ -270,7 +286,17 @@ def fold(
         offer = data.get("offer")
         if data.get("decision") == "offer" and isinstance(offer, Mapping):
             kind = as_text(offer.get("kind"), KEY_CHARS)
-            fact.offers[str(offer.get("id", ""))] = [kind, campaign, tier]
+            # The code and what it takes off this cart (recovery.offers.offer_coded), for the
+            # on-site credit's discount cost; the acceptance time comes with offer_accepted.
+            fact.offers[str(offer.get("id", ""))] = [
+                kind,
+                campaign,
+                tier,
+                as_text(offer.get("discount_code"), 64),
+                as_int(offer.get("discount_amount")),
+                as_text(offer.get("currency"), 3),
+                None,
+            ]
             counters.add(
                 store,
                 OFFER_DECIDED,
@@ -294,11 +320,15 @@ def fold(
         return
     reaction = REACTIONS.get(event_type)
     if reaction is not None:
-        kind, campaign, tier = fact.offers.get(str(data.get("offer_id", "")), ["", 0, 0])
+        made = fact.offers.get(str(data.get("offer_id", "")))
+        head: list[Any] = made[:3] if made else ["", 0, 0]
+        kind, campaign, tier = head
         if reaction == OFFER_SHOWN:
             fact.offers_shown += 1
         elif reaction == OFFER_ACCEPTED:
             fact.offers_accepted += 1
+            if made is not None and len(made) >= 7 and made[6] is None:
+                made[6] = at.isoformat()  # the first acceptance
         counters.add(
             store,
             reaction,
@@ -347,6 +377,7 @@ def derive(fact: Fact, windows: Mapping[int, tuple[int, int]], zone: ZoneInfo) -
             fact.abandoned_day, fact.abandoned_hour = (
                 local(prospective, zone) if prospective is not None else (None, None)
             )
+    _derive_onsite(fact, windows)
     hours, delay = windows.get(fact.campaign_id or 0, (DEFAULT_ATTRIBUTION_HOURS, 0))
     fact.recovered, fact.credit_tier, fact.credit_channel = False, None, ""
     fact.converted_in_window = False
@@ -373,3 +404,46 @@ def derive(fact: Fact, windows: Mapping[int, tuple[int, int]], zone: ZoneInfo) -
     if best is not None and credit is not None and converted - best[0] <= timedelta(hours=hours):
         fact.recovered = True
         fact.credit_tier, fact.credit_channel = as_int(credit[2]), str(credit[4])
+
+
+def _derive_onsite(fact: Fact, windows: Mapping[int, tuple[int, int]]) -> None:
+    """The on-site credit: the cart's order came after an accepted on-site offer (strictly) and
+    within the offer's campaign's attribution hours of the acceptance; the latest such offer gets
+    it. Its discount cost: the redeemed coupon's discount_applied when the redeemed code is the
+    offer's, else what the offer's code takes off the cart (the offer's discount_amount)."""
+    fact.onsite_recovered, fact.onsite_campaign, fact.onsite_tier = False, None, None
+    fact.onsite_discount = 0
+    converted = fact.converted_at
+    if converted is None or fact.order_total is None:
+        return
+    best: tuple[datetime, list[Any]] | None = None
+    for made in fact.offers.values():
+        if len(made) < 7 or made[6] is None:
+            continue
+        accepted = parse_time(made[6])
+        if accepted is None or accepted >= converted:
+            continue
+        hours = windows.get(as_int(made[1]), (DEFAULT_ATTRIBUTION_HOURS, 0))[0]
+        if converted - accepted > timedelta(hours=hours):
+            continue
+        if best is None or accepted > best[0]:
+            best = (accepted, made)
+    if best is None:
+        return
+    made = best[1]
+    fact.onsite_recovered = True
+    fact.onsite_campaign, fact.onsite_tier = as_id(made[1]) or None, as_id(made[2]) or None
+    code = str(made[3] or "")
+    if code and fact.redeemed_code == code and fact.redeemed_at is not None:
+        fact.onsite_discount = fact.discount
+    else:
+        fact.onsite_discount = max(as_int(made[4]), 0)
+
+
+def offer_campaigns(fact: Fact) -> set[int]:
+    """The campaigns of the cart's accepted on-site offers (their attribution windows)."""
+    return {
+        as_id(made[1])
+        for made in fact.offers.values()
+        if len(made) >= 7 and made[6] is not None and as_id(made[1])
+    }

@@ -173,6 +173,12 @@ COLUMNS: dict[str, str] = {
     "offers_accepted": "int",
     "offers": "jsonb",
     "clicked": "jsonb",
+    "steps_open": "jsonb",
+    "redeemed_code": "text",
+    "onsite_recovered": "bool",
+    "onsite_campaign": "int",
+    "onsite_tier": "int",
+    "onsite_discount": "int8",
 }
 JSON_COLUMNS = {name for name, kind in COLUMNS.items() if kind == "jsonb"}
 
@@ -237,6 +243,12 @@ class Fact:
     offers_accepted: int
     offers: dict[str, list[Any]]
     clicked: list[int]
+    steps_open: dict[str, list[Any]]
+    redeemed_code: str
+    onsite_recovered: bool
+    onsite_campaign: int | None
+    onsite_tier: int | None
+    onsite_discount: int
     _lines: list[list[Any]]
     _by_sku: dict[str | tuple[str, int], list[Any]] | None
     _stale: bool
@@ -245,13 +257,14 @@ class Fact:
         for name in COLUMNS:
             setattr(self, name, None)
         self.store_id, self.cart = store_id, cart
-        self.currency = self.discount_currency = ""
+        self.currency = self.discount_currency = self.redeemed_code = ""
         self.last_touch_channel = self.credit_channel = ""
         self.lines, self.touches, self.clicked, self.offers = [], [], [], {}
+        self.steps_open = {}
         self.item_count = self.value = self.peak_value = 0
-        self.refunded = self.discount = 0
+        self.refunded = self.discount = self.onsite_discount = 0
         self.exit_intents = self.offers_shown = self.offers_accepted = 0
-        self.had_items = self.abandoned_final = self.recovered = False
+        self.had_items = self.abandoned_final = self.recovered = self.onsite_recovered = False
         self.converted_in_window = self.scored_by_enrolment = False
 
     @classmethod

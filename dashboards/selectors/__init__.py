@@ -76,6 +76,7 @@ __all__ = [
     "overview",
     "rate_figure",
     "scores",
+    "store_currency",
     "store_zone",
     "timeseries",
     "top_products",
@@ -97,6 +98,8 @@ _OVERVIEW_METRICS = (
     p.OFFER_ACCEPTED,
     p.COHORT,
     p.COHORT_CONVERTED,
+    p.ONSITE_RECOVERED,
+    p.ONSITE_DISCOUNT,
 )
 
 
@@ -112,12 +115,14 @@ def overview(filters: Filters, *, now: datetime) -> Overview:
         bucket=f"(day >= '{filters.start.isoformat()}'::date)",
     )
     sums = Sums(rows, filters.channel)
+    in_progress = {True: 0, False: 0}
     for quiet in not_yet_abandoned(filters, now):
         day = quiet.abandoned[0]
         if before.start <= day < filters.end:
             sums.subtract(p.ABANDONED, day >= filters.start, quiet.currency, 1, quiet.value)
         if quiet.started is not None and before.start <= quiet.started[0] < filters.end:
             sums.subtract(p.STARTED_ABANDONED, quiet.started[0] >= filters.start, "", 1, 0)
+            in_progress[quiet.started[0] >= filters.start] += 1
 
     def counts(metric: str) -> Figure:
         return count_figure(sums.count(metric, True), sums.count(metric, False))
@@ -125,9 +130,12 @@ def overview(filters: Filters, *, now: datetime) -> Overview:
     def money(metric: str) -> Figure:
         return money_figure(sums.amounts(metric, True), sums.amounts(metric, False))
 
+    def settled(current: bool) -> int:
+        return sums.count(p.STARTED_ITEMS, current) - in_progress[current]
+
     def rate(current: bool) -> float | None:
-        started = sums.count(p.STARTED_ITEMS, current)
-        return sums.count(p.STARTED_ABANDONED, current) / started if started else None
+        n = settled(current)
+        return sums.count(p.STARTED_ABANDONED, current) / n if n > 0 else None
 
     lift, n_t, n_h = lift_of(r for r in rows if r.bucket)
     lift_before, n_t0, n_h0 = lift_of(r for r in rows if not r.bucket)
@@ -138,6 +146,8 @@ def overview(filters: Filters, *, now: datetime) -> Overview:
         carts_started=counts(p.STARTED),
         abandoned=counts(p.ABANDONED),
         abandonment_rate=rate_figure(rate(True), rate(False)),
+        in_progress=count_figure(in_progress[True], in_progress[False]),
+        settled=count_figure(settled(True), settled(False)),
         recovered=counts(p.RECOVERED),
         came_back=counts(p.CAME_BACK),
         orders=counts(p.ORDERS),
@@ -151,6 +161,9 @@ def overview(filters: Filters, *, now: datetime) -> Overview:
         conversion_lift=rate_figure(lift.absolute, lift_before.absolute),
         incremental_revenue=money_figure(_incremental(lift), _incremental(lift_before)),
         lift=lift,
+        onsite_recovered=counts(p.ONSITE_RECOVERED),
+        onsite_revenue=money(p.ONSITE_RECOVERED),
+        onsite_discount_cost=money(p.ONSITE_DISCOUNT),
     )
 
 
@@ -197,26 +210,30 @@ def timeseries(filters: Filters, *, now: datetime) -> Series:
         days = (day - filters.start).days
         return days * 24 + hour if hourly else days
 
+    in_progress: defaultdict[int, int] = defaultdict(int)
     for quiet in not_yet_abandoned(filters, now):
         a_day, a_hour = quiet.abandoned
         if filters.start <= a_day < filters.end:
             sums.subtract(p.ABANDONED, bucket_of(a_day, a_hour), quiet.currency, 1, quiet.value)
         if quiet.started is not None and filters.start <= quiet.started[0] < filters.end:
             sums.subtract(p.STARTED_ABANDONED, bucket_of(*quiet.started), "", 1, 0)
+            in_progress[bucket_of(*quiet.started)] += 1
     points = []
     day = filters.start
     while day < filters.end:
         for hour in range(24) if hourly else (0,):
             bucket = bucket_of(day, hour)
-            started = sums.count(p.STARTED_ITEMS, bucket)
+            settled = sums.count(p.STARTED_ITEMS, bucket) - in_progress[bucket]
+            cohort_abandoned = sums.count(p.STARTED_ABANDONED, bucket)
             points.append(
                 SeriesPoint(
                     start=datetime.combine(day, time(hour), tzinfo=zone),
                     carts_started=sums.count(p.STARTED, bucket),
                     abandoned=sums.count(p.ABANDONED, bucket),
-                    abandonment_rate=(
-                        sums.count(p.STARTED_ABANDONED, bucket) / started if started else None
-                    ),
+                    abandonment_rate=cohort_abandoned / settled if settled > 0 else None,
+                    started_in_progress=in_progress[bucket],
+                    started_abandoned=cohort_abandoned,
+                    started_settled=max(settled, 0),
                     recovered=sums.count(p.RECOVERED, bucket),
                     came_back=sums.count(p.CAME_BACK, bucket),
                     orders=sums.count(p.ORDERS, bucket),
@@ -247,6 +264,7 @@ _FUNNEL_METRICS = (
     p.OPENED,
     p.CLICKED,
     p.RECOVERED,
+    p.WAITING,
 )
 
 
@@ -313,6 +331,7 @@ def funnel(filters: Filters) -> list[FunnelRow]:
                 clicked=counts[p.CLICKED],
                 converted=counts[p.RECOVERED],
                 revenue={c: a for c, a in sorted(acc["revenue"].items())},
+                waiting=counts[p.WAITING],
             )
         )
     return sorted(out, key=lambda r: (r.campaign_id, r.position, r.tier_id))
@@ -361,8 +380,10 @@ def offers(filters: Filters) -> OffersByKind:
 
 def scores(filters: Filters, *, now: datetime | None = None) -> list[ScoreBand]:
     """Calibration: for carts scored in the period (the score at enrolment, else at the last
-    exit-intent decision) whose outcome is known at ``now``, per band of 0.1: carts, mean score
-    (predicted abandonment) and the share without an order within 24 hours (observed)."""
+    exit-intent decision), per band of 0.1: the settled carts (24 hours passed since the scored
+    moment at ``now``), their mean score (predicted abandonment) and the share of them without an
+    order within 24 hours (observed), and the pending carts (scored less than 24 hours ago: not
+    counted, whether or not they have ordered yet)."""
     from django.utils import timezone
 
     moment = now or timezone.now()
@@ -370,6 +391,7 @@ def scores(filters: Filters, *, now: datetime | None = None) -> list[ScoreBand]:
     carts: defaultdict[int, int] = defaultdict(int)
     micros: defaultdict[int, int] = defaultdict(int)
     ordered: defaultdict[int, int] = defaultdict(int)
+    pending: defaultdict[int, int] = defaultdict(int)
     for row in rows:
         band = int(row.key)
         if row.metric == p.SCORE:
@@ -378,26 +400,30 @@ def scores(filters: Filters, *, now: datetime | None = None) -> list[ScoreBand]:
         else:
             ordered[band] += row.count
     sql = """
-        SELECT score FROM dashboards_cartfact
+        SELECT score, converted_at IS NOT NULL AND converted_at - scored_at <= %s
+          FROM dashboards_cartfact
          WHERE store_id = %s AND scored_at > %s AND scored_day >= %s AND scored_day < %s
-           AND (converted_at IS NULL OR converted_at > scored_at + %s)
+           AND score IS NOT NULL
     """
     params: list[Any] = [
+        OBSERVATION_WINDOW,
         filters.store_id,
         moment - OBSERVATION_WINDOW,
         filters.start,
         filters.end,
-        OBSERVATION_WINDOW,
     ]
     if filters.campaign_id is not None:
         sql += " AND campaign_id = %s"
         params.append(filters.campaign_id)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for (score,) in cursor.fetchall():  # outcome not known yet
+        for score, in_window in cursor.fetchall():  # outcome not known yet: pending
             band = p.band_of(score)
             carts[band] -= 1
             micros[band] -= round(score * p.SCORE_MICROS)
+            pending[band] += 1
+            if in_window:
+                ordered[band] -= 1
     out = []
     for band in range(10):
         n = carts[band]
@@ -409,6 +435,7 @@ def scores(filters: Filters, *, now: datetime | None = None) -> list[ScoreBand]:
                 carts=n,
                 predicted=micros[band] / n / p.SCORE_MICROS if n else None,
                 observed=(n - ordered[band]) / n if n else None,
+                pending=pending[band],
             )
         )
     return out
@@ -465,6 +492,22 @@ def top_products(
             )
     out.sort(key=lambda r: (-r.value, r.key, r.currency))
     return out[:limit]
+
+
+def store_currency(store_id: int) -> str:
+    """The store's currency as its carts have it: the one of its most recently active cart with a
+    currency ('' before any). For money figures with no amount in any currency."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT currency FROM dashboards_cartfact
+             WHERE store_id = %s AND currency <> '' AND last_activity_at IS NOT NULL
+             ORDER BY last_activity_at DESC LIMIT 1
+            """,
+            [store_id],
+        )
+        row = cursor.fetchone()
+    return str(row[0]) if row else ""
 
 
 _LIVE = """

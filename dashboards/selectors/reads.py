@@ -74,7 +74,14 @@ def channel_ok(metric: str, channel: str, wanted: str | None) -> bool:
         return False
     if wanted is None:
         return True
-    if metric in (p.RECOVERED, p.SENT, p.OFFER_SHOWN, p.OFFER_ACCEPTED):
+    if metric in (
+        p.RECOVERED,
+        p.SENT,
+        p.OFFER_SHOWN,
+        p.OFFER_ACCEPTED,
+        p.ONSITE_RECOVERED,
+        p.ONSITE_DISCOUNT,
+    ):
         return channel == wanted
     return True
 

@@ -131,6 +131,15 @@ class Overview(_AsDict):
     conversion_lift: Figure
     incremental_revenue: Figure
     lift: Lift
+    # Carts started in the period (with items) whose abandonment window has not expired at the
+    # moment of reading: neither abandoned nor not; the rest are settled (the rate's base).
+    in_progress: Figure
+    settled: Figure
+    # Orders credited to an accepted on-site offer (docs/dashboards.md), their net revenue and
+    # the offers' discount cost, on the order's day.
+    onsite_recovered: Figure
+    onsite_revenue: Figure
+    onsite_discount_cost: Figure
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -138,7 +147,7 @@ class SeriesPoint(_AsDict):
     start: datetime  # the local day's (or hour's) start, in the store's zone
     carts_started: int
     abandoned: int
-    abandonment_rate: float | None  # of the carts (with items) started in this bucket
+    abandonment_rate: float | None  # started_abandoned / started_settled
     recovered: int
     came_back: int
     orders: int
@@ -147,6 +156,11 @@ class SeriesPoint(_AsDict):
     emails_sent: int
     offers_shown: int
     offers_accepted: int
+    # The cohort of the carts (with items) started in this bucket: still in progress (their
+    # abandonment window not expired), abandoned by now, and settled (the others).
+    started_in_progress: int = 0
+    started_abandoned: int = 0
+    started_settled: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -178,6 +192,9 @@ class FunnelRow(_AsDict):
     clicked: int
     converted: int  # recovered carts this tier was the last touch of
     revenue: Money  # their net revenue
+    # Steps scheduled in the period (enrolments) not finished at the moment of reading: not yet
+    # due, due and queued, or deferred (docs/dashboards.md).
+    waiting: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -203,15 +220,18 @@ class OffersByKind(_AsDict):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ScoreBand(_AsDict):
-    """Carts scored in the period whose outcome is known (an order within 24 hours of the scored
-    moment, or 24 hours passed), by score band."""
+    """Carts scored in the period by score band. ``carts`` are the settled ones (24 hours have
+    passed since the scored moment: their outcome is known); ``predicted`` and ``observed`` are
+    over them only. ``pending``: scored less than 24 hours ago, outcome not known yet (whether or
+    not they ordered since: counting early orders alone would bias the observed share down)."""
 
     band: int
     low: float
     high: float
-    carts: int
-    predicted: float | None  # mean score: predicted abandonment
-    observed: float | None  # share without an order within 24 hours
+    carts: int  # settled
+    predicted: float | None  # mean score of the settled carts: predicted abandonment
+    observed: float | None  # share of the settled carts without an order within 24 hours
+    pending: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

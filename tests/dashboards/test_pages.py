@@ -166,8 +166,8 @@ def test_the_overview_shows_every_figure_with_its_change(log, marketer):
     assert figures["abandoned"].value == "2"
     assert figures["abandonment_rate"].value == "66.7%"
     assert figures["recovered"].value == "1"
-    assert figures["recovered_revenue"].value == "22.00 EUR"  # 30.00 - 3.00 coupon - 5.00 refund
-    assert figures["discount_cost"].value == "3.00 EUR"
+    assert figures["recovered_revenue"].value == "€22.00"  # 30.00 - 3.00 coupon - 5.00 refund
+    assert figures["discount_cost"].value == "€3.00"
     assert figures["emails_sent"].value == "1"
     assert figures["offers_shown"].value == "1"
     assert figures["offers_accepted"].value == "1"
@@ -175,7 +175,7 @@ def test_the_overview_shows_every_figure_with_its_change(log, marketer):
     assert figures["carts_started"].change == "new"
     assert figures["abandonment_rate"].change == "—"
     assert "8 Nov 2026 to 14 Nov 2026 (7 days), against 1 Nov 2026 to 7 Nov 2026 (7 days)" in page
-    assert '<div class="value">22.00 EUR</div>' in page
+    assert '<div class="value">€22.00</div>' in page
     assert '<div class="value">66.7%</div>' in page
 
 
@@ -212,8 +212,10 @@ def test_the_overview_has_a_chart_with_its_table(log, marketer):
     assert '<g class="legend">' in page
     assert ">Day (UTC)</text>" in page
     assert ">10 Nov</text>" in page
-    # The chart's table: one row per day, carts started on 10 November.
-    assert '<th scope="row">2026-11-10</th><td>3</td><td>2</td><td>66.7%</td><td>1</td>' in page
+    # The chart's table: one row per day, carts started on 10 November: none in progress, two
+    # of them abandoned, three settled, 2 / 3 (one cohort per row: issue 14), one recovered.
+    row = "<td>3</td><td>0</td><td>2</td><td>3</td><td>66.7%</td><td>1</td>"
+    assert f'<th scope="row">2026-11-10</th>{row}' in page
     assert f'href="/dashboard/{log.store.pk}/export/overview.csv?{RANGE_HTML}"' in page
     assert f'href="/dashboard/{log.store.pk}/export/timeseries.csv?{RANGE_HTML}"' in page
 
@@ -242,11 +244,14 @@ def test_the_time_series_page_charts_every_figure_per_day(log, marketer):
     ):
         assert f"<title>{title}</title>" in page
     # Every day of each series, but the rate only where carts started (one day): no zeros made up.
-    assert page.count('<circle class="point"') == 7 * (4 + 2 + 3) + 1
+    assert page.count('<circle class="point"') == 7 * (5 + 2 + 3) + 1
     assert "<title>recovered revenue (net), 10 Nov: 22</title>" in page
     table = response.context["tables"][0]
-    assert table["columns"][7:9] == ["recovered revenue EUR", "discount cost EUR"]
-    assert table["rows"][2][7:9] == ["22.00 EUR", "3.00 EUR"]
+    assert table["columns"][9:11] == [
+        "recovered revenue EUR (ordered this day)",
+        "discount cost EUR (redeemed this day)",
+    ]
+    assert table["rows"][2][9:11] == ["€22.00", "€3.00"]
 
 
 def test_a_range_of_one_day_is_charted_per_hour(log, marketer):
@@ -259,8 +264,14 @@ def test_a_range_of_one_day_is_charted_per_hour(log, marketer):
     assert ">Hour (UTC)</text>" in page
     assert ">10 Nov</text>" in page and ">03:00</text>" in page and ">21:00</text>" in page
     assert len(response.context["tables"][0]["rows"]) == 24
-    # 10:00-11:00: three carts started, two abandoned at 10:30.
-    assert response.context["tables"][0]["rows"][10][:3] == ["2026-11-10 10:00", "3", "2"]
+    # 10:00-11:00: three carts started, none in progress, two of them abandoned, three settled.
+    assert response.context["tables"][0]["rows"][10][:5] == [
+        "2026-11-10 10:00",
+        "3",
+        "0",
+        "2",
+        "3",
+    ]
 
 
 def test_the_funnel_page_shows_each_tier(log, marketer):
@@ -271,14 +282,15 @@ def test_the_funnel_page_shows_each_tier(log, marketer):
     assert "<title>Funnel per campaign and tier</title>" in page
     assert "<title>Step outcomes per campaign and tier</title>" in page
     assert table["rows"] == [
-        # campaign, id, position, channel, scheduled, sent, skipped, suppressed, deferred,
-        # failed, cancelled, opened, clicked, converted, revenue
+        # campaign, id, position, channel, scheduled, waiting, sent, skipped, suppressed,
+        # deferred, failed, cancelled, opened, clicked, converted, revenue
         [
             "Winback",
             str(log.campaign.pk),
             "1",
             "email",
             "2",
+            "0",  # both steps finished (one sent, one suppressed)
             "1",
             "0",
             "1",
@@ -288,10 +300,10 @@ def test_the_funnel_page_shows_each_tier(log, marketer):
             "1",
             "1",
             "1",
-            "22.00 EUR",
+            "€22.00",
         ]
     ]
-    assert page.count('<rect class="bar"') == 5 + 6
+    assert page.count('<rect class="bar"') == 6 + 6  # the first chart has waiting too
 
 
 def test_the_offers_page_shows_offers_by_kind(log, marketer):
@@ -311,8 +323,8 @@ def test_the_scores_page_shows_the_distribution_and_calibration(log, marketer):
     page = response.content.decode()
     rows = response.context["tables"][0]["rows"]
 
-    assert rows[6] == ["0.6-0.7", "1", "60.0%", "100.0%"]  # b: never ordered
-    assert rows[8] == ["0.8-0.9", "1", "80.0%", "0.0%"]  # a: ordered within 24 hours
+    assert rows[6] == ["0.6-0.7", "1", "60.0%", "100.0%", "0"]  # b: never ordered
+    assert rows[8] == ["0.8-0.9", "1", "80.0%", "0.0%", "0"]  # a: ordered within 24 hours
     assert sum(row[1] != "0" for row in rows) == 2
     assert "<title>Score distribution</title>" in page
     assert '<line class="diagonal"' in page
@@ -323,8 +335,8 @@ def test_the_products_page_ranks_lost_value(log, marketer):
     response = marketer.get(f"/dashboard/{log.store.pk}/products/?{RANGE}")
     products, categories = response.context["tables"]
 
-    assert products["rows"] == [["CHAIR", "Chair", "EUR", "1", "45.00 EUR"]]
-    assert categories["rows"] == [["furniture", "EUR", "1", "45.00 EUR"]]
+    assert products["rows"] == [["CHAIR", "Chair", "EUR", "1", "€45.00"]]
+    assert categories["rows"] == [["furniture", "EUR", "1", "€45.00"]]
     assert "<title>Lost value by product</title>" in response.content.decode()
 
 
@@ -413,7 +425,7 @@ def test_the_time_series_csv_of_one_day_has_iso_hours(log, marketer):
 
     assert len(rows) == 24
     assert rows[10]["hour"] == "2026-11-10T10:00:00+00:00"
-    assert rows[10]["carts started"] == "3"
+    assert rows[10]["carts started this hour"] == "3"
 
 
 def test_every_table_exports_as_csv(log, marketer):
@@ -439,9 +451,13 @@ def test_the_time_series_csv_matches_the_selector(log, marketer):
     rows = csv_rows(response)
 
     assert [r["day"] for r in rows] == [p.start.date().isoformat() for p in series.points]
-    assert [int(r["carts started"]) for r in rows] == [p.carts_started for p in series.points]
-    assert [int(r["abandoned"]) for r in rows] == [p.abandoned for p in series.points]
-    assert rows[2]["recovered revenue EUR"] == "22.00"
+    assert [int(r["carts started this day"]) for r in rows] == [
+        p.carts_started for p in series.points
+    ]
+    assert [int(r["of these: abandoned"]) for r in rows] == [
+        p.started_abandoned for p in series.points
+    ]
+    assert rows[2]["recovered revenue EUR (ordered this day)"] == "22.00"
 
 
 def test_an_unknown_table_is_a_404(log, marketer):

@@ -12,11 +12,11 @@ from dashboards.tables import COUNT, HOUR, MONEY, RATE, Column
 @pytest.mark.parametrize(
     ("amount", "currency", "text", "major"),
     [
-        (1299, "EUR", "12.99 EUR", Decimal("12.99")),
-        (1299, "JPY", "1299 JPY", Decimal("1299")),
-        (1299, "KWD", "1.299 KWD", Decimal("1.299")),
-        (-500, "USD", "-5.00 USD", Decimal("-5.00")),
-        (1234.6, "EUR", "12.35 EUR", Decimal("12.35")),  # a mean: rounded to minor units
+        (1299, "EUR", "€12.99", Decimal("12.99")),
+        (1299, "JPY", "¥1,299", Decimal("1299")),
+        (1299, "KWD", "KWD 1.299", Decimal("1.299")),
+        (-500, "USD", "-$5.00", Decimal("-5.00")),
+        (1234.6, "EUR", "€12.35", Decimal("12.35")),  # a mean: rounded to minor units
     ],
 )
 def test_money_is_shown_in_major_units_with_its_currency(amount, currency, text, major):
@@ -25,7 +25,7 @@ def test_money_is_shown_in_major_units_with_its_currency(amount, currency, text,
 
 
 def test_money_per_currency_is_never_added_up():
-    assert tables.moneys_text({"USD": 300, "EUR": 1200}) == "12.00 EUR, 3.00 USD"
+    assert tables.moneys_text({"USD": 300, "EUR": 1200}) == "€12.00, $3.00"
     assert tables.moneys_text({}) == "0"
 
 
@@ -67,9 +67,9 @@ def _table() -> tables.Table:
 
 def test_a_table_shows_formatted_cells():
     assert _table().display() == [
-        ["=HYPERLINK(1)", "1,200", "50.0%", "4500.50 EUR"],
-        ["-5", "3", "—", "7 JPY"],
-        ["-x", "0", "100.0%", "0.00 EUR"],
+        ["=HYPERLINK(1)", "1,200", "50.0%", "€4,500.50"],
+        ["-5", "3", "—", "¥7"],
+        ["-x", "0", "100.0%", "€0.00"],
     ]
 
 
