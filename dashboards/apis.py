@@ -258,7 +258,11 @@ class OverviewOut(serializers.Serializer):
     previous_start = serializers.DateField(help_text="The previous period: previous_start..start.")
     carts_started = FigureOut()
     abandoned = FigureOut()
-    abandonment_rate = FigureOut()
+    in_progress = FigureOut(
+        help_text="Carts started in the period whose abandonment window has not expired yet."
+    )
+    settled = FigureOut(help_text="Carts started in the period, ordered or abandoned.")
+    abandonment_rate = FigureOut(help_text="Abandoned / settled carts started in the period.")
     recovered = FigureOut()
     came_back = FigureOut(help_text="Abandoned carts that ordered without a touch.")
     orders = FigureOut()
@@ -272,13 +276,27 @@ class OverviewOut(serializers.Serializer):
     conversion_lift = FigureOut()
     incremental_revenue = FigureOut()
     lift = LiftOut()
+    onsite_recovered = FigureOut(
+        help_text="Orders placed after an accepted on-site offer, within the attribution window."
+    )
+    onsite_revenue = FigureOut(help_text="Their revenue, net.")
+    onsite_discount_cost = FigureOut(help_text="What the offers' codes took off them.")
 
 
 class SeriesPointOut(serializers.Serializer):
     start = serializers.DateTimeField(help_text="The local day's (or hour's) start.")
     carts_started = serializers.IntegerField()
     abandoned = serializers.IntegerField()
-    abandonment_rate = serializers.FloatField(allow_null=True)
+    abandonment_rate = serializers.FloatField(
+        allow_null=True, help_text="started_abandoned / started_settled (the row's cohort)."
+    )
+    started_in_progress = serializers.IntegerField(
+        help_text="Carts started in this row still inside their abandonment window."
+    )
+    started_abandoned = serializers.IntegerField(help_text="Carts started in this row, abandoned.")
+    started_settled = serializers.IntegerField(
+        help_text="Carts started in this row, ordered or abandoned."
+    )
     recovered = serializers.IntegerField()
     came_back = serializers.IntegerField()
     orders = serializers.IntegerField()
@@ -304,6 +322,7 @@ class FunnelRowOut(serializers.Serializer):
     position = serializers.IntegerField()
     channel = serializers.CharField()
     scheduled = serializers.IntegerField()
+    waiting = serializers.IntegerField(help_text="Scheduled, not finished yet.")
     sent = serializers.IntegerField()
     skipped = serializers.IntegerField()
     skipped_by_reason = serializers.DictField(child=serializers.IntegerField())
@@ -345,10 +364,11 @@ class ScoreBandOut(serializers.Serializer):
     band = serializers.IntegerField()
     low = serializers.FloatField()
     high = serializers.FloatField()
-    carts = serializers.IntegerField()
-    predicted = serializers.FloatField(allow_null=True, help_text="Mean score.")
+    carts = serializers.IntegerField(help_text="Settled: scored at least 24 hours ago.")
+    pending = serializers.IntegerField(help_text="Scored less than 24 hours ago: outcome unknown.")
+    predicted = serializers.FloatField(allow_null=True, help_text="Mean score (settled carts).")
     observed = serializers.FloatField(
-        allow_null=True, help_text="Share without an order within 24 hours."
+        allow_null=True, help_text="Share of the settled carts without an order within 24 hours."
     )
 
 

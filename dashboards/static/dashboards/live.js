@@ -66,7 +66,8 @@
     if (!currency) return String(minor);
     try {
       if (!formats[currency]) {
-        formats[currency] = new Intl.NumberFormat(undefined, { style: "currency", currency: currency });
+        // the pages' format (dashboards.tables.money_display): English, with the symbol
+        formats[currency] = new Intl.NumberFormat("en", { style: "currency", currency: currency });
       }
       var digits = formats[currency].resolvedOptions().maximumFractionDigits;
       return formats[currency].format(minor / Math.pow(10, digits));
