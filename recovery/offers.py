@@ -26,6 +26,7 @@ CODE_MIN_COOLDOWN = timedelta(hours=1)
 # may promise the discount, so it says only this.
 UNCODED_HEADLINE = "Before you go"
 UNCODED_BODY = "Your cart is saved for you."
+UNCODED_CTA = "Back to my cart"  # not the tier's button, which may say "Use my discount"
 # Coupon kind -> the offer kind the browser shows.
 _OFFER_KIND_OF = {kind: offer_kind for offer_kind, kind in discounts.OFFER_KINDS.items()}
 
@@ -175,8 +176,10 @@ def offer_coded(
 
 
 def offer_uncoded(offer: dict[str, Any]) -> dict[str, Any]:
-    """The offer without a code: a message with the tier's button (its own headline and body may
-    promise the discount, so they give way to a plain reminder)."""
+    """The offer without a code: a plain reminder (the tier's own headline, body and button may
+    promise the discount)."""
     plain: dict[str, Any] = {key: offer[key] for key in _FRAME}
-    plain.update(kind="message", headline=UNCODED_HEADLINE, body=UNCODED_BODY)
+    plain.update(
+        kind="message", headline=UNCODED_HEADLINE, body=UNCODED_BODY, cta_label=UNCODED_CTA
+    )
     return plain

@@ -365,6 +365,7 @@ ROUTES = {
     **{f"api/v1/metrics/{name}": "SECRET_KEY_CASES, MARKETER_API_CASES" for name in METRICS},
     "dashboard/login/": "no store data",
     "dashboard/logout/": "no store data",
+    "dashboard/help/": "no store data (the figures' definitions, docs/dashboards.md)",
     "dashboard/": "test_a_marketers_store_list_names_only_their_store",
     "api/schema/": "no store data",
     "api/docs/": "no store data",

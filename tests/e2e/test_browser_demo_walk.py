@@ -24,7 +24,7 @@ from campaigns import links
 from campaigns.models import Campaign, CampaignSettings, Coupon, Enrollment, Step, Tier
 from campaigns.rules import in_holdout
 from campaigns.services import campaign_demo_ensure
-from carts.models import CartEvent, CartState
+from carts.models import CartEvent, CartState, Store
 from carts.services import DEMO_STORE_NAME
 from tests.conftest import subprocess_env
 from tests.e2e import procs
@@ -93,6 +93,8 @@ def test_the_demo_charges_what_it_shows_and_restore_links_rebuild_the_cart(
     store, _ = committed_store
     store.name = DEMO_STORE_NAME  # the demo checkout places orders for the demo store only
     store.save(update_fields=["name"])
+    # ... the first of that name: another committed test's demo store is renamed out of the way
+    Store.objects.filter(name=DEMO_STORE_NAME).exclude(pk=store.pk).update(name="Earlier demo")
     campaign = Campaign.objects.get(store=store)
     onsite = campaign.tiers.get(channel=Tier.Channel.ONSITE)
     assert "up to €20.00" in onsite.body

@@ -114,6 +114,8 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
     # The demo checkout's server side places orders for the demo store only.
     store.name = DEMO_STORE_NAME
     store.save(update_fields=["name"])
+    # ... the first of that name: another committed test's demo store is renamed out of the way
+    Store.objects.filter(name=DEMO_STORE_NAME).exclude(pk=store.pk).update(name="Earlier demo")
     tier = store.campaigns.get().tiers.get(channel="onsite")
     started = time.monotonic()
     driver = _chromium(tmp_path)

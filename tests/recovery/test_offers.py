@@ -140,3 +140,25 @@ def test_a_shopper_who_asked_not_to_be_reminded_gets_no_exit_offer():
     assert offers.decide(**kwargs).decision == offers.OFFER
     declined = offers.decide(**kwargs, declined=True)
     assert (declined.decision, declined.reason) == (offers.NONE, "dont_remind")
+
+
+def test_an_offer_shown_without_its_code_promises_nothing():
+    tier_offer = {
+        "id": "o-1",
+        "headline": "Wait, 10% off your cart",
+        "body": "Use your code at checkout.",
+        "cta_label": "Use my discount",
+        "cta_url": "",
+        "expires_at": "2026-12-06T18:00:00+00:00",
+        "kind": "percent",
+        "percent": 10,
+    }
+
+    plain = offers.offer_uncoded(tier_offer)
+
+    assert plain["kind"] == "message" and "percent" not in plain
+    assert (plain["headline"], plain["body"], plain["cta_label"]) == (
+        "Before you go",
+        "Your cart is saved for you.",
+        "Back to my cart",
+    )
