@@ -215,8 +215,12 @@ def test_the_demo_charges_what_it_shows_and_restore_links_rebuild_the_cart(
             ("APRON-04", 2),
             ("POUR-02", 1),
         ]
-        viewed = CartEvent.objects.filter(store=store, cart=rebuilt, type="page.viewed").first()
-        assert viewed is not None and "code=" not in viewed.data["url"]
+        viewed = procs.wait_for(  # the snippet's page view may follow the items
+            lambda: CartEvent.objects.filter(store=store, cart=rebuilt, type="page.viewed").first(),
+            timeout=10,
+            what="the rebuilt cart's page view",
+        )
+        assert "code=" not in viewed.data["url"]
         _screenshot(other, tmp_path, "demo-3-restored.png")
 
         # At checkout the code is filled in and applied by the server.
