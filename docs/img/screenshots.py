@@ -59,6 +59,9 @@ def demo_offer(driver: webdriver.Chrome, base: str, out: Path) -> None:
     driver.get(f"{base}/demo/")
     for _ in range(4):  # a cart in the demo campaign's holdout (one in ten) gets no offer
         wait = WebDriverWait(driver, 15)
+        wait.until(  # the snippet's socket is open: its events are the server's at once
+            lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "open"
+        )
         buttons = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "button.add"))
         for button in buttons[:2]:
             button.click()
