@@ -600,3 +600,20 @@ def test_a_store_created_in_the_admin_keeps_its_retention(db):
 
     assert response.status_code == 302, response.content
     assert Store.objects.get(name="Retaining shop").pii_retention_days == 90
+
+
+def test_the_command_reads_the_address_from_standard_input(store):
+    shoppers_append(store)
+    out = io.StringIO()
+
+    call_command(
+        "erase_shopper",
+        "--store",
+        str(store.pk),
+        "--email",
+        "-",
+        stdin=io.StringIO("bob@example.com\n"),
+        stdout=out,
+    )
+
+    assert json.loads(out.getvalue()) == {"erased": True, "carts": 1, "keys": 1}

@@ -5,6 +5,7 @@ data as JSON instead (docs/security.md, "Erasure and export")."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -18,10 +19,16 @@ from carts.validation import Email, message
 
 class Command(BaseCommand):
     help = "Erase a shopper of a store (crypto-shredding), or print their data with --export."
+    stealth_options = ("stdin",)  # call_command(..., stdin=...): where --email - reads from
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--store", type=int, required=True, help="The store's id.")
-        parser.add_argument("--email", default=None, help="The shopper's email address.")
+        parser.add_argument(
+            "--email",
+            default=None,
+            help="The shopper's email address; '-' reads it from standard input (so that it "
+            "shows in no process list or shell history).",
+        )
         parser.add_argument(
             "--shopper-id", default=None, help="The shop's shopper id (shopper.id in events)."
         )
@@ -31,11 +38,17 @@ class Command(BaseCommand):
             help="Print everything the store holds about the shopper as JSON; erase nothing.",
         )
 
+    def execute(self, *args: Any, **options: Any) -> Any:
+        self.stdin = options.pop("stdin", sys.stdin)
+        return super().execute(*args, **options)
+
     def handle(self, *args: Any, **options: Any) -> None:
         store = Store.objects.filter(pk=options["store"]).first()
         if store is None:
             raise CommandError(f"No store with id {options['store']}.")
         email, shopper_id = options["email"], options["shopper_id"]
+        if email == "-":
+            email = self.stdin.readline().strip()
         if (email is None) == (shopper_id is None):
             raise CommandError("Name the shopper by --email or by --shopper-id (one of them).")
         shopper = privacy.Shopper(
