@@ -698,6 +698,7 @@ class CampaignAdmin(StoreScopedAdmin):
             "title": f"Email preview: tier {tier.position} of {campaign.name}",
             "campaign": campaign,
             "tier": tier,
+            "delay": duration_text(tier.delay_minutes),  # as the sequence box says it
             "problems": problems,
             "preview": None,
         }

@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
+from campaigns.admin import duration_text
 from campaigns.models import Campaign, CampaignSettings, Coupon, Enrollment, Suppression, Tier
 from carts import services
 from carts.models import Store, StoreMember
@@ -840,6 +841,9 @@ def test_the_email_preview_shows_the_subject_and_the_sample_carts_items(merchant
     assert '<iframe sandbox="" title="HTML part of the email" srcdoc="&lt;!doctype html&gt;' in html
     assert html.count("<html") == 1
     assert "Stoneware mug" in html
+    # the delay as the campaign page's sequence says it ("1 h"), not in raw minutes
+    flat = " ".join(html.split())
+    assert f"{duration_text(email.delay_minutes)} after abandonment" in flat
 
     discount_page = merchant.get(f"/admin/campaigns/campaign/{campaign.pk}/preview/{discount.pk}/")
     assert "SAMPLE-7K2M9Q" in discount_page.context["preview"].text
