@@ -148,6 +148,15 @@ def _no_stray_sessions_at_teardown(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def committed_store(committed_db) -> tuple[Store, services.StoreCredentials]:
+    """A store of its own in the committed database. Earlier tests' rows stay there, and their
+    unfinished campaign steps (pending, handed out, leased) would become due or stale during this
+    test and be claimed by its enqueues, which claim every store's steps: they are settled first
+    (cancelled, reason ``test_leftover``), so a test counts only what it made."""
+    from campaigns.models import Step
+
+    Step.objects.filter(
+        status__in=[Step.Status.PENDING, Step.Status.ENQUEUED, Step.Status.SENDING]
+    ).update(status=Step.Status.CANCELLED, reason="test_leftover", lease_owner="")
     creds = services.store_create(name=f"Committed shop {uuid.uuid4().hex[:6]}")
     return Store.objects.get(pk=creds.store_id), creds
 
