@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include("recovery.urls")),
     path("api/v1/", include("campaigns.api_urls")),
     path("api/v1/", include("dashboards.api_urls")),
+    path("api/v1/", include("integrations.urls")),  # platform webhooks, outbound endpoints
     path("dashboard/", include("dashboards.live_urls")),
     path("dashboard/", include("dashboards.urls")),
     path("", include("campaigns.urls")),  # restore, unsubscribe and tracking links in emails

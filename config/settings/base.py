@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "campaigns",
     "recovery",
     "dashboards",
+    "integrations",  # shop platforms in (webhooks) and out (codes), outbound webhooks
     "config.apps.ProjectConfig",  # the project's own system checks (config/checks.py)
 ]
 
@@ -328,3 +329,16 @@ LOGGING = {
         "celery.worker.strategy": {"level": _DETAIL_LEVEL},
     },
 }
+
+# Shop platforms (integrations/, docs/integrations.md) -------------------------------------------
+# Every call to a platform's API (discount codes) and every outbound webhook delivery: seconds.
+INTEGRATIONS_HTTP_TIMEOUT = min(60.0, max(0.5, env.get_float("INTEGRATIONS_HTTP_TIMEOUT", 10.0)))
+# Attempts at making one code on the platform before the step that needs it fails for good.
+INTEGRATIONS_CODE_ATTEMPTS = max(1, env.get_int("INTEGRATIONS_CODE_ATTEMPTS", 5))
+# Shopify Admin API version the discount mutations are sent to.
+INTEGRATIONS_SHOPIFY_API_VERSION = env.get_str("INTEGRATIONS_SHOPIFY_API_VERSION", "2025-10")
+# Outbound webhooks: attempts before a delivery is given up, and how often due ones are sent.
+INTEGRATIONS_OUTBOUND_ATTEMPTS = max(1, env.get_int("INTEGRATIONS_OUTBOUND_ATTEMPTS", 8))
+INTEGRATIONS_OUTBOUND_SECONDS = max(0.2, env.get_float("INTEGRATIONS_OUTBOUND_SECONDS", 2.0))
+# /healthz reports a connected store whose platform has sent nothing for this long.
+INTEGRATIONS_SILENT_HOURS = max(1, env.get_int("INTEGRATIONS_SILENT_HOURS", 24))

@@ -1,0 +1,1 @@
+"""Placeholder: outbound webhooks admin."""
