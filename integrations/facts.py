@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +109,9 @@ class Adapter(Protocol):
 
     platform: str
 
-    def verify(self, *, secret: str, headers: dict[str, str], body: bytes) -> None:
-        """Raise BadDelivery(401) unless the body is signed by ``secret`` (constant time)."""
+    def verify(self, *, connection: Any, headers: dict[str, str], body: bytes) -> None:
+        """Raise BadDelivery(401) unless the body is signed for ``connection`` (an
+        integrations.models.Connection: its sealed secret, or Saleor's JWKS), in constant time."""
         ...
 
     def read(self, *, headers: dict[str, str], body: bytes) -> Delivery:
