@@ -16,7 +16,7 @@ from django.core.mail import EmailMessage
 
 from campaigns import coupons, delivery, emails
 from campaigns.extensions import HOOKS
-from campaigns.models import CampaignSettings, Step
+from campaigns.models import CampaignSettings, Coupon, Step
 from carts.models import CartState, Store
 from carts.services import NewEvent
 
@@ -32,6 +32,9 @@ class Prepared:
     message_id: str = ""
     data: dict[str, Any] = field(default_factory=dict)  # added to the campaign.step_sent event
     skipped: str | None = None  # nothing to send after all (e.g. no discount chosen)
+    # The code the message carries: made on the store's platform before the message leaves
+    # (HOOKS.code_publish, called by the step runner outside any transaction).
+    coupon: Coupon | None = None
 
     def outgoing(self, step: Step) -> delivery.Outgoing:
         assert self.message is not None
@@ -73,6 +76,7 @@ def step_render(
             out.skipped = "no_discount"
             return out
         coupon = issued.coupon
+        out.coupon = coupon
         out.data["coupon"] = coupon.code
     out.message = emails.step_email(
         step=step,

@@ -44,6 +44,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Max
 
 from campaigns import clock, delivery, events, rules, senders
+from campaigns.extensions import HOOKS
 from campaigns.models import CampaignSettings, Step, Suppression
 from carts import identity
 from carts.models import CartState, Store
@@ -244,6 +245,17 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
             if isinstance(decided, _Result):
                 results.append(decided)
                 continue
+            if decided.prepared.message is not None and decided.prepared.coupon is not None:
+                # Its code is made where the shop redeems it before the message may leave: a
+                # network call (no transaction is open here), within the batch's lease.
+                withheld_for_code = _code_publish(decided, moment)
+                if withheld_for_code is not None:
+                    known.sent_to_cart[(step.store_id, step.cart)] -= 1
+                    results.append(withheld_for_code)
+                    continue
+                if time.monotonic() >= deadline:  # the platform took the time left
+                    released.append(step.pk)
+                    continue
             ready[step.pk] = decided
             if decided.prepared.message is not None:
                 yield decided.prepared.outgoing(step)
@@ -571,6 +583,29 @@ def _raised(step: Step, exc: Exception, now: datetime) -> _Result:
     transient = isinstance(exc, (OperationalError, InterfaceError))
     data = events.step_data(step, "failed" if transient else "error")
     return _failed(step, data, f"{type(exc).__name__}: {exc}", now, permanent=not transient)
+
+
+def _code_publish(one: _Ready, now: datetime) -> _Result | None:
+    """None when the message's code may be sent (made on the store's platform, or no platform
+    makes the store's codes); else the step's outcome: retried later with the step's backoff
+    while the platform fails transiently (``platform_pending``), failed for good when it
+    refused the code (``platform_refused``). The issued code's events stay either way."""
+    if HOOKS.code_publish is None:
+        return None
+    step, coupon = one.step, one.prepared.coupon
+    assert coupon is not None
+    try:
+        state = HOOKS.code_publish(coupon, now)
+    except Exception as exc:
+        result = _raised(step, exc, now)
+        result.events[:0] = _issued_codes(step, one.prepared.events)
+        return result
+    if state.usable:
+        return None
+    data = dict(one.data, reason=state.reason)
+    result = _failed(step, data, state.error or state.reason, now, permanent=not state.transient)
+    result.events[:0] = _issued_codes(step, one.prepared.events)
+    return result
 
 
 def _step_decide(

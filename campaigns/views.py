@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -26,7 +27,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from campaigns import clock, links, selectors, tracking
-from campaigns.models import Step
+from campaigns.extensions import HOOKS
+from campaigns.models import Coupon, Step
 from carts import ratelimits
 
 # The smallest transparent GIF (1x1, 43 bytes).
@@ -57,6 +59,25 @@ def _too_many(verdict: ratelimits.Verdict) -> HttpResponse:
     return _private(ratelimits.too_many(verdict))
 
 
+def _platform_target(step_id: int, now: datetime) -> str | None:
+    """The store's platform's own cart for the step's cart, with its usable code applied where
+    the platform allows (HOOKS.restore_target, integrations); None: the store's cart URL."""
+    if HOOKS.restore_target is None:
+        return None
+    step = Step.objects.filter(pk=step_id).values("store_id", "cart").get()
+    code = (
+        Coupon.objects.filter(
+            store_id=step["store_id"],
+            cart=step["cart"],
+            redeemed_at__isnull=True,
+            expires_at__gt=now,
+        )
+        .values_list("code", flat=True)
+        .first()
+    )
+    return HOOKS.restore_target(step["store_id"], step["cart"], code)
+
+
 @require_GET
 def restore(request: HttpRequest, token: str) -> HttpResponse:
     """Record the click and send the shopper to the store's cart. Over the client's limit the
@@ -66,10 +87,12 @@ def restore(request: HttpRequest, token: str) -> HttpResponse:
         link_id = links.link_from_token(token, links.Purpose.RESTORE)
         verdict = ratelimits.hit("restore_ip", ratelimits.client_ip(request))
         step_id = _step_id(link_id)
+        now = clock.now()
         if verdict.allowed:
-            url = tracking.link_click_record(step_id=step_id, now=clock.now())
+            url = tracking.link_click_record(step_id=step_id, now=now)
         else:
-            url = tracking.restore_target(step_id=step_id, now=clock.now())
+            url = tracking.restore_target(step_id=step_id, now=now)
+        url = _platform_target(step_id, now) or url
     except links.BadLink as exc:
         return _bad_link(request, exc.message)
     except Step.DoesNotExist:

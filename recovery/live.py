@@ -23,6 +23,7 @@ from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
 from campaigns import coupons
+from campaigns.extensions import HOOKS
 from campaigns.models import Coupon, Tier
 from campaigns.selectors import OnsiteOffer, onsite_offer_for_store, reminders_declined
 from carts import event_types, grants, redis_client, selectors
@@ -334,6 +335,9 @@ def offer_code_issue(
         unusable = coupons.coupon_usable(existing, now=now)
         if unusable is not None:
             return _uncoded(decision, unusable), None
+        unready = _code_unready(existing)
+        if unready is not None:
+            return _uncoded(decision, unready), None
         return _coded(decision, existing, state.value), None
     if step_id is None:
         held = _cooldown_claim(
@@ -364,7 +368,20 @@ def offer_code_issue(
         last = issued.choice.reasons[-1].get("rule") if issued.choice.reasons else None
         budget = last in (coupons.BUDGET_CODES, coupons.BUDGET_VALUE)
         return _uncoded(decision, str(last) if budget else "no_discount"), issued.event
+    unready = _code_unready(issued.coupon)
+    if unready is not None:  # the cart keeps its code: a later offer shows it once made
+        return _uncoded(decision, unready), issued.event
     return _coded(decision, issued.coupon, state.value), issued.event
+
+
+def _code_unready(coupon: Coupon) -> str | None:
+    """Why a code may not be shown yet (``platform_pending``: its store's platform has not
+    confirmed it; ``platform_refused``), or None. No network: one not made yet is queued to be
+    made after this transaction commits (campaigns.extensions.HOOKS.code_ready)."""
+    if HOOKS.code_ready is None:
+        return None
+    ready = HOOKS.code_ready(coupon)
+    return None if ready.usable else ready.reason
 
 
 def shopper_event_append(
