@@ -249,3 +249,45 @@ def test_a_store_that_keeps_codes_off_its_platform_sends_at_once(db, store, plat
     assert _run(step, NOW) == {"sent": 1}
 
     assert (platform.requests, PlatformCode.objects.count()) == ([], 0)
+
+
+# On-site offers ----------------------------------------------------------------------------------
+
+
+def test_an_onsite_offer_shows_its_code_only_once_the_platform_made_it(
+    committed_db, platform, settings, monkeypatch
+):
+    from config.celery import app
+    from recovery import live, serving
+    from tests.recovery import test_onsite_coupons as onsite
+
+    settings.RECOVERY_MODEL_REFRESH_SECONDS = 0
+    settings.RECOVERY_CAMPAIGN_REFRESH_SECONDS = 0
+    serving.MODELS.clear()
+    live.onsite_tiers_forget()
+    # The task queued after the offer commits runs here, in this process.
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    shop = onsite.make_shop()
+    store_id = shop["store"].pk
+    _connect(store_id, platform.url)
+    platform.script = [(502, {})]  # the task's first attempt fails; its retry makes the code
+
+    first = onsite.exit_intent(store_id, "cart-1")
+
+    # the first offer goes without its code, which the cart keeps
+    assert first.decision is not None and first.decision.offer is not None
+    assert first.decision.reason == "platform_pending"
+    assert "discount_code" not in first.decision.offer
+    coupon = Coupon.objects.get(store_id=store_id, cart="cart-1")
+    code = PlatformCode.objects.get(coupon=coupon)
+    assert (code.state, code.attempts, code.remote_id) == (
+        "confirmed",
+        2,
+        f"remote-{coupon.code}",
+    )
+    assert [r["body"]["code"] for r in platform.requests] == [coupon.code] * 2
+
+    # a later offer for the cart shows the code the platform now has
+    later = onsite.exit_intent(store_id, "cart-1", at=onsite.T + timedelta(minutes=61))
+    assert onsite.offer_of(later)["discount_code"] == coupon.code
+    assert len(platform.requests) == 2
