@@ -68,3 +68,156 @@ def code_create(*, target: Target, request: CodeRequest, timeout: float) -> Remo
         "saleor": saleor_api,
     }[target.platform]
     return client.code_create(target=target, request=request, timeout=timeout)
+
+
+# Shared by the platforms' clients -----------------------------------------------------------------
+
+# Names the product to the platforms' operators (their logs, their support).
+USER_AGENT = "cart-recovery/0.1 (discount codes; +https://github.com/cart-recovery)"
+# Longest wait a platform's Retry-After may impose on us; longer ones are clamped (the caller's
+# backoff takes over) so a confused header cannot park a code for a day.
+MAX_RETRY_AFTER = 3600.0
+
+
+def major_units(amount: int, currency: str) -> str:
+    """Minor units to the decimal string platforms take (``1250`` EUR -> ``"12.50"``, ``500`` JPY
+    -> ``"500"``, ``1234`` KWD -> ``"1.234"``), exact (no float)."""
+    from decimal import Decimal
+
+    from carts.money import exponent
+
+    places = exponent(currency.upper()) if currency else 2
+    value = Decimal(int(amount)).scaleb(-places)
+    return f"{value:.{places}f}"
+
+
+def percent_points(amount: int) -> int:
+    """A percent coupon's points, checked: the platforms refuse more than 100 % (and 0)."""
+    if not 0 < amount <= 100:
+        raise Permanent(f"a percentage discount must be 1..100, not {amount}")
+    return amount
+
+
+def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds, possibly fractional as Shopify sends,
+    or an HTTP-date); None when absent or unreadable."""
+    from datetime import UTC
+    from email.utils import parsedate_to_datetime
+
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret replaced: messages we raise or log carry none (a platform can
+    echo a header back in its error body)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Session:
+    """One attempt's HTTP calls to one platform: a shared deadline (the attempt as a whole takes
+    about ``timeout``, however many calls it needs), our User-Agent and Idempotency-Key on every
+    call, transport failures as Transient, and the target's secrets kept out of every message."""
+
+    def __init__(
+        self, *, timeout: float, idempotency_key: str, secrets: tuple[str, ...], platform: str
+    ) -> None:
+        import time
+
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.idempotency_key = idempotency_key
+        self.secrets = secrets
+        self.platform = platform
+
+    def fail(self, kind: type[Exception], message: str, **extra: Any) -> Exception:
+        return kind(short(redact(f"{self.platform}: {message}", self.secrets)), **extra)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        json_body: Any = None,
+        params: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Any:
+        """The response (any status: the client reads it); Transient on a timeout or a
+        connection failure, or when the attempt's time is spent."""
+        import time
+
+        import requests
+
+        left = self.deadline - time.monotonic()
+        if left <= 0.01:
+            raise self.fail(Transient, "out of time for this attempt")
+        sent = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            # Harmless where the platform ignores it (none of the three documents it for these
+            # calls); our real idempotency is the code itself, unique on every platform.
+            "Idempotency-Key": self.idempotency_key,
+            **headers,
+        }
+        try:
+            return requests.request(
+                method,
+                url,
+                headers=sent,
+                json=json_body,
+                params=params,
+                auth=auth,
+                timeout=(left, left),
+                allow_redirects=False,  # a redirect would resend credentials elsewhere
+            )
+        except requests.Timeout:
+            raise self.fail(Transient, f"no answer within {self.timeout:g} s") from None
+        except requests.RequestException as error:
+            raise self.fail(Transient, f"connection failed: {type(error).__name__}") from None
+
+    def json(self, response: Any) -> Any:
+        """The body as JSON; Transient when it is not (a proxy's error page, a cut answer)."""
+        try:
+            return response.json()
+        except ValueError:
+            raise self.fail(
+                Transient, f"HTTP {response.status_code} with a body that is not JSON"
+            ) from None
+
+    def http_error(self, response: Any, detail: str = "") -> Exception:
+        """Transient for 429 (with Retry-After), 408 and 5xx; Permanent for the rest."""
+        status = response.status_code
+        text = detail or short(response.text or "", 200)
+        if status == 429:
+            wait = retry_after(response.headers.get("Retry-After"))
+            return self.fail(Transient, f"HTTP 429 (rate limited) {text}", retry_after=wait)
+        if status == 408 or status >= 500:
+            return self.fail(Transient, f"HTTP {status} {text}")
+        if status in (401, 403):
+            return self.fail(
+                Permanent, f"HTTP {status}: the credentials were refused or lack a scope. {text}"
+            )
+        return self.fail(Permanent, f"HTTP {status} {text}")
