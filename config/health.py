@@ -1,5 +1,6 @@
 """GET /healthz: each component's status; 503 naming whatever is down, 200 with the status
-"degraded" naming what needs attention while the service runs (open dead letters)."""
+"degraded" naming what needs attention while the service runs (open dead letters, a shop
+platform silent for too long)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Min
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 
 from carts import projectors
 from carts.models import DeadLetter, ProjectorCheckpoint
 from carts.scheduler import HEARTBEAT_KEY as SCHEDULER_HEARTBEAT_KEY
+from integrations.models import Connection
 
 # The worker (config.celery) and the scheduler (carts.scheduler) each refresh a key in Redis;
 # stale means down.
@@ -82,6 +85,48 @@ def _projectors() -> dict[str, object]:
     return {"ok": True, "position": head, "lag": lag}
 
 
+def _platforms() -> dict[str, object]:
+    """Each active platform connection's last webhook delivery (docs/integrations.md): one
+    silent longer than INTEGRATIONS_SILENT_HOURS (or never heard from since it was made that
+    long ago) makes the service degraded, never down. /healthz is public: it shows counts;
+    the list by store id and platform (never a name or shop domain) is for staff only
+    (``healthz`` removes it for anyone else)."""
+    now = timezone.now()
+    silent_after = float(settings.INTEGRATIONS_SILENT_HOURS) * 3600
+    stores: list[dict[str, object]] = []
+    silent = []
+    rows = Connection.objects.filter(active=True).order_by("store_id", "platform")
+    for store_id, platform, last, created in rows.values_list(
+        "store_id", "platform", "last_delivery_at", "created_at"
+    ):
+        age = (now - (last or created)).total_seconds()
+        quiet = age > silent_after
+        stores.append(
+            {
+                "store": store_id,
+                "platform": platform,
+                "last_delivery_at": last.isoformat() if last else None,
+                "age_seconds": round(max(age, 0.0)),
+                "silent": quiet,
+            }
+        )
+        if quiet:
+            silent.append(store_id)
+    result: dict[str, object] = {
+        "ok": True,
+        "count": len(stores),
+        "silent": len(silent),
+        "connections": stores,
+    }
+    if silent:
+        result.update(degraded=True, silent_stores=silent)
+    return result
+
+
+# What only a signed-in staff member sees of a component (the rest is public).
+_STAFF_ONLY = {"platforms": ("connections", "silent_stores")}
+
+
 CHECKS: dict[str, Callable[[], dict[str, object]]] = {
     "database": _database,
     "redis": _redis,
@@ -89,6 +134,7 @@ CHECKS: dict[str, Callable[[], dict[str, object]]] = {
     "scheduler": _heartbeat(SCHEDULER_HEARTBEAT_KEY),
     "dead_letters": _dead_letters,
     "projectors": _projectors,
+    "platforms": _platforms,
 }
 
 
@@ -99,6 +145,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
             components[name] = check()
         except Exception as exc:
             components[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    user = getattr(request, "user", None)
+    if not (user is not None and user.is_active and user.is_staff):
+        for name, fields in _STAFF_ONLY.items():
+            for field in fields:
+                components.get(name, {}).pop(field, None)
     down = [name for name, result in components.items() if not result["ok"]]
     degraded = [name for name, result in components.items() if result.get("degraded")]
     status = "down" if down else "degraded" if degraded else "ok"
