@@ -219,6 +219,8 @@ def _refunds(order: dict[str, Any], order_id: str, currency: str) -> tuple[Order
         amount = _money(
             _negated(refund.get("total"), f"refunds.{i}.total"), currency, f"refunds.{i}.total"
         )
+        if not amount:
+            continue  # a zero refund moves no money
         out.append(
             OrderRefunded(
                 refs=(f"order:{order_id}",),
