@@ -318,6 +318,19 @@ def cart_token(platform: str, ref: str) -> str:
     return f"{platform}-{kind[:20]}-h{hashlib.sha256(ref.encode()).hexdigest()[:40]}"
 
 
+# Which ref names a new cart: the platform's cart first, so that a cart is named the same
+# whichever of its deliveries (checkout, order) arrives first.
+_NAMING_ORDER = ("cart", "checkout", "checkout-id")
+
+
+def _naming_ref(refs: Sequence[str]) -> str:
+    for kind in _NAMING_ORDER:
+        for ref in refs:
+            if ref.startswith(f"{kind}:"):
+                return ref
+    return refs[0]
+
+
 def _bound(ctx: _Context, refs: Sequence[str]) -> dict[str, str]:
     return dict(
         PlatformRef.objects.filter(
@@ -330,7 +343,9 @@ def _bind(ctx: _Context, refs: Sequence[str]) -> str:
     """The cart the refs name: the first one bound gives it, else a new token; every ref of the
     fact is bound to it (a ref bound to another cart already stays there)."""
     bound = _bound(ctx, refs)
-    cart = next((bound[r] for r in refs if r in bound), None) or cart_token(ctx.platform, refs[0])
+    cart = next((bound[r] for r in refs if r in bound), None) or cart_token(
+        ctx.platform, _naming_ref(refs)
+    )
     PlatformRef.objects.bulk_create(
         [
             PlatformRef(store_id=ctx.store_id, platform=ctx.platform, ref=r[:160], cart=cart)
@@ -432,9 +447,12 @@ def _snapshot(ctx: _Context, fact: CheckoutSnapshot) -> _Result:
             )
     if fact.checkout and (state is None or state.checkout_started_at is None):
         events.append(ctx.event(cart, "checkout.started", {}, at))
-    contact = _contact_event(ctx, cart, fact.contact, state, at)
-    if contact is not None:
-        events.append(contact)
+    # An order's contact is the last word: a checkout (delivered before or after it) does not
+    # replace it, so the cart ends the same whatever the delivery order.
+    if state is None or not state.order_id:
+        contact = _contact_event(ctx, cart, fact.contact, state, at)
+        if contact is not None:
+            events.append(contact)
     count = _append(ctx, events)
     recorded.platform = ctx.platform
     recorded.updated_at = fact.updated_at or recorded.updated_at
