@@ -242,7 +242,10 @@ class FakePlatforms:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits up to one poll interval (0.5 s by default, per test).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -500,7 +503,8 @@ class FakePlatforms:
         name = fields[0].name.value
         arguments = get_argument_values(root.fields[name], fields[0], variables)
         received.operation = OPERATIONS.get(name, "")
-        received.variables = dict(variables)
+        # graphql-core 3.3 wraps the values (``.coerced``); 3.2 gives the dict itself.
+        received.variables = dict(getattr(variables, "coerced", variables))  # type: ignore[arg-type]
         return name, arguments
 
     # -- Shopify ---------------------------------------------------------------------------------
@@ -874,13 +878,15 @@ def _saleor_voucher(code: str, v: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def fake_platforms() -> Iterator[FakePlatforms]:
-    """A running fake of the three platforms; the test fails if a request broke a platform's
-    documented contract (clear ``problems`` in a test that breaks it on purpose)."""
+def running() -> Iterator[FakePlatforms]:
+    """A running fake of the three platforms, closed after; fails the test if a request broke a
+    platform's documented contract (clear ``problems`` in a test that breaks it on purpose)."""
     fake = FakePlatforms()
     try:
         yield fake
     finally:
         fake.close()
     assert fake.problems == []
+
+
+fake_platforms = pytest.fixture(running, name="fake_platforms")
