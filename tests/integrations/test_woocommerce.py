@@ -7,13 +7,16 @@ import copy
 import hashlib
 import hmac
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from rest_framework.test import APIClient
 
+from carts.models import CartEvent, CartState
 from integrations import services
 from integrations.facts import (
     BadDelivery,
@@ -25,6 +28,7 @@ from integrations.facts import (
     OrderPlaced,
     OrderRefunded,
 )
+from integrations.models import InboundDelivery
 from integrations.platforms.woocommerce import ADAPTER
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "platforms" / "woocommerce"
@@ -391,3 +395,151 @@ def test_a_cart_token_we_could_not_have_issued_is_not_a_ref():
 
     assert isinstance(fact, OrderPlaced)
     assert fact.refs == ("order:727",)
+
+
+# Through the endpoint (integrations.inbound's pipeline)
+
+
+def post(store_id: int, order: dict[str, Any] | bytes, topic: str = "order.updated", **kw: Any):
+    body = order if isinstance(order, bytes) else json.dumps(order).encode()
+    given = headers(body, topic, kw.pop("delivery", str(uuid.uuid4())))
+    if "signature" in kw:
+        given["X-WC-Webhook-Signature"] = kw.pop("signature")
+    meta = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in given.items()}
+    return APIClient().post(
+        f"/api/v1/webhooks/woocommerce/{store_id}",
+        data=body,
+        content_type="application/json",
+        **meta,
+    )
+
+
+def pending(minute: int = 20) -> dict[str, Any]:
+    order = fixture("order_created.json")
+    order["status"] = "pending"
+    order["date_paid_gmt"] = None
+    order["date_modified_gmt"] = f"2017-03-22T19:{minute:02d}:00"
+    return order
+
+
+def cart_of(store_id: int) -> dict[str, Any]:
+    state = CartState.objects.get(store_id=store_id, token="woocommerce-order-727")
+    return {
+        "status": state.status,
+        "items": [(i["sku"], i["quantity"], i["unit_price"]) for i in state.items],
+        "email": state.email,
+        "order_id": state.order_id,
+        "order_total": state.order_total,
+        "refunded": state.refunded,
+    }
+
+
+def types_of(store_id: int) -> list[str]:
+    return list(
+        CartEvent.objects.filter(store_id=store_id)
+        .order_by("position")
+        .values_list("type", flat=True)
+    )
+
+
+CONVERTED = {
+    "status": "converted",
+    "items": [("product:93", 2, 300), ("Bar3", 1, 1200)],
+    "email": "john.doe@example.com",
+    "order_id": "727",
+    "order_total": 2935,
+    "refunded": 0,
+}
+
+
+def test_a_checkout_then_its_order_convert_the_cart_once(connection):
+    store_id = connection.store_id
+
+    first = post(store_id, pending(), "order.created")
+    second = post(store_id, fixture("order_updated.json"))
+    third = post(store_id, fixture("order_created.json"))
+
+    assert [r.status_code for r in (first, second, third)] == [200, 200, 200]
+    assert first.json() == {"outcome": "recorded", "events": 4}
+    assert types_of(store_id) == [
+        "cart.item_added",
+        "cart.item_added",
+        "checkout.started",
+        "checkout.contact_captured",
+        "order.placed",
+    ]
+    assert cart_of(store_id) == CONVERTED
+
+
+def test_deliveries_in_any_order_end_in_the_same_cart(connection):
+    store_id = connection.store_id
+
+    responses = [
+        post(store_id, fixture("order_updated.json")),
+        post(store_id, pending(25)),
+        post(store_id, pending(20), "order.created"),
+    ]
+
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert cart_of(store_id) == CONVERTED
+    assert types_of(store_id).count("order.placed") == 1
+
+
+def test_a_refund_is_recorded_once_whatever_the_deliveries(connection):
+    store_id = connection.store_id
+    order = fixture("order_updated.json")
+    order["status"] = "refunded"
+    order["refunds"] = [{"id": 801, "total": "-29.35"}]
+
+    post(store_id, order)
+    post(store_id, order)
+
+    assert cart_of(store_id)["refunded"] == 2935
+    assert types_of(store_id).count("order.refunded") == 1
+
+
+def test_a_wrong_signature_is_a_401_and_nothing_is_stored(connection):
+    body = json.dumps(fixture("order_created.json")).encode()
+
+    response = post(connection.store_id, body, signature=sign(body, "not-the-secret"))
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "bad_signature"
+    assert InboundDelivery.objects.filter(store_id=connection.store_id).count() == 0
+    assert types_of(connection.store_id) == []
+
+
+def test_a_replayed_delivery_id_stores_nothing_new(connection):
+    order = pending()
+
+    first = post(connection.store_id, order, delivery="same-id")
+    order["line_items"][0]["quantity"] = 5
+    replay = post(connection.store_id, order, delivery="same-id")
+
+    assert first.json() == {"outcome": "recorded", "events": 4}
+    assert replay.json() == {"outcome": "duplicate", "events": 0}
+    assert cart_of(connection.store_id)["items"] == [("product:93", 2, 300), ("Bar3", 1, 1200)]
+
+
+def test_a_truncated_body_is_a_401_with_the_original_signature_and_a_400_signed(connection):
+    body = json.dumps(fixture("order_created.json")).encode()
+    cut = body[: len(body) // 2]
+
+    unsigned = post(connection.store_id, cut, signature=sign(body))
+    signed = post(connection.store_id, cut)
+
+    assert unsigned.status_code == 401
+    assert signed.status_code == 400
+    assert signed.json()["body"] == ["Expected a JSON object."]
+    assert InboundDelivery.objects.filter(store_id=connection.store_id).count() == 0
+
+
+def test_the_ping_is_answered_200_so_woocommerce_saves_the_webhook(connection):
+    response = APIClient().post(
+        f"/api/v1/webhooks/woocommerce/{connection.store_id}",
+        data=b"webhook_id=42",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "ignored", "events": 0}
