@@ -405,7 +405,7 @@ def post(store_id: int, order: dict[str, Any] | bytes, topic: str = "order.updat
     given = headers(body, topic, kw.pop("delivery", str(uuid.uuid4())))
     if "signature" in kw:
         given["X-WC-Webhook-Signature"] = kw.pop("signature")
-    meta = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in given.items()}
+    meta: dict[str, Any] = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in given.items()}
     return APIClient().post(
         f"/api/v1/webhooks/woocommerce/{store_id}",
         data=body,
