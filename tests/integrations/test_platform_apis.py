@@ -434,3 +434,46 @@ def test_major_units(amount, currency, text):
 )
 def test_retry_after(header, seconds):
     assert api.retry_after(header, now=datetime(2026, 11, 1, 12, 0, tzinfo=UTC)) == seconds
+
+
+# -- the fake itself (others rely on its checks) -------------------------------------------------
+
+
+def test_the_fake_flags_a_request_that_breaks_the_documented_contract(fake):
+    import requests
+
+    answer = requests.post(
+        f"{fake.url}/admin/api/2025-10/graphql.json",
+        headers={"X-Shopify-Access-Token": fp.SHOPIFY_TOKEN},
+        json={
+            "query": "mutation($d: DiscountCodeBasicInput!) "
+            "{ discountCodeBasicCreate(basicCodeDiscount: $d) { userErrors { message } } }",
+            "variables": {"d": {"code": "X", "usageLimit": "one"}},
+        },
+        timeout=2,
+    )
+
+    assert answer.status_code == 200
+    assert "errors" in answer.json()
+    assert fake.shopify == {}
+    # graphql-core words the type error; its version decides the wording, not the finding.
+    assert fake.problems[:2] == [
+        "shopify: no User-Agent naming the product",
+        "shopify: no Idempotency-Key",
+    ]
+    [type_error] = fake.problems[2:]
+    assert type_error.startswith("shopify: Variable '$d'")
+    assert "usageLimit" in type_error
+    assert "Int cannot represent non-integer value: 'one'" in type_error
+    fake.problems.clear()
+
+
+def test_the_fake_serves_a_saleor_jwks_when_given_one(fake):
+    import requests
+
+    assert requests.get(fake.saleor_jwks_url, timeout=2).status_code == 404
+    fake.jwks = {"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]}
+
+    answer = requests.get(fake.saleor_jwks_url, timeout=2)
+
+    assert (answer.status_code, answer.json()) == (200, fake.jwks)
