@@ -19,7 +19,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from rest_framework.test import APIClient
 
+from carts import services as carts_services
+from carts.models import CartEvent, CartState
+from integrations import services
 from integrations.facts import (
     BadDelivery,
     CheckoutSnapshot,
@@ -29,6 +33,7 @@ from integrations.facts import (
     OrderPlaced,
     OrderRefunded,
 )
+from integrations.models import InboundDelivery
 from integrations.platforms import saleor
 from integrations.platforms.saleor import ADAPTER
 
@@ -640,3 +645,168 @@ def test_a_delivery_without_its_event_header_is_a_400():
 
     assert caught.value.status == 400
     assert list(caught.value.fields) == ["Saleor-Event"]
+
+
+# Through the endpoint (integrations.inbound's pipeline)
+
+
+@pytest.fixture
+def shop(db, jwks):
+    creds = carts_services.store_create(name="Saleor shop", domain="saleor.example")
+    return services.connection_create(
+        store_id=creds.store_id,
+        platform="saleor",
+        api_url=jwks.url.replace("/.well-known/jwks.json", "/graphql/"),
+        jwks_url=jwks.url,
+    )
+
+
+def post(store_id: int, event: str, payload: Any, *, signature: str | None = None):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return APIClient().post(
+        f"/api/v1/webhooks/saleor/{store_id}",
+        data=body,
+        content_type="application/json",
+        HTTP_SALEOR_EVENT=event,
+        HTTP_SALEOR_DOMAIN="saleor.example",
+        HTTP_SALEOR_SIGNATURE=sign(body) if signature is None else signature,
+    )
+
+
+CART = f"saleor-checkout-{CHECKOUT_TOKEN}"
+
+
+def cart_of(store_id: int) -> dict[str, Any]:
+    state = CartState.objects.get(store_id=store_id, token=CART)
+    return {
+        "status": state.status,
+        "items": [(i["sku"], i["quantity"], i["unit_price"]) for i in state.items],
+        "email": state.email,
+        "order_id": state.order_id,
+        "order_total": state.order_total,
+        "refunded": state.refunded,
+    }
+
+
+def types_of(store_id: int) -> list[str]:
+    events = CartEvent.objects.filter(store_id=store_id).order_by("position")
+    return list(events.values_list("type", flat=True))
+
+
+def checkout_at(second: int, quantity: int) -> dict[str, Any]:
+    payload = checkout_event()
+    payload["checkout"]["updatedAt"] = f"2026-11-01T12:00:{second:02d}+00:00"
+    payload["checkout"]["lines"][0]["quantity"] = quantity
+    return payload
+
+
+CONVERTED = {
+    "status": "converted",
+    "items": [("TEA-1", 2, 1399)],
+    "email": "ada@example.com",
+    "order_id": ORDER_ID,
+    "order_total": 3777,
+    "refunded": 0,
+}
+
+
+def test_a_checkout_updated_then_paid_converts_the_cart_once(shop):
+    store_id = shop.store_id
+
+    responses = [
+        post(store_id, "checkout_created", checkout_at(1, 3)),
+        post(store_id, "checkout_updated", checkout_at(2, 2)),
+        post(store_id, "order_created", {"order": order()}),
+        post(store_id, "order_fully_paid", {"order": order()}),
+    ]
+
+    assert [r.status_code for r in responses] == [200, 200, 200, 200]
+    assert responses[0].json() == {"outcome": "recorded", "events": 3}
+    assert types_of(store_id) == [
+        "cart.item_added",
+        "checkout.started",
+        "checkout.contact_captured",
+        "cart.item_quantity_changed",
+        "order.placed",
+    ]
+    assert cart_of(store_id) == CONVERTED
+
+
+def test_deliveries_in_any_order_end_in_the_same_cart(shop):
+    store_id = shop.store_id
+
+    responses = [
+        post(store_id, "order_fully_paid", {"order": order()}),
+        post(store_id, "checkout_updated", checkout_at(2, 2)),
+        post(store_id, "checkout_created", checkout_at(1, 3)),
+    ]
+
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert cart_of(store_id) == CONVERTED
+    assert types_of(store_id).count("order.placed") == 1
+
+
+def test_a_refund_is_recorded_once_whatever_the_deliveries(shop):
+    refunded = order(
+        transactions=[
+            {
+                "events": [
+                    {
+                        "id": "ev-2",
+                        "type": "REFUND_SUCCESS",
+                        "createdAt": "2026-11-02T09:00:00Z",
+                        "amount": {"amount": 10, "currency": "EUR"},
+                    }
+                ]
+            }
+        ]
+    )
+    post(shop.store_id, "checkout_updated", checkout_at(2, 2))
+
+    post(shop.store_id, "order_refunded", {"order": refunded})
+    refunded["updatedAt"] = "2026-11-02T09:00:01+00:00"  # another body: another delivery
+    post(shop.store_id, "order_refunded", {"order": refunded})
+
+    assert cart_of(shop.store_id)["refunded"] == 1000
+    assert types_of(shop.store_id).count("order.refunded") == 1
+
+
+def test_a_wrong_key_is_a_401_and_nothing_is_stored(shop):
+    body = json.dumps(checkout_event()).encode()
+
+    response = post(shop.store_id, "checkout_updated", body, signature=sign(body, OTHER_KEY))
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "bad_signature"
+    assert InboundDelivery.objects.filter(store_id=shop.store_id).count() == 0
+    assert types_of(shop.store_id) == []
+
+
+def test_a_redelivery_stores_nothing_new(shop):
+    first = post(shop.store_id, "checkout_updated", checkout_at(2, 2))
+    again = post(shop.store_id, "checkout_updated", checkout_at(2, 2))
+
+    assert first.json() == {"outcome": "recorded", "events": 3}
+    assert again.json() == {"outcome": "duplicate", "events": 0}
+
+
+def test_a_truncated_body_is_a_401_with_the_original_signature_and_a_400_signed(shop):
+    body = json.dumps(checkout_event()).encode()
+    cut = body[: len(body) // 2]
+
+    unsigned = post(shop.store_id, "checkout_updated", cut, signature=sign(body))
+    signed = post(shop.store_id, "checkout_updated", cut)
+
+    assert unsigned.status_code == 401
+    assert signed.status_code == 400
+    assert signed.json()["body"] == ["Expected a JSON object."]
+    assert InboundDelivery.objects.filter(store_id=shop.store_id).count() == 0
+
+
+def test_an_unreachable_jwks_is_a_503_saleor_retries(shop, jwks):
+    jwks.status = 503
+
+    response = post(shop.store_id, "checkout_updated", checkout_event())
+
+    assert response.status_code == 503
+    assert InboundDelivery.objects.filter(store_id=shop.store_id).count() == 0
