@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NotRequired
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
-from pydantic import AfterValidator, Field, RootModel, StrictBool, StringConstraints, with_config
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StringConstraints,
+    with_config,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 from rest_framework import exceptions, serializers, status
@@ -22,7 +30,15 @@ from typing_extensions import TypedDict
 
 from carts.apis import refuse_blank
 from carts.auth import StoreRateThrottle
-from carts.schema import RETRY_AFTER, THROTTLED, UNAUTHORIZED, ApiSchema, bad_request, error
+from carts.schema import (
+    LENGTH_REQUIRED,
+    RETRY_AFTER,
+    THROTTLED,
+    UNAUTHORIZED,
+    ApiSchema,
+    bad_request,
+    error,
+)
 from carts.validation import STRICT, field_errors, text
 from integrations import outbound
 from integrations.models import Endpoint, OutboundDelivery
@@ -51,14 +67,18 @@ Url = Annotated[
 Description = Annotated[str, text(200, blank=True)]
 
 
-@with_config(STRICT)
+# The house STRICT, without turning numbers into text (a number is not a description).
+_CONFIG = ConfigDict(**{**STRICT, "coerce_numbers_to_str": False})
+
+
+@with_config(_CONFIG)
 class EndpointIn(TypedDict):
     url: Url
     event_types: NotRequired[list[EventType]]
     description: NotRequired[Description]
 
 
-@with_config(STRICT)
+@with_config(_CONFIG)
 class EndpointPatchIn(TypedDict):
     url: NotRequired[Url]
     event_types: NotRequired[list[EventType]]
@@ -76,7 +96,10 @@ class EndpointPatchBody(RootModel[EndpointPatchIn]):
     """The fields to change; ``rotate_secret: true`` draws a new secret (in the answer)."""
 
 
-def _parse(model: type[RootModel[Any]], body: Any) -> dict[str, Any]:
+def _parse(model: type[RootModel[Any]], request: Request) -> dict[str, Any]:
+    if request.META.get("CONTENT_LENGTH") in (None, "", "0"):
+        raise exceptions.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+    body = request.data
     try:
         return dict(model.model_validate(body).root)
     except PydanticValidationError as exc:
@@ -132,16 +155,21 @@ class _DeliveryParams(serializers.Serializer):
 
 
 ENDPOINT_PATH = OpenApiParameter(
-    "endpoint_id", int, OpenApiParameter.PATH, description="The endpoint's id."
+    "endpoint_id",
+    {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    OpenApiParameter.PATH,
+    description="The endpoint's id.",
 )
 NOT_FOUND = error("This store has no such endpoint.")
 _COMMON = {401: UNAUTHORIZED, 429: THROTTLED}
 
 
-def _endpoint(request: Request, endpoint_id: int) -> Endpoint:
-    if endpoint_id > MAX_ID:
+def _endpoint(request: Request, endpoint_id: int | str) -> Endpoint:
+    """The store's endpoint by the path's id (any text: not a known id is 404, in JSON)."""
+    raw = str(endpoint_id)
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
         raise exceptions.NotFound("This store has no such endpoint.")
-    found = Endpoint.objects.filter(pk=endpoint_id, store_id=request.auth.pk).first()
+    found = Endpoint.objects.filter(pk=int(raw), store_id=request.auth.pk).first()
     if found is None:
         raise exceptions.NotFound("This store has no such endpoint.")
     return found
@@ -172,7 +200,7 @@ class EndpointListApi(_Api):
         summary="Register an endpoint; the answer holds its signing secret (shown once).",
         request=EndpointBody,
         parameters=[RETRY_AFTER],
-        responses={201: EndpointSecretOut, 400: bad_request(), **_COMMON},
+        responses={201: EndpointSecretOut, 400: bad_request(), 411: LENGTH_REQUIRED, **_COMMON},
         examples=[
             OpenApiExample(
                 "create",
@@ -186,7 +214,7 @@ class EndpointListApi(_Api):
         ],
     )
     def post(self, request: Request) -> Response:
-        body = _parse(EndpointBody, request.data)
+        body = _parse(EndpointBody, request)
         endpoint = outbound.endpoint_create(
             store_id=request.auth.pk,
             url=body["url"],
@@ -203,7 +231,7 @@ class EndpointDetailApi(_Api):
         parameters=[ENDPOINT_PATH, RETRY_AFTER],
         responses={200: EndpointOut, 404: NOT_FOUND, **_COMMON},
     )
-    def get(self, request: Request, endpoint_id: int) -> Response:
+    def get(self, request: Request, endpoint_id: int | str) -> Response:
         return Response(EndpointOut(_endpoint(request, endpoint_id)).data)
 
     @extend_schema(
@@ -211,11 +239,17 @@ class EndpointDetailApi(_Api):
         summary="Change an endpoint; rotate_secret: true answers with its new secret.",
         request=EndpointPatchBody,
         parameters=[ENDPOINT_PATH, RETRY_AFTER],
-        responses={200: EndpointSecretOut, 400: bad_request(), 404: NOT_FOUND, **_COMMON},
+        responses={
+            200: EndpointSecretOut,
+            400: bad_request(),
+            404: NOT_FOUND,
+            411: LENGTH_REQUIRED,
+            **_COMMON,
+        },
     )
-    def patch(self, request: Request, endpoint_id: int) -> Response:
+    def patch(self, request: Request, endpoint_id: int | str) -> Response:
         endpoint = _endpoint(request, endpoint_id)
-        body = _parse(EndpointPatchBody, request.data)
+        body = _parse(EndpointPatchBody, request)
         rotate = bool(body.pop("rotate_secret", False))
         endpoint = outbound.endpoint_update(endpoint=endpoint, rotate_secret=rotate, **body)
         out = _with_secret(endpoint) if rotate else {**EndpointOut(endpoint).data, "secret": ""}
@@ -227,7 +261,7 @@ class EndpointDetailApi(_Api):
         parameters=[ENDPOINT_PATH, RETRY_AFTER],
         responses={204: None, 404: NOT_FOUND, **_COMMON},
     )
-    def delete(self, request: Request, endpoint_id: int) -> Response:
+    def delete(self, request: Request, endpoint_id: int | str) -> Response:
         _endpoint(request, endpoint_id).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -244,7 +278,7 @@ class EndpointDeliveriesApi(_Api):
             **_COMMON,
         },
     )
-    def get(self, request: Request, endpoint_id: int) -> Response:
+    def get(self, request: Request, endpoint_id: int | str) -> Response:
         refuse_blank(request.query_params, _DeliveryParams().fields)
         params = _DeliveryParams(data=request.query_params)
         params.is_valid(raise_exception=True)

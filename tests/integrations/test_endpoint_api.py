@@ -167,3 +167,84 @@ def test_deliveries_are_listed_with_their_attempts(api, store):
     assert [(t["status_code"], t["error"]) for t in row["tries"]] == [(500, "HTTP 500"), (204, "")]
     assert row["payload"] == delivery.payload
     assert api.get(f"{BASE}/{endpoint.pk}/deliveries?limit=").status_code == 400
+
+
+# -- the admin ---------------------------------------------------------------------------------
+
+
+def test_a_merchant_adds_an_endpoint_in_the_admin_and_sees_its_secret_there(store):
+    from tests.campaigns.test_admin import logged_in, make_store, make_user
+
+    other = make_store("Shop B")
+    merchant = logged_in(make_user("merchant-w", store=store))
+    stranger = logged_in(make_user("merchant-x", store=other))
+
+    added = merchant.post(
+        "/admin/integrations/endpoint/add/",
+        {
+            "store": store.pk,
+            "url": "https://hooks.example.com/a",
+            "event_types": ["cart.recovered"],
+            "description": "",
+            "active": "on",
+        },
+    )
+    refused = merchant.post(
+        "/admin/integrations/endpoint/add/",
+        {"store": store.pk, "url": "http://169.254.169.254/x", "description": "", "active": "on"},
+    )
+    endpoint = Endpoint.objects.get(store=store)
+    page = merchant.get(f"/admin/integrations/endpoint/{endpoint.pk}/change/")
+    hidden = stranger.get(f"/admin/integrations/endpoint/{endpoint.pk}/change/")
+
+    assert added.status_code == 302
+    assert endpoint.event_types == ["cart.recovered"] and len(endpoint.secret_nonce) == 32
+    assert refused.status_code == 200 and Endpoint.objects.count() == 1
+    assert outbound.endpoint_secret(endpoint) in page.content.decode()
+    assert hidden.status_code == 302  # not one of its stores: back to the admin index
+    assert outbound.endpoint_secret(endpoint) not in hidden.content.decode()
+
+
+def test_the_retry_action_sends_failed_deliveries_again_only_in_the_merchants_stores(
+    store, settings
+):
+    from tests.campaigns.test_admin import logged_in, make_user
+
+    settings.INTEGRATIONS_OUTBOUND_ATTEMPTS = 1
+    with Receiver() as receiver:
+        outbound.endpoint_create(store_id=store.pk, url=receiver.url)
+        _enrolled(store.pk, _cart(store.pk), timezone.now())
+        _project()
+        receiver.plan = [500]
+        outbound.deliveries_send(now=timezone.now)
+    delivery = OutboundDelivery.objects.get()
+    merchant = logged_in(make_user("merchant-r", store=store))
+
+    listed = merchant.get("/admin/integrations/outbounddelivery/")
+    page = merchant.get(f"/admin/integrations/outbounddelivery/{delivery.pk}/change/")
+    response = merchant.post(
+        "/admin/integrations/outbounddelivery/",
+        {"action": "retry_now", "_selected_action": [delivery.pk]},
+    )
+
+    delivery.refresh_from_db()
+    assert listed.status_code == 200 and delivery.webhook_id in listed.content.decode()
+    assert "HTTP 500" in page.content.decode()
+    assert response.status_code == 302
+    assert (delivery.status, delivery.attempts, delivery.finished_at) == ("pending", 0, None)
+
+
+def test_a_patch_without_a_body_or_with_a_number_for_text_is_refused(api, store):
+    endpoint = outbound.endpoint_create(store_id=store.pk, url="https://hooks.example.com/x")
+
+    empty = api.patch(f"{BASE}/{endpoint.pk}")
+    number = api.post(BASE, {"url": "https://a.example/", "description": 0}, format="json")
+
+    assert (empty.status_code, empty.json()) == (
+        400,
+        {"non_field_errors": ["Expected a JSON object."]},
+    )
+    assert (number.status_code, number.json()) == (
+        400,
+        {"description": ["Input should be a valid string."]},
+    )
