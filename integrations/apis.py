@@ -133,7 +133,7 @@ class ShopifyWebhookApi(_WebhookApi):
         request=_REQUEST,
         parameters=[_SHOP_DOMAIN],
         responses=_RESPONSES,
-        auth=[],
+        auth=[{}],  # anonymous: the signature authenticates
     )
     def post(self, request: Request) -> Response | JsonResponse:
         from integrations.platforms import shopify
@@ -156,7 +156,7 @@ class WooCommerceWebhookApi(_WebhookApi):
         request=_REQUEST,
         parameters=[_STORE],
         responses=_RESPONSES,
-        auth=[],
+        auth=[{}],  # anonymous: the signature authenticates
     )
     def post(self, request: Request, store_id: int) -> Response | JsonResponse:
         from integrations.platforms import woocommerce  # type: ignore[attr-defined]
@@ -181,7 +181,7 @@ class SaleorWebhookApi(_WebhookApi):
         request=_REQUEST,
         parameters=[_STORE],
         responses=_RESPONSES,
-        auth=[],
+        auth=[{}],  # anonymous: the signature authenticates
     )
     def post(self, request: Request, store_id: int) -> Response | JsonResponse:
         from integrations.platforms import saleor  # type: ignore[attr-defined]
