@@ -114,6 +114,7 @@ class Adapter(Protocol):
         integrations.models.Connection: its sealed secret, or Saleor's JWKS), in constant time."""
         ...
 
-    def read(self, *, headers: dict[str, str], body: bytes) -> Delivery:
-        """The delivery's id, topic and facts; BadDelivery(400) for a body we cannot read."""
+    def read(self, *, headers: dict[str, str], body: bytes, connection: Any = None) -> Delivery:
+        """The delivery's id, topic and facts; BadDelivery(400) for a body we cannot read.
+        ``connection`` gives what the platform leaves out (the storefront, for restore links)."""
         ...
