@@ -14,12 +14,12 @@ urlpatterns = [
     path("webhooks/saleor/<int:store_id>", apis.SaleorWebhookApi.as_view(), name="webhooks-saleor"),
     path("webhook-endpoints", endpoint_apis.EndpointListApi.as_view(), name="webhook-endpoints"),
     path(
-        "webhook-endpoints/<int:endpoint_id>",
+        "webhook-endpoints/<str:endpoint_id>",
         endpoint_apis.EndpointDetailApi.as_view(),
         name="webhook-endpoint",
     ),
     path(
-        "webhook-endpoints/<int:endpoint_id>/deliveries",
+        "webhook-endpoints/<str:endpoint_id>/deliveries",
         endpoint_apis.EndpointDeliveriesApi.as_view(),
         name="webhook-endpoint-deliveries",
     ),
