@@ -68,7 +68,13 @@ _RESPONSES = {
     411: OpenApiResponse(_ERROR, "A body sent chunked, without Content-Length."),
     413: OpenApiResponse(_ERROR, "The body is over the size limit."),
 }
+# OpenAPI's "no authentication" (security: [{}]): the signature authenticates. drf-spectacular
+# takes the requirement objects as given (its stubs say scheme names).
+_ANONYMOUS: Any = [{}]
 _REQUEST = {"application/json": {"type": "object", "additionalProperties": True}}
+
+
+_CODES = {401: "bad_signature", 404: "unknown_shop", 503: "platform_unreachable"}
 
 
 def _refusal(status: int, detail: str, code: str, **fields: Any) -> JsonResponse:
@@ -94,7 +100,7 @@ def receive(
             adapter=adapter, connection=connection, headers=headers, body=body, now=timezone.now()
         )
     except BadDelivery as exc:
-        code = {401: "bad_signature", 404: "unknown_shop"}.get(exc.status, "bad_delivery")
+        code = _CODES.get(exc.status, "bad_delivery")
         logger.warning(
             "%s for store %s refused (%s): %s", where, connection.store_id, exc.status, exc.message
         )
@@ -110,6 +116,15 @@ class _WebhookApi(APIView):
     permission_classes = [permissions.AllowAny]
     throttle_classes: list = []
     parser_classes = [_RawParser]
+
+
+def _store_connection(platform: str, store_id: int | str) -> Connection | None:
+    """The store's active connection to ``platform``; None for an id that is not one (the path
+    may take any text, so that a bad id is a JSON 404 like an unknown one)."""
+    text = str(store_id)
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not 0 < int(text) < 2**63:
+        return None
+    return selectors.connection_for_store(platform=platform, store_id=int(text))
 
 
 _SHOP_DOMAIN = OpenApiParameter(
@@ -133,7 +148,7 @@ class ShopifyWebhookApi(_WebhookApi):
         request=_REQUEST,
         parameters=[_SHOP_DOMAIN],
         responses=_RESPONSES,
-        auth=[{}],  # anonymous: the signature authenticates
+        auth=_ANONYMOUS,
     )
     def post(self, request: Request) -> Response | JsonResponse:
         from integrations.platforms import shopify
@@ -156,16 +171,12 @@ class WooCommerceWebhookApi(_WebhookApi):
         request=_REQUEST,
         parameters=[_STORE],
         responses=_RESPONSES,
-        auth=[{}],  # anonymous: the signature authenticates
+        auth=_ANONYMOUS,
     )
-    def post(self, request: Request, store_id: int) -> Response | JsonResponse:
-        from integrations.platforms import woocommerce  # type: ignore[attr-defined]
+    def post(self, request: Request, store_id: int | str) -> Response | JsonResponse:
+        from integrations.platforms import woocommerce
 
-        connection = (
-            selectors.connection_for_store(platform=Platform.WOOCOMMERCE, store_id=store_id)
-            if 0 < store_id < 2**63
-            else None
-        )
+        connection = _store_connection(Platform.WOOCOMMERCE, store_id)
         return receive(
             request._request,
             platform="woocommerce",
@@ -180,17 +191,18 @@ class SaleorWebhookApi(_WebhookApi):
         summary="A Saleor webhook delivery (signed with Saleor-Signature, a JWS).",
         request=_REQUEST,
         parameters=[_STORE],
-        responses=_RESPONSES,
-        auth=[{}],  # anonymous: the signature authenticates
+        responses={
+            **_RESPONSES,
+            503: OpenApiResponse(
+                _ERROR, "Saleor's signing keys (JWKS) cannot be fetched now: retried by Saleor."
+            ),
+        },
+        auth=_ANONYMOUS,
     )
-    def post(self, request: Request, store_id: int) -> Response | JsonResponse:
-        from integrations.platforms import saleor  # type: ignore[attr-defined]
+    def post(self, request: Request, store_id: int | str) -> Response | JsonResponse:
+        from integrations.platforms import saleor  # type: ignore[attr-defined,unused-ignore]
 
-        connection = (
-            selectors.connection_for_store(platform=Platform.SALEOR, store_id=store_id)
-            if 0 < store_id < 2**63
-            else None
-        )
+        connection = _store_connection(Platform.SALEOR, store_id)
         return receive(
             request._request, platform="saleor", connection=connection, adapter=saleor.ADAPTER
         )

@@ -71,7 +71,7 @@ def post_shopify(
     """POST a Shopify delivery to /api/v1/webhooks/shopify, signed unless ``signature`` is
     given ("" sends none)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    headers = {
+    headers: dict[str, Any] = {
         "HTTP_X_SHOPIFY_TOPIC": topic,
         "HTTP_X_SHOPIFY_SHOP_DOMAIN": domain,
         "HTTP_X_SHOPIFY_WEBHOOK_ID": webhook_id or str(uuid.uuid4()),

@@ -3,6 +3,9 @@ facts: what every platform's deliveries go through, whatever the platform."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import threading
 import uuid
@@ -12,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.conf import settings
 from django.db import connection as db_connection
+from rest_framework.test import APIClient
 
 from carts import projections
 from carts.models import CartEvent, CartState
@@ -28,7 +32,7 @@ from integrations.facts import (
     OrderRefunded,
 )
 from integrations.models import InboundDelivery, PlatformCart, PlatformRef
-from tests.integrations.conftest import Shop
+from tests.integrations.conftest import Shop, fixture_bytes
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -293,3 +297,51 @@ def test_parallel_deliveries_of_one_checkout_bind_one_cart(committed_store):
     ]
     assert InboundDelivery.objects.filter(store_id=store.pk).count() == 4
     assert CartState.objects.filter(store_id=store.pk).count() == 1
+
+
+# The WooCommerce and Saleor views (their adapters: integrations/platforms/) -----------------------
+
+
+@pytest.mark.parametrize("platform", ["woocommerce", "saleor"])
+def test_a_store_without_a_connection_is_a_json_404(shopify_shop, platform):
+    response = APIClient().post(
+        f"/api/v1/webhooks/{platform}/{shopify_shop.store_id}",
+        data=b"{}",
+        content_type="application/json",
+    )
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "No active connection for this shop or store.",
+        "code": "unknown_shop",
+    }
+
+
+def test_a_signed_woocommerce_delivery_goes_through_the_pipeline_once(shopify_shop):
+    services.connection_create(
+        store_id=shopify_shop.store_id, platform="woocommerce", webhook_secret="wc-secret"
+    )
+    body = fixture_bytes("woocommerce", "order_created.json")
+    signature = base64.b64encode(hmac.new(b"wc-secret", body, hashlib.sha256).digest()).decode()
+    headers = {
+        "HTTP_X_WC_WEBHOOK_SIGNATURE": signature,
+        "HTTP_X_WC_WEBHOOK_DELIVERY_ID": "wc-1",
+        "HTTP_X_WC_WEBHOOK_TOPIC": "order.created",
+    }
+    url = f"/api/v1/webhooks/woocommerce/{shopify_shop.store_id}"
+
+    first = APIClient().post(url, data=body, content_type="application/json", **headers)
+    again = APIClient().post(url, data=body, content_type="application/json", **headers)
+    unsigned = APIClient().post(
+        url,
+        data=body,
+        content_type="application/json",
+        **{**headers, "HTTP_X_WC_WEBHOOK_SIGNATURE": "bm90IGl0"},
+    )
+
+    assert first.status_code == 200
+    assert first.json()["outcome"] == "recorded"
+    assert again.json() == {"outcome": "duplicate", "events": 0}
+    assert unsigned.status_code == 401
+    delivery = InboundDelivery.objects.get(store_id=shopify_shop.store_id, platform="woocommerce")
+    assert (delivery.delivery_id, delivery.topic) == ("wc-1", "order.created")
