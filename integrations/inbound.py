@@ -16,7 +16,6 @@ platform are serialised by a transaction-scoped advisory lock (never held across
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import re
 import uuid
@@ -147,7 +146,7 @@ def delivery_receive(
     """Verify, read and record one webhook delivery, once per delivery id. Raises BadDelivery
     (401 signature, 400 body or bounds: nothing stored). Header names are lower-cased."""
     adapter.verify(connection=connection, headers=headers, body=body)
-    delivery = _read(adapter, connection, headers, body)
+    delivery = adapter.read(headers=headers, body=body, connection=connection)
     for fact in delivery.facts:
         _check_bounds(fact)
     store_id = connection.store_id
@@ -193,17 +192,6 @@ def delivery_receive(
         result.cart,
         result.reason,
     )
-
-
-def _read(
-    adapter: Adapter, connection: Connection, headers: dict[str, str], body: bytes
-) -> Delivery:
-    """adapter.read, given the connection when it takes one (WooCommerce's restore links need
-    the storefront's URL)."""
-    if "connection" in inspect.signature(adapter.read).parameters:
-        read: Any = adapter.read
-        return read(headers=headers, body=body, connection=connection)  # type: ignore[no-any-return]
-    return adapter.read(headers=headers, body=body)
 
 
 def _lock(store_id: int, platform: str) -> None:

@@ -54,7 +54,7 @@ class ShopifyAdapter:
         if not hmac.compare_digest(given.strip().encode(), expected):
             raise BadDelivery(401, "The X-Shopify-Hmac-Sha256 signature does not match the body.")
 
-    def read(self, *, headers: dict[str, str], body: bytes) -> Delivery:
+    def read(self, *, headers: dict[str, str], body: bytes, connection: Any = None) -> Delivery:
         delivery_id = headers.get("x-shopify-webhook-id", "").strip()
         if not delivery_id:
             raise BadDelivery(

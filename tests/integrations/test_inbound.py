@@ -11,6 +11,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -50,7 +51,7 @@ class FakeAdapter:
         if self.refuse:
             raise BadDelivery(self.refuse, "refused")
 
-    def read(self, *, headers, body) -> Delivery:
+    def read(self, *, headers, body, connection=None) -> Delivery:
         self.reads.append(body)
         return Delivery(headers["id"], "topic/x", self.facts)
 
@@ -323,7 +324,7 @@ def test_a_signed_woocommerce_delivery_goes_through_the_pipeline_once(shopify_sh
     )
     body = fixture_bytes("woocommerce", "order_created.json")
     signature = base64.b64encode(hmac.new(b"wc-secret", body, hashlib.sha256).digest()).decode()
-    headers = {
+    headers: dict[str, Any] = {
         "HTTP_X_WC_WEBHOOK_SIGNATURE": signature,
         "HTTP_X_WC_WEBHOOK_DELIVERY_ID": "wc-1",
         "HTTP_X_WC_WEBHOOK_TOPIC": "order.created",

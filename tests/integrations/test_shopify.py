@@ -578,7 +578,7 @@ def test_deep_json_is_400_not_500(shopify_shop):
     assert _stored(shopify_shop.store_id) == (0, 0, 0, 0)
 
 
-# Out of order ---------------------------------------------------------------------------------------
+# Out of order ------------------------------------------------------------------------------------
 
 
 def _story() -> list[tuple[str, bytes]]:
