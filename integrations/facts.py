@@ -36,7 +36,9 @@ class CheckoutSnapshot:
     """A cart or checkout as the platform has it at ``updated_at`` (the whole of it, not a
     change): carts/create and checkouts/update alike."""
 
-    refs: tuple[str, ...]  # "cart:<token>", "checkout:<token>", "checkout-id:<id>", first wins
+    # "cart:<token>", "checkout:<token>", "checkout-id:<id>", or "ours:<our cart token>" (carried
+    # through the platform by the shop, e.g. WooCommerce's order meta): the first bound wins
+    refs: tuple[str, ...]
     updated_at: datetime | None
     currency: str
     lines: tuple[Line, ...]

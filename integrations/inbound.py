@@ -311,6 +311,9 @@ def _append(ctx: _Context, events: list[NewEvent]) -> int:
 def cart_token(platform: str, ref: str) -> str:
     """Our token for a cart first named by ``ref`` ("cart:<token>"): readable when it fits
     carts' token pattern, else a hash of the ref."""
+    kind, _, value = ref.partition(":")
+    if kind == "ours" and _TOKEN_RE.match(value):
+        return value  # our own cart token, carried through the platform (the snippet's cart)
     token = f"{platform}-{ref.replace(':', '-', 1)}"
     if _TOKEN_RE.match(token):
         return token
@@ -320,7 +323,9 @@ def cart_token(platform: str, ref: str) -> str:
 
 # Which ref names a new cart: the platform's cart first, so that a cart is named the same
 # whichever of its deliveries (checkout, order) arrives first.
-_NAMING_ORDER = ("cart", "checkout", "checkout-id")
+# Our own token, carried in the platform's order (WooCommerce's `_cart_recovery_cart` meta), names
+# the snippet's cart itself.
+_NAMING_ORDER = ("ours", "cart", "checkout", "checkout-id")
 
 
 def _naming_ref(refs: Sequence[str]) -> str:

@@ -7,11 +7,11 @@ from integrations import apis, endpoint_apis
 urlpatterns = [
     path("webhooks/shopify", apis.ShopifyWebhookApi.as_view(), name="webhooks-shopify"),
     path(
-        "webhooks/woocommerce/<int:store_id>",
+        "webhooks/woocommerce/<str:store_id>",
         apis.WooCommerceWebhookApi.as_view(),
         name="webhooks-woocommerce",
     ),
-    path("webhooks/saleor/<int:store_id>", apis.SaleorWebhookApi.as_view(), name="webhooks-saleor"),
+    path("webhooks/saleor/<str:store_id>", apis.SaleorWebhookApi.as_view(), name="webhooks-saleor"),
     path("webhook-endpoints", endpoint_apis.EndpointListApi.as_view(), name="webhook-endpoints"),
     path(
         "webhook-endpoints/<str:endpoint_id>",

@@ -143,7 +143,7 @@ def order_facts(order: dict[str, Any], *, storefront_url: str = "") -> tuple[Fac
     refs = [f"order:{order_id}"]
     cart = _cart_token(order)
     if cart:
-        refs.append(f"cart:{cart}")
+        refs.append(f"ours:{cart}")
     if status in AWAITING_PAYMENT:
         return (
             CheckoutSnapshot(

@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from carts import services as services_carts
 from carts.models import CartEvent, CartState
+from carts.services import NewEvent
+from carts.sources import Source
 from integrations import services
 from integrations.facts import (
     BadDelivery,
@@ -157,7 +160,7 @@ def test_a_processing_order_is_placed_with_its_total_codes_contact_and_lines():
     assert delivery.topic == "order.created"
     assert delivery.facts == (
         OrderPlaced(
-            refs=("order:727", "cart:cart-abc"),
+            refs=("order:727", "ours:cart-abc"),
             order_id="727",
             total=2935,
             currency="USD",
@@ -197,7 +200,7 @@ def test_an_order_waiting_for_payment_is_the_shoppers_checkout(status):
     (fact,) = read(order, storefront_url="https://shop.example/").facts
 
     assert fact == CheckoutSnapshot(
-        refs=("order:727", "cart:cart-abc"),
+        refs=("order:727", "ours:cart-abc"),
         updated_at=datetime(2017, 3, 22, 19, 28, 8, tzinfo=UTC),
         currency="USD",
         lines=(
@@ -543,3 +546,46 @@ def test_the_ping_is_answered_200_so_woocommerce_saves_the_webhook(connection):
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "ignored", "events": 0}
+
+
+def test_an_order_carrying_our_cart_token_joins_the_snippets_cart(connection):
+    """The shop copies the snippet's cart token into the order's meta (`_cart_recovery_cart`):
+    the order converts that very cart, not a new one named after the order."""
+    store_id = connection.store_id
+    services_carts.events_append(
+        store_id=store_id,
+        source=Source.browser("session-1"),
+        events=[
+            NewEvent(
+                event_id=uuid.uuid4(),
+                cart="snippet-cart-1",
+                type="cart.item_added",
+                schema_version=2,
+                occurred_at=datetime(2017, 3, 22, 19, 0, tzinfo=UTC),
+                data={
+                    "sku": "Bar3",
+                    "name": "Ship Your Idea",
+                    "quantity": 1,
+                    "unit_price": 1200,
+                    "currency": "USD",
+                },
+            )
+        ],
+    )
+    order = fixture("order_created.json")
+    order["meta_data"].append({"id": 9, "key": "_cart_recovery_cart", "value": "snippet-cart-1"})
+
+    assert post(store_id, order, "order.created").json() == {"outcome": "recorded", "events": 2}
+
+    assert list(
+        CartEvent.objects.filter(store_id=store_id, cart="snippet-cart-1")
+        .order_by("version")
+        .values_list("type", "source")
+    ) == [
+        ("cart.item_added", "browser"),
+        ("checkout.contact_captured", "platform"),
+        ("order.placed", "platform"),
+    ]
+    state = CartState.objects.get(store_id=store_id, token="snippet-cart-1")
+    assert (state.status, state.order_id, state.order_total) == ("converted", "727", 2935)
+    assert not CartState.objects.filter(store_id=store_id, token="woocommerce-order-727").exists()
