@@ -75,10 +75,11 @@ def _code_row(coupon: Coupon, connection: Connection) -> PlatformCode:
 
 
 def _request(coupon: Coupon, code: PlatformCode) -> api.CodeRequest:
+    kind, amount = _platform_terms(coupon)
     return api.CodeRequest(
         code=coupon.code,
-        kind=coupon.kind,
-        amount=coupon.amount,
+        kind=kind,
+        amount=amount,
         currency=coupon.currency,
         min_cart_value=coupon.min_cart_value,
         starts_at=coupon.issued_at,
@@ -86,6 +87,16 @@ def _request(coupon: Coupon, code: PlatformCode) -> api.CodeRequest:
         idempotency_key=str(code.idempotency_key),
         title=f"Cart recovery {coupon.code}",
     )
+
+
+def _platform_terms(coupon: Coupon) -> tuple[str, int]:
+    """(kind, amount) as the platform takes them. None of the three platforms' code discounts has a
+    "most it takes off", so a percentage whose cap binds on the cart it was made for is made as
+    that cap, a fixed amount (what the shopper was promised for that cart, "up to" the cap);
+    one whose cap does not bind is made as the percentage (docs/integrations.md)."""
+    if coupon.kind == Coupon.Kind.PERCENT and coupon.cap is not None and coupon.value >= coupon.cap:
+        return str(Coupon.Kind.FIXED), int(coupon.cap)
+    return str(coupon.kind), int(coupon.amount)
 
 
 def _target(connection: Connection) -> api.Target:

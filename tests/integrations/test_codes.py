@@ -291,3 +291,22 @@ def test_an_onsite_offer_shows_its_code_only_once_the_platform_made_it(
     later = onsite.exit_intent(store_id, "cart-1", at=onsite.T + timedelta(minutes=61))
     assert onsite.offer_of(later)["discount_code"] == coupon.code
     assert len(platform.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "amount", "cap", "value", "expected"),
+    [
+        ("percent", 10, None, 900, ("percent", 10)),  # no cap: the percentage
+        ("percent", 10, 2000, 900, ("percent", 10)),  # the cap does not bind on this cart
+        ("percent", 10, 2000, 2000, ("fixed", 2000)),  # it binds: the cap, as a fixed amount
+        ("percent", 20, 1500, 4000, ("fixed", 1500)),
+        ("fixed", 500, None, 500, ("fixed", 500)),
+        ("free_shipping", 0, None, 0, ("free_shipping", 0)),
+    ],
+)
+def test_a_capped_percentage_goes_to_the_platform_as_the_cap_where_it_binds(
+    kind, amount, cap, value, expected
+):
+    coupon = Coupon(kind=kind, amount=amount, cap=cap, value=value)
+
+    assert codes._platform_terms(coupon) == expected
