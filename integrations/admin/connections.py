@@ -30,7 +30,7 @@ TOPICS = {
 CREDENTIALS = {
     Platform.SHOPIFY: ("access_token",),
     Platform.WOOCOMMERCE: ("consumer_key", "consumer_secret"),
-    Platform.SALEOR: ("token",),
+    Platform.SALEOR: ("token", "channel_id"),
 }
 
 
@@ -54,6 +54,16 @@ class ConnectionForm(forms.ModelForm):
     consumer_key = _secret("WooCommerce consumer key", "A REST API key with Read/Write.")
     consumer_secret = _secret("WooCommerce consumer secret", "")
     token = _secret("Saleor app token", "Permission: MANAGE_DISCOUNTS.")
+    channel_id = forms.CharField(
+        label="Saleor channel ID",
+        required=False,
+        strip=True,
+        max_length=200,
+        help_text=(
+            "The global ID of the channel whose vouchers you sell in (its currency must be the "
+            "store's). Stored with the credentials; blank keeps the current one."
+        ),
+    )
 
     class Meta:
         model = Connection
