@@ -10,14 +10,22 @@ B's, and compares every row of B (log, carts, campaigns, tiers, steps, coupons, 
 pending offers) before and after. The websocket cases commit (consumers run in a thread pool), so
 they build stores of their own and scope every assertion to them.
 
+Each store is also connected to its shop platforms (integrations/): a Shopify and a WooCommerce
+connection, each with a webhook secret of its own, a checkout its Shopify delivered (signed), an
+outbound webhook endpoint with one delivery, and its coupon made on Shopify. A's secret key reaches
+none of B's endpoints, a platform delivery signed with A's secret reaches nothing of B whatever shop
+or store it names, and the integrations' admins are scoped like the campaigns' ones.
+
 The carts and recovery admins (stores, members, log, cart states, dead letters, scoring models) are
 not scoped per store: they are for superusers (or staff given Django model permissions) only, and a
-merchant gets 403 there; the campaigns admin is scoped by merchant membership.
+merchant gets 403 there; the campaigns and integrations admins are scoped by merchant membership.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable
@@ -53,8 +61,22 @@ from carts.models import CartEvent, CartState, ShopperKey, Store, StoreKey, Stor
 from carts.sources import Source
 from config.asgi import application
 from dashboards import views as dashboard_views
+from integrations import outbound as integrations_outbound
+from integrations import services as integrations_services
+from integrations.models import (
+    Connection,
+    Endpoint,
+    InboundDelivery,
+    OutboundAttempt,
+    OutboundDelivery,
+    Platform,
+    PlatformCart,
+    PlatformCode,
+    PlatformRef,
+)
 from recovery import cart_tokens, live, tickets
 from tests.conftest import item, new_event
+from tests.integrations.conftest import fixture_json
 
 SHOPPER_EMAIL = "same.shopper@example.com"  # a customer of both stores
 WEBHOOK_SECRET = "operator-hook:Zq8wLx2vN4"  # the operator's (anymail), not any store's
@@ -76,6 +98,22 @@ def _no_rate_limits_and_fresh_tiers(settings):
 
 
 @dataclass(frozen=True)
+class Platforms:
+    """The store's shop platforms, each signing with a secret of its own."""
+
+    shopify: Connection
+    shopify_secret: str
+    woocommerce: Connection
+    woocommerce_secret: str
+    cart_token: str  # Shopify's, of the checkout delivered
+    checkout_token: str
+    inbound: InboundDelivery  # a checkout its Shopify delivered
+    endpoint: Endpoint
+    outbound: OutboundDelivery  # one delivery to the endpoint, with one attempt
+    code: PlatformCode  # the coupon, made on Shopify
+
+
+@dataclass(frozen=True)
 class Shop:
     label: str
     store: Store
@@ -91,10 +129,24 @@ class Shop:
     suppression: Suppression
     marketer: User
     merchant: User
+    connected: Platforms | None  # None for the committed (websocket) shops: see shop_build
+
+    @property
+    def platforms(self) -> Platforms:
+        assert self.connected is not None
+        return self.connected
 
     @property
     def markers(self) -> list[str]:
         """Strings that belong to this store alone: none may appear in an answer to the other."""
+        platforms = [] if self.connected is None else [
+            self.connected.shopify.shop_domain,
+            self.connected.inbound.delivery_id,
+            self.connected.inbound.cart,
+            self.connected.endpoint.url,
+            self.connected.outbound.webhook_id,
+            self.connected.code.remote_id,
+        ]  # fmt: skip
         return [
             self.store.name,
             self.server_cart,
@@ -104,6 +156,7 @@ class Shop:
             self.coupon.code,
             self.campaign.name,
             self.suppression.shopper,
+            *platforms,
         ]
 
 
@@ -131,7 +184,109 @@ def _offer_made(store_id: int, cart: str, now: datetime) -> str:
     return str(outcome.decision.offer["id"])
 
 
-def shop_build(label: str) -> Shop:
+def shopify_signed(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def shopify_checkout(cart_token: str, checkout_token: str) -> bytes:
+    """Shopify's sample checkouts/create, for this checkout and cart."""
+    body = fixture_json("shopify", "checkouts_create.json")
+    body.update(token=checkout_token, cart_token=cart_token)
+    return json.dumps(body).encode()
+
+
+def post_shopify(body: bytes, *, secret: str, domain: str, webhook_id: str) -> Any:
+    return APIClient().post(
+        "/api/v1/webhooks/shopify",
+        data=body,
+        content_type="application/json",
+        HTTP_X_SHOPIFY_TOPIC="checkouts/create",
+        HTTP_X_SHOPIFY_SHOP_DOMAIN=domain,
+        HTTP_X_SHOPIFY_WEBHOOK_ID=webhook_id,
+        HTTP_X_SHOPIFY_API_VERSION="2025-01",
+        HTTP_X_SHOPIFY_HMAC_SHA256=shopify_signed(body, secret),
+    )
+
+
+def post_woocommerce(store_id: int, body: bytes, *, secret: str, delivery: str) -> Any:
+    return APIClient().post(
+        f"/api/v1/webhooks/woocommerce/{store_id}",
+        data=body,
+        content_type="application/json",
+        HTTP_X_WC_WEBHOOK_SIGNATURE=shopify_signed(body, secret),  # the same scheme
+        HTTP_X_WC_WEBHOOK_TOPIC="order.created",
+        HTTP_X_WC_WEBHOOK_DELIVERY_ID=delivery,
+        HTTP_X_WC_WEBHOOK_RESOURCE="order",
+    )
+
+
+def _platforms_connect(store: Store, coupon: Coupon, label: str, suffix: str) -> Platforms:
+    """Connections made through the services, a checkout delivered through the Shopify endpoint
+    (signed with the shop's secret), an endpoint with one delivery and its attempt, and the
+    coupon's code as the platform confirmed it."""
+    now = timezone.now()
+    shopify_secret, woocommerce_secret = f"shpss_{label}_{suffix}", f"wc_{label}_{suffix}"
+    shopify = integrations_services.connection_create(
+        store_id=store.pk,
+        platform=Platform.SHOPIFY,
+        shop_domain=f"{label}-{suffix}.myshopify.com",
+        webhook_secret=shopify_secret,
+    )
+    woocommerce = integrations_services.connection_create(
+        store_id=store.pk,
+        platform=Platform.WOOCOMMERCE,
+        api_url=f"https://{label}-{suffix}.example",
+        webhook_secret=woocommerce_secret,
+    )
+    cart_token, checkout_token = f"cart{label}{suffix}", f"checkout{label}{suffix}"
+    delivered = post_shopify(
+        shopify_checkout(cart_token, checkout_token),
+        secret=shopify_secret,
+        domain=shopify.shop_domain,
+        webhook_id=f"shopify-delivery-{label}-{suffix}",
+    )
+    assert delivered.json() == {"outcome": "recorded", "events": 3}, delivered.content
+    endpoint = integrations_outbound.endpoint_create(
+        store_id=store.pk, url=f"https://hooks-{label}-{suffix}.example/cart-recovery"
+    )
+    sent = OutboundDelivery.objects.create(
+        endpoint=endpoint,
+        store=store,
+        webhook_id=f"msg_{label}{suffix}",
+        event_type="cart.abandoned",
+        position=1,
+        payload={"type": "cart.abandoned", "timestamp": now.isoformat(), "data": {}},
+        status=OutboundDelivery.Status.DELIVERED,
+        attempts=1,
+        next_attempt_at=now,
+        finished_at=now,
+    )
+    OutboundAttempt.objects.create(delivery=sent, at=now, status_code=200, duration_ms=12)
+    code = PlatformCode.objects.create(
+        coupon=coupon,
+        connection=shopify,
+        state=PlatformCode.State.CONFIRMED,
+        remote_id=f"gid://shopify/DiscountCodeNode/{label}{suffix}",
+        attempts=1,
+        confirmed_at=now,
+    )
+    return Platforms(
+        shopify=shopify,
+        shopify_secret=shopify_secret,
+        woocommerce=woocommerce,
+        woocommerce_secret=woocommerce_secret,
+        cart_token=cart_token,
+        checkout_token=checkout_token,
+        inbound=InboundDelivery.objects.get(store=store),
+        endpoint=endpoint,
+        outbound=sent,
+        code=code,
+    )
+
+
+def shop_build(label: str, *, platforms: bool = True) -> Shop:
+    """``platforms=False`` for committed shops: their active connections and endpoints would stay
+    behind for other tests' health checks and outbound senders."""
     suffix = uuid.uuid4().hex[:8]
     now = timezone.now()
     creds = services.store_create(name=f"Shop {label} {suffix}", domain=f"{label}.example")
@@ -252,6 +407,7 @@ def shop_build(label: str) -> Shop:
         username=f"merchant-{label}-{suffix}", password="pw-1", is_staff=True
     )
     StoreMember.objects.create(store=store, user=merchant, role=StoreMember.Role.MERCHANT)
+    connected = _platforms_connect(store, issued.coupon, label, suffix) if platforms else None
     return Shop(
         label=label,
         store=store,
@@ -267,6 +423,7 @@ def shop_build(label: str) -> Shop:
         suppression=suppression,
         marketer=marketer,
         merchant=merchant,
+        connected=connected,
     )
 
 
@@ -291,6 +448,24 @@ def rows_of(shop: Shop) -> dict[str, Any]:
         "steps": list(Step.objects.filter(store_id=store_id).order_by("pk").values()),
         "coupons": list(Coupon.objects.filter(store_id=store_id).order_by("pk").values()),
         "suppressions": list(Suppression.objects.filter(store_id=store_id).order_by("pk").values()),
+        "connections": list(Connection.objects.filter(store_id=store_id).order_by("pk").values()),
+        "inbound": list(InboundDelivery.objects.filter(store_id=store_id).order_by("pk").values()),
+        "platform_refs": list(
+            PlatformRef.objects.filter(store_id=store_id).order_by("pk").values()
+        ),
+        "platform_carts": list(
+            PlatformCart.objects.filter(store_id=store_id).order_by("pk").values()
+        ),
+        "platform_codes": list(
+            PlatformCode.objects.filter(coupon__store_id=store_id).order_by("pk").values()
+        ),
+        "endpoints": list(Endpoint.objects.filter(store_id=store_id).order_by("pk").values()),
+        "outbound": list(
+            OutboundDelivery.objects.filter(store_id=store_id).order_by("pk").values()
+        ),
+        "attempts": list(
+            OutboundAttempt.objects.filter(delivery__store_id=store_id).order_by("pk").values()
+        ),
         "pending": {
             cart: [o["id"] for o in live.pending_offers(store_id=store_id, cart=cart, now=now)]
             for cart in (shop.server_cart, shop.browser_cart)
@@ -362,6 +537,16 @@ ROUTES = {
     "api/v1/shopper-sessions/offers": "PUBLISHABLE_KEY_CASES",
     "api/v1/coupons/redeem": "SECRET_KEY_CASES",
     "api/v1/coupons/validate": "SECRET_KEY_CASES",
+    "api/v1/webhooks/shopify": "test_a_platform_delivery_reaches_only_the_store_it_is_signed_for",
+    "api/v1/webhooks/woocommerce/<str:store_id>": (
+        "test_a_platform_delivery_reaches_only_the_store_it_is_signed_for"
+    ),
+    "api/v1/webhooks/saleor/<str:store_id>": (
+        "test_a_platform_delivery_reaches_only_the_store_it_is_signed_for"
+    ),
+    "api/v1/webhook-endpoints": "test_a_secret_keys_endpoint_list_and_new_endpoints_are_its_own",
+    "api/v1/webhook-endpoints/<str:endpoint_id>": "ENDPOINT_CASES",
+    "api/v1/webhook-endpoints/<str:endpoint_id>/deliveries": "ENDPOINT_CASES",
     **{f"api/v1/metrics/{name}": "SECRET_KEY_CASES, MARKETER_API_CASES" for name in METRICS},
     "dashboard/login/": "no store data",
     "dashboard/logout/": "no store data",
@@ -519,6 +704,87 @@ def test_a_secret_keys_grant_opens_no_cart_of_the_other(shops):
     )
     assert (offers.status_code, offers.json()) == (200, {"offers": []})
     assert rows_of(b) == before
+
+
+def _endpoint_path(shop: Shop, tail: str = "") -> str:
+    return f"/api/v1/webhook-endpoints/{shop.platforms.endpoint.pk}{tail}"
+
+
+HIJACK_URL = "https://hijack.example/in"
+ENDPOINT_CASES: dict[str, Request] = {
+    "GET webhook-endpoints/{id}": lambda c, s: c.get(_endpoint_path(s)),
+    "GET webhook-endpoints/{id}/deliveries": lambda c, s: c.get(_endpoint_path(s, "/deliveries")),
+    "PATCH webhook-endpoints/{id}": lambda c, s: c.patch(
+        _endpoint_path(s),
+        {"url": HIJACK_URL, "active": False, "rotate_secret": True},
+        format="json",
+    ),
+    "DELETE webhook-endpoints/{id}": lambda c, s: c.delete(_endpoint_path(s)),
+}
+
+
+@pytest.mark.parametrize("case", list(ENDPOINT_CASES))
+def test_a_secret_key_reaches_its_own_endpoints_and_none_of_the_other(shops, case):
+    a, b = shops
+    client = secret_key_client(a)
+    send = ENDPOINT_CASES[case]
+    before = rows_of(b)
+
+    theirs = send(client, b)
+    mine = send(client, a)
+
+    assert theirs.status_code == 404, theirs.content
+    assert theirs.json() == {"detail": "This store has no such endpoint."}
+    assert leaked(theirs.content, b) == []
+    assert rows_of(b) == before
+    # the control: A's key does reach A's endpoint
+    if case.startswith("DELETE"):
+        assert mine.status_code == 204, mine.content
+        assert list(Endpoint.objects.filter(store=a.store)) == []
+        return
+    assert mine.status_code == 200, mine.content
+    if case.endswith("deliveries"):
+        assert [(d["webhook_id"], [t["status_code"] for t in d["tries"]]) for d in mine.json()] == [
+            (a.platforms.outbound.webhook_id, [200])
+        ]
+    elif case.startswith("PATCH"):
+        body = mine.json()
+        assert (body["id"], body["url"], body["active"]) == (
+            a.platforms.endpoint.pk,
+            HIJACK_URL,
+            False,
+        )
+        assert body["secret"] == integrations_outbound.endpoint_secret(
+            Endpoint.objects.get(pk=a.platforms.endpoint.pk)
+        )
+        assert body["secret"] != integrations_outbound.endpoint_secret(a.platforms.endpoint)
+    else:
+        assert (mine.json()["id"], mine.json()["url"]) == (
+            a.platforms.endpoint.pk,
+            a.platforms.endpoint.url,
+        )
+
+
+def test_a_secret_keys_endpoint_list_and_new_endpoints_are_its_own(shops):
+    a, b = shops
+    client = secret_key_client(a)
+    before = rows_of(b)
+
+    listed = client.get("/api/v1/webhook-endpoints")
+    made = client.post(
+        "/api/v1/webhook-endpoints",
+        {"url": "https://hooks.example/new", "event_types": ["cart.abandoned"]},
+        format="json",
+    )
+
+    assert listed.status_code == 200
+    assert [e["id"] for e in listed.json()] == [a.platforms.endpoint.pk]
+    assert leaked(listed.content, b) == []
+    assert made.status_code == 201, made.content
+    assert Endpoint.objects.get(pk=made.json()["id"]).store_id == a.store.pk
+    assert rows_of(b) == before
+    again = client.get("/api/v1/webhook-endpoints")
+    assert [e["id"] for e in again.json()] == [a.platforms.endpoint.pk, made.json()["id"]]
 
 
 # The same shopper, a customer of both stores, by the shop's id and by address: A's key erases and
@@ -698,30 +964,43 @@ def test_a_marketers_store_list_names_only_their_store(shops):
 
 def _scoped_objects(shop: Shop) -> dict[str, Any]:
     return {
-        "campaign": shop.campaign,
-        "campaignsettings": CampaignSettings.objects.get(store=shop.store),
-        "enrollment": shop.step.enrollment,
-        "step": shop.step,
-        "coupon": shop.coupon,
-        "suppression": shop.suppression,
+        "campaigns.campaign": shop.campaign,
+        "campaigns.campaignsettings": CampaignSettings.objects.get(store=shop.store),
+        "campaigns.enrollment": shop.step.enrollment,
+        "campaigns.step": shop.step,
+        "campaigns.coupon": shop.coupon,
+        "campaigns.suppression": shop.suppression,
+        "integrations.connection": shop.platforms.shopify,
+        "integrations.inbounddelivery": shop.platforms.inbound,
+        "integrations.platformcode": shop.platforms.code,
+        "integrations.endpoint": shop.platforms.endpoint,
+        "integrations.outbounddelivery": shop.platforms.outbound,
     }
 
 
-SCOPED = sorted(
-    str(model._meta.model_name)
+def _admin_key(model: Any) -> str:
+    return f"{model._meta.app_label}.{model._meta.model_name}"
+
+
+SCOPED_ADMINS = {
+    _admin_key(model): model_admin
     for model, model_admin in admin.site._registry.items()
     if isinstance(model_admin, StoreScopedAdmin)
-)
+}
+SCOPED = sorted(SCOPED_ADMINS)
 NOT_SCOPED = sorted(
-    f"{model._meta.app_label}.{model._meta.model_name}"
+    _admin_key(model)
     for model, model_admin in admin.site._registry.items()
     if not isinstance(model_admin, StoreScopedAdmin)
 )
 
 
-def test_the_scoped_admins_are_the_campaigns_ones():
+def test_the_scoped_admins_are_the_campaigns_and_integrations_ones():
     assert SCOPED == [
-        "campaign", "campaignsettings", "coupon", "enrollment", "step", "suppression",
+        "campaigns.campaign", "campaigns.campaignsettings", "campaigns.coupon",
+        "campaigns.enrollment", "campaigns.step", "campaigns.suppression",
+        "integrations.connection", "integrations.endpoint", "integrations.inbounddelivery",
+        "integrations.outbounddelivery", "integrations.platformcode",
     ]  # fmt: skip
 
 
@@ -730,7 +1009,8 @@ def test_the_merchant_admin_lists_and_opens_only_the_merchants_store(shops, mode
     a, b = shops
     client = logged_in(a.merchant)
     mine, theirs = _scoped_objects(a)[model], _scoped_objects(b)[model]
-    base = f"/admin/campaigns/{model}/"
+    store_of = SCOPED_ADMINS[model].store_id_of  # a code's store is its coupon's
+    base = "/admin/{}/{}/".format(*model.split("."))
     before = rows_of(b)
 
     listing = client.get(base)
@@ -741,7 +1021,7 @@ def test_the_merchant_admin_lists_and_opens_only_the_merchants_store(shops, mode
     listed = [o for o in listing.context["cl"].result_list]
     assert mine.pk in [o.pk for o in listed]
     # Every row listed is the merchant's store's (an exit intent may have issued a second coupon).
-    assert {o.store_id for o in listed} == {a.store.pk}
+    assert {store_of(o) for o in listed} == {a.store.pk}
     assert leaked(listing.content, b) == []
     for response in (filtered, searched):
         assert response.status_code in (200, 302)
@@ -932,9 +1212,85 @@ def test_email_webhooks_a_message_id_of_one_store_never_names_the_others_step(sh
     assert rows_of(b) == before_b
 
 
+# Platform webhooks -----------------------------------------------------------------------------
+
+
+def _woocommerce_order() -> bytes:
+    return json.dumps(fixture_json("woocommerce", "order_created.json")).encode()
+
+
+def _delivery_ids(shop: Shop) -> list[tuple[str, str, str]]:
+    return list(
+        InboundDelivery.objects.filter(store=shop.store)
+        .order_by("pk")
+        .values_list("platform", "delivery_id", "cart")
+    )
+
+
+def test_a_platform_delivery_reaches_only_the_store_it_is_signed_for(shops):
+    a, b = shops
+    before_a, before_b = rows_of(a), rows_of(b)
+    # B's own checkout, its delivery id replayed, and an order: all signed with A's secrets
+    checkout = shopify_checkout(b.platforms.cart_token, b.platforms.checkout_token)
+    order = _woocommerce_order()
+    replayed = b.platforms.inbound.delivery_id
+
+    refused = {
+        "shopify, B's shop domain": post_shopify(
+            checkout,
+            secret=a.platforms.shopify_secret,
+            domain=b.platforms.shopify.shop_domain,
+            webhook_id=f"{replayed}-new",
+        ),
+        "woocommerce, B's store": post_woocommerce(
+            b.store.pk, order, secret=a.platforms.woocommerce_secret, delivery="wc-crossed"
+        ),
+        "saleor, B's store (no Saleor connection)": APIClient().post(
+            f"/api/v1/webhooks/saleor/{b.store.pk}",
+            data=checkout,
+            content_type="application/json",
+            HTTP_SALEOR_EVENT="checkout_created",
+            HTTP_SALEOR_SIGNATURE="eyJhbGciOiJSUzI1NiJ9..c2ln",
+        ),
+    }
+
+    assert {case: (r.status_code, r.json()["code"]) for case, r in refused.items()} == {
+        "shopify, B's shop domain": (401, "bad_signature"),
+        "woocommerce, B's store": (401, "bad_signature"),
+        "saleor, B's store (no Saleor connection)": (404, "unknown_shop"),
+    }
+    for response in refused.values():
+        assert leaked(response.content, b) == []
+    assert rows_of(b) == before_b
+    assert rows_of(a) == before_a
+    # the control: A's secrets with A's domain and store land in A's log alone, the replayed
+    # delivery id included (deliveries are told apart per store), B's tokens naming A's own cart
+    mine_shopify = post_shopify(
+        checkout,
+        secret=a.platforms.shopify_secret,
+        domain=a.platforms.shopify.shop_domain,
+        webhook_id=replayed,
+    )
+    mine_woocommerce = post_woocommerce(
+        a.store.pk, order, secret=a.platforms.woocommerce_secret, delivery="wc-mine"
+    )
+    assert mine_shopify.json() == {"outcome": "recorded", "events": 3}
+    assert (mine_woocommerce.status_code, mine_woocommerce.json()["outcome"]) == (200, "recorded")
+    delivered = _delivery_ids(a)
+    assert delivered[:2] == [
+        ("shopify", a.platforms.inbound.delivery_id, a.platforms.inbound.cart),
+        ("shopify", replayed, b.platforms.inbound.cart),
+    ]
+    assert [(p, d) for p, d, _ in delivered[2:]] == [("woocommerce", "wc-mine")]
+    assert CartState.objects.get(store=a.store, token=b.platforms.inbound.cart).status == "checkout"
+    assert rows_of(b) == before_b
+
+
 # Websockets (committed: consumers run in a thread pool) ----------------------------------------
 
-committed_shops = database_sync_to_async(lambda: (shop_build("a"), shop_build("b")))
+committed_shops = database_sync_to_async(
+    lambda: (shop_build("a", platforms=False), shop_build("b", platforms=False))
+)
 rows_async = database_sync_to_async(rows_of)
 
 
