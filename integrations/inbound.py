@@ -427,29 +427,7 @@ def _snapshot(ctx: _Context, fact: CheckoutSnapshot) -> _Result:
         )
     at = ctx.occurred(fact.updated_at)
     state = carts_selectors.cart_state_get(store_id=ctx.store_id, token=cart)
-    before = {str(line["sku"]): line for line in recorded.lines or []}
-    after = {line.sku: line for line in fact.lines}
-    events: list[NewEvent] = []
-    for sku in before:
-        if sku not in after:
-            events.append(ctx.event(cart, "cart.item_removed", {"sku": sku}, at))
-    for line in fact.lines:
-        old = before.get(line.sku)
-        if old is None:
-            events.append(_item_added(ctx, cart, line, fact.currency, at))
-        elif int(old["unit_price"]) != line.unit_price:
-            # A new price: the line again at it (item_added would add to the old quantity).
-            events.append(ctx.event(cart, "cart.item_removed", {"sku": line.sku}, at))
-            events.append(_item_added(ctx, cart, line, fact.currency, at))
-        elif int(old["quantity"]) != line.quantity:
-            events.append(
-                ctx.event(
-                    cart,
-                    "cart.item_quantity_changed",
-                    {"sku": line.sku, "quantity": line.quantity},
-                    at,
-                )
-            )
+    events = _line_events(ctx, cart, recorded, fact.lines, fact.currency, at)
     if fact.checkout and (state is None or state.checkout_started_at is None):
         events.append(ctx.event(cart, "checkout.started", {}, at))
     # An order's contact is the last word: a checkout (delivered before or after it) does not
@@ -459,23 +437,63 @@ def _snapshot(ctx: _Context, fact: CheckoutSnapshot) -> _Result:
         if contact is not None:
             events.append(contact)
     count = _append(ctx, events)
-    recorded.platform = ctx.platform
-    recorded.updated_at = fact.updated_at or recorded.updated_at
-    recorded.lines = [
-        {
-            "sku": line.sku,
-            "name": line.name,
-            "quantity": line.quantity,
-            "unit_price": line.unit_price,
-        }
-        for line in fact.lines
-    ]
-    if fact.currency:
-        recorded.currency = fact.currency
+    _recorded_set(ctx, recorded, fact.lines, fact.currency, fact.updated_at)
     if fact.restore_url:
         recorded.restore_url = fact.restore_url
     recorded.save()
     return _Result(Outcome.RECORDED, count, cart)
+
+
+def _line_events(
+    ctx: _Context,
+    cart: str,
+    recorded: PlatformCart,
+    lines: Sequence[Line],
+    currency: str,
+    at: datetime,
+) -> list[NewEvent]:
+    """The item events that take the recorded lines to ``lines``."""
+    before = {str(line["sku"]): line for line in recorded.lines or []}
+    after = {line.sku: line for line in lines}
+    events: list[NewEvent] = []
+    for sku in before:
+        if sku not in after:
+            events.append(ctx.event(cart, "cart.item_removed", {"sku": sku}, at))
+    for line in lines:
+        old = before.get(line.sku)
+        if old is None:
+            events.append(_item_added(ctx, cart, line, currency, at))
+        elif int(old["unit_price"]) != line.unit_price:
+            # A new price: the line again at it (item_added would add to the old quantity).
+            events.append(ctx.event(cart, "cart.item_removed", {"sku": line.sku}, at))
+            events.append(_item_added(ctx, cart, line, currency, at))
+        elif int(old["quantity"]) != line.quantity:
+            events.append(
+                ctx.event(
+                    cart,
+                    "cart.item_quantity_changed",
+                    {"sku": line.sku, "quantity": line.quantity},
+                    at,
+                )
+            )
+    return events
+
+
+def _recorded_set(
+    ctx: _Context,
+    recorded: PlatformCart,
+    lines: Sequence[Line],
+    currency: str,
+    updated_at: datetime | None,
+) -> None:
+    recorded.platform = ctx.platform
+    recorded.updated_at = updated_at or recorded.updated_at
+    recorded.lines = [
+        {"sku": x.sku, "name": x.name, "quantity": x.quantity, "unit_price": x.unit_price}
+        for x in lines
+    ]
+    if currency:
+        recorded.currency = currency
 
 
 def _order(ctx: _Context, fact: OrderPlaced) -> _Result:
@@ -489,6 +507,23 @@ def _order(ctx: _Context, fact: OrderPlaced) -> _Result:
         )
     at = ctx.occurred(fact.placed_at)
     events: list[NewEvent] = []
+    recorded = _platform_cart(ctx, cart)
+    newer = (
+        recorded.updated_at is None
+        or fact.placed_at is None
+        or fact.placed_at >= recorded.updated_at  # a tie goes to the order, either way round
+    )
+    # (A cart whose items came from elsewhere, the snippet or the shop's server, with no
+    # snapshot of the platform's to compare with, keeps them.)
+    ours = bool(recorded.lines) or state is None or not state.items
+    if fact.lines and newer and ours and (state is None or not state.order_id):
+        # What was bought is the cart's last word: the order's lines, as a snapshot of the
+        # platform's cart at the order's time. A cart first seen through its order gets them;
+        # its checkout, arriving later and older, is stale and adds nothing twice. Whatever the
+        # order of deliveries, the cart ends with the order's lines.
+        events += _line_events(ctx, cart, recorded, fact.lines, fact.currency, at)
+        _recorded_set(ctx, recorded, fact.lines, fact.currency, fact.placed_at)
+        recorded.save()
     contact = _contact_event(ctx, cart, fact.contact, state, at)
     if contact is not None:
         events.append(contact)

@@ -702,7 +702,7 @@ def checkout_at(second: int, quantity: int) -> dict[str, Any]:
 
 CONVERTED = {
     "status": "converted",
-    "items": [("TEA-1", 2, 1399)],
+    "items": [("TEA-1", 3, 1259)],  # the order's line: what was bought
     "email": "ada@example.com",
     "order_id": ORDER_ID,
     "order_total": 3777,
@@ -727,6 +727,9 @@ def test_a_checkout_updated_then_paid_converts_the_cart_once(shop):
         "checkout.started",
         "checkout.contact_captured",
         "cart.item_quantity_changed",
+        # The order's lines are what was bought: its line at its price (3 at 12.59).
+        "cart.item_removed",
+        "cart.item_added",
         "order.placed",
     ]
     assert cart_of(store_id) == CONVERTED

@@ -257,8 +257,16 @@ def test_an_order_converts_its_cart_keeping_its_id_exactly(shopify_shop):
 
     response = post_shopify("orders/create", fixture_bytes("shopify", "orders_create.json"))
 
-    assert response.json() == {"outcome": "recorded", "events": 2}
+    # A cart first seen through its order gets the order's lines: what was bought.
+    assert response.json() == {"outcome": "recorded", "events": 7}
     assert _events(store, ORDER_CART) == [
+        *[
+            (
+                "cart.item_added",
+                {"sku": sku, "name": name, "quantity": 1, "unit_price": price, "currency": "USD"},
+            )
+            for sku, name, price in ORDER_LINES
+        ],
         (
             "checkout.contact_captured",
             {"email": "jon@example.com", "consent": {"email": True}, "locale": "en"},
@@ -266,7 +274,8 @@ def test_an_order_converts_its_cart_keeping_its_id_exactly(shopify_shop):
         ("order.placed", {"order_id": ORDER_ID, "total": 40495, "currency": "USD"}),
     ]
     assert _state(store, ORDER_CART) == (
-        "converted", "USD", [], 0, "jon@example.com", {"email": True}, ORDER_ID, 40495
+        "converted", "USD", [_line(sku, name, price) for sku, name, price in ORDER_LINES], 41495,
+        "jon@example.com", {"email": True}, ORDER_ID, 40495,
     )  # fmt: skip
     assert list(PlatformRef.objects.filter(store_id=store).values_list("ref", flat=True)) == [
         f"order:{ORDER_ID}"
@@ -281,6 +290,23 @@ def test_orders_paid_after_orders_create_places_the_order_once(shopify_shop):
 
     assert paid.json() == {"outcome": "recorded", "events": 0}
     assert [t for t, _ in _events(shopify_shop.store_id, ORDER_CART)].count("order.placed") == 1
+
+
+# orders_create.json's line items: (sku, title, price in cents), one of each.
+ORDER_LINES = [
+    ("SKU2006-001", "Aviator sunglasses", 8999),
+    ("LENS-PROTECT-2YR", "Lens Protection Plan (2 Year)", 1999),
+    ("CASE-LEATHER-PREM", "Premium Leather Case", 2499),
+    ("SKU2006-020", "Mid-century lounger", 15999),
+    ("SKU2006-035", "Coffee table", 11999),
+]
+
+
+def _line(sku: str, name: str, price: int) -> dict[str, Any]:
+    return {
+        "sku": sku, "name": name, "quantity": 1, "unit_price": price, "category": "", "url": "",
+        "image_url": "",
+    }  # fmt: skip
 
 
 def _order_for_checkout(order_id: int, **extra: Any) -> dict:
@@ -300,13 +326,14 @@ def test_an_order_before_its_checkout_converts_the_cart_the_checkout_lands_on(sh
     post_shopify("orders/create", _order_for_checkout(820982911946154508))
     checkout = post_shopify("checkouts/create", fixture_bytes("shopify", "checkouts_create.json"))
 
-    # Its items and its start; not its contact: the order's is the last word.
-    assert checkout.json() == {"outcome": "recorded", "events": 2}
+    # Not newer than the order (the same time): stale. The cart keeps what was bought and the
+    # order's contact, as when the checkout comes first (test_a_second_order_...).
+    assert checkout.json() == {"outcome": "stale", "events": 0}
     state = CartState.objects.get(store_id=store, token=CHECKOUT_CART)
     assert (state.status, state.order_id, state.value, state.email) == (
         "converted",
         ORDER_ID,
-        39800,
+        41495,
         "jon@example.com",
     )
     assert CartState.objects.filter(store_id=store).count() == 1
@@ -433,7 +460,7 @@ def test_our_code_on_an_order_is_redeemed_once_across_create_and_paid(shopify_sh
     paid = post_shopify("orders/paid", body)
 
     assert (created.json(), paid.json()) == (
-        {"outcome": "recorded", "events": 2},
+        {"outcome": "recorded", "events": 7},  # its 5 lines, its contact, the order
         {"outcome": "recorded", "events": 0},
     )
     coupon.refresh_from_db()
