@@ -118,7 +118,7 @@ SALEOR_SAMPLES = {
     # No total in the sample's subscription query: nothing invented (the reason is kept).
     "order_created_subscription_payload.json": ("order_created", "ignored", 0),
 }
-SALEOR_CHECKOUT = [
+SALEOR_CHECKOUT: list[tuple[Any, ...]] = [
     (SALEOR_CART, "checkout", [], "linda.thomas@example.com", "", None, ""),
 ]
 
