@@ -195,8 +195,13 @@ def shopify_checkout(cart_token: str, checkout_token: str) -> bytes:
     return json.dumps(body).encode()
 
 
+# One client for the platforms' deliveries (they carry no cookies): a new client loads the
+# middleware again, and WhiteNoise's scan of the static files is half of a delivery's time.
+PLATFORM = APIClient()
+
+
 def post_shopify(body: bytes, *, secret: str, domain: str, webhook_id: str) -> Any:
-    return APIClient().post(
+    return PLATFORM.post(
         "/api/v1/webhooks/shopify",
         data=body,
         content_type="application/json",
@@ -209,7 +214,7 @@ def post_shopify(body: bytes, *, secret: str, domain: str, webhook_id: str) -> A
 
 
 def post_woocommerce(store_id: int, body: bytes, *, secret: str, delivery: str) -> Any:
-    return APIClient().post(
+    return PLATFORM.post(
         f"/api/v1/webhooks/woocommerce/{store_id}",
         data=body,
         content_type="application/json",
@@ -1078,6 +1083,59 @@ def test_the_merchant_admin_changes_nothing_of_the_other_store(shops):
     assert own.status_code == 200
 
 
+def test_the_merchant_admin_changes_no_connection_or_endpoint_of_the_other_store(shops):
+    a, b = shops
+    client = logged_in(a.merchant)
+    for shop in (a, b):  # a delivery that gave up: what the retry action sends again
+        OutboundDelivery.objects.filter(pk=shop.platforms.outbound.pk).update(
+            status=OutboundDelivery.Status.FAILED
+        )
+    before = rows_of(b)
+    theirs = b.platforms
+    base = "/admin/integrations/"
+
+    connection = client.post(
+        f"{base}connection/{theirs.shopify.pk}/change/",
+        {"shop_domain": "hijack.myshopify.com", "set_webhook_secret": "hijack", "active": "on"},
+    )
+    endpoint = client.post(
+        f"{base}endpoint/{theirs.endpoint.pk}/change/",
+        {"store": b.store.pk, "url": "https://hijack.example/in", "active": "on"},
+    )
+    for path, action, pk in (
+        ("endpoint/", "rotate_secret", theirs.endpoint.pk),
+        ("outbounddelivery/", "retry_now", theirs.outbound.pk),
+        ("endpoint/", "delete_selected", theirs.endpoint.pk),
+    ):
+        client.post(
+            f"{base}{path}", {"action": action, "_selected_action": [pk], "index": 0, "post": "yes"}
+        )
+    new_endpoint = client.post(
+        f"{base}endpoint/add/", {"store": b.store.pk, "url": "https://hijack.example/in"}
+    )
+    new_connection = client.post(
+        f"{base}connection/add/",
+        {"store": b.store.pk, "platform": "saleor", "api_url": "https://hijack.example/graphql/"},
+    )
+
+    assert (connection.status_code, connection["Location"]) == (302, "/admin/")
+    assert (endpoint.status_code, endpoint["Location"]) == (302, "/admin/")
+    for response in (new_endpoint, new_connection):  # B is not a choice: the form's error
+        assert response.status_code == 200
+        assert list(response.context["adminform"].form.errors) == ["store"]
+    assert rows_of(b) == before
+    # the control: the same actions on A's own rows do act
+    nonce = a.platforms.endpoint.secret_nonce
+    for path, action, pk in (
+        ("endpoint/", "rotate_secret", a.platforms.endpoint.pk),
+        ("outbounddelivery/", "retry_now", a.platforms.outbound.pk),
+    ):
+        client.post(f"{base}{path}", {"action": action, "_selected_action": [pk], "index": 0})
+    assert Endpoint.objects.get(pk=a.platforms.endpoint.pk).secret_nonce != nonce
+    assert OutboundDelivery.objects.get(pk=a.platforms.outbound.pk).status == "pending"
+    assert rows_of(b) == before
+
+
 @pytest.mark.parametrize("model", NOT_SCOPED)
 def test_the_admins_not_scoped_per_store_are_closed_to_merchants(shops, model):
     a, b = shops
@@ -1245,7 +1303,7 @@ def test_a_platform_delivery_reaches_only_the_store_it_is_signed_for(shops):
         "woocommerce, B's store": post_woocommerce(
             b.store.pk, order, secret=a.platforms.woocommerce_secret, delivery="wc-crossed"
         ),
-        "saleor, B's store (no Saleor connection)": APIClient().post(
+        "saleor, B's store (no Saleor connection)": PLATFORM.post(
             f"/api/v1/webhooks/saleor/{b.store.pk}",
             data=checkout,
             content_type="application/json",
