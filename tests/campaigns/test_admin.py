@@ -808,10 +808,14 @@ def test_a_merchant_of_two_stores_sees_both_and_a_superuser_sees_all(shop_a, sho
 def test_merchants_index_lists_the_campaign_models_without_model_permissions(merchant):
     index = merchant.get("/admin/")
 
-    [app] = index.context["available_apps"]
-    assert app["app_label"] == "campaigns"
-    assert sorted(m["object_name"] for m in app["models"]) == [
+    apps = {a["app_label"]: a for a in index.context["available_apps"]}
+    assert sorted(apps) == ["campaigns", "integrations"]
+    assert sorted(m["object_name"] for m in apps["campaigns"]["models"]) == [
         "Campaign", "CampaignSettings", "Coupon", "Enrollment", "Step", "Suppression",
+    ]  # fmt: skip
+    # The store's platform connection and webhooks are the merchant's too (docs/integrations.md).
+    assert sorted(m["object_name"] for m in apps["integrations"]["models"]) == [
+        "Connection", "Endpoint", "InboundDelivery", "OutboundDelivery", "PlatformCode",
     ]  # fmt: skip
     assert User.objects.get(username="merchant-a").user_permissions.count() == 0
 
