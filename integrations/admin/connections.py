@@ -15,6 +15,7 @@ from django.utils.html import escape
 
 from campaigns.admin import ReadOnlyStoreScopedAdmin, StoreScopedAdmin
 from integrations import selectors, services
+from integrations.admin.forms import URL_OVERRIDES, https_urls
 from integrations.models import Connection, InboundDelivery, Platform, PlatformCode
 
 # The topics each platform must send (docs/integrations.md).
@@ -66,6 +67,7 @@ class ConnectionForm(forms.ModelForm):
     )
 
     class Meta:
+        formfield_callback = https_urls
         model = Connection
         fields = (
             "store",
@@ -99,6 +101,7 @@ class ConnectionForm(forms.ModelForm):
 
 @admin.register(Connection)
 class ConnectionAdmin(StoreScopedAdmin):
+    formfield_overrides = URL_OVERRIDES  # the admin makes its form's fields anew
     form = ConnectionForm
     list_display = ("store", "platform", "shop_domain", "codes_on_platform", "active", "last_seen")
     list_filter = ("platform", "active")

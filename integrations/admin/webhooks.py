@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from campaigns.admin import ReadOnlyStoreScopedAdmin, StoreScopedAdmin, merchant_store_ids
 from integrations import outbound
+from integrations.admin.forms import URL_OVERRIDES, https_urls
 from integrations.models import Endpoint, OutboundAttempt, OutboundDelivery
 
 
@@ -28,6 +29,7 @@ class EndpointForm(forms.ModelForm):
     )
 
     class Meta:
+        formfield_callback = https_urls
         model = Endpoint
         fields = ["store", "url", "event_types", "description", "active"]
 
@@ -45,6 +47,7 @@ class EndpointForm(forms.ModelForm):
 
 @admin.register(Endpoint)
 class EndpointAdmin(StoreScopedAdmin):
+    formfield_overrides = URL_OVERRIDES  # the admin makes its form's fields anew
     form = EndpointForm
     list_display = ["url", "store", "event_types", "active", "created_at"]
     list_filter = ["active"]
