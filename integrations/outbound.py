@@ -21,17 +21,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import random
 import re
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +44,7 @@ from campaigns import events as campaign_events
 from campaigns.models import Campaign
 from carts import projectors
 from carts.models import CartEvent
+from integrations import egress
 from integrations.models import Endpoint, OutboundAttempt, OutboundDelivery
 
 log = logging.getLogger(__name__)
@@ -90,23 +89,6 @@ LAST_DELAY = timedelta(hours=24)
 JITTER = 0.1  # each delay is stretched or shrunk by up to 10%
 MAX_RETRY_AFTER = timedelta(hours=24)
 ERROR_CHARS = 500
-
-# Never sent to, whatever DNS says: link-local (cloud metadata lives there) and metadata names.
-BLOCKED_NETWORKS = (
-    ipaddress.ip_network("169.254.0.0/16"),
-    ipaddress.ip_network("fe80::/10"),
-    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
-    ipaddress.ip_network("0.0.0.0/8"),
-)
-BLOCKED_HOSTS = frozenset(
-    {
-        "metadata",
-        "metadata.google.internal",
-        "metadata.goog",
-        "instance-data",
-        "instance-data.ec2.internal",
-    }
-)
 
 # What the API and admin take as an endpoint URL (the schema states this pattern): http(s), a
 # DNS name or IPv4 address, an optional port, then a path and query without spaces or fragments.
@@ -159,33 +141,22 @@ def url_problem(url: str) -> str | None:
     if not _URL_RE.match(url):
         return "Enter an http:// or https:// URL with a host name (no spaces, user or fragment)."
     host = (urlsplit(url).hostname or "").lower()
-    if host in BLOCKED_HOSTS or _blocked_ip(host):
-        return "This host is not allowed (link-local and cloud metadata addresses are refused)."
+    if host in egress.BLOCKED_HOSTS or egress.address_refused(host) is not None:
+        return (
+            "This host is not allowed (link-local and cloud metadata addresses are refused, and "
+            "private and loopback ones unless INTEGRATIONS_ALLOW_PRIVATE_URLS)."
+        )
     return None
-
-
-def _blocked_ip(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in net for net in BLOCKED_NETWORKS if net.version == address.version)
 
 
 def address_problem(url: str) -> str | None:
-    """Why a request to ``url`` must not leave now: its host resolves to a blocked address."""
+    """Why a request to ``url`` must not leave now: its text, or an address its host resolves
+    to (integrations/egress.py)."""
     problem = url_problem(url)
     if problem is not None:
         return problem
-    parts = urlsplit(url)
-    try:
-        infos = socket.getaddrinfo(parts.hostname or "", parts.port or 80, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"cannot resolve host: {exc}"
-    for info in infos:
-        if _blocked_ip(str(info[4][0]).split("%")[0]):
-            return f"host resolves to a blocked address ({info[4][0]})"
-    return None
+    refused = egress.host_refused(url)
+    return None if refused is None else f"not sent: {refused}"
 
 
 # -- mapping log events to webhook events (pure, apart from the reads ``_Context`` makes) -------
@@ -507,16 +478,21 @@ def deliver_once(
             key=key, webhook_id=webhook_id, timestamp=timestamp, body=body
         ),
     }
+    timeout = float(settings.INTEGRATIONS_HTTP_TIMEOUT)
     try:
+        # The whole exchange within the timeout (a receiver dribbling its answer cannot hold
+        # the batch, whose lease every other delivery shares), and a bounded answer.
         response = requests.post(
             url,
             data=body,
             headers=headers,
-            timeout=settings.INTEGRATIONS_HTTP_TIMEOUT,
+            timeout=timeout,
             allow_redirects=False,
+            stream=True,
         )
-    except requests.Timeout:
-        return Outcome(None, f"timed out after {settings.INTEGRATIONS_HTTP_TIMEOUT:g} s", took())
+        egress.body_read(response, deadline=started + timeout, limit=4096)
+    except (requests.Timeout, egress.TooSlow):
+        return Outcome(None, f"timed out after {timeout:g} s", took())
     except requests.RequestException as exc:
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS], took())
     error = ""
@@ -615,13 +591,14 @@ def deliveries_send(
         )
         return row.pk, outcome, at
 
+    # Each outcome is recorded as it comes, not when the slowest of the batch is done.
     with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(rows))) as pool:
-        results = list(pool.map(one, rows))
-    for delivery_id, outcome, at in results:
-        status = delivery_record(
-            delivery_id=delivery_id, lease=lease, outcome=outcome, at=at, now=now(), rand=rand
-        )
-        counts[_COUNTED.get(status or "", "lost")] += 1
+        for future in as_completed([pool.submit(one, row) for row in rows]):
+            delivery_id, outcome, at = future.result()
+            status = delivery_record(
+                delivery_id=delivery_id, lease=lease, outcome=outcome, at=at, now=now(), rand=rand
+            )
+            counts[_COUNTED.get(status or "", "lost")] += 1
     return counts
 
 

@@ -342,3 +342,7 @@ INTEGRATIONS_OUTBOUND_ATTEMPTS = max(1, env.get_int("INTEGRATIONS_OUTBOUND_ATTEM
 INTEGRATIONS_OUTBOUND_SECONDS = max(0.2, env.get_float("INTEGRATIONS_OUTBOUND_SECONDS", 2.0))
 # /healthz reports a connected store whose platform has sent nothing for this long.
 INTEGRATIONS_SILENT_HOURS = max(1, env.get_int("INTEGRATIONS_SILENT_HOURS", 24))
+# Whether platforms' APIs, Saleor's JWKS and outbound webhooks may be called at loopback, private
+# or reserved addresses (integrations/egress.py). Off in production; on for `make run` and tests,
+# whose shops and receivers run on this machine. Link-local and metadata addresses: never.
+INTEGRATIONS_ALLOW_PRIVATE_URLS = env.get_bool("INTEGRATIONS_ALLOW_PRIVATE_URLS", False)

@@ -21,3 +21,5 @@ from .base import *  # noqa: F403
 EMAIL_BACKEND = env.get_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 # The demo storefront's checkout (POST /demo/order), for the demo store.
 DEMO_ORDERS = env.get_bool("DEMO_ORDERS", True)
+# A shop, a Saleor or a webhook receiver on this machine is a development set-up's normal case.
+INTEGRATIONS_ALLOW_PRIVATE_URLS = env.get_bool("INTEGRATIONS_ALLOW_PRIVATE_URLS", True)

@@ -32,3 +32,6 @@ CARTS_SERVER_PAST_DAYS = 3650
 # Rate limits off (tests share one Redis and one client address); a test of a limit sets its
 # own rule (tests/carts/test_ratelimits.py).
 RATE_LIMITS = dict.fromkeys(RATE_LIMITS, "")  # noqa: F405
+# The tests' fake platforms and receivers listen on 127.0.0.1 (tests/integrations/test_egress.py
+# turns it off).
+INTEGRATIONS_ALLOW_PRIVATE_URLS = True

@@ -171,9 +171,14 @@ class Session:
 
         import requests
 
+        from integrations import egress
+
         left = self.deadline - time.monotonic()
         if left <= 0.01:
             raise self.fail(Transient, "out of time for this attempt")
+        refused = egress.host_refused(url)
+        if refused is not None:  # where the connection's URL may not lead (docs: Security)
+            raise self.fail(Permanent, f"not called: {refused}")
         sent = {
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
@@ -183,7 +188,7 @@ class Session:
             **headers,
         }
         try:
-            return requests.request(
+            response = requests.request(
                 method,
                 url,
                 headers=sent,
@@ -192,8 +197,12 @@ class Session:
                 auth=auth,
                 timeout=(left, left),
                 allow_redirects=False,  # a redirect would resend credentials elsewhere
+                stream=True,
             )
-        except requests.Timeout:
+            # The whole answer within the attempt's time, and at most 1 MB of it.
+            egress.body_read(response, deadline=self.deadline, limit=1024 * 1024)
+            return response
+        except (requests.Timeout, egress.TooSlow):
             raise self.fail(Transient, f"no answer within {self.timeout:g} s") from None
         except requests.RequestException as error:
             raise self.fail(Transient, f"connection failed: {type(error).__name__}") from None

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -38,6 +39,7 @@ from django.core.validators import EmailValidator
 
 from carts import money
 from carts.validation import MAX_MONEY, MAX_QUANTITY
+from integrations import egress
 from integrations.facts import (
     BadDelivery,
     CheckoutSnapshot,
@@ -110,6 +112,8 @@ fragment CartRecoveryOrder on Order {
 }
 """
 
+logger = logging.getLogger("integrations.inbound")
+
 JWKS_TTL_SECONDS = 300.0
 # An unknown kid refetches the JWKS at most this often (a forged kid must not make every request
 # a fetch).
@@ -144,27 +148,48 @@ class JwksCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_url: dict[str, _Keys] = {}
+        # A fetch that failed, per URL: (when, why). Requests in the next JWKS_REFETCH_SECONDS
+        # are answered 503 at once instead of each waiting on the same unreachable server.
+        self._failed: dict[str, tuple[float, str]] = {}
+        self._fetching: dict[str, threading.Lock] = {}
 
     def clear(self) -> None:
         with self._lock:
             self._by_url.clear()
+            self._failed.clear()
 
     def key(self, url: str, kid: str, *, timeout: float) -> rsa.RSAPublicKey | None:
         now = time.monotonic()
         with self._lock:
             held = self._by_url.get(url)
+            failed = self._failed.get(url)
+            fetching = self._fetching.setdefault(url, threading.Lock())
         if held and now - held.fetched_at < JWKS_TTL_SECONDS and kid in held.keys:
             return held.keys[kid]
         if held and kid not in held.keys and now - held.fetched_at < JWKS_REFETCH_SECONDS:
             return None
-        try:
-            keys = fetch_jwks(url, timeout=timeout)
-        except _Unavailable as exc:
+        if failed and now - failed[0] < JWKS_REFETCH_SECONDS:
             if held and kid in held.keys:
-                return held.keys[kid]  # stale, but Saleor's key rarely changes
-            raise BadDelivery(
-                503, f"Saleor's signing keys could not be fetched ({exc}); retry later."
-            ) from None
+                return held.keys[kid]
+            raise BadDelivery(503, "Saleor's signing keys could not be fetched; retry later.")
+        # One fetch per URL at a time; the others wait for it (bounded by its timeout).
+        with fetching:
+            with self._lock:
+                done = self._by_url.get(url)
+            if done is not None and done is not held and kid in done.keys:
+                return done.keys[kid]
+            try:
+                keys = fetch_jwks(url, timeout=timeout)
+            except _Unavailable as exc:
+                logger.warning("Saleor JWKS %s could not be fetched: %s", url, exc)
+                with self._lock:
+                    self._failed[url] = (time.monotonic(), str(exc))
+                if held and kid in held.keys:
+                    return held.keys[kid]  # stale, but Saleor's key rarely changes
+                # (Where and why is logged, never told to an anonymous caller.)
+                raise BadDelivery(
+                    503, "Saleor's signing keys could not be fetched; retry later."
+                ) from None
         with self._lock:
             self._by_url[url] = _Keys(keys=keys, fetched_at=time.monotonic())
         return keys.get(kid)
@@ -176,11 +201,17 @@ class _Unavailable(Exception):
 
 def fetch_jwks(url: str, *, timeout: float) -> dict[str, rsa.RSAPublicKey]:
     """The RSA keys of a JWKS document, by kid. Never call it inside a transaction."""
+    refused = egress.host_refused(url)
+    if refused is not None:
+        raise _Unavailable(f"not fetched: {refused}")
+    deadline = time.monotonic() + timeout
     try:
         with requests.get(url, timeout=timeout, allow_redirects=False, stream=True) as response:
             if response.status_code != 200:
                 raise _Unavailable(f"HTTP {response.status_code} from {url}")
-            raw = response.raw.read(JWKS_MAX_BYTES + 1, decode_content=True)
+            raw = egress.body_read(response, deadline=deadline, limit=JWKS_MAX_BYTES + 1)
+    except egress.TooSlow:
+        raise _Unavailable(f"no whole answer within {timeout:g} s from {url}") from None
     except requests.RequestException as exc:
         raise _Unavailable(f"{type(exc).__name__} from {url}") from None
     if len(raw) > JWKS_MAX_BYTES:

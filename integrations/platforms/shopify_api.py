@@ -67,6 +67,9 @@ def endpoint(target: Target) -> str:
     path = f"/admin/api/{settings.INTEGRATIONS_SHOPIFY_API_VERSION}/graphql.json"
     if target.api_url:
         parts = urlsplit(target.api_url)
+        if parts.scheme != "https" and not settings.INTEGRATIONS_ALLOW_PRIVATE_URLS:
+            # The access token goes with every call: never over plain http in production.
+            raise Permanent("shopify: the API URL must start with https://")
         return f"{parts.scheme}://{parts.netloc}{path}"
     domain = target.shop_domain.strip().lower()
     if not domain or "/" in domain or "@" in domain:

@@ -60,7 +60,8 @@ def test_creating_an_endpoint_answers_its_secret_and_listing_does_not(api, store
             {
                 "url": [
                     "This host is not allowed (link-local and cloud metadata addresses are "
-                    "refused)."
+                    "refused, and private and loopback ones unless "
+                    "INTEGRATIONS_ALLOW_PRIVATE_URLS)."
                 ]
             },
         ),

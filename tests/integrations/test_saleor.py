@@ -231,15 +231,25 @@ def test_an_unknown_critical_parameter_is_refused_401(jwks):
     assert refused(jwks, BODY, sign(BODY, crit=["b64", "exp"])).status == 401
 
 
-def test_keys_that_cannot_be_fetched_are_a_503_saleor_retries(jwks):
+def test_keys_that_cannot_be_fetched_are_a_503_saleor_retries(jwks, caplog):
     jwks.status = 500
 
     error = refused(jwks, BODY, sign(BODY))
 
     assert error.status == 503
-    assert error.message == (
-        f"Saleor's signing keys could not be fetched (HTTP 500 from {jwks.url}); retry later."
-    )
+    # Where and why goes to the log, not to the anonymous caller.
+    assert error.message == "Saleor's signing keys could not be fetched; retry later."
+    assert f"HTTP 500 from {jwks.url}" in caplog.text
+
+
+def test_after_a_failed_fetch_requests_are_refused_at_once_for_a_while(jwks):
+    jwks.status = 500
+    refused(jwks, BODY, sign(BODY))
+    jwks.status = 200
+
+    again = refused(jwks, BODY, sign(BODY))
+
+    assert (again.status, jwks.requests) == (503, 1)  # no second fetch within the window
 
 
 def test_keys_already_held_still_verify_while_the_jwks_is_down(jwks, monkeypatch):
