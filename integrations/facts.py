@@ -23,6 +23,25 @@ class Line:
     image_url: str = ""
 
 
+def lines_merged(lines: tuple[Line, ...]) -> tuple[Line, ...]:
+    """One line per SKU, in first-seen order: quantities summed, the unit price the lines'
+    average (a platform may list one SKU twice, at two prices); our carts hold one line per SKU."""
+    by_sku: dict[str, list[Line]] = {}
+    for line in lines:
+        by_sku.setdefault(line.sku, []).append(line)
+    merged = []
+    for same in by_sku.values():
+        first = same[0]
+        if len(same) == 1:
+            merged.append(first)
+            continue
+        quantity = sum(x.quantity for x in same)
+        total = sum(x.quantity * x.unit_price for x in same)
+        price = (total + quantity // 2) // quantity if quantity else first.unit_price
+        merged.append(Line(first.sku, first.name, quantity, price, first.url, first.image_url))
+    return tuple(merged)
+
+
 @dataclass(frozen=True, slots=True)
 class Contact:
     email: str

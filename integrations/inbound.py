@@ -20,7 +20,7 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +49,7 @@ from integrations.facts import (
     Line,
     OrderPlaced,
     OrderRefunded,
+    lines_merged,
 )
 from integrations.models import Connection, InboundDelivery, PlatformCart, PlatformRef
 
@@ -147,7 +148,14 @@ def delivery_receive(
     (401 signature, 400 body or bounds: nothing stored). Header names are lower-cased."""
     adapter.verify(connection=connection, headers=headers, body=body)
     delivery = adapter.read(headers=headers, body=body, connection=connection)
-    for fact in delivery.facts:
+    # One line per SKU, whatever the platform lists (facts.lines_merged).
+    facts = tuple(
+        replace(fact, lines=lines_merged(fact.lines))
+        if isinstance(fact, CheckoutSnapshot | OrderPlaced)
+        else fact
+        for fact in delivery.facts
+    )
+    for fact in facts:
         _check_bounds(fact)
     store_id = connection.store_id
     platform = adapter.platform
@@ -160,7 +168,7 @@ def delivery_receive(
             Connection.objects.filter(pk=connection.pk).update(last_delivery_at=now)
             return Receipt(DUPLICATE, 0, delivery.delivery_id, seen.topic, seen.cart)
         ctx = _Context(store_id, platform, delivery.delivery_id, now)
-        results = [_fact_record(ctx, fact) for fact in delivery.facts]
+        results = [_fact_record(ctx, fact) for fact in facts]
         result = _combined(results)
         InboundDelivery.objects.create(
             store_id=store_id,
@@ -221,9 +229,8 @@ def _combined(results: Sequence[_Result]) -> _Result:
 
 
 def _check_bounds(fact: Fact) -> None:
-    lines: tuple[Line, ...] = ()
-    if isinstance(fact, CheckoutSnapshot | OrderPlaced):
-        lines = fact.lines
+    # An order's lines out of bounds are left out of the cart (_order), never the order itself.
+    lines: tuple[Line, ...] = fact.lines if isinstance(fact, CheckoutSnapshot) else ()
     if len(lines) > projections.MAX_LINES:
         raise BadDelivery(
             400,
@@ -516,14 +523,25 @@ def _order(ctx: _Context, fact: OrderPlaced) -> _Result:
     # (A cart whose items came from elsewhere, the snippet or the shop's server, with no
     # snapshot of the platform's to compare with, keeps them.)
     ours = bool(recorded.lines) or state is None or not state.items
+    lines_refused, lines_count = "", 0
     if fact.lines and newer and ours and (state is None or not state.order_id):
         # What was bought is the cart's last word: the order's lines, as a snapshot of the
         # platform's cart at the order's time. A cart first seen through its order gets them;
         # its checkout, arriving later and older, is stale and adds nothing twice. Whatever the
-        # order of deliveries, the cart ends with the order's lines.
-        events += _line_events(ctx, cart, recorded, fact.lines, fact.currency, at)
-        _recorded_set(ctx, recorded, fact.lines, fact.currency, fact.placed_at)
-        recorded.save()
+        # order of deliveries, the cart ends with the order's lines. In a savepoint of their
+        # own: lines the cart cannot take (bounds, another currency) never lose the order.
+        try:
+            with transaction.atomic():
+                lines_count = _append(
+                    ctx, _line_events(ctx, cart, recorded, fact.lines, fact.currency, at)
+                )
+                _recorded_set(ctx, recorded, fact.lines, fact.currency, fact.placed_at)
+                recorded.save()
+        except (EventRejected, EventInvalid, _Refused) as exc:
+            lines_refused = f"The order's lines were left out: {getattr(exc, 'message', exc)}"
+            lines_count = 0
+            recorded.refresh_from_db()
+        state = carts_selectors.cart_state_get(store_id=ctx.store_id, token=cart)
     contact = _contact_event(ctx, cart, fact.contact, state, at)
     if contact is not None:
         events.append(contact)
@@ -536,17 +554,24 @@ def _order(ctx: _Context, fact: OrderPlaced) -> _Result:
         if fact.discount_codes:
             data["coupon"] = fact.discount_codes[0]
         events.append(ctx.event(cart, "order.placed", data, at))
-    count = _append(ctx, events)
+    count = lines_count + _append(ctx, events)
     value = state.value if state is not None and state.value else None
+    # Redeemed as of the order's time (clamped to now): an order placed before its code
+    # expired and delivered after counts.
+    placed = ctx.occurred(fact.placed_at)
     reasons = [
         r
         for code in fact.discount_codes
-        if (r := _redeem(ctx, code, fact.order_id, value, fact.currency))
+        if (r := _redeem(ctx, code, fact.order_id, value, fact.currency, placed))
     ]
+    if lines_refused:
+        reasons.insert(0, lines_refused)
     return _Result(Outcome.RECORDED, count, cart, "; ".join(reasons))
 
 
-def _redeem(ctx: _Context, code: str, order_id: str, value: int | None, currency: str) -> str:
+def _redeem(
+    ctx: _Context, code: str, order_id: str, value: int | None, currency: str, at: datetime
+) -> str:
     """Record one of our codes as redeemed by the order (once: the same order again is a
     replay); "" or why not."""
     for cart_value in (value, None):
@@ -557,7 +582,7 @@ def _redeem(ctx: _Context, code: str, order_id: str, value: int | None, currency
                 order_id=order_id,
                 cart_value=cart_value,
                 currency=currency,
-                now=ctx.now,
+                now=at,
             )
             return ""
         except campaigns_errors.CouponNotFound:
