@@ -124,7 +124,7 @@ def _platforms() -> dict[str, object]:
 
 
 # What only a signed-in staff member sees of a component (the rest is public).
-_STAFF_ONLY = {"platforms": ("connections", "silent_stores")}
+_OPERATORS_ONLY = {"platforms": ("connections", "silent_stores")}
 
 
 CHECKS: dict[str, Callable[[], dict[str, object]]] = {
@@ -146,8 +146,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         except Exception as exc:
             components[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     user = getattr(request, "user", None)
-    if not (user is not None and user.is_active and user.is_staff):
-        for name, fields in _STAFF_ONLY.items():
+    # Merchants are staff too, each of their own stores: the list by store is the operators'.
+    if not (user is not None and user.is_active and user.is_superuser):
+        for name, fields in _OPERATORS_ONLY.items():
             for field in fields:
                 components.get(name, {}).pop(field, None)
     down = [name for name, result in components.items() if not result["ok"]]

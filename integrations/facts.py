@@ -111,6 +111,9 @@ class Delivery:
     delivery_id: str
     topic: str
     facts: tuple[Fact, ...] = field(default_factory=tuple)
+    # False for what is acknowledged and never stored: an unsigned hello such as WooCommerce's
+    # ping (anyone may send one; it must not write rows or count as the platform delivering).
+    recorded: bool = True
 
 
 class BadDelivery(Exception):

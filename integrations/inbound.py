@@ -148,6 +148,9 @@ def delivery_receive(
     (401 signature, 400 body or bounds: nothing stored). Header names are lower-cased."""
     adapter.verify(connection=connection, headers=headers, body=body)
     delivery = adapter.read(headers=headers, body=body, connection=connection)
+    if not delivery.recorded:  # an unsigned hello: answered, nothing written
+        reason = "; ".join(f.reason for f in delivery.facts if isinstance(f, Ignored))
+        return Receipt(str(Outcome.IGNORED), 0, delivery.delivery_id, delivery.topic, "", reason)
     # One line per SKU, whatever the platform lists (facts.lines_merged).
     facts = tuple(
         replace(fact, lines=lines_merged(fact.lines))

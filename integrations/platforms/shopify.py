@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -39,6 +40,9 @@ MAPPED_TOPICS = (
 )
 
 
+logger = logging.getLogger("integrations.inbound")
+
+
 class ShopifyAdapter:
     platform = PLATFORM
 
@@ -47,7 +51,15 @@ class ShopifyAdapter:
         given = headers.get("x-shopify-hmac-sha256", "")
         if not given:
             raise BadDelivery(401, "The X-Shopify-Hmac-Sha256 header is missing.")
-        secret = selectors.connection_webhook_secret(connection)
+        try:
+            secret = selectors.connection_webhook_secret(connection)
+        except ValueError:  # sealed under a SECRET_KEY no longer known (docs/operations.md)
+            logger.error(
+                "Shopify connection %s: its webhook secret cannot be opened", connection.pk
+            )
+            raise BadDelivery(
+                401, "This shop's webhook secret cannot be read; set it again."
+            ) from None
         if not secret:
             raise BadDelivery(401, "This shop's connection has no webhook secret set.")
         expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())

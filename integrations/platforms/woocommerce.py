@@ -104,6 +104,7 @@ class WooCommerceAdapter:
                 delivery_id=f"ping:{webhook}",
                 topic="ping",
                 facts=(Ignored(f"ping: webhook {webhook} was saved"),),
+                recorded=False,
             )
         delivery_id = _header(headers, DELIVERY_ID)
         if not delivery_id:

@@ -1,5 +1,5 @@
 """/healthz shows each platform connection's last delivery: one silent too long makes the service
-degraded (200), never down; the public answer holds counts, staff see the stores by id."""
+degraded (200), never down; the public answer holds counts, superusers see the stores by id."""
 
 from __future__ import annotations
 
@@ -18,8 +18,21 @@ def _mine(body: dict, store_ids: set[int]) -> list[dict]:
 
 
 def _staff(client) -> None:
-    user = get_user_model().objects.create_user("ops", password="x", is_staff=True)
+    user = get_user_model().objects.create_superuser("ops", password="x")
     client.force_login(user)
+
+
+def test_a_merchant_signed_in_sees_counts_not_other_stores(client, db):
+    """Merchants are staff users: the list by store id is for superusers (operators) only."""
+    store_id = cart_services.store_create(name="Other shop").store_id
+    services.connection_create(store_id=store_id, platform="saleor")
+    merchant = get_user_model().objects.create_user("merchant", password="x", is_staff=True)
+    client.force_login(merchant)
+
+    platforms = client.get("/healthz").json()["components"]["platforms"]
+
+    assert "connections" not in platforms and "silent_stores" not in platforms
+    assert platforms["count"] >= 1
 
 
 def test_a_platform_silent_too_long_makes_the_service_degraded_not_down(client, db, settings):

@@ -14,6 +14,7 @@ from campaigns.models import Coupon
 from carts import projections
 from carts.models import CartEvent, CartState
 from integrations.models import InboundDelivery
+from tests.integrations.conftest import post_shopify
 from tests.integrations.test_shopify import _our_coupon
 from tests.integrations.test_woocommerce import connection, fixture, post  # noqa: F401
 
@@ -83,3 +84,15 @@ def test_an_order_placed_before_its_code_expired_redeems_it_when_delivered_after
     assert coupon.redeemed_at is not None and coupon.redeemed_at <= coupon.expires_at
     assert CartEvent.objects.filter(store_id=store_id, type="campaign.coupon_redeemed").count() == 1
     assert InboundDelivery.objects.get(store_id=store_id).reason == ""
+
+
+def test_a_shopify_secret_that_no_longer_opens_is_a_401_not_a_500(shopify_shop, settings):
+    """Sealed under a SECRET_KEY that is gone (rotated without a fallback)."""
+    settings.SECRET_KEY = "another-key-" + "x" * 40
+    settings.SECRET_KEY_FALLBACKS = []
+
+    response = post_shopify("checkouts/create", {"token": "t"})
+
+    assert response.status_code == 401
+    assert response.json()["detail"] == "This shop's webhook secret cannot be read; set it again."
+    assert not InboundDelivery.objects.filter(store_id=shopify_shop.store_id).exists()

@@ -546,6 +546,10 @@ def test_the_ping_is_answered_200_so_woocommerce_saves_the_webhook(connection):
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "ignored", "events": 0}
+    # Unsigned: anyone can send one. It writes nothing and is not the platform delivering.
+    connection.refresh_from_db()
+    assert connection.last_delivery_at is None
+    assert not InboundDelivery.objects.filter(store_id=connection.store_id).exists()
 
 
 def test_an_order_carrying_our_cart_token_joins_the_snippets_cart(connection):
