@@ -325,6 +325,15 @@ class SaleorAdapter:
             return Delivery(delivery_id, event, (Ignored(f"event {event} is not mapped"),))
         storefront_url = getattr(connection, "storefront_url", "") or ""
         payload = _payload(body)
+        # The signature covers the body, not the Saleor-Event header: the body's own
+        # __typename (the documented subscription asks for it) must be the event named.
+        typename = payload.get("__typename")
+        if isinstance(typename, str) and _snake(typename) != event:
+            raise BadDelivery(
+                400,
+                f"The {EVENT} header says {event}; the signed payload is a {typename[:64]}.",
+                **{EVENT: ["Does not match the payload's __typename."]},
+            )
         if event in CHECKOUT_EVENTS:
             checkout = _object(payload, "checkout", "Checkout")
             return Delivery(
@@ -335,6 +344,11 @@ class SaleorAdapter:
 
 
 ADAPTER = SaleorAdapter()
+
+
+def _snake(typename: str) -> str:
+    """``CheckoutCreated`` -> ``checkout_created`` (Saleor's event names)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", typename).lower()
 
 
 def _payload(body: bytes) -> dict[str, Any]:

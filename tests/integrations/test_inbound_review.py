@@ -5,6 +5,7 @@ its code expired redeems it, however late its delivery."""
 from __future__ import annotations
 
 import copy
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,9 @@ from campaigns.models import Coupon
 from carts import projections
 from carts.models import CartEvent, CartState
 from integrations.models import InboundDelivery
+from tests.integrations import test_saleor as saleor
 from tests.integrations.conftest import post_shopify
+from tests.integrations.test_saleor import jwks, jwks_server, shop  # noqa: F401
 from tests.integrations.test_shopify import _our_coupon
 from tests.integrations.test_woocommerce import connection, fixture, post  # noqa: F401
 
@@ -96,3 +99,15 @@ def test_a_shopify_secret_that_no_longer_opens_is_a_401_not_a_500(shopify_shop, 
     assert response.status_code == 401
     assert response.json()["detail"] == "This shop's webhook secret cannot be read; set it again."
     assert not InboundDelivery.objects.filter(store_id=shopify_shop.store_id).exists()
+
+
+def test_a_signed_saleor_body_posted_under_another_event_name_is_refused(shop):  # noqa: F811
+    """Saleor signs the body, not its Saleor-Event header: the body's __typename decides."""
+    body = json.dumps({"__typename": "CheckoutUpdated", **saleor.checkout_event()}).encode()
+
+    swapped = saleor.post(shop.store_id, "order_fully_paid", body)
+    right = saleor.post(shop.store_id, "checkout_updated", body)
+
+    assert swapped.status_code == 400
+    assert swapped.json()["Saleor-Event"] == ["Does not match the payload's __typename."]
+    assert right.json()["outcome"] == "recorded"

@@ -338,8 +338,16 @@ def order(**changes: Any) -> dict[str, Any]:
     }
 
 
+def as_sent(event: str, payload: Any) -> Any:
+    """The payload as Saleor sends it for ``event``: its __typename is the event's
+    (``checkout_created`` -> ``CheckoutCreated``)."""
+    if isinstance(payload, dict) and "__typename" in payload:
+        return {**payload, "__typename": event.title().replace("_", "")}
+    return payload
+
+
 def read(event: str, payload: Any, **connection: Any):
-    body = json.dumps(payload).encode()
+    body = json.dumps(as_sent(event, payload)).encode()
     return ADAPTER.read(
         headers={"Saleor-Event": event}, body=body, connection=SimpleNamespace(**connection)
     )
@@ -367,13 +375,14 @@ def test_a_checkout_update_is_a_snapshot_of_the_checkout():
 
 def test_saleor_sends_no_delivery_id_so_a_delivery_is_its_event_and_body_hash():
     payload = checkout_event()
-    body = json.dumps(payload).encode()
+    updated_body = json.dumps(as_sent("checkout_updated", payload)).encode()
+    created_body = json.dumps(as_sent("checkout_created", payload)).encode()
 
     first = read("checkout_updated", payload)
-    created = read("CHECKOUT_CREATED", payload)
+    created = read("CHECKOUT_CREATED", as_sent("checkout_created", payload))
 
-    assert first.delivery_id == f"checkout_updated:{hashlib.sha256(body).hexdigest()}"
-    assert created.delivery_id == f"checkout_created:{hashlib.sha256(body).hexdigest()}"
+    assert first.delivery_id == f"checkout_updated:{hashlib.sha256(updated_body).hexdigest()}"
+    assert created.delivery_id == f"checkout_created:{hashlib.sha256(created_body).hexdigest()}"
     assert read("checkout_updated", payload).delivery_id == first.delivery_id
 
 
@@ -672,7 +681,7 @@ def shop(db, jwks):
 
 
 def post(store_id: int, event: str, payload: Any, *, signature: str | None = None):
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    body = payload if isinstance(payload, bytes) else json.dumps(as_sent(event, payload)).encode()
     return APIClient().post(
         f"/api/v1/webhooks/saleor/{store_id}",
         data=body,
