@@ -15,7 +15,6 @@ import hmac
 import html
 import json
 import re
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +23,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator
 
 from carts import money
-from carts.validation import CART_TOKEN_PATTERN, MAX_MONEY, MAX_QUANTITY, PHONE_PATTERN
+from carts.validation import CART_TOKEN_PATTERN, MAX_QUANTITY, PHONE_PATTERN
 from integrations import selectors
 from integrations.facts import (
     BadDelivery,
@@ -38,6 +37,10 @@ from integrations.facts import (
     OrderPlaced,
     OrderRefunded,
 )
+from integrations.platforms.reading import bad as _bad
+from integrations.platforms.reading import minor_units as _money
+from integrations.platforms.reading import text as _text
+from integrations.platforms.reading import timestamp as _time
 
 SIGNATURE = "X-WC-Webhook-Signature"
 DELIVERY_ID = "X-WC-Webhook-Delivery-ID"
@@ -333,10 +336,6 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _bad(field: str, message: str) -> BadDelivery:
-    return BadDelivery(400, f"{field}: {message}", **{field: [message]})
-
-
 def _id(data: dict[str, Any], key: str, *, where: str = "") -> str:
     value = _optional_id(data, key, where=where)
     if not value:
@@ -356,47 +355,8 @@ def _optional_id(data: dict[str, Any], key: str, *, where: str = "") -> str:
     return text
 
 
-def _text(data: dict[str, Any], key: str, max_length: int) -> str:
-    value = data.get(key)
-    return value.strip()[:max_length] if isinstance(value, str) else ""
-
-
 def _currency(order: dict[str, Any]) -> str:
     currency = _text(order, "currency", 8).upper()
     if not money.is_currency(currency):
         raise _bad("currency", "Expected an ISO 4217 currency code.")
     return currency
-
-
-def _money(value: Any, currency: str, where: str) -> int:
-    """A WooCommerce amount (a decimal string, or a number for line prices) in minor units."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise _bad(where, "Expected a decimal amount.")
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise _bad(where, "Expected a decimal amount.") from None
-    if not amount.is_finite() or amount.adjusted() > 15:
-        raise _bad(where, "Expected a decimal amount.")
-    minor = money.to_minor_units(amount, currency)
-    if not 0 <= minor <= MAX_MONEY:
-        raise _bad(where, f"Expected an amount from 0 to {MAX_MONEY} minor units.")
-    return minor
-
-
-def _time(data: dict[str, Any], key: str) -> datetime | None:
-    """A WooCommerce ``*_gmt`` time (no offset: UTC); None when absent."""
-    value = data.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > 40:
-        raise _bad(key, "Expected an ISO 8601 date and time.")
-    try:
-        at = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise _bad(key, "Expected an ISO 8601 date and time.") from None
-    if not 1970 <= at.year <= 9998:
-        raise _bad(key, "Expected a date between 1970 and 9998.")
-    if at.tzinfo is None:
-        return at.replace(tzinfo=UTC)
-    return at.astimezone(UTC)

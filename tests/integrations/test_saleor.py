@@ -34,7 +34,7 @@ from integrations.facts import (
     OrderRefunded,
 )
 from integrations.models import InboundDelivery
-from integrations.platforms import saleor
+from integrations.platforms import saleor, saleor_jwks
 from integrations.platforms.saleor import ADAPTER
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "platforms" / "saleor"
@@ -176,7 +176,7 @@ def test_a_tampered_body_is_refused_401(jwks, body):
 
 
 def test_an_unknown_kid_refetches_the_keys_once_then_is_refused_401(jwks, monkeypatch):
-    monkeypatch.setattr(saleor, "JWKS_REFETCH_SECONDS", 0.0)
+    monkeypatch.setattr(saleor_jwks, "JWKS_REFETCH_SECONDS", 0.0)
     verify(jwks, BODY, sign(BODY))
 
     error = refused(jwks, BODY, sign(BODY, kid="k9"))
@@ -196,7 +196,7 @@ def test_forged_kids_refetch_the_keys_at_most_once_per_window(jwks):
 
 
 def test_a_rotated_key_is_found_by_refetching_on_its_kid(jwks, monkeypatch):
-    monkeypatch.setattr(saleor, "JWKS_REFETCH_SECONDS", 0.0)
+    monkeypatch.setattr(saleor_jwks, "JWKS_REFETCH_SECONDS", 0.0)
     verify(jwks, BODY, sign(BODY))
     jwks.document = {"keys": [jwk(KEY, "k1"), jwk(OTHER_KEY, "k2")]}
 
@@ -254,7 +254,7 @@ def test_after_a_failed_fetch_requests_are_refused_at_once_for_a_while(jwks):
 
 def test_keys_already_held_still_verify_while_the_jwks_is_down(jwks, monkeypatch):
     verify(jwks, BODY, sign(BODY))
-    monkeypatch.setattr(saleor, "JWKS_TTL_SECONDS", 0.0)
+    monkeypatch.setattr(saleor_jwks, "JWKS_TTL_SECONDS", 0.0)
     jwks.status = 502
 
     verify(jwks, BODY, sign(BODY))
