@@ -24,8 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from rest_framework.test import APIClient
 
 from campaigns import attribution, clock, enrolment, steps
@@ -39,6 +38,8 @@ from tests.e2e import procs
 from tests.e2e.test_campaign_worker import _email_env, _publisher, _worker
 from tests.integrations import fake_platforms as fakes
 from tests.integrations.conftest import fixture_json
+from tests.integrations.test_saleor import jwk
+from tests.integrations.test_saleor import sign as saleor_sign
 from tests.smtp_sink import SmtpSink
 
 CLOCK_SPEED = 60.0  # a campaign minute per real second
@@ -285,30 +286,6 @@ def _woocommerce_story() -> Story:
 # -- Saleor ----------------------------------------------------------------------------------------
 
 
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, str]:
-    numbers = key.public_key().public_numbers()
-    return {
-        "kty": "RSA",
-        "alg": "RS256",
-        "use": "sig",
-        "kid": kid,
-        "e": _b64url(numbers.e.to_bytes(3, "big")),
-        "n": _b64url(numbers.n.to_bytes(256, "big")),
-    }
-
-
-def _jws(body: bytes, key: rsa.RSAPrivateKey, kid: str) -> str:
-    """As Saleor signs (RS256, detached payload, b64=false: the raw body in the signing input)."""
-    protected = {"alg": "RS256", "b64": False, "crit": ["b64"], "kid": kid, "typ": "JWT"}
-    encoded = _b64url(json.dumps(protected, separators=(",", ":"), sort_keys=True).encode())
-    signature = key.sign(encoded.encode() + b"." + body, padding.PKCS1v15(), hashes.SHA256())
-    return f"{encoded}..{_b64url(signature)}"
-
-
 def _saleor_story() -> Story:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     kid = f"story-{uuid.uuid4().hex[:6]}"
@@ -335,7 +312,7 @@ def _saleor_story() -> Story:
     tea, coffee = line("TEA-1", "Green tea", 2, 13.99), line("COFFEE-1", "Coffee", 1, 9.50)
 
     def connect(store_id: int, fake: TimedFake) -> Connection:
-        fake.jwks = {"keys": [_jwk(key, kid)]}
+        fake.jwks = {"keys": [jwk(key, kid)]}
         saleor_adapter.JWKS.clear()
         return services.connection_create(
             store_id=store_id,
@@ -354,7 +331,7 @@ def _saleor_story() -> Story:
             content_type="application/json",
             HTTP_SALEOR_EVENT=topic,
             HTTP_SALEOR_DOMAIN="saleor.story.example",
-            HTTP_SALEOR_SIGNATURE=_jws(body, key, kid),
+            HTTP_SALEOR_SIGNATURE=saleor_sign(body, key, kid),
         )
 
     def checkout(event: str, at: datetime, lines: list[dict[str, Any]]) -> tuple[str, dict]:
