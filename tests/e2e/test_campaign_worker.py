@@ -49,7 +49,10 @@ def _worker(tmp_path, env: dict[str, str], name: str, concurrency: int = 1):
 def _publisher(redis_url: str):
     """Publish step batches to the isolated broker the children use (this process's own Celery
     app was configured with the default Redis database at import)."""
-    app = Celery("test-publisher", broker=config_env.celery_broker_url(redis_url))
+    # Not the current app: shared tasks in this process (eager in some tests) keep the project's.
+    app = Celery(
+        "test-publisher", broker=config_env.celery_broker_url(redis_url), set_as_current=False
+    )
 
     def publish(ids: list[int]) -> None:
         app.send_task("campaigns.steps_run", args=[ids])

@@ -90,6 +90,7 @@ def test_make_run_serves_everything_then_stops_it_all(tmp_path, how):
             "scheduler": True,
             "dead_letters": True,
             "projectors": True,
+            "platforms": True,  # no connection is silent (docs/integrations.md, "Health")
         }
         assert procs.status_of(f"{base}/api/docs/") == 200
         assert procs.status_of(f"{base}/admin/") == 302  # to the login page
