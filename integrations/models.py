@@ -30,16 +30,16 @@ class Connection(models.Model):
     shop_domain = models.CharField(max_length=253, blank=True)
     # WooCommerce: the site's base URL; Saleor: its GraphQL API URL; Shopify: empty (the Admin API
     # is at https://<shop_domain>/admin/api/<version>/graphql.json) or an override for tests.
-    api_url = models.URLField(max_length=500, blank=True)
+    api_url = models.URLField("API URL", max_length=500, blank=True)
     # Sealed JSON of the platform's API credentials (Shopify: access_token; WooCommerce:
     # consumer_key, consumer_secret; Saleor: token).
     credentials = models.TextField(blank=True, editable=False)
     # Sealed: what signs the platform's webhooks (Shopify: the app's client secret; WooCommerce:
     # the webhook's secret; Saleor: unused, it signs with its JWKS, at ``jwks_url``).
     webhook_secret = models.TextField(blank=True, editable=False)
-    jwks_url = models.URLField(max_length=500, blank=True)
+    jwks_url = models.URLField("JWKS URL", max_length=500, blank=True)
     # The storefront's base URL, for restore links the platform does not give (WooCommerce).
-    storefront_url = models.URLField(max_length=500, blank=True)
+    storefront_url = models.URLField("Storefront URL", max_length=500, blank=True)
     # Whether codes issued for this store are made on the platform before they are sent.
     codes_on_platform = models.BooleanField(default=True)
     active = models.BooleanField(default=True)
@@ -70,7 +70,7 @@ class InboundDelivery(models.Model):
         RECORDED = "recorded"  # its events are in the log
         STALE = "stale"  # older than what was recorded: kept here, the cart not moved back
         IGNORED = "ignored"  # a topic or state we do not map (reason says which)
-        REJECTED = "rejected"  # valid signature, a body we cannot read (error says why)
+        REJECTED = "rejected"  # read, but the cart cannot take it (reason says why)
 
     store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
     platform = models.CharField(max_length=16, choices=Platform.choices)
@@ -84,6 +84,7 @@ class InboundDelivery(models.Model):
     body_sha256 = models.CharField(max_length=64)
 
     class Meta:
+        verbose_name_plural = "inbound deliveries"
         constraints = [
             models.UniqueConstraint(
                 fields=["store", "platform", "delivery_id"], name="inbound_unique_delivery"
@@ -208,6 +209,7 @@ class OutboundDelivery(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "outbound deliveries"
         constraints = [
             models.UniqueConstraint(
                 fields=["endpoint", "position", "event_type"], name="outbound_once_per_event"

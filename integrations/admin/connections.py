@@ -22,8 +22,8 @@ from integrations.models import Connection, InboundDelivery, Platform, PlatformC
 TOPICS = {
     Platform.SHOPIFY: "checkouts/create, checkouts/update, checkouts/delete, carts/create, "
     "carts/update, orders/create, orders/paid, refunds/create",
-    Platform.WOOCOMMERCE: "Order created, Order updated, Order deleted (API version WP REST API "
-    "Integration v3)",
+    Platform.WOOCOMMERCE: "Order created, Order updated, Order deleted, Order restored (API "
+    "version WP REST API Integration v3)",
     Platform.SALEOR: "CHECKOUT_CREATED, CHECKOUT_UPDATED, ORDER_CREATED, ORDER_FULLY_PAID, "
     "ORDER_REFUNDED",
 }
@@ -51,10 +51,16 @@ class ConnectionForm(forms.ModelForm):
         "Webhook secret",
         "Shopify: the app's client secret; WooCommerce: the webhook's secret; Saleor: unused.",
     )
-    access_token = _secret("Shopify Admin API access token", "Scopes: write_discounts.")
+    access_token = _secret(
+        "Shopify Admin API access token",
+        "Scopes: read_orders (webhooks), write_discounts and read_discounts (codes).",
+    )
     consumer_key = _secret("WooCommerce consumer key", "A REST API key with Read/Write.")
     consumer_secret = _secret("WooCommerce consumer secret", "")
-    token = _secret("Saleor app token", "Permission: MANAGE_DISCOUNTS.")
+    token = _secret(
+        "Saleor app token",
+        "Permissions: MANAGE_CHECKOUTS and MANAGE_ORDERS (webhooks), MANAGE_DISCOUNTS (codes).",
+    )
     channel_id = forms.CharField(
         label="Saleor channel ID",
         required=False,
@@ -96,6 +102,17 @@ class ConnectionForm(forms.ModelForm):
             "api_url"
         ):
             self.add_error("api_url", "WooCommerce: the site's URL; Saleor: its GraphQL API URL.")
+        platform = data.get("platform")
+        if data.get("codes_on_platform") and platform:
+            # Without credentials every code would be refused, and every discount email with it.
+            given = [n for n in CREDENTIALS.get(Platform(platform), ()) if data.get(n)]
+            stored = bool(self.instance.pk and self.instance.credentials)
+            if not given and not stored:
+                self.add_error(
+                    "codes_on_platform",
+                    "Codes are made on the platform with its API credentials: enter them below, "
+                    "or untick this to redeem codes through our API.",
+                )
         return data
 
 

@@ -92,3 +92,20 @@ def test_the_woocommerce_webhook_url_names_the_store(client, db, store):
     assert f"http://testserver/api/v1/webhooks/woocommerce/{store.pk}" in html
     assert client.get("/admin/integrations/inbounddelivery/").status_code == 200
     assert client.get("/admin/integrations/platformcode/").status_code == 200
+
+
+def test_codes_on_the_platform_need_its_credentials(client, db, store):
+    """Without them every code, and every discount email with it, would be refused."""
+    _admin(client)
+    fields = {
+        "store": store.pk, "platform": "shopify", "shop_domain": "my-shop.myshopify.com",
+        "active": "on", "codes_on_platform": "on",
+    }  # fmt: skip
+
+    refused = client.post(ADD, fields)
+    kept_off = client.post(ADD, {**fields, "codes_on_platform": ""})
+
+    assert refused.status_code == 200
+    assert "enter them below, or untick this" in refused.content.decode()
+    assert kept_off.status_code == 302
+    assert Connection.objects.get().codes_on_platform is False
