@@ -27,6 +27,9 @@ class CodeState:
     reason: str = ""
     transient: bool = True
     error: str = ""
+    # When to try again (transient only): a step waiting on the platform is deferred to it, and
+    # the code's own attempts (not the step's) bound how long it waits.
+    retry_at: datetime | None = None
 
 
 @dataclass(slots=True)

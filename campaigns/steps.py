@@ -603,7 +603,13 @@ def _code_publish(one: _Ready, now: datetime) -> _Result | None:
     if state.usable:
         return None
     data = dict(one.data, reason=state.reason)
-    result = _failed(step, data, state.error or state.reason, now, permanent=not state.transient)
+    if state.transient and state.retry_at is not None:
+        # Waiting on the platform: deferred to its retry time, without using the step's own
+        # attempts (the code's attempts bound the wait: integrations, INTEGRATIONS_CODE_ATTEMPTS).
+        result = _deferred(step, data, max(state.retry_at, now), now)
+    else:
+        error = state.error or state.reason
+        result = _failed(step, data, error, now, permanent=not state.transient)
     result.events[:0] = _issued_codes(step, one.prepared.events)
     return result
 
@@ -663,18 +669,7 @@ def _decided(step: Step, outcome: rules.Outcome, facts: rules.StepFacts, now: da
     data = events.step_data(step, outcome.reason)
     if outcome.action == rules.DEFER:
         assert outcome.until is not None
-        step.status = Step.Status.PENDING
-        step.reason = outcome.reason
-        step.due_at = outcome.until
-        data["until"] = outcome.until.isoformat()
-        event = events.campaign_event(
-            cart=step.cart,
-            type=events.STEP_DEFERRED,
-            data=data,
-            now=now,
-            key=f"{step.pk}:{outcome.until.isoformat()}",
-        )
-        return _Result(step, "deferred", [event])
+        return _deferred(step, data, outcome.until, now)
     if outcome.action == rules.FAIL:
         error = f"{outcome.reason}: a time beyond the calendar (last activity seen {facts.seen_at})"
         return _failed(step, data, error, now, permanent=True)
@@ -684,6 +679,22 @@ def _decided(step: Step, outcome: rules.Outcome, facts: rules.StepFacts, now: da
         rules.CANCEL: (Step.Status.CANCELLED, events.STEP_CANCELLED),
     }[outcome.action]
     return _finish(step, data, status, event_type, now)
+
+
+def _deferred(step: Step, data: dict[str, Any], until: datetime, now: datetime) -> _Result:
+    """Not now: the step is due again at ``until`` (its attempts unchanged)."""
+    step.status = Step.Status.PENDING
+    step.reason = str(data["reason"])
+    step.due_at = until
+    data["until"] = until.isoformat()
+    event = events.campaign_event(
+        cart=step.cart,
+        type=events.STEP_DEFERRED,
+        data=data,
+        now=now,
+        key=f"{step.pk}:{until.isoformat()}",
+    )
+    return _Result(step, "deferred", [event])
 
 
 def _finish(

@@ -34,6 +34,7 @@ REFUSED = "platform_refused"
 # A task retrying a code for an on-site offer waits at most this long (PITFALLS: countdowns stay
 # short; the row's attempts bound the retries).
 _TASK_BACKOFF_MAX = 300.0
+STEP_BACKOFF_MAX = 1800.0
 
 
 def register() -> None:
@@ -125,7 +126,9 @@ def code_publish(coupon: Coupon, now: datetime) -> CodeState:
         return settled
     if code.next_attempt_at is not None and code.next_attempt_at > now:
         # The platform asked us to wait (Retry-After): not asked again before then.
-        return CodeState(False, PENDING, transient=True, error=code.last_error)
+        return CodeState(
+            False, PENDING, transient=True, error=code.last_error, retry_at=code.next_attempt_at
+        )
     connection = code.connection
     try:
         target = _target(connection)
@@ -179,7 +182,11 @@ def _attempt_failed(
     log.warning("code %s not made yet (attempt %d): %s", code.coupon_id, fresh.attempts, error)
     if fresh.state == PlatformCode.State.FAILED:
         return CodeState(False, REFUSED, transient=False, error=fresh.last_error)
-    return CodeState(False, PENDING, transient=True, error=fresh.last_error)
+    # A step waiting on this code tries again after a backoff by the code's own attempts (30 s,
+    # 1, 2, 4 min, ... at most STEP_BACKOFF_MAX), or the platform's Retry-After when longer.
+    backoff = min(30.0 * 2 ** (fresh.attempts - 1), STEP_BACKOFF_MAX)
+    retry_at = now + timedelta(seconds=max(backoff, wait))
+    return CodeState(False, PENDING, transient=True, error=fresh.last_error, retry_at=retry_at)
 
 
 def _refused(code: PlatformCode, error: str) -> CodeState:

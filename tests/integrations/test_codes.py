@@ -174,24 +174,25 @@ def test_a_failing_platform_holds_the_email_back_until_it_made_the_code(
     step = _discount_step(store.pk)
     platform.script = [(status, headers)]
 
-    assert _run(step, NOW) == {"failed": 1}
+    assert _run(step, NOW) == {"deferred": 1}
 
+    # Deferred to the code's retry time (30 s after its first failed attempt): the step's own
+    # attempts are not used; the code's bound the wait.
     step.refresh_from_db()
-    assert (step.status, step.reason, step.attempts) == ("pending", "failed", 1)
-    assert step.due_at == NOW + steps.RETRY_BACKOFF
+    assert (step.status, step.reason, step.attempts) == ("pending", "platform_pending", 0)
+    assert step.due_at == NOW + timedelta(seconds=30)
     coupon = Coupon.objects.get(store=store, cart="cart-1")
     code = PlatformCode.objects.get(coupon=coupon)
     assert (code.state, code.attempts, code.last_error) == ("pending", 1, error)
     assert smtp_sink.messages == []
-    assert _types(store.pk) == ["campaign.coupon_issued", "campaign.step_failed"]
-    failed = CartEvent.objects.get(store=store, type="campaign.step_failed")
-    assert (failed.data["reason"], failed.data["error"], failed.data["final"]) == (
+    assert _types(store.pk) == ["campaign.coupon_issued", "campaign.step_deferred"]
+    deferred = CartEvent.objects.get(store=store, type="campaign.step_deferred")
+    assert (deferred.data["reason"], deferred.data["until"]) == (
         "platform_pending",
-        error,
-        False,
+        (NOW + timedelta(seconds=30)).isoformat(),
     )
 
-    # retried with the step's backoff: the platform answers, the same code leaves once
+    # tried again then: the platform answers, the same code leaves once
     assert _run(step, step.due_at) == {"sent": 1}
     keys = [r["body"]["key"] for r in platform.requests]
     assert keys == [str(code.idempotency_key)] * 2
@@ -200,6 +201,27 @@ def test_a_failing_platform_holds_the_email_back_until_it_made_the_code(
     [mail] = smtp_sink.wait_for(1)
     assert coupon.code in mail.raw.decode()
     assert Coupon.objects.filter(store=store).count() == 1
+
+
+def test_a_platform_down_longer_than_the_codes_attempts_fails_the_step_without_an_email(
+    db, store, platform, smtp_sink, settings
+):
+    settings.INTEGRATIONS_CODE_ATTEMPTS = 3
+    _connect(store.pk, platform.url)
+    step = _discount_step(store.pk)
+    platform.script = [(503, {}), (503, {}), (503, {})]
+
+    runs = []
+    for _ in range(3):
+        at = step.due_at
+        runs.append(_run(step, at))
+        step.refresh_from_db()
+
+    assert runs == [{"deferred": 1}, {"deferred": 1}, {"failed": 1}]
+    assert (step.status, step.reason) == ("failed", "platform_refused")
+    assert PlatformCode.objects.get(coupon__store=store).state == "failed"
+    assert len(platform.requests) == 3
+    assert smtp_sink.messages == []
 
 
 def test_a_refused_code_fails_the_step_for_good_and_no_email_leaves(db, store, platform, smtp_sink):
