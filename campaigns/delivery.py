@@ -109,7 +109,7 @@ def deliver(
     ``done_every`` of them are waiting (and the last ones before ``deliver`` returns): each
     result exactly once. The step runner records outcomes there, so a worker killed mid-batch
     has most of what it sent recorded. An exception from it is logged; sending goes on."""
-    if _in_transaction():
+    if in_transaction():
         raise InTransaction("deliver() must not run inside a transaction (it talks to the network)")
     rate = float(settings.CAMPAIGNS_SEND_RATE)
     pool = _pool(max(1, concurrency or settings.CAMPAIGNS_SEND_CONCURRENCY), rate)
@@ -117,7 +117,8 @@ def deliver(
     return _Run(pool, iter(items), store_limit, check, done, done_every).run()
 
 
-def _in_transaction() -> bool:
+def in_transaction() -> bool:
+    """Whether the caller holds a transaction (network calls must not: integrations too)."""
     # pytest-django's ``db`` fixture (Django's TestCase) wraps each test in atomic blocks marked
     # ``_from_testcase``; those are not the caller's transactions.
     return connection.in_atomic_block and not all(

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 from celery import shared_task
 from django.conf import settings
-from django.db import connection as db_connection
 from django.db import transaction
 
-from campaigns import clock
+from campaigns import clock, delivery
 from campaigns.extensions import HOOKS, CodeState
 from campaigns.models import Coupon
 from integrations import selectors
@@ -43,22 +43,30 @@ def register() -> None:
     HOOKS.restore_target = restore_target
 
 
+# Stores known to have no connection making their codes, until when (time.monotonic()): the
+# on-site offer decides under its cart's lock, and most stores have no platform, so their
+# offers pay no query for it (INTEGRATIONS_CONNECTION_REFRESH_SECONDS; a store just connected
+# makes its codes on the platform that much later).
+_UNCONNECTED: dict[int, float] = {}
+
+
 def _connection_for_codes(store_id: int) -> Connection | None:
     """The store's active connection that makes its codes on the platform (a store has at most
     one such in practice; the oldest wins if several)."""
-    return (
+    if _UNCONNECTED.get(store_id, 0.0) > time.monotonic():
+        return None
+    found = (
         Connection.objects.filter(store_id=store_id, active=True, codes_on_platform=True)
         .order_by("pk")
         .first()
     )
-
-
-def _in_transaction() -> bool:
-    # pytest-django's ``db`` fixture wraps each test in atomic blocks marked ``_from_testcase``:
-    # those are not a caller's transaction (as campaigns.delivery._in_transaction).
-    return db_connection.in_atomic_block and not all(
-        getattr(block, "_from_testcase", False) for block in db_connection.atomic_blocks
-    )
+    if found is None:
+        if len(_UNCONNECTED) > 10_000:  # bounded: a process serves many stores
+            _UNCONNECTED.clear()
+        ttl = float(settings.INTEGRATIONS_CONNECTION_REFRESH_SECONDS)
+        if ttl > 0:
+            _UNCONNECTED[store_id] = time.monotonic() + ttl
+    return found
 
 
 def _state(code: PlatformCode) -> CodeState | None:
@@ -114,7 +122,7 @@ def code_publish(coupon: Coupon, now: datetime) -> CodeState:
     whether it may be sent: usable once the platform confirmed it, or when the store has no
     platform making its codes. Safe to call again and concurrently: every attempt carries the
     code's idempotency key, and a settled row is never changed."""
-    if _in_transaction():
+    if delivery.in_transaction():
         raise RuntimeError("code_publish talks to the platform: never inside a transaction")
     connection = _connection_for_codes(coupon.store_id)
     if connection is None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -122,3 +124,24 @@ def _socket_of(response: Any) -> socket.socket | None:
     raw = getattr(getattr(getattr(response.raw, "_fp", None), "fp", None), "raw", None)
     sock = getattr(raw, "_sock", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+def retry_after(value: str | None, *, cap: float, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds, possibly fractional as Shopify sends,
+    or an HTTP-date), between 0 and ``cap``; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), cap)

@@ -448,12 +448,6 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def _retry_after(value: str | None) -> float | None:
-    if value and value.strip().isdigit():
-        return float(value.strip())
-    return None
-
-
 def deliver_once(
     *, url: str, webhook_id: str, key: bytes, payload: dict[str, Any], at: datetime
 ) -> Outcome:
@@ -505,7 +499,9 @@ def deliver_once(
         response.status_code,
         error,
         took(),
-        _retry_after(response.headers.get("Retry-After")),
+        egress.retry_after(
+            response.headers.get("Retry-After"), cap=MAX_RETRY_AFTER.total_seconds()
+        ),
     )
 
 

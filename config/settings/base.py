@@ -346,3 +346,8 @@ INTEGRATIONS_SILENT_HOURS = max(1, env.get_int("INTEGRATIONS_SILENT_HOURS", 24))
 # or reserved addresses (integrations/egress.py). Off in production; on for `make run` and tests,
 # whose shops and receivers run on this machine. Link-local and metadata addresses: never.
 INTEGRATIONS_ALLOW_PRIVATE_URLS = env.get_bool("INTEGRATIONS_ALLOW_PRIVATE_URLS", False)
+# How long a process remembers that a store has no platform making its codes (the on-site
+# offer's decision then asks nothing); a store just connected starts that much later.
+INTEGRATIONS_CONNECTION_REFRESH_SECONDS = env.get_float(
+    "INTEGRATIONS_CONNECTION_REFRESH_SECONDS", 2.0
+)

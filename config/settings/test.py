@@ -35,3 +35,5 @@ RATE_LIMITS = dict.fromkeys(RATE_LIMITS, "")  # noqa: F405
 # The tests' fake platforms and receivers listen on 127.0.0.1 (tests/integrations/test_egress.py
 # turns it off).
 INTEGRATIONS_ALLOW_PRIVATE_URLS = True
+# Tests connect stores as they go: no remembered "not connected".
+INTEGRATIONS_CONNECTION_REFRESH_SECONDS = 0.0

@@ -99,27 +99,10 @@ def percent_points(amount: int) -> int:
 
 
 def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds, possibly fractional as Shopify sends,
-    or an HTTP-date); None when absent or unreadable."""
-    from datetime import UTC
-    from email.utils import parsedate_to_datetime
+    """Seconds from a platform's Retry-After header, at most MAX_RETRY_AFTER (egress)."""
+    from integrations import egress
 
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    return egress.retry_after(value, cap=MAX_RETRY_AFTER, now=now)
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

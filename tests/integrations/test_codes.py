@@ -334,3 +334,19 @@ def test_a_capped_percentage_goes_to_the_platform_as_the_cap_where_it_binds(
     coupon = Coupon(kind=kind, amount=amount, cap=cap, value=value)
 
     assert codes._platform_terms(coupon) == expected
+
+
+def test_an_offer_for_a_store_without_a_platform_asks_nothing_once_known(
+    db, store, settings, django_assert_num_queries
+):
+    """The on-site decision runs under its cart's lock: a store known to have no platform making
+    its codes costs it no query for INTEGRATIONS_CONNECTION_REFRESH_SECONDS."""
+    settings.INTEGRATIONS_CONNECTION_REFRESH_SECONDS = 60.0
+    coupon = Coupon(store_id=store.pk, code="NOPLAT-1", cart="c")
+    codes._UNCONNECTED.clear()
+
+    with django_assert_num_queries(1):
+        assert codes.code_ready(coupon).usable
+    with django_assert_num_queries(0):
+        assert codes.code_ready(coupon).usable
+    codes._UNCONNECTED.clear()
