@@ -1,6 +1,7 @@
-"""Every WooCommerce and Saleor sample payload (tests/fixtures/platforms/, the
-platforms' own samples, kept in the repository) through its endpoint: with a correct signature the expected events and cart
-state; with a wrong signature, a replayed delivery, a truncated body, and in a shuffled order.
+"""Every WooCommerce and Saleor sample payload (tests/fixtures/platforms/, the platforms' own
+samples, kept in the repository) through its endpoint: with a correct signature the expected
+events and cart state; with a wrong signature, a replayed delivery, a truncated body, and in a
+shuffled order.
 (Shopify's samples: tests/integrations/test_shopify.py.)"""
 
 from __future__ import annotations
