@@ -148,12 +148,14 @@ def _no_stray_sessions_at_teardown(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def committed_store(committed_db) -> tuple[Store, services.StoreCredentials]:
-    """A store of its own in the committed database. Earlier tests' rows stay there, and their
+    """A store of its own in the committed database. Earlier tests' rows stay there: their
     unfinished campaign steps (pending, handed out, leased) would become due or stale during this
-    test and be claimed by its enqueues, which claim every store's steps: they are settled first
-    (cancelled, reason ``test_leftover``), so a test counts only what it made."""
-    from campaigns.models import Step
+    test, and their abandoned carts would be enrolled by its enrolment, which (like enqueues)
+    takes every store's. So earlier campaigns are switched off and their open steps settled
+    (cancelled, reason ``test_leftover``) first, and a test counts only what it made."""
+    from campaigns.models import Campaign, Step
 
+    Campaign.objects.filter(active=True).update(active=False)
     Step.objects.filter(
         status__in=[Step.Status.PENDING, Step.Status.ENQUEUED, Step.Status.SENDING]
     ).update(status=Step.Status.CANCELLED, reason="test_leftover", lease_owner="")
