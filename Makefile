@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser install lint typecheck bench bench-validation bench-scoring clean stop-embedded
+.PHONY: run test browser install lint contracts typecheck bench bench-validation bench-scoring clean stop-embedded
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,13 @@ browser:
 	  fi; \
 	fi
 
-lint: $(STAMP)
+lint: $(STAMP) contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The import contracts in .importlinter: the apps' layers, the edges, no cycles inside a package.
+contracts: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy .
