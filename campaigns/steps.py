@@ -33,7 +33,7 @@ import os
 import socket
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,7 +46,7 @@ from django.db.models import Count, Max
 from campaigns import clock, delivery, events, rules, senders
 from campaigns.extensions import HOOKS
 from campaigns.models import CampaignSettings, Step, Suppression
-from carts import identity
+from carts import identity, metrics
 from carts.models import CartState, Store
 from carts.services import NewEvent, Reacting, append_reaction_register, events_append
 from carts.sources import Source
@@ -289,12 +289,14 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
     def record(outcomes: list[_Result]) -> None:
         for result, recorded in _record_all(outcomes, me):
             if recorded is None:
-                counts["unrecorded"] += 1
+                outcome = "unrecorded"
             elif not recorded:
                 log.warning("campaign step %s: lease lost, outcome not recorded", result.step.pk)
-                counts["lease_lost"] += 1
+                outcome = "lease_lost"
             else:
-                counts[result.count] += 1
+                outcome = result.count
+            counts[outcome] += 1
+            metrics.step_outcome(channel=result.step.channel, outcome=outcome)
 
     def sent(batch: list[delivery.Delivered]) -> None:
         """Messages handed over (or refused) are recorded as they come, a few dozen at a time:
@@ -761,6 +763,14 @@ def _order_cancels_steps(reacting: Reacting) -> list[NewEvent]:
     with connection.cursor() as cursor:
         cursor.execute(_CANCEL_OPEN, [now, reacting.store_id, sorted({e.cart for e in orders})])
         rows = cursor.fetchall()
+    if rows:
+        by_channel = Counter(channel for _, _, _, channel in rows)
+
+        def count_cancelled() -> None:  # once the order (and the cancellations) committed
+            for channel, count in by_channel.items():
+                metrics.step_outcome(channel=channel, outcome="cancelled", count=count)
+
+        transaction.on_commit(count_cancelled)
     return [
         events.campaign_event(
             cart=cart,

@@ -10,8 +10,9 @@ that live in one process, such as one websocket's messages: ``hit(..., local=Tru
         return ratelimits.too_many(verdict)      # 429 with Retry-After
 
 A limit that bites is logged (WARNING, once per name and key per window in each process) and
-counted in ``bitten()``. When Redis cannot be reached the request is let through and the failure
-logged: a limit protects the service, it must not take it down.
+counted in ``bitten()`` and in ``cartrecovery_rate_limit_hits_total{limit}`` (/metrics). When
+Redis cannot be reached the request is let through and the failure logged: a limit protects the
+service, it must not take it down.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from django.http import HttpRequest, JsonResponse
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
+
+from carts import metrics
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,7 @@ _logged: dict[tuple[str, str], float] = {}
 def _bite(name: str, parts: list[str], retry: int) -> None:
     key = ":".join(parts)
     now = time.monotonic()
+    metrics.rate_limit_hit(name)
     with _lock:
         _bitten[name] += 1
         if _logged.get((name, key), 0.0) > now:

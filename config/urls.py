@@ -2,13 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import health, views
+from config import health, metrics, views
 from dashboards.logins import AdminLoginView
 from recovery import demo
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),  # Prometheus; bearer METRICS_TOKEN
     path("demo/", demo.demo_storefront, name="demo"),
     path("demo/order", demo.demo_order, name="demo-order"),
     # Failed logins limited per username and client address (dashboards/logins.py).

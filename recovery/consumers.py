@@ -17,7 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from carts import parsers, ratelimits
+from carts import metrics, parsers, ratelimits
 from carts.errors import CartsError
 from recovery import live, offers, tickets
 
@@ -190,6 +190,9 @@ class ShopperConsumer(AsyncWebsocketConsumer):
         def on_decided(decision: offers.Decision) -> None:
             # Called in the worker thread once the offer is decided, before the commit: the
             # frame goes out while the decision is written (the log commits or we withdraw it).
+            metrics.offer_decided(
+                decision=decision.decision, seconds=time.perf_counter() - received
+            )
             if decision.offer is None:
                 return
             frame = {"type": "offer", **decision.offer}

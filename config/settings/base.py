@@ -330,6 +330,17 @@ LOGGING = {
     },
 }
 
+# Metrics (config/metrics.py, docs/operations.md "Metrics"): GET /metrics answers only
+# "Authorization: Bearer <METRICS_TOKEN>"; with no token it is off (404). make run and the tests
+# have one of their own (config/settings/local.py, test.py).
+METRICS_TOKEN = env.get_str("METRICS_TOKEN", "").strip()
+# prometheus-client's multiprocess mode: a directory (empty at start) shared by every process of
+# one machine; each records its values in files there, and /metrics sums them. Unset: each process
+# shows its own. (prometheus-client reads the variable itself at import; this tells the view.)
+METRICS_MULTIPROC_DIR = env.get_str("PROMETHEUS_MULTIPROC_DIR", "").strip()
+# The Celery queues whose depth /metrics reads from the broker (comma-separated).
+METRICS_QUEUES = env.get_list("METRICS_QUEUES") or ["celery"]
+
 # Shop platforms (integrations/, docs/integrations.md) -------------------------------------------
 # Every call to a platform's API (discount codes) and every outbound webhook delivery: seconds.
 INTEGRATIONS_HTTP_TIMEOUT = min(60.0, max(0.5, env.get_float("INTEGRATIONS_HTTP_TIMEOUT", 10.0)))

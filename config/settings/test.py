@@ -5,12 +5,15 @@ and exports them, so the servers, workers and commands a test starts sign with t
 """
 
 import os
+import secrets
 
 from config import env, local_secrets
 
 _keys = local_secrets.generate()
 env.secret_defaults_set(_keys)
 env.export_for_children(_keys)
+# /metrics's token likewise: one per test process, shared with the servers a test starts.
+env.export_for_children({"METRICS_TOKEN": secrets.token_urlsafe(32)})
 
 from .base import *  # noqa: E402, F403
 
