@@ -212,3 +212,126 @@ def results_print(bench: str, figures: dict[str, Any]) -> None:
     results.mkdir(exist_ok=True)
     (results / f"{bench}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(line + "\n")
     print(line)
+
+
+# Writer processes: a group of spawned processes driven in lock-step by the parent -------------
+
+
+def _group_child(factory: Any, args: tuple, conn: Any) -> None:
+    """A group member: build the worker, then run the methods the parent names until "stop"."""
+    # Ctrl-C in the terminal reaches the whole process group: the parent stops us in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = None
+    while True:
+        message = conn.recv()
+        if message is None:
+            break
+        name, kwargs = message
+        try:
+            if worker is None:
+                worker = factory(*args)
+            conn.send(("ok", getattr(worker, name)(**kwargs)))
+        except BaseException as exc:  # reported to the parent, which raises it
+            import traceback
+
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    close = getattr(worker, "close", None)
+    if close is not None:
+        close()
+
+
+class ProcessGroup:
+    """``len(args)`` processes (multiprocessing, spawn), each holding ``factory(*args[i])``.
+
+    ``call(name, **kwargs)`` runs that method in every process at once and returns their results in
+    order. ``factory`` must be importable (module level): with spawn, a child imports the main
+    module again (as ``__mp_main__``), so a bench script must not do work at import time. The
+    processes are daemons: they die with the parent even when it is killed."""
+
+    def __init__(self, factory: Any, args: list[tuple]) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conns = []
+        self.procs = []
+        for a in args:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_group_child, args=(factory, a, child), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def call(self, name: str, **kwargs: Any) -> list[Any]:
+        self.send(name, **kwargs)
+        return self.collect()
+
+    def send(self, name: str, **kwargs: Any) -> None:
+        """Start ``name`` in every process without waiting (``collect`` gets the results)."""
+        for conn in self.conns:
+            conn.send((name, kwargs))
+
+    def collect(self) -> list[Any]:
+        results: list[Any] = []
+        errors: list[str] = []
+        for conn in self.conns:
+            status, value = conn.recv()
+            (results if status == "ok" else errors).append(value)
+        if errors:
+            raise RuntimeError(f"{len(errors)} worker(s) failed; first:\n{errors[0]}")
+        return results
+
+    def close(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self.conns:
+            conn.close()
+
+
+def timed_loop(step: Any, start: float, end: float) -> dict[str, Any]:
+    """Call ``step()`` from wall-clock time ``start`` (shared by every process of a round) until
+    ``end``; each call is one unit of work. Returns the count, the time the last call ended and
+    each call's latency (s)."""
+    import time
+
+    delay = start - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    latencies = []
+    now = time.time()
+    while now < end:
+        step()
+        after = time.time()
+        latencies.append(after - now)
+        now = after
+    return {"count": len(latencies), "last": now, "latencies": latencies}
+
+
+def timed_summary(results: list[dict[str, Any]], start: float) -> dict[str, float]:
+    """A round's events/s over its processes (from the common start to the last call's end) and
+    the latency percentiles in ms (nearest rank)."""
+    import math
+
+    count = sum(r["count"] for r in results)
+    seconds = max(r["last"] for r in results) - start
+    ordered = sorted(x for r in results for x in r["latencies"])
+
+    def pct(p: float) -> float:
+        if not ordered:
+            return float("nan")
+        rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
+        return round(ordered[rank] * 1000, 2)
+
+    return {
+        "events": count,
+        "seconds": round(seconds, 3),
+        "eps": round(count / seconds, 1),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+    }
