@@ -19,3 +19,10 @@ class CartsConfig(AppConfig):
             tasks.retention_sweep.delay()  # a job enqueues; a worker erases (carts/privacy.py)
 
         scheduler.register("carts.retention", settings.CARTS_RETENTION_SWEEP_SECONDS, retention)
+
+        def partitions_ahead() -> None:
+            from carts import partitions
+
+            partitions.partitions_ensure_ahead()  # a few statements: no worker needed
+
+        scheduler.register("carts.partitions", settings.CARTS_PARTITIONS_SECONDS, partitions_ahead)

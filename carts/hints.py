@@ -11,8 +11,8 @@ from carts import redis_client
 log = logging.getLogger(__name__)
 
 
-def publish(channel: str, position: int) -> None:
+def publish(channel: str, message: object) -> None:
     try:
-        redis_client.client().publish(channel, str(position))
+        redis_client.client().publish(channel, str(message))
     except redis.RedisError:
         log.warning("could not publish hint on %s; readers will catch up by polling", channel)

@@ -11,23 +11,37 @@ from django.db import connection
 from django.db.models import Count
 
 from carts import projectors
-from carts.models import DeadLetter, ProjectorCheckpoint
+from carts.models import DeadLetter
 
 
 def log_head() -> int:
-    """The last position in the log (0 when it is empty): one backward index lookup."""
+    """How many events the log holds: the sum of every store's head (carts_loghead), one row
+    per store, no scan of the log."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT COALESCE(MAX(position), 0) FROM carts_cartevent")
+        cursor.execute("SELECT COALESCE(SUM(position), 0) FROM carts_loghead")
         row = cursor.fetchone()
     return int(row[0]) if row else 0
 
 
+_LAGS = """
+    SELECT p.name, COALESCE(SUM(GREATEST(h.position - COALESCE(c.position, 0), 0)), 0)
+    FROM unnest(%s::text[]) AS p(name)
+    CROSS JOIN carts_loghead h
+    LEFT JOIN carts_projectorcheckpoint c ON c.store_id = h.store_id AND c.name = p.name
+    GROUP BY p.name
+"""
+
+
 def projector_lags() -> dict[str, int]:
-    """Events each registered projector has still to read: the log's last position minus its
-    checkpoint (a projector that never ran has read nothing), never below 0."""
-    head = log_head()
-    checkpoints = dict(ProjectorCheckpoint.objects.values_list("name", "position"))
-    return {name: max(head - checkpoints.get(name, 0), 0) for name in sorted(projectors.REGISTRY)}
+    """Events each registered projector has still to read: for every store, its head minus the
+    projector's checkpoint for it (a store it never read counts whole), summed (docs/adr/0003)."""
+    names = sorted(projectors.REGISTRY)
+    lags = dict.fromkeys(names, 0)
+    with connection.cursor() as cursor:
+        cursor.execute(_LAGS, [names])
+        for name, lag in cursor.fetchall():
+            lags[name] = int(lag)
+    return lags
 
 
 def dead_letters_open() -> dict[str, int]:

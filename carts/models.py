@@ -84,12 +84,23 @@ class StoreKey(models.Model):
 
 
 class CartEvent(models.Model):
-    """One immutable fact about a cart. The database refuses UPDATE, DELETE and TRUNCATE."""
+    """One immutable fact about a cart. The database refuses UPDATE, DELETE and TRUNCATE.
+
+    The table is partitioned by month of ``recorded_at`` (carts/partitions.py); its primary key in
+    the database is (store_id, store_position, recorded_at). ``position`` is a global identifier,
+    in no guaranteed commit order across stores; ``store_position`` is the store's own order, in
+    which followers read (docs/adr/0003)."""
 
     position = models.BigAutoField(primary_key=True)
+    store_position = models.BigIntegerField(
+        help_text="1, 2, 3... per store, in commit order (docs/adr/0003)."
+    )
     event_id = models.UUIDField()
-    # No index of its own: the unique (store, event_id) index starts with it.
-    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # No foreign-key constraint in the database (attaching a month's partition would then lock
+    # the stores); deleting a store with events is still refused by the ORM (PROTECT).
+    store = models.ForeignKey(
+        Store, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     cart = models.CharField(max_length=128)
     version = models.PositiveIntegerField()
     type = models.CharField(max_length=64)
@@ -116,17 +127,51 @@ class CartEvent(models.Model):
     )
 
     class Meta:
-        constraints = [
-            # event_id first: the append service looks ids up by event_id alone (see
-            # carts/services.py, _EXISTING_EVENTS), so the plan does not hang on store statistics.
-            models.UniqueConstraint(fields=["event_id", "store"], name="cartevent_unique_event_id"),
-            models.UniqueConstraint(
-                fields=["store", "cart", "version"], name="cartevent_unique_cart_version"
-            ),
+        # A partitioned table holds no unique index without its partition key: an event id is
+        # unique per store by the append service's lock on it, a cart's versions by the cart's
+        # row lock (carts/append.py).
+        indexes = [
+            models.Index(fields=["store", "event_id"], name="cartevent_store_event_id"),
+            models.Index(fields=["store", "cart", "version"], name="cartevent_store_cart_version"),
+            models.Index(fields=["position"], name="cartevent_position"),
         ]
 
     def __str__(self) -> str:
         return f"#{self.position} {self.type} {self.cart}@{self.version}"
+
+
+class EventKey(models.Model):
+    """Each event id once per store, with what a duplicate delivery is answered (version,
+    positions, body hash, source): the log's idempotency, one index probe whatever the number of
+    its partitions. Written by the append in the same statement as the event."""
+
+    pk = models.CompositePrimaryKey("store_id", "event_id")
+    store = models.ForeignKey(
+        Store, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    event_id = models.UUIDField()
+    cart = models.CharField(max_length=128)
+    version = models.IntegerField()
+    position = models.BigIntegerField()
+    store_position = models.BigIntegerField()
+    body_hash = models.CharField(max_length=64)
+    source = models.CharField(max_length=16)
+
+    def __str__(self) -> str:
+        return f"{self.event_id} -> #{self.position}"
+
+
+class LogHead(models.Model):
+    """The last store position of each store's log. The append takes this row's lock, held until
+    it commits, so a store's events become visible in store-position order (docs/adr/0003)."""
+
+    store = models.OneToOneField(
+        Store, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    position = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"store {self.store_id} @ {self.position}"
 
 
 class CartState(models.Model):
@@ -203,14 +248,54 @@ class CartState(models.Model):
 
 
 class ProjectorCheckpoint(models.Model):
-    """How far a projector has read the log; written in the same transaction as its rows."""
+    """How far a projector has read one store's log (its store position); written in the same
+    transaction as the projector's rows."""
 
-    name = models.CharField(max_length=64, primary_key=True)
+    name = models.CharField(max_length=64)
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
     position = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "name"], name="projectorcheckpoint_unique_store"
+            ),
+        ]
+
     def __str__(self) -> str:
-        return f"{self.name}@{self.position}"
+        return f"{self.name}[{self.store_id}]@{self.position}"
+
+
+class ProjectorRunner(models.Model):
+    """A projector runner that is alive until ``expires_at`` (renewed every turn), and the
+    projectors it runs: each takes a fair share of the partitions of each projector."""
+
+    owner = models.CharField(max_length=128, primary_key=True)
+    names = models.JSONField()
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.owner
+
+
+class ProjectorLease(models.Model):
+    """Which runner owns a partition of a projector's stores (store id modulo
+    PROJECTOR_PARTITIONS) until ``expires_at``; renewed while it runs, taken over once expired
+    (carts/projectors.py)."""
+
+    name = models.CharField(max_length=64)
+    part = models.IntegerField()
+    owner = models.CharField(max_length=128)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name", "part"], name="projectorlease_unique_part"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.part}: {self.owner}"
 
 
 class DailyEventCount(models.Model):

@@ -1,9 +1,17 @@
-"""Projectors: named read models that tail the log from a checkpoint.
+"""Projectors: named read models that tail the log, each store from its own checkpoint.
 
-A projector's rows and its checkpoint are written in one transaction, so a crash never applies a
-batch twice or skips one. Readers take events in position order, which is commit order
-(docs/adr/0001), so ``position > checkpoint`` never misses a late commit. Runners are woken by a
-Redis hint but are correct by polling alone. Any projector can be rebuilt from position zero.
+A projector's rows and its checkpoint for a store are written in one transaction, so a crash never
+applies a batch twice or skips one. Readers take a store's events in ``store_position`` order,
+which is the store's commit order (docs/adr/0003), so ``store_position > checkpoint`` never misses
+a late commit. Runners are woken by a Redis hint but are correct by polling alone. Any projector
+can be rebuilt from the start of the log.
+
+Several runners share the work (``ProjectorRunner``): the stores of each projector are split into
+PROJECTOR_PARTITIONS partitions (store id modulo that number), and each partition is leased to
+one runner at a time in ``carts_projectorlease``. A runner renews its leases on every turn; when
+it dies, another takes its partitions over once they expire (PROJECTOR_LEASE_SECONDS). Leases
+spread the work; correctness does not depend on them: a store's checkpoint row is locked for each
+batch, so two runners can never apply the same events.
 
 Readers are total: an event that the log accepted never stops one. A batch is applied under a
 savepoint; when ``apply`` raises, the batch is applied again one event at a time, each under a
@@ -14,17 +22,24 @@ resolved, those that still fail are recorded again.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
+import socket
+import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models.functions import Now
 
-from carts import pii, selectors
+from carts import metrics, pii, selectors
 from carts.models import CartEvent, CartState, DailyEventCount, DeadLetter, ProjectorCheckpoint
 
 log = logging.getLogger(__name__)
@@ -32,8 +47,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Projector:
-    """``apply`` folds a batch of events into the read model inside the caller's transaction;
-    ``reset`` empties it. Both run in the same transaction as the checkpoint update."""
+    """``apply`` folds a batch of events (of one store, in store-position order) into the read
+    model inside the caller's transaction; ``reset`` empties it. Both run in the same transaction
+    as the checkpoint update."""
 
     name: str
     apply: Callable[[Sequence[CartEvent]], None]
@@ -45,9 +61,19 @@ class Projector:
 
 REGISTRY: dict[str, Projector] = {}
 
+# Advisory lock namespace ("proj"): each batch of a projector takes its key in shared mode, a
+# rebuild in exclusive mode, so a rebuild waits for running batches and holds new ones off.
+_REBUILD_LOCK = 0x70726F6A
 
-def _events_after(projector: Projector, position: int, limit: int) -> list[CartEvent]:
-    events = list(selectors.events_after(position=position, limit=limit))
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) - 2**31  # a signed int4
+
+
+def _events_after(
+    projector: Projector, store_id: int, position: int, limit: int
+) -> list[CartEvent]:
+    events = list(selectors.store_events_after(store_id=store_id, position=position, limit=limit))
     if projector.personal:
         pii.events_reveal(events)
     return events
@@ -58,9 +84,40 @@ def register(projector: Projector) -> Projector:
     return projector
 
 
-def _checkpoint_for_update(name: str) -> ProjectorCheckpoint:
-    ProjectorCheckpoint.objects.get_or_create(name=name)
-    return ProjectorCheckpoint.objects.select_for_update().get(name=name)
+def partition_count() -> int:
+    return max(1, int(getattr(settings, "PROJECTOR_PARTITIONS", 16)))
+
+
+def _checkpoint_for_update(name: str, store_id: int) -> ProjectorCheckpoint:
+    ProjectorCheckpoint.objects.bulk_create(
+        [ProjectorCheckpoint(name=name, store_id=store_id, position=0)], ignore_conflicts=True
+    )
+    return ProjectorCheckpoint.objects.select_for_update().get(name=name, store_id=store_id)
+
+
+def _batch_lock(name: str, *, exclusive: bool = False) -> None:
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {fn}(%s, %s)", [_REBUILD_LOCK, _lock_key(name)])
+
+
+_STORES_BEHIND = """
+    SELECT h.store_id FROM carts_loghead h
+    LEFT JOIN carts_projectorcheckpoint c ON c.store_id = h.store_id AND c.name = %s
+    WHERE h.position > COALESCE(c.position, 0) {parts}
+    ORDER BY h.store_id
+"""
+
+
+def stores_behind(name: str, parts: Sequence[int] | None = None) -> list[int]:
+    """The stores with events the projector has not read (in ``parts`` when given)."""
+    sql = _STORES_BEHIND.format(
+        parts="" if parts is None else "AND h.store_id %% %s = ANY(%s::int[])"
+    )
+    params: list[Any] = [name] if parts is None else [name, partition_count(), list(parts)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
 
 
 # -- dead letters ---------------------------------------------------------------------------------
@@ -150,56 +207,228 @@ def _apply_total(projector: Projector, events: Sequence[CartEvent]) -> int:
     return dead
 
 
-def projector_catch_up(*, name: str, batch_size: int = 1000, max_batches: int | None = None) -> int:
-    """Apply every event after the checkpoint, one transaction per batch. Returns events read
-    (the checkpoint is past each of them: applied, or dead-lettered when it cannot apply).
-
-    Safe to run in several processes: the checkpoint row lock makes them take turns.
-    """
-    projector = REGISTRY[name]
-    applied = 0
-    batches = 0
+def _store_catch_up(
+    projector: Projector, store_id: int, batch_size: int, max_batches: int | None
+) -> tuple[int, int]:
+    """Apply the store's events after its checkpoint, one transaction per batch. Returns (events
+    read, batches)."""
+    read = batches = 0
     while max_batches is None or batches < max_batches:
         with transaction.atomic():
-            checkpoint = _checkpoint_for_update(name)
-            events = _events_after(projector, checkpoint.position, batch_size)
+            _batch_lock(projector.name)
+            checkpoint = _checkpoint_for_update(projector.name, store_id)
+            events = _events_after(projector, store_id, checkpoint.position, batch_size)
             if not events:
                 break
             _apply_total(projector, events)
-            checkpoint.position = events[-1].position
+            checkpoint.position = events[-1].store_position
             checkpoint.save(update_fields=["position", "updated_at"])
-        applied += len(events)
+        read += len(events)
         batches += 1
-    return applied
+    return read, batches
+
+
+def projector_catch_up(
+    *,
+    name: str,
+    batch_size: int = 1000,
+    max_batches: int | None = None,
+    parts: Sequence[int] | None = None,
+) -> int:
+    """Apply every event after the checkpoints, store by store, one transaction per batch
+    (``max_batches`` in all). Returns events read (the checkpoint is past each of them: applied,
+    or dead-lettered when it cannot apply). ``parts``: only the stores of these partitions.
+
+    Safe to run in several processes: each store's checkpoint row lock makes them take turns.
+    """
+    projector = REGISTRY[name]
+    read = batches = 0
+    for store_id in stores_behind(name, parts):
+        left = None if max_batches is None else max_batches - batches
+        if left is not None and left <= 0:
+            break
+        store_read, store_batches = _store_catch_up(projector, store_id, batch_size, left)
+        read += store_read
+        batches += store_batches
+    return read
 
 
 def projector_rebuild(*, name: str, batch_size: int = 5000) -> int:
     """Empty the read model and replay the whole log into it, in one transaction.
 
-    Readers see the old model until the rebuilt one commits. The projector's open dead letters
-    are resolved, and those whose events still fail are recorded again. Returns events read.
+    Readers see the old model until the rebuilt one commits; the projector's runners wait for it
+    (its batches take the projector's lock in shared mode, the rebuild in exclusive mode) and go
+    on from the rebuilt checkpoints. The projector's open dead letters are resolved, and those
+    whose events still fail are recorded again. Returns events read.
     """
     projector = REGISTRY[name]
-    applied = 0
+    read = 0
     with transaction.atomic():
-        checkpoint = _checkpoint_for_update(name)
+        _batch_lock(name, exclusive=True)
         _dead_letters_resolve(name)
         projector.reset()
-        position = 0
-        while True:
-            events = _events_after(projector, position, batch_size)
-            if not events:
-                break
-            _apply_total(projector, events)
-            position = events[-1].position
-            applied += len(events)
-        checkpoint.position = position
-        checkpoint.save(update_fields=["position", "updated_at"])
-    return applied
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT store_id FROM carts_loghead ORDER BY store_id")
+            stores = [row[0] for row in cursor.fetchall()]
+        for store_id in stores:
+            checkpoint = _checkpoint_for_update(name, store_id)
+            position = 0
+            while True:
+                events = _events_after(projector, store_id, position, batch_size)
+                if not events:
+                    break
+                _apply_total(projector, events)
+                position = events[-1].store_position
+                read += len(events)
+            checkpoint.position = position
+            checkpoint.save(update_fields=["position", "updated_at"])
+    return read
 
 
 def projectors_catch_up_all(*, batch_size: int = 1000) -> int:
     return sum(projector_catch_up(name=name, batch_size=batch_size) for name in REGISTRY)
+
+
+# Runners and their leases --------------------------------------------------------------------
+
+
+def runner_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+_ALIVE = """
+    INSERT INTO carts_projectorrunner AS r (owner, names, expires_at)
+    VALUES (%s, %s::jsonb, now() + make_interval(secs => %s))
+    ON CONFLICT (owner) DO UPDATE SET names = EXCLUDED.names, expires_at = EXCLUDED.expires_at
+"""
+_FORGET = "DELETE FROM carts_projectorrunner WHERE expires_at < now() - interval '1 hour'"
+_RUNNERS = """
+    SELECT n.name, count(r.owner)
+    FROM unnest(%s::text[]) AS n(name)
+    LEFT JOIN carts_projectorrunner r ON r.names ? n.name AND r.expires_at > now()
+    GROUP BY n.name
+"""
+_LEASES = """
+    SELECT name, part, owner, expires_at > now() FROM carts_projectorlease
+    WHERE name = ANY(%s::text[])
+"""
+# Take a lease that is free or expired (or ours): a conditional upsert, so two runners racing
+# for the same partition cannot both win. Returns the previous owner when it was taken over.
+_TAKE = """
+    WITH before AS (
+        SELECT owner FROM carts_projectorlease WHERE name = %s AND part = %s
+    )
+    INSERT INTO carts_projectorlease AS l (name, part, owner, expires_at)
+    VALUES (%s, %s, %s, now() + make_interval(secs => %s))
+    ON CONFLICT (name, part) DO UPDATE
+        SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+        WHERE l.owner = EXCLUDED.owner OR l.expires_at <= now()
+    RETURNING (SELECT owner FROM before)
+"""
+_RENEW = """
+    UPDATE carts_projectorlease SET expires_at = now() + make_interval(secs => %s)
+    WHERE owner = %s AND expires_at > now()
+    RETURNING name, part
+"""
+_RELEASE = "DELETE FROM carts_projectorlease WHERE owner = %s AND (name, part) = (%s, %s)"
+
+
+class ProjectorRunner:
+    """One runner among several: holds a fair share of the partitions of each projector it
+    runs and keeps their read models up to date. ``step`` is one turn; the caller loops
+    (run_projectors)."""
+
+    def __init__(
+        self,
+        *,
+        owner: str | None = None,
+        names: Sequence[str] | None = None,
+        lease_seconds: float | None = None,
+        batch_size: int = 1000,
+        max_batches: int = 20,
+    ) -> None:
+        self.owner = owner or runner_identity()
+        self.names = sorted(names) if names is not None else sorted(REGISTRY)
+        self.lease_seconds = float(
+            lease_seconds
+            if lease_seconds is not None
+            else getattr(settings, "PROJECTOR_LEASE_SECONDS", 10.0)
+        )
+        self.batch_size = batch_size
+        self.max_batches = max_batches  # per projector and turn: turns stay short, leases fresh
+        self.held: set[tuple[str, int]] = set()
+
+    def leases_hold(self) -> set[tuple[str, int]]:
+        """Say we are alive, renew our leases, and take free or expired partitions of each
+        projector up to a fair share: its partitions divided by the runners alive that run it."""
+        parts = partition_count()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_ALIVE, [self.owner, json.dumps(self.names), self.lease_seconds])
+            cursor.execute(_FORGET)
+            cursor.execute(_RENEW, [self.lease_seconds, self.owner])
+            held = {(name, part) for name, part in cursor.fetchall() if part < parts}
+            cursor.execute(_RUNNERS, [self.names])
+            runners = {name: max(int(n), 1) for name, n in cursor.fetchall()}
+            cursor.execute(_LEASES, [self.names])
+            taken = {(name, part) for name, part, owner, live in cursor.fetchall() if live}
+        for name in self.names:
+            share = math.ceil(parts / runners.get(name, 1))
+            mine = sorted(key for key in held if key[0] == name)
+            # More than our share (a runner joined): give the extras back for it to take.
+            for key in mine[share:]:
+                with connection.cursor() as cursor:
+                    cursor.execute(_RELEASE, [self.owner, *key])
+                held.discard(key)
+            count = min(len(mine), share)
+            for part in range(parts):
+                if count >= share:
+                    break
+                key = (name, part)
+                if key in held or key in taken:
+                    continue
+                if self._take(key):
+                    held.add(key)
+                    count += 1
+        self.held = held
+        return held
+
+    def _take(self, key: tuple[str, int]) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(_TAKE, [*key, *key, self.owner, self.lease_seconds])
+            row = cursor.fetchone()
+        if row is None:
+            return False  # another runner holds it
+        previous = row[0]
+        if previous is not None and previous != self.owner:
+            log.warning(
+                "projector %s partition %d: the lease of %s expired; %s takes over",
+                key[0],
+                key[1],
+                previous,
+                self.owner,
+            )
+            metrics.lease_expired("projector")
+        return True
+
+    def step(self) -> int:
+        """Hold the leases, then catch up every partition held. Returns events read."""
+        held = self.leases_hold()
+        read = 0
+        by_name: dict[str, list[int]] = {}
+        for name, part in sorted(held):
+            by_name.setdefault(name, []).append(part)
+        for name, parts in by_name.items():
+            read += projector_catch_up(
+                name=name, batch_size=self.batch_size, max_batches=self.max_batches, parts=parts
+            )
+        return read
+
+    def release(self) -> None:
+        """Give every lease up (on a clean stop) so another runner takes over at once."""
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("DELETE FROM carts_projectorlease WHERE owner = %s", [self.owner])
+            cursor.execute("DELETE FROM carts_projectorrunner WHERE owner = %s", [self.owner])
+        self.held = set()
 
 
 # daily_event_counts: events per store, UTC day and type ------------------------------------------

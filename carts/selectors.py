@@ -45,10 +45,12 @@ def cart_events_list(
     return rows
 
 
-def events_after(*, position: int, limit: int) -> QuerySet[CartEvent]:
-    """Events of every store after a global position, in position (= commit) order, as stored
-    (personal fields sealed; carts.pii.events_reveal opens them)."""
-    return CartEvent.objects.filter(position__gt=position).order_by("position")[:limit]
+def store_events_after(*, store_id: int, position: int, limit: int) -> QuerySet[CartEvent]:
+    """The store's events after a store position, in store-position (= the store's commit)
+    order, as stored (personal fields sealed; carts.pii.events_reveal opens them)."""
+    return CartEvent.objects.filter(store_id=store_id, store_position__gt=position).order_by(
+        "store_position"
+    )[:limit]
 
 
 def member_store_ids(*, user_id: int, role: str) -> frozenset[int]:

@@ -182,6 +182,13 @@ RATE_LIMITS = {
 RATE_LIMIT_PROXY_HOPS = max(0, env.get_int("RATE_LIMIT_PROXY_HOPS", 0))
 # Redis pub/sub wake-ups for tailing readers; with them off, readers rely on polling alone.
 CARTS_HINTS = env.get_bool("CARTS_HINTS", True)
+# Projector runners (run_projectors, carts/projectors.py): each projector's stores are split into
+# this many partitions (store id modulo it), each leased to one runner at a time for this long and
+# renewed every turn; a dead runner's partitions are taken over once its leases expire.
+PROJECTOR_PARTITIONS = min(max(env.get_int("PROJECTOR_PARTITIONS", 16), 1), 4096)
+PROJECTOR_LEASE_SECONDS = min(max(env.get_float("PROJECTOR_LEASE_SECONDS", 10.0), 1.0), 600.0)
+# How often the scheduler makes sure the log's monthly partitions exist ahead (carts/partitions.py).
+CARTS_PARTITIONS_SECONDS = max(env.get_float("CARTS_PARTITIONS_SECONDS", 3600.0), 1.0)
 # Where an event's occurred_at may fall, around the server's clock (docs/api.md, "Bounds"): events
 # from the store's server (POST /api/v1/events) up to this many days back, from a shopper's browser
 # (the shopper websocket) this many; both at most this many minutes ahead.

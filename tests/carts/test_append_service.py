@@ -129,7 +129,7 @@ def test_same_id_and_body_is_a_duplicate_that_stores_nothing(store):
 
     # then it reports the original version and position, and nothing is stored or folded
     assert again == services.Appended(
-        original.event_id, "cart-1", first.version, first.position, True
+        original.event_id, "cart-1", first.version, first.position, True, first.store_position
     )
     assert first.duplicate is False
     assert stored(store) == [("cart-1", 1, "cart.item_added"), ("cart-1", 2, "checkout.started")]

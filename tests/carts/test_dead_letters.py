@@ -15,9 +15,10 @@ from django.db import OperationalError, connection
 from django.test import Client
 
 from carts import projectors, services
-from carts.models import CartEvent, CartState, DeadLetter, ProjectorCheckpoint
+from carts.models import CartEvent, CartState, DeadLetter
 from carts.sources import Source
 from tests.conftest import BASE_DIR_FOR_TESTS, item, new_event, subprocess_env
+from tests.log_sql import checkpoint, checkpoint_set, store_position
 from tests.log_sql import event_inject as inject
 
 FLAKY = "test_flaky"
@@ -93,7 +94,7 @@ def test_a_failing_event_is_dead_lettered_and_the_rest_of_its_batch_applied(
     # the others are applied once each: the failed batch attempt left nothing behind
     mine = [p for p in applied() if p >= positions[0]]
     assert mine == [p for p in positions if p != poison]
-    assert ProjectorCheckpoint.objects.get(name=FLAKY).position == positions[-1]
+    assert checkpoint(FLAKY, store.pk) == store_position(positions[-1])
     # caught up: nothing is applied or recorded again
     assert projectors.projector_catch_up(name=FLAKY) == 0
     assert DeadLetter.objects.filter(projector=FLAKY).count() == 1
@@ -130,7 +131,7 @@ def test_a_rebuild_resolves_a_dead_letter_whose_cause_was_fixed(store, applied, 
     again = DeadLetter.objects.get(projector=FLAKY, position=broken)
     assert (again.pk, again.created_at) == (first.pk, first.created_at)
     assert [p for p in applied() if p >= positions[0]] == [p for p in positions if p != broken]
-    assert ProjectorCheckpoint.objects.get(name=FLAKY).position >= positions[-1]
+    assert checkpoint(FLAKY, store.pk) >= store_position(positions[-1])
 
 
 def test_a_transient_database_error_stops_the_batch_instead(store, applied, monkeypatch):
@@ -141,16 +142,14 @@ def test_a_transient_database_error_stops_the_batch_instead(store, applied, monk
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setitem(projectors.REGISTRY, FLAKY, _flaky({positions[1]}, error=lost))
-    ProjectorCheckpoint.objects.update_or_create(
-        name=FLAKY, defaults={"position": positions[0] - 1}
-    )
+    checkpoint_set(FLAKY, store.pk, store_position(positions[0]) - 1)
 
     with pytest.raises(OperationalError):
         projectors.projector_catch_up(name=FLAKY)
 
     # nothing is dead-lettered or skipped: the runner retries the batch later
     assert not DeadLetter.objects.filter(projector=FLAKY).exists()
-    assert ProjectorCheckpoint.objects.get(name=FLAKY).position == positions[0] - 1
+    assert checkpoint(FLAKY, store.pk) == store_position(positions[0]) - 1
 
 
 def test_a_rolled_back_batch_pushes_nothing_live(
@@ -168,9 +167,7 @@ def test_a_rolled_back_batch_pushes_nothing_live(
         flaky.apply(events)
 
     monkeypatch.setitem(projectors.REGISTRY, FLAKY, projectors.Projector(FLAKY, apply, flaky.reset))
-    ProjectorCheckpoint.objects.update_or_create(
-        name=FLAKY, defaults={"position": positions[0] - 1}
-    )
+    checkpoint_set(FLAKY, store.pk, store_position(positions[0]) - 1)
 
     with django_capture_on_commit_callbacks() as callbacks:
         projectors.projector_catch_up(name=FLAKY)

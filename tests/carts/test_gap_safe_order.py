@@ -1,8 +1,9 @@
-"""Readers that checkpoint the last position they read never skip an event (docs/adr/0001).
+"""Readers that checkpoint the last store position they read never skip an event, and appends
+of different stores never wait for each other (docs/adr/0003).
 
-Positions come from a bigserial, but are taken under a transaction-level advisory lock that is
-held until commit, so events become visible in position order. Rolled-back appends leave holes
-that readers pass without waiting.
+Each store's events take positions 1, 2, 3... from the store's row in carts_loghead, whose lock
+is held until the append commits, so a store's events become visible in store-position order.
+A rolled-back append rolls its head back too: store positions have no holes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import uuid
 import psycopg
 import pytest
 from django.db import connection, transaction
-from django.db.models import Max
 
 from carts import selectors, services
 from carts.models import CartEvent
@@ -24,6 +24,7 @@ from tests.carts.threads import raise_first_error, run_in_threads
 from tests.conftest import item, new_event
 
 WRITERS = 8
+STORES = 2  # four writers per store: they contend on its head; the stores do not
 TRANSACTIONS_PER_WRITER = 30
 READERS = 2
 
@@ -32,16 +33,16 @@ class RollBack(Exception):
     pass
 
 
-def _last_position() -> int:
-    return CartEvent.objects.aggregate(last=Max("position"))["last"] or 0
-
-
 @pytest.mark.slow
-def test_tailing_readers_see_every_committed_event_in_position_order(committed_store):
-    # given 8 writers whose transactions stay open a random while after appending (holding their
-    # positions), about 10% of which roll back, and 2 readers tailing the log by checkpoint
+def test_tailing_readers_see_every_committed_event_in_store_position_order(committed_store):
+    # given 8 writers on 2 stores whose transactions stay open a random while after appending
+    # (holding their positions), about 10% of which roll back, and 2 readers tailing each store
+    # by its checkpoint
     store, _ = committed_store
-    start_after = _last_position()
+    stores = [store.pk] + [
+        services.store_create(name=f"Tailed shop {uuid.uuid4().hex[:6]}").store_id
+        for _ in range(STORES - 1)
+    ]
     writers_done = threading.Event()
     committed: list[uuid.UUID] = []
     rolled_back: list[uuid.UUID] = []
@@ -49,6 +50,7 @@ def test_tailing_readers_see_every_committed_event_in_position_order(committed_s
 
     def writer(t: int) -> None:
         rng = random.Random(1000 + t)
+        store_id = stores[t % STORES]
         for n in range(TRANSACTIONS_PER_WRITER):
             events = [
                 new_event("cart.item_added", f"w{t}", item(f"T{t}-{n}-{k}"))
@@ -58,7 +60,7 @@ def test_tailing_readers_see_every_committed_event_in_position_order(committed_s
             try:
                 with transaction.atomic():
                     services.events_append(
-                        store_id=store.pk, events=events, source=Source.server("test")
+                        store_id=store_id, events=events, source=Source.server("test")
                     )
                     time.sleep(rng.uniform(0, 0.008))  # late commit of positions already taken
                     if rng.random() < 0.1:
@@ -70,17 +72,23 @@ def test_tailing_readers_see_every_committed_event_in_position_order(committed_s
                 with record:
                     committed.extend(e.event_id for e in events)
 
-    def reader() -> list[tuple[int, uuid.UUID]]:
-        checkpoint = start_after
-        seen: list[tuple[int, uuid.UUID]] = []
+    def reader() -> dict[int, list[tuple[int, uuid.UUID]]]:
+        checkpoints = dict.fromkeys(stores, 0)
+        seen: dict[int, list[tuple[int, uuid.UUID]]] = {s: [] for s in stores}
         while True:
-            finished = writers_done.is_set()  # read before the query: the last pass sees all
-            rows = list(selectors.events_after(position=checkpoint, limit=7))
-            for row in rows:
-                checkpoint = row.position  # other stores' events move the checkpoint too
-                if row.store_id == store.pk:
-                    seen.append((row.position, row.event_id))
-            if not rows:
+            finished = writers_done.is_set()  # read before the queries: the last pass sees all
+            read = 0
+            for store_id in stores:
+                rows = list(
+                    selectors.store_events_after(
+                        store_id=store_id, position=checkpoints[store_id], limit=7
+                    )
+                )
+                for row in rows:
+                    checkpoints[store_id] = row.store_position
+                    seen[store_id].append((row.store_position, row.event_id))
+                read += len(rows)
+            if not read:
                 if finished:
                     return seen
                 time.sleep(0.001)
@@ -105,64 +113,75 @@ def test_tailing_readers_see_every_committed_event_in_position_order(committed_s
     )
     elapsed = time.monotonic() - started
 
-    # then each reader read exactly the store's committed events, in position order
+    # then each reader read exactly each store's committed events, in store-position order
     raise_first_error(outcomes)
-    final = list(
-        CartEvent.objects.filter(store=store)
-        .order_by("position")
-        .values_list("position", "event_id")
-    )
-    for seen in outcomes[1:]:
-        assert seen == final
-    assert {event_id for _, event_id in final} == set(committed)
-    assert len(final) == len(committed)
+    stored: list[uuid.UUID] = []
+    for store_id in stores:
+        final = list(
+            CartEvent.objects.filter(store_id=store_id)
+            .order_by("store_position")
+            .values_list("store_position", "event_id")
+        )
+        for seen in outcomes[1:]:
+            assert seen[store_id] == final
+        # and a store's positions are 1..N: a rollback rolled its head back too
+        assert [p for p, _ in final] == list(range(1, len(final) + 1))
+        stored += [event_id for _, event_id in final]
+    assert set(stored) == set(committed)
+    assert len(stored) == len(committed)
     # and no rolled-back event was ever seen or stored
     assert rolled_back, "the run should include rolled-back transactions"
-    assert not set(rolled_back) & {event_id for seen in outcomes[1:] for _, event_id in seen}
+    assert not set(rolled_back) & {
+        event_id for seen in outcomes[1:] for rows in seen.values() for _, event_id in rows
+    }
     assert not CartEvent.objects.filter(event_id__in=rolled_back).exists()
-    # and the rollbacks left holes in the positions, which the readers passed
-    first, last = final[0][0], final[-1][0]
-    visible = CartEvent.objects.filter(position__gte=first, position__lte=last).count()
-    assert visible < last - first + 1
+    # and within each cart, store positions follow versions
+    for store_id in stores:
+        for t in range(WRITERS):
+            versions = list(
+                CartEvent.objects.filter(store_id=store_id, cart=f"w{t}")
+                .order_by("store_position")
+                .values_list("version", flat=True)
+            )
+            assert versions == list(range(1, len(versions) + 1))
     assert elapsed < 30
 
 
-def test_an_append_cannot_commit_a_later_position_while_an_earlier_one_is_open(committed_store):
-    # given an append whose transaction is still open (its position taken, not yet visible)
-    store, _ = committed_store
-    other = services.store_create(name=f"Other shop {uuid.uuid4().hex[:6]}")
+def _open_append_then(store_id: int, other_store_id: int) -> tuple[list[float], bool, int, int]:
+    """One append whose transaction stays open for 0.5 s while a second append (to
+    ``other_store_id``) runs. Returns the second's (start, end) times and the first's commit
+    time, whether the second finished while the first was open, and both store positions."""
     appended, release, second_done = threading.Event(), threading.Event(), threading.Event()
     first_event = new_event("cart.item_added", "first", item())
     second_event = new_event("cart.item_added", "second", item())
+    times: dict[str, float] = {}
+    finished_while_open: list[bool] = []
 
     def first() -> int:
         with transaction.atomic():
             [result] = services.events_append(
-                store_id=store.pk, events=[first_event], source=Source.server("test")
+                store_id=store_id, events=[first_event], source=Source.server("test")
             )
             appended.set()
             assert release.wait(30)
-        return result.position
+        times["first_committed"] = time.monotonic()
+        return result.store_position
 
     def second() -> int:
         assert appended.wait(30)
-        # another store, another cart: nothing is shared but the log's order
+        times["second_started"] = time.monotonic()
         [result] = services.events_append(
-            store_id=other.store_id, events=[second_event], source=Source.server("test")
+            store_id=other_store_id, events=[second_event], source=Source.server("test")
         )
+        times["second_done"] = time.monotonic()
         second_done.set()
-        return result.position
+        return result.store_position
 
     def coordinate() -> None:
         assert appended.wait(30)
         try:
-            # when a second append runs meanwhile
-            time.sleep(0.5)
-            # then it waits: it has neither committed nor made anything visible
-            assert not second_done.is_set()
-            assert not CartEvent.objects.filter(
-                event_id__in=[first_event.event_id, second_event.event_id]
-            ).exists()
+            second_done.wait(0.5)
+            finished_while_open.append(second_done.is_set())
         finally:
             release.set()
 
@@ -170,12 +189,39 @@ def test_an_append_cannot_commit_a_later_position_while_an_earlier_one_is_open(c
         lambda name: {"first": first, "second": second, "coordinate": coordinate}[name](),
         [("first",), ("second",), ("coordinate",)],
     )
-
-    # and once the first commits, the second commits after it, at a later position
     raise_first_error(outcomes)
     first_position, second_position, _ = outcomes
-    assert second_done.is_set()
-    assert second_position > first_position
+    span = [times["second_started"], times["second_done"], times["first_committed"]]
+    return span, finished_while_open[0], first_position, second_position
+
+
+def test_an_append_waits_for_an_open_append_of_the_same_store(committed_store):
+    # given an append whose transaction is still open (its store position taken, not visible)
+    store, _ = committed_store
+
+    # when a second append to the same store (another cart) runs meanwhile
+    (_, done, first_committed), finished, first, second = _open_append_then(store.pk, store.pk)
+
+    # then it waited for the first to commit, and took the next store position
+    assert not finished
+    assert done >= first_committed
+    assert second == first + 1
+
+
+def test_appends_of_different_stores_overlap_in_time(committed_store):
+    # given an append of one store whose transaction is still open
+    store, _ = committed_store
+    other = services.store_create(name=f"Other shop {uuid.uuid4().hex[:6]}")
+
+    # when another store appends meanwhile
+    (started, done, first_committed), finished, first, second = _open_append_then(
+        store.pk, other.store_id
+    )
+
+    # then it did not wait: it started and committed while the first was still open
+    assert finished
+    assert started < done < first_committed
+    assert first >= 1 and second == 1  # each store counts its own
 
 
 def test_without_the_lock_a_reader_by_checkpoint_skips_a_late_commit(committed_db):

@@ -64,8 +64,8 @@ def _runner(name: str, failures: int, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _position(name: str) -> int:
-    row = ProjectorCheckpoint.objects.filter(name=name).first()
+def _position(name: str, store_id: int) -> int:
+    row = ProjectorCheckpoint.objects.filter(name=name, store_id=store_id).first()
     return row.position if row else 0
 
 
@@ -96,7 +96,7 @@ def _append_some(store_id: int) -> int:
         store_id=store_id,
         events=[new_event("cart.item_added", f"c{i}", item()) for i in range(3)],
     )
-    return CartEvent.objects.aggregate(last=Max("position"))["last"]
+    return CartEvent.objects.filter(store_id=store_id).aggregate(last=Max("store_position"))["last"]
 
 
 def test_the_runner_keeps_running_through_errors_and_catches_up_after(committed_store):
@@ -117,11 +117,13 @@ def test_the_runner_keeps_running_through_errors_and_catches_up_after(committed_
         assert output.count("Traceback (most recent call last)") == 2
         assert "django.db.utils.OperationalError: flaky projector: failure 2" in output
         assert recovered_after >= 3.0
-        _wait_for(lambda: _position(name) >= last)  # the batch commits after apply returns
+        _wait_for(
+            lambda: _position(name, store.pk) >= last
+        )  # the batch commits after apply returns
 
         # And it keeps working: new events reach the projector without a restart.
         later = _append_some(store.pk)
-        _wait_for(lambda: _position(name) >= later)
+        _wait_for(lambda: _position(name, store.pk) >= later)
     finally:
         runner.send_signal(signal.SIGTERM)
         output, _ = runner.communicate(timeout=10)
@@ -149,7 +151,7 @@ def test_a_stop_signal_ends_the_back_off_promptly(committed_store):
             runner.communicate()
     assert runner.returncode == 0, output
     assert "projectors stopped" in output
-    assert _position(name) == 0
+    assert _position(name, store.pk) == 0
 
 
 def test_once_still_exits_with_the_error(committed_store):
@@ -172,4 +174,4 @@ def test_once_catches_up_and_exits(committed_store):
     output, _ = runner.communicate(timeout=60)
     assert runner.returncode == 0, output
     assert "applied " in output
-    assert _position(name) >= last
+    assert _position(name, store.pk) >= last

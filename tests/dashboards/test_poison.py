@@ -93,9 +93,12 @@ def _healthz(client, settings) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
-def _last_position() -> int:
+def _last_position(store_id: int) -> int:
+    """The store's last store position (checkpoints count per store: docs/adr/0003)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT MAX(position) FROM carts_cartevent")
+        cursor.execute(
+            "SELECT MAX(store_position) FROM carts_cartevent WHERE store_id = %s", [store_id]
+        )
         return int(cursor.fetchone()[0])
 
 
@@ -141,9 +144,9 @@ def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_applied(
         DailyEventCount.objects.filter(store_id=store.pk).values_list("count", flat=True)
     ) == 3 + len(poisons)
     # every checkpoint is past it
-    last = _last_position()
+    last = _last_position(store.pk)
     for name in projectors.REGISTRY:
-        assert ProjectorCheckpoint.objects.get(name=name).position == last
+        assert ProjectorCheckpoint.objects.get(name=name, store=store).position == last
     # /healthz reports it: 200, degraded
     status, body = _healthz(client, settings)
     assert status == 200

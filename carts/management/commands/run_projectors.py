@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from carts import projectors, redis_client
-from carts.services import EVENTS_HINT_CHANNEL
+from carts.append import EVENTS_HINT_CHANNEL
 
 log = logging.getLogger("carts.projectors")
 
@@ -21,7 +21,10 @@ BACKOFF_MAX = 30.0
 
 
 class Command(BaseCommand):
-    help = "Tail the event log and keep every registered projector up to date."
+    help = (
+        "Tail the event log and keep every registered projector up to date; several runners share "
+        "the work through leases (carts/projectors.py)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--poll", type=float, default=1.0, help="Seconds between polls.")
@@ -40,11 +43,12 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         pubsub = None
-        log.info("projectors running: %s", ", ".join(projectors.REGISTRY))
+        runner = projectors.ProjectorRunner()
+        log.info("projectors running as %s: %s", runner.owner, ", ".join(projectors.REGISTRY))
         backoff = BACKOFF_FIRST
         while not stopping:
             try:
-                applied = projectors.projectors_catch_up_all()
+                applied = runner.step()
             except Exception:
                 # Never exit (make run would lose the read models until a restart that fails the
                 # same way): log, back off and try again, until it works or a signal stops us.
@@ -83,4 +87,8 @@ class Command(BaseCommand):
                 time.sleep(options["poll"])
         if pubsub is not None:
             pubsub.close()
+        try:
+            runner.release()
+        except Exception:
+            log.warning("could not give the leases up; they expire by themselves")
         log.info("projectors stopped")
