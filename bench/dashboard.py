@@ -63,7 +63,7 @@ transaction each: events/s.
 
 Diagnosis: ``--explain`` prints EXPLAIN (ANALYZE, BUFFERS) of every query the overview and
 time-series selectors run (big store, 90 days); ``--profile`` runs cProfile over a rebuild's loop
-(``events_after``, then the projector's apply()) on the log's first 200,000 events, in a
+(``store_events_after``, then the projector's apply()) on the log's first 200,000 events, in a
 transaction rolled back, and prints the top functions.
 
 Output: per-round lines and medians over rounds; the last line printed is one JSON object with
@@ -998,7 +998,7 @@ class Parts:
     """Seconds spent in each part of a rebuild or catch-up (timers around the functions)."""
 
     reset: float = 0.0
-    fetch: float = 0.0  # carts.selectors.events_after, materialised: SQL and model instances
+    fetch: float = 0.0  # carts.selectors.store_events_after, materialised: SQL and instances
     apply: float = 0.0  # the dashboard projector's apply(), all of it
     load: float = 0.0  # projection._load: the batch's cart rows
     write: float = 0.0  # projection._write: the rows' upsert and the counters' upsert
@@ -1043,7 +1043,7 @@ def part_timers() -> Iterator[Parts]:
 
     parts = Parts()
     original = projectors.REGISTRY[projection.NAME]
-    wrapped = [(carts_selectors, "events_after", "fetch")]
+    wrapped = [(carts_selectors, "store_events_after", "fetch")]
     wrapped += [(projection, name, part) for name, part in (("_load", "load"), ("_write", "write"))]
     saved = [(m, name, getattr(m, name)) for m, name, _ in wrapped if hasattr(m, name)]
 
@@ -1444,8 +1444,9 @@ def explain(store_id: int, today: date) -> None:
 
 
 def profile_rebuild(events: int) -> None:
-    """cProfile of a rebuild's loop (events_after, then the projector's apply()) over the log's
-    first ``events`` events, from empty read models, in a transaction rolled back."""
+    """cProfile of a rebuild's loop (store_events_after, then the projector's apply()) over the
+    log's first ``events`` events, store by store, from empty read models, in a transaction rolled
+    back."""
     from django.db import transaction
 
     from carts import selectors as carts_selectors
@@ -1455,15 +1456,22 @@ def profile_rebuild(events: int) -> None:
     applied = 0
     with transaction.atomic():
         projection.reset()
-        position = 0
+        from carts.models import LogHead
+
         profiler.enable()
-        while applied < events:
-            batch = list(carts_selectors.events_after(position=position, limit=5000))
-            if not batch:
-                break
-            projection.apply(batch)
-            position = batch[-1].position
-            applied += len(batch)
+        for store_id in LogHead.objects.order_by("store_id").values_list("store_id", flat=True):
+            position = 0
+            while applied < events:
+                batch = list(
+                    carts_selectors.store_events_after(
+                        store_id=store_id, position=position, limit=5000
+                    )
+                )
+                if not batch:
+                    break
+                projection.apply(batch)
+                position = batch[-1].store_position
+                applied += len(batch)
         profiler.disable()
         transaction.set_rollback(True)
     out = io.StringIO()

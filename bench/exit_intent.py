@@ -814,7 +814,7 @@ STAGES = (
     "thread_cpu",  # the CPU that thread used meanwhile (time.thread_time)
     "validate",  # recovery.live.events_in
     "connect",  # Django's ensure_connection: a connection from the pool
-    "append_tx",  # carts.services._append: round trips 1 and 2 and the Python in between
+    "append_tx",  # carts.append._append: round trips 1 and 2 and the Python in between
     "rt1",  # its round trip 1 (cart rows: create, lock; existing ids)
     "rt2",  # its round trip 2 (cart states, the log's advisory lock, the insert)
     "to_commit",  # round trip 2 done -> COMMIT sent: Python (and GIL waits) under the log's lock
@@ -836,7 +836,7 @@ def _install_profile(out_dir: str) -> None:
     import psycopg
     from channels.db import database_sync_to_async
 
-    from carts import services
+    from carts import append
     from recovery import consumers, live
 
     local = threading.local()
@@ -874,8 +874,8 @@ def _install_profile(out_dir: str) -> None:
 
     live.events_in = timed("validate", live.events_in)  # type: ignore[attr-defined]
     live.events_append = timed("append_total", live.events_append)  # type: ignore[attr-defined]
-    services._append = timed("append_tx", services._append)  # type: ignore[attr-defined]
-    services._publish_hint = timed("hint", services._publish_hint)  # type: ignore[attr-defined]
+    append._append = timed("append_tx", append._append)  # type: ignore[attr-defined]
+    append._publish_hint = timed("hint", append._publish_hint)  # type: ignore[attr-defined]
 
     from django.db.backends.postgresql.base import DatabaseWrapper
 
