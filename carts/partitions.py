@@ -231,19 +231,18 @@ def partition_restore(*, path: Path) -> int:
             f"COPY {name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, HEADER true)"
         ) as copy:
             copy.write(raw)
-    # The partition maker attaches it (with its triggers and privileges): it exists, detached,
-    # so the maker would refuse; attach it here the same way instead.
-    with _autocommit() as conn:
+        # Attached as the partition maker attaches (its triggers and privileges), in the same
+        # transaction: the month comes back whole or not at all.
         stop = month_add(month, 1)
-        conn.execute(
+        cursor.execute(
             f"ALTER TABLE {PARENT} ATTACH PARTITION {name} "
             f"FOR VALUES FROM ('{month.isoformat()} 00:00:00+00') "
             f"TO ('{stop.isoformat()} 00:00:00+00')"
         )
-        conn.execute(
+        cursor.execute(
             f"CREATE TRIGGER carts_cartevent_no_truncate BEFORE TRUNCATE ON {name} "
             "FOR EACH STATEMENT EXECUTE FUNCTION carts_cartevent_refuse_change()"
         )
-        conn.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON {name} FROM PUBLIC")
-        conn.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON {name} FROM CURRENT_USER")
+        cursor.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON {name} FROM PUBLIC")
+        cursor.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON {name} FROM CURRENT_USER")
     return int(manifest["rows"])

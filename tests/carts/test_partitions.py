@@ -1,0 +1,187 @@
+"""The log is partitioned by month; old months are archived without a row deleted, and positions
+and checkpoints stay valid (carts/partitions.py, docs/operations.md "The log's partitions")."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, date, datetime
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from carts import partitions, projectors, services
+from carts.models import CartEvent, LogHead
+from carts.sources import Source
+from tests.conftest import item, new_event
+from tests.log_sql import checkpoint
+
+MONTHS = [datetime(2025, m, 15, 12, 0, tzinfo=UTC) for m in (1, 2, 3)]
+NOW = datetime(2025, 4, 2, tzinfo=UTC)
+
+
+def _append(store_id: int, cart: str, at: datetime, n: int = 2) -> list[services.Appended]:
+    return services.events_append(
+        store_id=store_id,
+        events=[new_event("cart.item_added", cart, item(f"S{k}")) for k in range(n)],
+        source=Source.server("test"),
+        now=at,
+    )
+
+
+def _partition_of(position: int) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tableoid::regclass::text FROM carts_cartevent WHERE position = %s", [position]
+        )
+        return str(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def months(store):
+    """Two stores with events recorded in three generated months (January to March 2025)."""
+    # The month of NOW exists before anything is detached in the test's transaction (a detach
+    # locks the log until that transaction ends; the maker of a missing month would wait for it).
+    partitions.partition_ensure(month=NOW.date())
+    other = services.store_create(name="Other shop").store_id
+    appended = {
+        (store_id, at.month): _append(store_id, f"c{at.month}", at)
+        for at in MONTHS
+        for store_id in (store.pk, other)
+    }
+    return store.pk, other, appended
+
+
+def test_each_month_goes_to_its_own_partition_made_on_demand(months):
+    store_id, other, appended = months
+    attached = {p.name for p in partitions.partitions_list() if p.attached}
+    for (_, month), results in appended.items():
+        name = partitions.partition_name(date(2025, month, 1))
+        assert name in attached
+        assert {_partition_of(r.position) for r in results} == {name}
+    # each store counts its own positions, in commit order
+    assert [r.store_position for m in (1, 2, 3) for r in appended[(store_id, m)]] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
+    assert LogHead.objects.get(store_id=other).position == 6
+
+
+def test_the_scheduler_job_makes_this_month_and_the_next_ones():
+    made = partitions.partitions_ensure_ahead(now=datetime(2031, 11, 30, tzinfo=UTC))
+    assert made == [
+        "carts_cartevent_y2031m11",
+        "carts_cartevent_y2031m12",
+        "carts_cartevent_y2032m01",
+    ]
+    # idempotent
+    assert partitions.partitions_ensure_ahead(now=datetime(2031, 11, 1, tzinfo=UTC)) == made
+
+
+def test_a_partition_refuses_changes_like_the_log(months):
+    name = partitions.partition_name(date(2025, 1, 1))
+    for statement in (
+        f"UPDATE {name} SET version = 99",
+        f"DELETE FROM {name}",
+        f"TRUNCATE {name}",
+    ):
+        with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement)
+
+
+def test_archiving_waits_for_every_projector_to_have_read_the_month(months, tmp_path):
+    with pytest.raises(partitions.ArchiveRefused, match="not yet read by: daily_event_counts"):
+        partitions.partition_archive(
+            month=date(2025, 1, 1),
+            directory=tmp_path,
+            projector_names=["daily_event_counts"],
+            now=NOW,
+        )
+    with pytest.raises(partitions.ArchiveRefused, match="not over yet"):
+        partitions.partition_archive(
+            month=date(2025, 4, 1), directory=tmp_path, projector_names=[], now=NOW
+        )
+
+
+def test_an_archived_month_leaves_positions_checkpoints_and_idempotency_intact(months, tmp_path):
+    store_id, other, appended = months
+    name = "daily_event_counts"
+    projectors.projector_catch_up(name=name)
+    before = {s: checkpoint(name, s) for s in (store_id, other)}
+    total = CartEvent.objects.filter(store_id__in=[store_id, other]).count()
+
+    # when January is archived
+    archive = partitions.partition_archive(
+        month=date(2025, 1, 1), directory=tmp_path, projector_names=[name], now=NOW
+    )
+
+    # then its rows are in the archive file, counted and hashed in the manifest
+    assert archive.rows >= 4
+    manifest = json.loads((tmp_path / f"{archive.name}.json").read_text())
+    assert manifest["rows"] == archive.rows
+    with gzip.open(archive.path, "rt") as f:
+        lines = f.read().splitlines()
+    assert lines[0].split(",") == list(partitions.COLUMNS)
+    assert len(lines) - 1 == archive.rows
+    # and they left the log with their table, no row deleted from the others
+    assert archive.name not in {p.name for p in partitions.partitions_list()}
+    assert CartEvent.objects.filter(store_id__in=[store_id, other]).count() == total - 4
+    # and positions and checkpoints are untouched: a catch-up reads nothing, the next append
+    # takes the next store position
+    assert {s: checkpoint(name, s) for s in (store_id, other)} == before
+    assert projectors.projector_catch_up(name=name) == 0
+    [later] = _append(store_id, "c-later", NOW, n=1)
+    assert later.store_position == 7
+    # and an archived event delivered again is still a duplicate, answered as first stored
+    january = appended[(store_id, 1)][0]
+    [again] = services.events_append(
+        store_id=store_id,
+        events=[_replay(january.event_id)],
+        source=Source.server("test"),
+        now=NOW,
+    )
+    assert (again.duplicate, again.position, again.store_position) == (
+        True,
+        january.position,
+        january.store_position,
+    )
+
+
+def _replay(event_id):
+    """The first event of the ``months`` fixture's January cart, as first sent."""
+    event = new_event("cart.item_added", "c1", item("S0"))
+    return services.NewEvent(
+        event_id=event_id,
+        cart=event.cart,
+        type=event.type,
+        schema_version=event.schema_version,
+        occurred_at=event.occurred_at,
+        data=event.data,
+    )
+
+
+def test_an_archive_is_restored_as_it_was(months, tmp_path):
+    store_id, _, appended = months
+    projectors.projector_catch_up(name="daily_event_counts")
+    rows = list(
+        CartEvent.objects.filter(store_id=store_id).order_by("store_position").values_list()
+    )
+    archive = partitions.partition_archive(
+        month=date(2025, 2, 1),
+        directory=tmp_path,
+        projector_names=["daily_event_counts"],
+        now=NOW,
+    )
+    assert CartEvent.objects.filter(store_id=store_id).count() == len(rows) - 2
+
+    assert partitions.partition_restore(path=archive.path) == archive.rows
+
+    assert (
+        list(CartEvent.objects.filter(store_id=store_id).order_by("store_position").values_list())
+        == rows
+    )
+    assert {_partition_of(r.position) for r in appended[(store_id, 2)]} == {archive.name}
