@@ -298,20 +298,23 @@ def runner_identity() -> str:
 
 _ALIVE = """
     INSERT INTO carts_projectorrunner AS r (owner, names, expires_at)
-    VALUES (%s, %s::jsonb, now() + make_interval(secs => %s))
+    VALUES (%s, %s::jsonb, clock_timestamp() + make_interval(secs => %s))
     ON CONFLICT (owner) DO UPDATE SET names = EXCLUDED.names, expires_at = EXCLUDED.expires_at
 """
-_FORGET = "DELETE FROM carts_projectorrunner WHERE expires_at < now() - interval '1 hour'"
+_FORGET = (
+    "DELETE FROM carts_projectorrunner WHERE expires_at < clock_timestamp() - interval '1 hour'"
+)
 _RUNNERS = """
     SELECT n.name, count(r.owner)
     FROM unnest(%s::text[]) AS n(name)
-    LEFT JOIN carts_projectorrunner r ON r.names ? n.name AND r.expires_at > now()
+    LEFT JOIN carts_projectorrunner r ON r.names ? n.name AND r.expires_at > clock_timestamp()
     GROUP BY n.name
 """
 _LEASES = """
-    SELECT name, part, owner, expires_at > now() FROM carts_projectorlease
+    SELECT name, part, owner, expires_at > clock_timestamp() FROM carts_projectorlease
     WHERE name = ANY(%s::text[])
 """
+# Lease times are the database's wall clock (clock_timestamp(), not the transaction's now()).
 # Take a lease that is free or expired (or ours): a conditional upsert, so two runners racing
 # for the same partition cannot both win. Returns the previous owner when it was taken over.
 _TAKE = """
@@ -319,15 +322,15 @@ _TAKE = """
         SELECT owner FROM carts_projectorlease WHERE name = %s AND part = %s
     )
     INSERT INTO carts_projectorlease AS l (name, part, owner, expires_at)
-    VALUES (%s, %s, %s, now() + make_interval(secs => %s))
+    VALUES (%s, %s, %s, clock_timestamp() + make_interval(secs => %s))
     ON CONFLICT (name, part) DO UPDATE
         SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
-        WHERE l.owner = EXCLUDED.owner OR l.expires_at <= now()
+        WHERE l.owner = EXCLUDED.owner OR l.expires_at <= clock_timestamp()
     RETURNING (SELECT owner FROM before)
 """
 _RENEW = """
-    UPDATE carts_projectorlease SET expires_at = now() + make_interval(secs => %s)
-    WHERE owner = %s AND expires_at > now()
+    UPDATE carts_projectorlease SET expires_at = clock_timestamp() + make_interval(secs => %s)
+    WHERE owner = %s AND expires_at > clock_timestamp()
     RETURNING name, part
 """
 _RELEASE = "DELETE FROM carts_projectorlease WHERE owner = %s AND (name, part) = (%s, %s)"
