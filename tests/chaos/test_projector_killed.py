@@ -72,7 +72,7 @@ def _start(name: str, table: str, stores: list[int]) -> subprocess.Popen[str]:
 
 def _applied(table: str) -> list[int]:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT position FROM {table} ORDER BY position")  # noqa: S608
+        cursor.execute(f"SELECT position FROM {table} ORDER BY position")
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -110,7 +110,9 @@ def test_a_projector_killed_mid_batch_is_taken_over_and_applies_each_event_once(
         # then it takes the partitions over once the leases expire, and catches up
         deadline = time.monotonic() + 30
         while sorted(_applied(table)) != sorted(positions):
-            assert time.monotonic() < deadline, f"applied {len(_applied(table))} of {len(positions)}"
+            assert time.monotonic() < deadline, (
+                f"applied {len(_applied(table))} of {len(positions)}"
+            )
             time.sleep(0.1)
         assert time.monotonic() - killed_at < LEASE_SECONDS + 10
     finally:
