@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,34 @@ def _always_set_up_the_test_database() -> None:
 
 
 _always_set_up_the_test_database()
+
+
+# Modules whose every test is marked ``external``: `.ci/run` runs them against PostgreSQL and Redis
+# from Debian's packages (DATABASE_URL / REDIS_URL), so the non-embedded mode is proven on what
+# matters: the append service and its concurrency, the HTTP event API, the shopper websocket,
+# the campaign worker end to end, the projector runner and health. Paths relative to tests/;
+# tests/test_external_modules.py checks that each exists.
+EXTERNAL_MODULES = (
+    "carts/test_append_service.py",
+    "carts/test_concurrency.py",
+    "carts/test_gap_safe_order.py",
+    "carts/test_immutability.py",
+    "carts/test_api_events.py",
+    "carts/test_projector_runner.py",
+    "recovery/test_shopper_socket.py",
+    "recovery/test_offer_push.py",
+    "e2e/test_campaign_worker.py",
+    "e2e/test_health.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    external = {tests_dir / module for module in EXTERNAL_MODULES}
+    for test in items:
+        if test.path.resolve() in external:
+            test.add_marker(pytest.mark.external)
 
 
 @pytest.fixture
