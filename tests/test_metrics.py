@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 import redis
-from django.db.models import Max
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from campaigns import enrolment, steps
 from carts import metrics, ratelimits, services
-from carts.models import CartEvent, DeadLetter, ProjectorCheckpoint
+from carts.models import DeadLetter, LogHead, ProjectorCheckpoint
 from carts.sources import Source
 from config.metrics import broker_redis_url
 from tests.campaigns.builders import campaign_with_tiers, cart_abandoned, order_placed
@@ -276,18 +275,24 @@ def test_projector_lag_is_the_head_minus_its_checkpoint(store):
         events=[new_event("cart.item_added", f"lag-{i}", item()) for i in range(3)],
         source=Source.server("test"),
     )
-    head = CartEvent.objects.aggregate(head=Max("position"))["head"]
-    assert head == appended[-1].position
-    ProjectorCheckpoint.objects.update_or_create(
-        name="daily_event_counts", defaults={"position": appended[0].position}
-    )
+    assert [a.store_position for a in appended] == [1, 2, 3]
+    # Lag is per store (docs/adr/0003): every other store (committed by earlier tests) read to
+    # its head, this one to its first event.
+    heads = dict(LogHead.objects.values_list("store_id", "position"))
+    for store_id, position in heads.items():
+        ProjectorCheckpoint.objects.update_or_create(
+            name="daily_event_counts",
+            store_id=store_id,
+            defaults={"position": 1 if store_id == store.pk else position},
+        )
     ProjectorCheckpoint.objects.filter(name="offer_push").delete()
 
     _, samples = scrape()
 
     lag = "cartrecovery_projector_lag_events"
-    assert value(samples, lag, projector="daily_event_counts") == head - appended[0].position == 2
-    assert value(samples, lag, projector="offer_push") == head  # never ran: read nothing
+    assert value(samples, lag, projector="daily_event_counts") == 3 - 1
+    # never ran: it has read nothing of any store
+    assert value(samples, lag, projector="offer_push") == sum(heads.values())
 
 
 def test_queue_depth_sums_a_queues_priorities_in_the_broker(db, settings):

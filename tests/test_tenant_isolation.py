@@ -525,6 +525,7 @@ def _routes(patterns: list[Any] | None = None, prefix: str = "") -> list[str]:
 ROUTES = {
     "": "no store data",
     "healthz": "no store data",
+    "metrics": "no store data (operator totals, no store label; METRICS_TOKEN: test_metrics.py)",
     "demo/": "no store data (the demo store's own page)",
     "demo/order": "no store data (the demo store's own orders)",
     "admin/login/": "no store data",
