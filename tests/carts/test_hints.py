@@ -26,7 +26,7 @@ def test_a_burst_of_hints_wakes_a_reader_with_the_latest(settings):
         for n in range(1, 6):
             hints.publish(channel, f"7:{n}")
         assert hints.flush(5)
-        received = []
+        received: list[str] = []
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             message = pubsub.get_message(timeout=0.2)
