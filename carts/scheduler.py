@@ -25,12 +25,17 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import LockError, LockNotOwnedError
 
+from carts import metrics
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "health:scheduler"  # read by config.health
 HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL = 120  # an old heartbeat disappears rather than lingering forever
 LOCK_KEY = "scheduler:lock"
+RELEASED_SUFFIX = (
+    ":released"  # who last gave the lock up cleanly (a take-over after it is no expiry)
+)
 LOCK_TTL = 15.0
 TICK = 0.25  # campaigns enqueue due steps every 0.25 s (bench/campaigns.py: lateness)
 
@@ -99,6 +104,7 @@ class Scheduler:
         self._due: dict[str, float] = {}
         self._clock = clock
         self._standby_logged = False
+        self._owner_seen: str | None = None  # the other holder we stood by for
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler %s starting (%d job(s))", self.identity, len(self._jobs))
@@ -136,6 +142,7 @@ class Scheduler:
         # If it expired or was taken over, there is nothing of ours to release.
         with contextlib.suppress(LockError, redis.RedisError):
             self._lock.release()
+            self._conn.set(self._lock_key + RELEASED_SUFFIX, self.identity, ex=60)
 
     def _hold_lock(self) -> bool:
         if self.active:
@@ -144,6 +151,7 @@ class Scheduler:
             raw = self._conn.get(self._lock_key)
             owner = raw.decode() if isinstance(raw, bytes) else raw
             if owner != self.identity:
+                self._owner_seen = owner
                 if not self._standby_logged:
                     log.info("standby: the scheduler lock is held by %s", owner)
                     self._standby_logged = True
@@ -156,7 +164,20 @@ class Scheduler:
         self._standby_logged = False
         self._due.clear()  # on (re)activation every job is due at once
         log.info("active: scheduler %s holds the lock", self.identity)
+        self._count_take_over()
         return True
+
+    def _count_take_over(self) -> None:
+        """A take-over from a holder that did not give the lock up cleanly is a lease expiry
+        (``cartrecovery_lease_expiries_total{lease="scheduler"}``)."""
+        seen, self._owner_seen = self._owner_seen, None
+        if seen is None:
+            return
+        raw = self._conn.get(self._lock_key + RELEASED_SUFFIX)
+        released = raw.decode() if isinstance(raw, bytes) else raw
+        if released != seen:
+            log.warning("the scheduler lock of %s expired; %s took over", seen, self.identity)
+            metrics.lease_expired("scheduler")
 
     def _renew(self) -> bool:
         if self._renew_owned():

@@ -56,30 +56,35 @@ def test_only_one_of_two_instances_is_active_and_runs_jobs(conn, keys):
     assert time.time() - float(conn.get(keys["heartbeat_key"])) < 5
 
 
-def test_the_standby_takes_over_when_the_active_instance_releases_the_lock(conn, keys):
+def test_the_standby_takes_over_when_the_active_instance_releases_the_lock(conn, keys, caplog):
     a, b = make(conn, keys), make(conn, keys)
     a.step()
     b.step()
 
     a.release()
-    b.step()
+    with caplog.at_level("WARNING", logger="carts.scheduler"):
+        b.step()
 
     assert (a.active, b.active) == (False, True)
     assert conn.get(keys["lock_key"]) == b.identity.encode()
+    assert "expired" not in caplog.text  # a clean hand-over is no lease expiry
 
 
-def test_the_standby_takes_over_when_the_lock_of_a_crashed_instance_expires(conn, keys):
+def test_the_standby_takes_over_when_the_lock_of_a_crashed_instance_expires(conn, keys, caplog):
     a, b = make(conn, keys, lock_ttl=0.5), make(conn, keys, lock_ttl=0.5)
     a.step()  # then "crashes": it never renews again
     b.step()
     assert b.active is False
 
     time.sleep(0.6)
-    b.step()
+    with caplog.at_level("WARNING", logger="carts.scheduler"):
+        b.step()
     a.step()  # back from a pause: it finds the lock is no longer its own
 
     assert (a.active, b.active) == (False, True)
     assert conn.get(keys["lock_key"]) == b.identity.encode()
+    # counted as a lease expiry (cartrecovery_lease_expiries_total{lease="scheduler"})
+    assert f"the scheduler lock of {a.identity} expired" in caplog.text
 
 
 def test_jobs_run_when_due_and_a_failing_job_does_not_stop_the_others(conn, keys):
