@@ -92,6 +92,7 @@ def deliver(
     check: Check | None = None,
     done: Done | None = None,
     done_every: int = 1,
+    done_within: float | None = None,
     concurrency: int | None = None,
     per_store: int | None = None,
 ) -> list[Delivered]:
@@ -106,15 +107,18 @@ def deliver(
     thread and must not leave a transaction open across its ``yield``.
 
     ``done``, if given, gets the results as they come, in the calling thread, once
-    ``done_every`` of them are waiting (and the last ones before ``deliver`` returns): each
-    result exactly once. The step runner records outcomes there, so a worker killed mid-batch
-    has most of what it sent recorded. An exception from it is logged; sending goes on."""
+    ``done_every`` of them are waiting or, with ``done_within``, once the oldest of them has
+    waited that many seconds (and the last ones before ``deliver`` returns): each result exactly
+    once. The step runner records outcomes there, so a worker killed mid-batch has all it sent
+    recorded but the messages answered in its last ``done_within`` seconds (and those still on
+    the wire): a slow relay or a slow batch no longer leaves up to ``done_every`` - 1 of them
+    unrecorded. An exception from it is logged; sending goes on."""
     if in_transaction():
         raise InTransaction("deliver() must not run inside a transaction (it talks to the network)")
     rate = float(settings.CAMPAIGNS_SEND_RATE)
     pool = _pool(max(1, concurrency or settings.CAMPAIGNS_SEND_CONCURRENCY), rate)
     store_limit = max(1, per_store or settings.CAMPAIGNS_SEND_PER_STORE)
-    return _Run(pool, iter(items), store_limit, check, done, done_every).run()
+    return _Run(pool, iter(items), store_limit, check, done, done_every, done_within).run()
 
 
 def in_transaction() -> bool:
@@ -342,6 +346,7 @@ class _Run:
         check: Check | None,
         done: Done | None = None,
         done_every: int = 1,
+        done_within: float | None = None,
     ) -> None:
         self.pool = pool
         self.source: Iterator[Outgoing] | None = source  # None once exhausted
@@ -349,17 +354,17 @@ class _Run:
         self.check = check
         self.done = done
         self.done_every = max(1, done_every)
+        self.done_within = done_within
         self.items: list[Outgoing] = []
         self.results: list[Delivered | None] = []
         self.finished = threading.Condition()
         self.left = 0  # results still to come (under self.finished)
         self.unreported: list[int] = []  # results not given to done yet (under self.finished)
+        self.oldest = 0.0  # when the first of them finished (monotonic; under self.finished)
         self.error: Exception | None = None  # raised by source
 
     def run(self) -> list[Delivered]:
         pending: list[int] = []
-        # With ``done``, the calling thread wakes now and then to report what finished.
-        nap = _REPORT_SECONDS if self.done is not None else None
         while True:
             self._report(self.done_every)
             # Prepare as many as there are free connections, so that one check asks about
@@ -370,7 +375,10 @@ class _Run:
                 self._pull(pending)
                 continue
             taken = self.pool.take(
-                self.items, pending, self.per_store, wait=0 if self.source is not None else nap
+                self.items,
+                pending,
+                self.per_store,
+                wait=0 if self.source is not None else self._nap(),
             )
             if not taken:
                 if self.source is not None:
@@ -391,20 +399,37 @@ class _Run:
             with self.finished:
                 if not self.left:
                     break
-                self.finished.wait(nap)
+                self.finished.wait(self._nap())
             self._report(self.done_every)
         self._report(1)
         if self.error is not None:  # the caller's bug, raised once what left has its result
             raise self.error
         return [r for r in self.results if r is not None]
 
+    def _nap(self) -> float | None:
+        """How long the calling thread may wait before it must report (None: no ``done``, only
+        the results wake it): every _REPORT_SECONDS, sooner when the oldest unreported result
+        turns ``done_within`` old before that."""
+        if self.done is None:
+            return None
+        with self.finished:
+            if self.done_within is None or not self.unreported:
+                return _REPORT_SECONDS
+            due = self.oldest + self.done_within - time.monotonic()
+        return min(_REPORT_SECONDS, max(0.005, due))
+
     def _report(self, at_least: int) -> None:
         """Give ``done`` the results that finished since the last time, once there are
-        ``at_least`` of them."""
+        ``at_least`` of them or the oldest has waited ``done_within`` seconds."""
         if self.done is None:
             return
         with self.finished:
-            if len(self.unreported) < at_least:
+            if not self.unreported:
+                return
+            overdue = (
+                self.done_within is not None and time.monotonic() - self.oldest >= self.done_within
+            )
+            if len(self.unreported) < at_least and not overdue:
                 return
             batch, self.unreported = self.unreported, []
         try:
@@ -446,6 +471,8 @@ class _Run:
         with self.finished:
             self.results[index] = result
             self.left -= 1
+            if not self.unreported:
+                self.oldest = time.monotonic()
             self.unreported.append(index)
             self.finished.notify_all()
 

@@ -156,8 +156,12 @@ _RECORD = """
     WHERE s.id = v.id AND s.status = 'sending' AND s.lease_owner = %s
     RETURNING s.id
 """
-# Outcomes of messages handed over are recorded this many at a time while the batch sends.
+# Outcomes of messages handed over are recorded this many at a time while the batch sends, or
+# once the oldest waiting has waited this long (a slow relay answers a few a second): a worker
+# killed mid-batch leaves unrecorded, to be sent again, only what it had on the wire and what was
+# answered in its last _RECORD_WITHIN seconds.
 _RECORD_EVERY = 32
+_RECORD_WITHIN = 0.1
 # Steps a worker will not get to within its lease go back to pending (due at once, unchanged).
 _RELEASE = """
     UPDATE campaigns_step SET status = 'pending', leased_until = NULL
@@ -299,8 +303,9 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
             metrics.step_outcome(channel=result.step.channel, outcome=outcome)
 
     def sent(batch: list[delivery.Delivered]) -> None:
-        """Messages handed over (or refused) are recorded as they come, a few dozen at a time:
-        a worker killed mid-batch leaves only its last ones to be sent again."""
+        """Messages handed over (or refused) are recorded as they come, a few dozen at a time
+        and at most _RECORD_WITHIN seconds after their answer: a worker killed mid-batch leaves
+        only its last ones to be sent again."""
         record(
             [
                 _sent(ready[d.item.key], d, moment)
@@ -314,6 +319,7 @@ def steps_execute(*, step_ids: Sequence[int], now: Callable[[], datetime]) -> di
         check=lambda items: check([item.key for item in items]),
         done=sent,
         done_every=_RECORD_EVERY,
+        done_within=_RECORD_WITHIN,
     )
     # On-site offers leave after their record commits (recovery pushes the committed event).
     offers = [r for r in ready.values() if r.prepared.message is None]

@@ -245,6 +245,37 @@ def test_results_are_reported_as_they_come_each_once(relay):
     assert [r.outcome for r in results] == [Outcome.SENT] * 12
 
 
+def test_results_are_reported_within_done_within_of_their_answer_when_few_come(relay):
+    """A slow relay answers far fewer than done_every in a while: each result still reaches
+    ``done`` about done_within after the relay answered it (the step runner records it then, so a
+    killed worker does not send it again), not at the batch's end."""
+    relay.delay = 0.1
+    reported_at: dict[str, float] = {}
+
+    def done(batch: list[Delivered]) -> None:
+        now = time.monotonic()
+        for r in batch:
+            reported_at[r.item.message.extra_headers["Message-ID"]] = now
+
+    results = delivery.deliver(
+        [_outgoing(n) for n in range(6)],
+        done=done,
+        done_every=32,
+        done_within=0.1,
+        concurrency=1,
+        per_store=1,
+    )
+
+    assert [r.outcome for r in results] == [Outcome.SENT] * 6
+    answered = {r.message["Message-ID"]: r.answered_at for r in relay.wait_for(6)}
+    assert sorted(reported_at) == sorted(answered)  # each once
+    lags = {key: reported_at[key] - answered[key] for key in answered}
+    # done_within and the calling thread's wake-up; without it the first waits ~0.5 s (the batch).
+    assert all(0 <= lag < 0.1 + 0.12 for lag in lags.values()), lags
+    # The first ones before the last left: reported while the batch was still sending.
+    assert reported_at["<m0.1@test>"] < answered["<m4.1@test>"], lags
+
+
 # Connections kept across batches ------------------------------------------------------------------
 
 
