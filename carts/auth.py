@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
+import redis
 from django.conf import settings
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from carts import redis_client, selectors
 from carts.models import Store, StoreKey
+
+log = logging.getLogger(__name__)
 
 
 class StorePrincipal:
@@ -56,7 +61,9 @@ class IsStore(permissions.BasePermission):
 
 
 class StoreRateThrottle(throttling.BaseThrottle):
-    """Fixed one-minute window per store, counted in Redis (shared by every process)."""
+    """Fixed one-minute window per store, counted in Redis (shared by every process). While
+    Redis cannot be reached, requests are let through and that is logged (as carts/ratelimits.py
+    does): the limit protects the service, it must not take ingestion down with Redis."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
         store = request.auth
@@ -68,12 +75,41 @@ class StoreRateThrottle(throttling.BaseThrottle):
         key = f"ratelimit:store:{store.pk}:{window}"
         # One round trip on the process's shared client (Django's cache builds a client object
         # per call, which cost more than the Redis call itself).
-        pipe = redis_client.client().pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count, _ = pipe.execute()
         self._wait = 60 - (now % 60)
-        return count <= limit
+        try:
+            pipe = redis_client.client().pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            count, _ = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            _uncounted(store.pk, exc)
+            return True
+        return int(count) <= limit
 
     def wait(self) -> float:
         return self._wait
+
+
+# One warning per _UNCOUNTED_LOG_SECONDS in each process while Redis is down, with how many
+# requests went uncounted meanwhile: an outage must not also flood the logs (one line a request).
+_UNCOUNTED_LOG_SECONDS = 10.0
+_uncounted_lock = threading.Lock()
+_uncounted_since_log = 0
+_uncounted_logged_at = float("-inf")
+
+
+def _uncounted(store_id: int, exc: Exception) -> None:
+    global _uncounted_since_log, _uncounted_logged_at
+    now = time.monotonic()
+    with _uncounted_lock:
+        _uncounted_since_log += 1
+        if now - _uncounted_logged_at < _UNCOUNTED_LOG_SECONDS:
+            return
+        count, _uncounted_since_log, _uncounted_logged_at = _uncounted_since_log, 0, now
+    log.warning(
+        "store rate limit could not be counted (Redis: %s); %d request(s) let through "
+        "(store %s the last)",
+        exc,
+        count,
+        store_id,
+    )

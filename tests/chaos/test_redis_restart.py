@@ -23,7 +23,8 @@ def test_ingestion_and_steps_survive_a_redis_crash_with_no_500_and_no_step_lost_
     servers_up: Chaos, tmp_path
 ):
     """Redis SIGKILLed (its queue and locks lost) while events are posted and email steps run:
-    each request is answered 2xx or 503 with Retry-After (never 500, never dropped); every
+    ingestion keeps working: each request is answered 201, during the outage too (the per-store
+    throttle lets requests through while it cannot count them; never 500, never dropped); every
     acknowledged event is in the log; every step is sent once: the batches lost with the queue
     are handed out again (CAMPAIGNS_REDELIVER_SECONDS), and a step is run by one worker."""
     c = servers_up
@@ -65,6 +66,7 @@ def test_ingestion_and_steps_survive_a_redis_crash_with_no_500_and_no_step_lost_
                     c.due_spread(ids, start=0.0, over=3.0)
                     procs.wait_for(lambda: len(sink.received) >= 3, timeout=30, interval=0.02)
                     c.redis.kill()
+                    down_at = time.monotonic()
                     time.sleep(DOWN_SECONDS)
                     c.redis.start()
                     up_at = time.monotonic()
@@ -89,9 +91,9 @@ def test_ingestion_and_steps_survive_a_redis_crash_with_no_500_and_no_step_lost_
         received = Counter(r.rcpt_tos[0] for r in sink.received)
 
     statuses = Counter(a.status for a in answers)
-    assert set(statuses) <= {201, 503}, (statuses, procs.tail(tmp_path / "web.log"))
-    assert statuses[503]  # the outage was seen (the per-store throttle counts in Redis)
-    assert all(a.retry_after for a in answers if a.status == 503)
+    assert set(statuses) == {201}, (statuses, procs.tail(tmp_path / "web.log"))
+    # Accepted while Redis was down too, not only before and after.
+    assert sum(down_at < a.at < up_at for a in answers) >= 5, statuses
     acknowledged = {a.event_id for a in answers if a.status == 201}
     logged = {
         row[0]
