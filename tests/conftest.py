@@ -49,6 +49,8 @@ EXTERNAL_MODULES = (
     "carts/test_immutability.py",
     "carts/test_api_events.py",
     "carts/test_projector_runner.py",
+    "carts/test_projector_leases.py",
+    "carts/test_partitions.py",  # the partitioned log on the oldest PostgreSQL we support (15)
     "recovery/test_shopper_socket.py",
     "recovery/test_offer_push.py",
     "e2e/test_campaign_worker.py",

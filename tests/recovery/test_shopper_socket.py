@@ -361,7 +361,7 @@ async def test_mass_disconnect_does_not_fail(committed_db):
 async def test_an_offer_sent_before_a_failed_commit_is_withdrawn(committed_db, monkeypatch):
     from django.db import OperationalError
 
-    from carts import services
+    from carts import append
 
     s = await shop()
     socket = await hello(s["store"].pk, "cart-w")
@@ -370,7 +370,7 @@ async def test_an_offer_sent_before_a_failed_commit_is_withdrawn(committed_db, m
     def broken(*args, **kwargs):
         raise OperationalError("the database went away")
 
-    monkeypatch.setattr(services, "cart_states_update", broken)
+    monkeypatch.setattr(append, "cart_states_update", broken)
     await socket.send_json_to(ev("shopper.exit_intent", {"trigger": "mouse_leave"}))
     offer = await socket.receive_json_from(timeout=5)
     withdrawn = await socket.receive_json_from(timeout=5)

@@ -47,6 +47,14 @@ class Command(BaseCommand):
         log.info("projectors running as %s: %s", runner.owner, ", ".join(projectors.REGISTRY))
         backoff = BACKOFF_FIRST
         while not stopping:
+            if settings.CARTS_HINTS and pubsub is None:
+                # Subscribed before each turn's reads: a hint sent while it reads is not lost.
+                try:
+                    pubsub = redis_client.client().pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(EVENTS_HINT_CHANNEL)
+                except redis.RedisError:
+                    log.warning("hint channel unavailable; polling")
+                    pubsub = None
             try:
                 applied = runner.step()
             except Exception:
@@ -61,17 +69,15 @@ class Command(BaseCommand):
                 continue
             backoff = BACKOFF_FIRST
             if applied:
-                log.debug("applied %d events", applied)  # LOG_LEVEL=DEBUG: one line a batch
+                log.debug("applied %d events", applied)  # LOG_LEVEL=DEBUG: one line a turn
+                continue  # a turn is bounded (its leases stay fresh): more may be waiting
             # Wait for a hint or the poll interval, whichever comes first.
-            if not settings.CARTS_HINTS:
+            if pubsub is None:  # hints off, or Redis unavailable: poll
                 deadline = time.monotonic() + options["poll"]
                 while not stopping and time.monotonic() < deadline:
                     time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                 continue
             try:
-                if pubsub is None:
-                    pubsub = redis_client.client().pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(EVENTS_HINT_CHANNEL)
                 # Short waits, so a stop signal is seen within half a second.
                 deadline = time.monotonic() + options["poll"]
                 message = None
