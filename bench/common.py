@@ -335,3 +335,45 @@ def timed_summary(results: list[dict[str, Any]], start: float) -> dict[str, floa
         "p50_ms": pct(50),
         "p99_ms": pct(99),
     }
+
+
+# Processes' memory and the machine's load ----------------------------------------------------
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of a process and its descendants (a Celery worker's pool, uvicorn's
+    workers); 0 once it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += int(proc.memory_info().rss)
+    return total
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += float(times.user + times.system)
+    return total
+
+
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages (other people's work included)."""
+    return [round(x, 2) for x in os.getloadavg()]
