@@ -43,10 +43,10 @@ and under load, reported apart (``probe_offer_*``) and counted with the shoppers
 
 Phases: 8 s of priming, untimed (4 slots: the first requests of each process pay for imports,
 pools and the scorer), then a warm-up of --warmup seconds (60; --quick 15) with
---warmup-shoppers slots (6): the low-load exit intent -> offer latency; memory is sampled at its end ("start"); then --seconds
-(300; --quick 45) with --shoppers slots (120): the load. Then shoppers stop and the run waits
-until every step of the abandoned carts has run (at most 120 s); memory "end" is sampled when the
-load ends.
+--warmup-shoppers slots (6): the low-load exit intent -> offer latency; memory is sampled at its
+end ("start"); then --seconds (300; --quick 45) with --shoppers slots (120): the load; memory
+"end" is sampled when it ends (and every 30 s in between). Then shoppers stop and the run waits
+until every step of the abandoned carts has run (at most 120 s).
 
 Figures (the last line printed: one JSON object, also saved as bench/results/load-<UTC time>.json):
   - events/s accepted by the API and the sockets (each ``appended`` frame, each event of a 201):
