@@ -26,7 +26,7 @@ _STATUS = {
 # whether connecting, mid-query or at commit; Redis: any RedisError). The request is refused as
 # a whole, to be sent again: an event that did commit before its connection was cut is
 # recognised by its id (200, duplicate), so a retry never appends twice.
-_OUTAGES: tuple[type[Exception], ...] = (OperationalError, InterfaceError, redis.RedisError)
+OUTAGES: tuple[type[Exception], ...] = (OperationalError, InterfaceError, redis.RedisError)
 RETRY_AFTER_SECONDS = 5
 
 
@@ -37,7 +37,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             body["field"] = f"data.{exc.field}"
             body["errors"] = {"data": {exc.field: [exc.message]}}
         return Response(body, status=_STATUS.get(type(exc), status.HTTP_400_BAD_REQUEST))
-    if isinstance(exc, _OUTAGES):
+    if isinstance(exc, OUTAGES):
         return service_unavailable(exc)
     response = exception_handler(exc, context)
     if isinstance(exc, exceptions.ParseError) and response is not None:
@@ -45,10 +45,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return response
 
 
-def service_unavailable(exc: Exception) -> Response:
-    """503 with Retry-After: the request may be sent again as it was."""
+def outage_log(exc: Exception) -> str:
+    """Log the outage; which server it is ("database" or "redis")."""
     server = "redis" if isinstance(exc, redis.RedisError) else "database"
     log.warning("%s unavailable: %s: %s", server, type(exc).__name__, exc)
+    return server
+
+
+def service_unavailable(exc: Exception) -> Response:
+    """503 with Retry-After: the request may be sent again as it was."""
+    server = outage_log(exc)
     return Response(
         {
             "code": "service_unavailable",

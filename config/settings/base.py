@@ -53,6 +53,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.LengthRequiredMiddleware",  # a chunked body with no length: 411
+    "config.middleware.OutageMiddleware",  # PostgreSQL or Redis down: 503 + Retry-After, not 500
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin, API docs and snippet assets
     "django.contrib.sessions.middleware.SessionMiddleware",
