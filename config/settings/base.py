@@ -103,6 +103,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = SERVICES.redis_url
+# On several machines, the channel layer (websocket pushes) and the Celery broker may each have a
+# Redis of their own (docs/operations.md, "Running on several machines"); both default to REDIS_URL.
+CHANNELS_REDIS_URL = env.get_str("CHANNELS_REDIS_URL") or REDIS_URL
 
 CACHES = {
     "default": {
@@ -118,7 +121,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             # socket_timeout above channels_redis's 5 s blocking read (BZPOPMIN): redis-py 8's
             # default of 5 s times that read out and kills every idle consumer after ~5 s.
-            "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": 30}],
+            "hosts": [
+                {"address": CHANNELS_REDIS_URL, "max_connections": 1000, "socket_timeout": 30}
+            ],
             "capacity": 1000,
             "expiry": 60,
             "prefix": "channels:",
@@ -249,7 +254,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-CELERY_BROKER_URL = env.celery_broker_url(REDIS_URL)
+CELERY_BROKER_URL = env.celery_broker_url(env.get_str("CELERY_BROKER_URL") or REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
