@@ -185,3 +185,41 @@ def test_an_archive_is_restored_as_it_was(months, tmp_path):
         == rows
     )
     assert {_partition_of(r.position) for r in appended[(store_id, 2)]} == {archive.name}
+
+
+def test_a_role_with_only_select_and_insert_on_the_log_makes_a_months_partition(committed_db):
+    """The app's role in production owns nothing of the log (docs/architecture.md); the maker
+    runs with its owner's rights (migration 0012), so appends and the scheduler still make
+    months."""
+    import uuid as uuid_module
+
+    import psycopg
+    from django.conf import settings
+    from psycopg.conninfo import make_conninfo
+
+    from config import embedded
+
+    url = embedded.postgres_superuser_url()
+    if url is None:
+        pytest.skip("DATABASE_URL points at an external PostgreSQL: no superuser to make a role")
+    role = f"app_{uuid_module.uuid4().hex[:8]}"
+    dbname = str(settings.DATABASES["default"]["NAME"])
+    with psycopg.connect(make_conninfo(url, dbname=dbname), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT SELECT, INSERT ON carts_cartevent TO {role}")
+        try:
+            with psycopg.connect(make_conninfo(url, dbname=dbname, user=role)) as app:
+                owner = app.execute(
+                    "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = %s",
+                    ["carts_cartevent"],
+                ).fetchone()
+                assert owner is not None and owner[0] != role
+                [made] = app.execute(
+                    "SELECT carts_cartevent_partition_ensure('2041-07-01')"
+                ).fetchone()  # type: ignore[misc]
+                app.commit()
+            assert made == "carts_cartevent_y2041m07"
+            assert made in {p.name for p in partitions.partitions_list() if p.attached}
+        finally:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
