@@ -1,12 +1,15 @@
 """``make run``: migrate, ensure the demo store, then run every process in the foreground.
 
-The ASGI server (HTTP + websockets), a Celery worker, the scheduler, the projectors and the
-shopper simulator (unless SIMULATE=0) run as children, each in a session of its own (so a
-terminal's Ctrl-C reaches only this supervisor, which stops them in order), with their output
-prefixed by name. Ctrl-C or SIGTERM sends SIGTERM to every child's process group, then SIGKILL to
-whatever is left after a grace period; a second Ctrl-C kills at once. A child that exits on its
-own is restarted (what is left of its process group killed first) after a back-off: 1 s, doubling
-to 30 s while it keeps dying, back to 1 s once it has stayed up for a minute. The others run on.
+The ASGI server (HTTP + websockets; WEB uvicorn worker processes, default 2), WORKERS Celery
+workers (default 1, each a program of its own: worker-1, worker-2...), the scheduler, the
+projectors and the shopper simulator (unless SIMULATE=0) run as children, each in a session of
+its own (so a terminal's Ctrl-C reaches only this supervisor, which stops them in order), with
+their output prefixed by name. Ctrl-C or SIGTERM sends SIGTERM to every child's process group,
+then SIGKILL to whatever is left after a grace period; a second Ctrl-C kills at once. A child that
+exits on its own is restarted (what is left of its process group killed first) after a back-off:
+1 s, doubling to 30 s while it keeps dying, back to 1 s once it has stayed up for a minute. The
+others run on. Every child gets PROMETHEUS_MULTIPROC_DIR (var/prometheus, emptied at start,
+unless the environment sets it) for prometheus-client's multiprocess metrics.
 
 This process exits only after its children are gone, so with embedded PostgreSQL/Redis its lease
 is the last one (config.embedded) and the servers stop with it.
@@ -20,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,9 +65,54 @@ class Program:
 # two cores, each with a small connection pool. bench/ingest.py runs the server the same way.
 WEB_WORKERS = 2
 WEB_ENV = (("DB_POOL_SIZE", "8"),)
+# Celery workers: WORKERS programs of their own (worker-1..N), each a prefork pool of this many.
+WORKERS_DEFAULT = 1
+WORKER_CONCURRENCY = 2
+PROCESSES_MAX = 32
+# Each web process holds up to DB_POOL_SIZE connections; past this many in all, the banner warns
+# (PostgreSQL's default max_connections, the embedded server's, is 100).
+CONNECTIONS_WARN = 80
+# prometheus-client's multiprocess mode: every child writes its metrics as files in one directory.
+PROMETHEUS_DIR = "prometheus"
 
 
-def programs(*, port: int) -> list[Program]:
+class CountError(ValueError):
+    """WEB or WORKERS is not a whole number in 1..PROCESSES_MAX."""
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    web: int = WEB_WORKERS
+    workers: int = WORKERS_DEFAULT
+
+
+def _count(name: str, default: int, what: str) -> int:
+    raw = env.get_str(name).strip()
+    if not raw:
+        return default
+    value = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if not 1 <= value <= PROCESSES_MAX:
+        raise CountError(
+            f"{name}={raw!r}: {name} is the number of {what}, a whole number from 1 to"
+            f" {PROCESSES_MAX} (default {default}); e.g. {name}=2 make run"
+        )
+    return value
+
+
+def counts() -> Counts:
+    """How many web and worker processes make run starts (WEB, WORKERS); CountError naming the
+    variable when one is not a whole number from 1 to PROCESSES_MAX."""
+    return Counts(
+        web=_count("WEB", WEB_WORKERS, "web (uvicorn worker) processes"),
+        workers=_count("WORKERS", WORKERS_DEFAULT, "Celery worker processes"),
+    )
+
+
+def worker_names(workers: int) -> list[str]:
+    return [f"worker-{n}" for n in range(1, workers + 1)]
+
+
+def programs(*, port: int, web: int = WEB_WORKERS, workers: int = WORKERS_DEFAULT) -> list[Program]:
     python = sys.executable
     manage = str(env.BASE_DIR / "manage.py")
     listed = [
@@ -73,14 +122,19 @@ def programs(*, port: int) -> list[Program]:
                 python, "-m", "uvicorn", "config.asgi:application",
                 "--host", "127.0.0.1", "--port", str(port),
                 "--lifespan", "off", "--timeout-graceful-shutdown", "5",
-                "--workers", str(WEB_WORKERS),
+                "--workers", str(web),
             ),
             WEB_ENV,
         ),
-        Program(
-            "worker",
-            (python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-             "--concurrency", "2"),
+        # Each worker a node of its own name (two with one name would be one to Celery's
+        # inspect and control, and their logs would not tell them apart).
+        *(
+            Program(
+                name,
+                (python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+                 "--concurrency", str(WORKER_CONCURRENCY), "-n", f"{name}@%h"),
+            )
+            for name in worker_names(workers)
         ),
         Program("scheduler", (python, manage, "run_scheduler")),
         Program("projectors", (python, manage, "run_projectors")),
@@ -393,10 +447,43 @@ def first_start(*, port: int, var_dir: Path | None = None, out: TextIO | None = 
     )
 
 
-def banner(printer: Printer, *, port: int, credentials: str) -> None:
+def prometheus_dir_prepare(var_dir: Path | None = None) -> Path:
+    """The directory every child writes its metrics to (prometheus-client's multiprocess mode):
+    PROMETHEUS_MULTIPROC_DIR when the environment sets it (made if missing, never emptied: it is
+    someone else's); else var/prometheus, emptied (the files of an earlier run's processes would
+    count as this run's) and exported to the children."""
+    given = env.get_str("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        return Path(given)
+    path = (env.VAR_DIR if var_dir is None else var_dir) / PROMETHEUS_DIR
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def banner(printer: Printer, *, port: int, credentials: str, counts: Counts | None = None) -> None:
+    counts = Counts() if counts is None else counts
     for label, url in links(f"http://127.0.0.1:{port}"):
         printer.system(f"{label:<10}{url}")
     printer.system(credentials)
+    workers = worker_names(counts.workers)
+    named = workers[0] if len(workers) == 1 else f"{workers[0]}..{workers[-1]}"
+    printer.system(
+        f"processes: web {counts.web} (uvicorn workers), workers {counts.workers} ({named},"
+        f" {WORKER_CONCURRENCY} each), scheduler, projectors;"
+        " WEB=<n> WORKERS=<n> make run for more"
+    )
+    connections = counts.web * int(dict(WEB_ENV)["DB_POOL_SIZE"])
+    if connections > CONNECTIONS_WARN:
+        printer.system(
+            f"warning: WEB={counts.web} web processes may hold {connections} database"
+            " connections (PostgreSQL's default max_connections is 100)"
+        )
+    metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics:
+        printer.system(f"metrics: each process writes them in {display_path(Path(metrics))}/")
     if os.environ.get("EMAIL_BACKEND") == "config.devrun.EmailBackend":
         emails = display_path(env.VAR_DIR / EMAILS_DIR)
         printer.system(f"emails: not sent; each saved in {emails}/ and logged as one line")
@@ -447,6 +534,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     try:
+        # Before anything starts (embedded servers, migrations): a bad count is a typo.
+        wanted = counts()
+    except CountError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # Before django.setup(), so this process and every child agree on it.
+        prometheus_dir_prepare()
         import django
         from django.core.management import call_command
         from django.db import connections
@@ -461,9 +556,9 @@ def main() -> int:
         os.environ.setdefault("CAMPAIGNS_PUBLIC_URL", f"http://127.0.0.1:{port}")
         # Emails saved under var/emails/, one line each in the log (unless configured otherwise).
         os.environ.setdefault("EMAIL_BACKEND", "config.devrun.EmailBackend")
-        listed = programs(port=port)
+        listed = programs(port=port, web=wanted.web, workers=wanted.workers)
         printer = Printer(sys.stdout, [p.name for p in listed])
-        banner(printer, port=port, credentials=credentials)
+        banner(printer, port=port, credentials=credentials, counts=wanted)
         return supervise(listed, printer)
     except KeyboardInterrupt:
         return 130

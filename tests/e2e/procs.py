@@ -75,18 +75,63 @@ def start(argv: list[str], *, env: dict[str, str], log: Path) -> subprocess.Pope
 @contextlib.contextmanager
 def web_server(port: int, *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """uvicorn serving config.asgi on ``port``, up (``/healthz`` answers) until the block ends."""
-    process = start(
-        [PYTHON, "-m", "uvicorn", "config.asgi:application", "--port", str(port)], env=env, log=log
-    )
+    process = web_server_start(port, env=env, log=log)
     try:
-        wait_for(
-            lambda: status_of(f"http://127.0.0.1:{port}/healthz") in (200, 503),
-            timeout=60,
-            what=f"the web server\n{tail(log)}",
-        )
+        web_server_wait(port, process, log=log)
         yield process
     finally:
         stop(process)
+
+
+def web_server_start(
+    port: int, *, env: dict[str, str], log: Path, options: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """uvicorn (one process) serving config.asgi on ``port``, with uvicorn's ``options``;
+    web_server_wait waits for it."""
+    argv = [PYTHON, "-m", "uvicorn", "config.asgi:application", "--port", str(port), *options]
+    return start(argv, env=env, log=log)
+
+
+def web_server_wait(
+    port: int, process: subprocess.Popen[bytes], *, log: Path, timeout: float = 60
+) -> None:
+    """Until ``/healthz`` on ``port`` answers (200 or 503); fails at once if the server exits."""
+
+    def up() -> bool:
+        assert process.poll() is None, f"the web server on {port} exited:\n{tail(log)}"
+        return status_of(f"http://127.0.0.1:{port}/healthz") in (200, 503)
+
+    wait_for(up, timeout=timeout, what=f"the web server on {port}\n{tail(log)}")
+
+
+def celery_worker_start(
+    name: str, *, env: dict[str, str], log: Path, concurrency: int = 1
+) -> subprocess.Popen[bytes]:
+    """A Celery worker named ``name@<host>``; log_wait(..., "ready.") waits for it."""
+    argv = [
+        PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+        "--concurrency", str(concurrency), "--without-mingle", "--without-gossip",
+        "--hostname", f"{name}@%h",
+    ]  # fmt: skip
+    return start(argv, env=env, log=log)
+
+
+def log_wait(
+    process: subprocess.Popen[bytes], log: Path, text: str, *, timeout: float, what: str
+) -> None:
+    """Until ``text`` appears in the child's ``log``; fails at once if the child exits."""
+
+    def written() -> bool:
+        assert process.poll() is None, f"{what}: the process exited\n{tail(log)}"
+        return text in log.read_text(errors="replace")
+
+    wait_for(written, timeout=timeout, what=f"{what}\n{tail(log)}")
+
+
+def signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the child's process group, if it is still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
 
 
 def stop(
@@ -138,6 +183,27 @@ def get_json(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any] | None
             return exc.code, None
     except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
         return 0, None
+
+
+def post_json(
+    url: str, body: Any, *, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
+    """(status, parsed body) of a JSON POST; the body is None when it is not JSON."""
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
 
 
 def status_of(url: str, timeout: float = 5.0) -> int:

@@ -26,7 +26,8 @@ STOP_TIMEOUT = 30
 def _devrun_env(var_dir: Path, port: int) -> dict[str, str]:
     env = procs.child_env(CARTS_VAR_DIR=str(var_dir), PORT=str(port))
     for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG",
-                 "DJANGO_SECRET_KEY", "RECOVERY_TICKET_KEYS", "CAMPAIGNS_LINK_KEYS"):  # fmt: skip
+                 "DJANGO_SECRET_KEY", "RECOVERY_TICKET_KEYS", "CAMPAIGNS_LINK_KEYS",
+                 "WEB", "WORKERS", "PROMETHEUS_MULTIPROC_DIR"):  # fmt: skip
         env.pop(name, None)  # embedded servers, settings and keys of its own (a fresh clone)
     return env
 
@@ -68,8 +69,11 @@ def test_make_run_serves_everything_then_stops_it_all(tmp_path, how):
     stop_it, expected_returncode = STOPS[how]
     var_dir, log, port = tmp_path / "var", tmp_path / "devrun.log", procs.free_port()
     base = f"http://127.0.0.1:{port}"
+    # An earlier run's metrics, which must not count as this run's.
+    (var_dir / "prometheus").mkdir(parents=True)
+    (var_dir / "prometheus" / "counter_4242.db").write_bytes(b"old")
     started_at = time.monotonic()
-    env = _devrun_env(var_dir, port)
+    env = _devrun_env(var_dir, port) | {"WEB": "2", "WORKERS": "2"}
     devrun = procs.start([procs.PYTHON, "-m", "config.devrun"], env=env, log=log)
     children: dict[tuple[int, int], str] = {}
     try:
@@ -117,6 +121,21 @@ def test_make_run_serves_everything_then_stops_it_all(tmp_path, how):
         for expected in ("uvicorn config.asgi:application", "celery -A config worker",
                          "manage.py run_scheduler"):  # fmt: skip
             assert expected in commands, commands
+        # WEB=2 WORKERS=2: one uvicorn of two worker processes, two Celery workers of their own
+        # names; every child writes its metrics in the emptied var/prometheus.
+        direct = {pid: cmd for pid, cmd in procs.descendants(devrun.pid).items()
+                  if procs.parent_of(pid) == devrun.pid}  # fmt: skip
+        [uvicorn] = [cmd for cmd in direct.values() if "uvicorn config.asgi" in cmd]
+        assert uvicorn.endswith("--workers 2"), uvicorn
+        workers = sorted(cmd.rsplit(" -n ", 1)[1] for cmd in direct.values()
+                         if "celery -A config worker" in cmd)  # fmt: skip
+        assert workers == ["worker-1@%h", "worker-2@%h"], direct
+        assert "processes: web 2 (uvicorn workers), workers 2 (worker-1..worker-2" in output
+        metrics = var_dir / "prometheus"
+        assert not (metrics / "counter_4242.db").exists()
+        for pid in direct:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert f"PROMETHEUS_MULTIPROC_DIR={metrics}".encode() in environ, direct[pid]
         servers = {
             "postgres": _pid_file(var_dir / "postgres" / "postmaster.pid"),
             "redis": _pid_file(var_dir / "redis" / "redis.pid"),
@@ -146,7 +165,7 @@ def test_make_run_serves_everything_then_stops_it_all(tmp_path, how):
 # simulator (uvicorn's main process, whose workers it leaves behind holding the port).
 KILLED = {
     "web": "uvicorn config.asgi:application",
-    "worker": "celery -A config worker",
+    "worker-1": "celery -A config worker",  # WORKERS=1 (the default): worker-1 only
     "scheduler": "manage.py run_scheduler",
     "projectors": "manage.py run_projectors",
 }
@@ -166,7 +185,7 @@ def _children_of(devrun: subprocess.Popen[bytes]) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.slow
 def test_make_run_restarts_a_process_that_dies(tmp_path):
-    """SIGKILL each of the web server, worker, scheduler and projectors: make run starts each
+    """SIGKILL each of the web server, worker-1, scheduler and projectors: make run starts each
     again (a new process, same command), /healthz is ok again with heartbeats newer than the kill,
     the web serves, and Ctrl-C then still stops everything, the new processes included."""
     var_dir, log, port = tmp_path / "var", tmp_path / "devrun.log", procs.free_port()
@@ -293,3 +312,118 @@ def test_the_supervisor_backs_off_a_child_that_keeps_dying(tmp_path):
     assert delays("steady")[:2] == ["1s", "1s"], output
     assert "SIGTERM received; stopping" in output
     assert supervisor.returncode == 0, output
+
+
+# WEB and WORKERS ---------------------------------------------------------------------------------
+
+
+def test_make_run_takes_the_number_of_web_and_worker_processes(monkeypatch):
+    from config import devrun
+
+    monkeypatch.delenv("WEB", raising=False)
+    monkeypatch.delenv("WORKERS", raising=False)
+    assert devrun.counts() == devrun.Counts(web=2, workers=1)  # as make run was before
+    monkeypatch.setenv("WEB", "3")
+    monkeypatch.setenv("WORKERS", " 2 ")
+
+    wanted = devrun.counts()
+    listed = devrun.programs(port=8123, web=wanted.web, workers=wanted.workers)
+
+    assert wanted == devrun.Counts(web=3, workers=2)
+    by_name = {p.name: p.argv for p in listed}
+    assert [p.name for p in listed][:5] == [
+        "web",
+        "worker-1",
+        "worker-2",
+        "scheduler",
+        "projectors",
+    ]
+    assert by_name["web"][-2:] == ("--workers", "3")
+    for name in ("worker-1", "worker-2"):
+        assert by_name[name][1:5] == ("-m", "celery", "-A", "config")
+        assert by_name[name][-2:] == ("-n", f"{name}@%h")
+    # The defaults: one uvicorn of 2 worker processes, one Celery worker.
+    default = {p.name: p.argv for p in devrun.programs(port=8123)}
+    assert default["web"][-2:] == ("--workers", "2")
+    assert [n for n in default if n.startswith("worker")] == ["worker-1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("WEB", "abc"), ("WEB", "0"), ("WEB", "33"), ("WEB", "-1"), ("WEB", "2.0"),
+     ("WORKERS", "two"), ("WORKERS", "0"), ("WORKERS", "100"), ("WORKERS", "1e1")],
+)  # fmt: skip
+def test_a_bad_number_of_processes_is_refused_before_anything_starts(tmp_path, name, value):
+    var_dir = tmp_path / "var"
+    env = _devrun_env(var_dir, procs.free_port()) | {name: value}
+
+    done = subprocess.run(
+        [procs.PYTHON, "-m", "config.devrun"],
+        cwd=procs.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        f"make run: {name}={value!r}: {name} is the number of "
+        + ("web (uvicorn worker) processes" if name == "WEB" else "Celery worker processes")
+        + f", a whole number from 1 to 32 (default {2 if name == 'WEB' else 1});"
+        f" e.g. {name}=2 make run\n"
+    )
+    assert done.stdout == ""
+    assert not var_dir.exists()  # no embedded server, no migration, no metrics directory
+
+
+def test_the_metrics_directory_is_emptied_unless_the_environment_names_one(tmp_path, monkeypatch):
+    from config import devrun
+
+    stale = tmp_path / "var" / "prometheus" / "gauge_livesum_77.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # unset (and restored after the test)
+
+    made = devrun.prometheus_dir_prepare(tmp_path / "var")
+
+    assert made == tmp_path / "var" / "prometheus"
+    assert list(made.iterdir()) == []
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(made)  # the children inherit it
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "counter_1.db").write_bytes(b"kept")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(theirs))
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"old")
+
+    assert devrun.prometheus_dir_prepare(tmp_path / "var") == theirs
+    assert (theirs / "counter_1.db").read_bytes() == b"kept"  # someone else's: left alone
+    assert stale.exists()
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(theirs)
+
+
+def test_the_banner_shows_how_many_processes_run(monkeypatch, tmp_path):
+    import io
+
+    from config import devrun
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    out = io.StringIO()
+    printer = devrun.Printer(out, ["web"])
+
+    devrun.banner(printer, port=8126, credentials="x", counts=devrun.Counts(web=3, workers=2))
+    devrun.banner(printer, port=8126, credentials="x", counts=devrun.Counts(web=11, workers=1))
+
+    text = out.getvalue()
+    assert (
+        "processes: web 3 (uvicorn workers), workers 2 (worker-1..worker-2, 2 each), scheduler,"
+        " projectors; WEB=<n> WORKERS=<n> make run for more\n"
+    ) in text
+    assert "workers 1 (worker-1, 2 each)" in text
+    assert f"metrics: each process writes them in {tmp_path / 'metrics'}/\n" in text
+    # 11 web processes of 8 connections each: more than PostgreSQL's default allows.
+    assert text.count("warning: ") == 1
+    assert "warning: WEB=11 web processes may hold 88 database connections" in text
