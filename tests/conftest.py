@@ -55,6 +55,7 @@ EXTERNAL_MODULES = (
     "recovery/test_offer_push.py",
     "e2e/test_campaign_worker.py",
     "e2e/test_health.py",
+    "e2e/test_many_processes.py",  # 2 web processes and 2 workers on the same servers
 )
 
 
