@@ -93,11 +93,14 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.get_int("DB_CONN_MAX_AGE", 0)
 # A psycopg connection pool per process (the web server: under ASGI each request runs in a new
 # thread, and opening a connection per request cost more than the request's own queries).
 DB_POOL_SIZE = env.get_int("DB_POOL_SIZE", 0)
+# Seconds a request waits for a pooled connection (all busy, or the server unreachable) before
+# psycopg_pool's PoolTimeout, which the API answers 503 with Retry-After (config/exceptions.py).
+DB_POOL_TIMEOUT = min(max(env.get_float("DB_POOL_TIMEOUT", 10.0), 0.5), 60.0)
 if DB_POOL_SIZE:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         **DATABASES["default"].get("OPTIONS", {}),  # type: ignore[dict-item]
-        "pool": {"min_size": 1, "max_size": DB_POOL_SIZE, "timeout": 10},
+        "pool": {"min_size": 1, "max_size": DB_POOL_SIZE, "timeout": DB_POOL_TIMEOUT},
     }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
