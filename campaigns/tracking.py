@@ -18,7 +18,7 @@ from campaigns import emails, events, rules
 from campaigns.models import CampaignSettings, Coupon, Step, Suppression
 from carts import identity
 from carts.errors import EventIdConflict
-from carts.models import CartEvent, CartState
+from carts.models import CartState, EventKey
 from carts.services import events_append
 from carts.sources import Source
 
@@ -78,7 +78,7 @@ def _record_once(step: Step, event_type: str, key: str, now: datetime) -> None:
     event = events.campaign_event(
         cart=step.cart, type=event_type, data=events.step_data(step), now=now, key=key
     )
-    if CartEvent.objects.filter(store_id=step.store_id, event_id=event.event_id).exists():
+    if EventKey.objects.filter(store_id=step.store_id, event_id=event.event_id).exists():
         return
     with contextlib.suppress(EventIdConflict):  # a concurrent one was first: its time is kept
         events_append(store_id=step.store_id, events=[event], source=Source.system("campaigns"))

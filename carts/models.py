@@ -128,10 +128,9 @@ class CartEvent(models.Model):
 
     class Meta:
         # A partitioned table holds no unique index without its partition key: an event id is
-        # unique per store by the append service's lock on it, a cart's versions by the cart's
-        # row lock (carts/append.py).
+        # unique per store in carts_eventkey (EventKey, which also finds an event by its id), a
+        # cart's versions by the cart's row lock (carts/append.py).
         indexes = [
-            models.Index(fields=["store", "event_id"], name="cartevent_store_event_id"),
             models.Index(fields=["store", "cart", "version"], name="cartevent_store_cart_version"),
             models.Index(fields=["position"], name="cartevent_position"),
         ]

@@ -257,9 +257,12 @@ def sealed_key_ids(events: Iterable[_StoredEvent]) -> set[int]:
     }
 
 
+# By the event's key (carts_eventkey: its store position), then the log's primary key.
 _STORED_EVENT = """
-    SELECT store_id, event_id, type, data, shopper FROM carts_cartevent
-    WHERE event_id = %s AND store_id = %s
+    SELECT e.store_id, e.event_id, e.type, e.data, e.shopper
+    FROM carts_eventkey k
+    JOIN carts_cartevent e ON e.store_id = k.store_id AND e.store_position = k.store_position
+    WHERE k.event_id = %s AND k.store_id = %s
 """
 
 

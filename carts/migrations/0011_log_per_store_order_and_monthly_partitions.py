@@ -300,7 +300,15 @@ class Migration(migrations.Migration):
                 migrations.CreateModel(
                     name="ProjectorCheckpoint",
                     fields=[
-                        ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                        (
+                            "id",
+                            models.BigAutoField(
+                                auto_created=True,
+                                primary_key=True,
+                                serialize=False,
+                                verbose_name="ID",
+                            ),
+                        ),
                         ("name", models.CharField(max_length=64)),
                         ("position", models.BigIntegerField(default=0)),
                         ("updated_at", models.DateTimeField(auto_now=True)),
@@ -336,7 +344,15 @@ class Migration(migrations.Migration):
                 migrations.CreateModel(
                     name="ProjectorLease",
                     fields=[
-                        ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                        (
+                            "id",
+                            models.BigAutoField(
+                                auto_created=True,
+                                primary_key=True,
+                                serialize=False,
+                                verbose_name="ID",
+                            ),
+                        ),
                         ("name", models.CharField(max_length=64)),
                         ("part", models.IntegerField()),
                         ("owner", models.CharField(max_length=128)),
