@@ -88,7 +88,7 @@ PII_MODES = ("enc", "clear")  # CARTS_PII_ENCRYPTION=1 / =0
 
 
 # The scratch table mirrors carts_cartevent (carts/migrations/0011, docs/adr/0003): partitioned by
-# recorded_at (here one default partition), the store-led primary key and the three indexes. Only
+# recorded_at (here one default partition), the store-led primary key and the two indexes. Only
 # the append-only triggers are left out (they fire on UPDATE/DELETE/TRUNCATE, never on INSERT),
 # and store positions come from a sequence: a raw writer moves no head (that is the service's).
 def scratch_ddl(table: str) -> str:
@@ -114,7 +114,6 @@ CREATE TABLE {table} (
     PRIMARY KEY (store_id, store_position, recorded_at)
 ) PARTITION BY RANGE (recorded_at);
 CREATE TABLE {table}_all PARTITION OF {table} DEFAULT;
-CREATE INDEX {table}_store_event_id ON {table} (store_id, event_id);
 CREATE INDEX {table}_store_cart_version ON {table} (store_id, cart, version);
 CREATE INDEX {table}_position ON {table} (position);
 ALTER SEQUENCE {table}_position_seq OWNED BY {table}.position;
