@@ -11,7 +11,8 @@ from tests.chaos.conftest import Chaos
 from tests.chaos.ingest import Ingest
 from tests.e2e import procs
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(90)]
+# 150 s: the first test of the package also waits for the private servers to start and migrate.
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(150)]
 
 # Longer than the web server's pool waits for a connection (10 s, config/settings/base.py): a
 # shorter outage only delays the requests made during it, which then succeed.

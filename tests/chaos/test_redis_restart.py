@@ -13,7 +13,8 @@ from tests.chaos.ingest import Ingest
 from tests.e2e import procs
 from tests.smtp_sink import SmtpSink
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(90)]
+# 150 s: the first test of the package also waits for the private servers to start and migrate.
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(150)]
 
 STEPS = 20
 DOWN_SECONDS = 2.0

@@ -19,7 +19,8 @@ from websockets.typing import Origin
 from tests.chaos.conftest import Chaos
 from tests.e2e import procs
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(90)]
+# 150 s: the first test of the package also waits for the private servers to start and migrate.
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(150)]
 
 DOWN_SECONDS = 2.0
 OFFER_TIMEOUT = 15.0

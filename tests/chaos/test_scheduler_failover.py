@@ -16,7 +16,8 @@ from carts import scheduler
 from tests.chaos.conftest import Chaos
 from tests.e2e import procs
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(90)]
+# 150 s: the first test of the package also waits for the private servers to start and migrate.
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(150)]
 
 LOCK_TTL = 3.0  # run_scheduler --lock-ttl (carts/scheduler.py LOCK_TTL is 15 s)
 
