@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 import zlib
 from collections import Counter
@@ -95,22 +96,39 @@ def _checkpoint_for_update(name: str, store_id: int) -> ProjectorCheckpoint:
     return ProjectorCheckpoint.objects.select_for_update().get(name=name, store_id=store_id)
 
 
-def _batch_lock(name: str, *, exclusive: bool = False) -> None:
-    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+def _batch_lock(name: str, *, exclusive: bool = False, wait: bool = True) -> bool:
+    """The projector's lock, in the caller's transaction: exclusive for a rebuild, shared for a
+    batch. Without ``wait``, a batch that would wait for a rebuild gets False instead."""
+    if exclusive:
+        fn = "pg_advisory_xact_lock"
+    else:
+        fn = "pg_advisory_xact_lock_shared" if wait else "pg_try_advisory_xact_lock_shared"
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {fn}(%s, %s)", [_REBUILD_LOCK, _lock_key(name)])
+        row = cursor.fetchone()
+    if exclusive or wait:
+        return True  # the blocking forms return only once they hold it
+    return bool(row and row[0])
 
 
+class RebuildRunning(Exception):
+    """The projector is being rebuilt: a runner leaves it for this turn (its other projectors go
+    on)."""
+
+
+# Least recently served first (a store never read before all): a turn that cannot serve every
+# store serves next time those it left, so no store waits behind busier ones.
 _STORES_BEHIND = """
     SELECT h.store_id FROM carts_loghead h
     LEFT JOIN carts_projectorcheckpoint c ON c.store_id = h.store_id AND c.name = %s
     WHERE h.position > COALESCE(c.position, 0) {parts}
-    ORDER BY h.store_id
+    ORDER BY c.updated_at NULLS FIRST, h.store_id
 """
 
 
 def stores_behind(name: str, parts: Sequence[int] | None = None) -> list[int]:
-    """The stores with events the projector has not read (in ``parts`` when given)."""
+    """The stores with events the projector has not read (in ``parts`` when given), least
+    recently served first."""
     sql = _STORES_BEHIND.format(
         parts="" if parts is None else "AND h.store_id %% %s = ANY(%s::int[])"
     )
@@ -208,14 +226,19 @@ def _apply_total(projector: Projector, events: Sequence[CartEvent]) -> int:
 
 
 def _store_catch_up(
-    projector: Projector, store_id: int, batch_size: int, max_batches: int | None
+    projector: Projector,
+    store_id: int,
+    batch_size: int,
+    max_batches: int | None,
+    wait: bool = True,
 ) -> tuple[int, int]:
     """Apply the store's events after its checkpoint, one transaction per batch. Returns (events
-    read, batches)."""
+    read, batches). Without ``wait``, raises RebuildRunning instead of waiting for a rebuild."""
     read = batches = 0
     while max_batches is None or batches < max_batches:
         with transaction.atomic():
-            _batch_lock(projector.name)
+            if not _batch_lock(projector.name, wait=wait):
+                raise RebuildRunning(projector.name)
             checkpoint = _checkpoint_for_update(projector.name, store_id)
             events = _events_after(projector, store_id, checkpoint.position, batch_size)
             if not events:
@@ -234,22 +257,32 @@ def projector_catch_up(
     batch_size: int = 1000,
     max_batches: int | None = None,
     parts: Sequence[int] | None = None,
+    deadline: float | None = None,
+    wait: bool = True,
 ) -> int:
     """Apply every event after the checkpoints, store by store, one transaction per batch
     (``max_batches`` in all). Returns events read (the checkpoint is past each of them: applied,
     or dead-lettered when it cannot apply). ``parts``: only the stores of these partitions.
 
+    With a ``deadline`` (time.monotonic()), a runner's turn: each store behind gets one batch,
+    least recently served first, until the deadline; stores left wait for the next turn, at the
+    front. Without ``wait``, raises RebuildRunning rather than wait for a rebuild.
+
     Safe to run in several processes: each store's checkpoint row lock makes them take turns.
     """
     projector = REGISTRY[name]
     read = batches = 0
+    per_store = 1 if deadline is not None else None
     for store_id in stores_behind(name, parts):
         left = None if max_batches is None else max_batches - batches
         if left is not None and left <= 0:
             break
-        store_read, store_batches = _store_catch_up(projector, store_id, batch_size, left)
+        limit = per_store if left is None else (left if per_store is None else min(left, per_store))
+        store_read, store_batches = _store_catch_up(projector, store_id, batch_size, limit, wait)
         read += store_read
         batches += store_batches
+        if deadline is not None and time.monotonic() > deadline:
+            break  # at least one store served a turn
     return read
 
 
@@ -348,7 +381,6 @@ class ProjectorRunner:
         names: Sequence[str] | None = None,
         lease_seconds: float | None = None,
         batch_size: int = 1000,
-        max_batches: int = 20,
     ) -> None:
         self.owner = owner or runner_identity()
         self.names = sorted(names) if names is not None else sorted(REGISTRY)
@@ -358,7 +390,6 @@ class ProjectorRunner:
             else getattr(settings, "PROJECTOR_LEASE_SECONDS", 10.0)
         )
         self.batch_size = batch_size
-        self.max_batches = max_batches  # per projector and turn: turns stay short, leases fresh
         self.held: set[tuple[str, int]] = set()
 
     def leases_hold(self) -> set[tuple[str, int]]:
@@ -414,16 +445,31 @@ class ProjectorRunner:
         return True
 
     def step(self) -> int:
-        """Hold the leases, then catch up every partition held. Returns events read."""
+        """Hold the leases, then serve every partition held: one batch per store behind, least
+        recently served first, for at most a third of the lease time per projector (leases are
+        renewed between projectors). A projector under rebuild is left for this turn. Returns
+        events read."""
         held = self.leases_hold()
         read = 0
         by_name: dict[str, list[int]] = {}
         for name, part in sorted(held):
             by_name.setdefault(name, []).append(part)
+        budget = self.lease_seconds / 3
+        renewed = time.monotonic()
         for name, parts in by_name.items():
-            read += projector_catch_up(
-                name=name, batch_size=self.batch_size, max_batches=self.max_batches, parts=parts
-            )
+            if time.monotonic() - renewed > budget:
+                self.leases_hold()
+                renewed = time.monotonic()
+            try:
+                read += projector_catch_up(
+                    name=name,
+                    batch_size=self.batch_size,
+                    parts=parts,
+                    deadline=time.monotonic() + budget,
+                    wait=False,
+                )
+            except RebuildRunning:
+                log.info("projector %s is being rebuilt; left for this turn", name)
         return read
 
     def release(self) -> None:

@@ -193,3 +193,64 @@ def _head(store_id: int) -> int:
         cursor.execute("SELECT position FROM carts_loghead WHERE store_id = %s", [store_id])
         row = cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+def test_a_turn_that_cannot_serve_every_store_serves_the_rest_next(db, settings):
+    # given 25 stores behind in one partition, and turns that serve one store each while the
+    # first 20 stores keep getting new events between turns
+    settings.PROJECTOR_PARTITIONS = 1
+    stores = [services.store_create(name=f"Shop {n}").store_id for n in range(25)]
+
+    def append(store_id: int) -> None:
+        services.events_append(
+            store_id=store_id,
+            events=[new_event("cart.item_added", f"c{uuid.uuid4().hex[:6]}", item())],
+            source=Source.server("test"),
+        )
+
+    for store_id in stores:
+        append(store_id)
+
+    # when 25 turns run, each past its deadline after one store
+    for _ in range(25):
+        projectors.projector_catch_up(name=NAME, parts=[0], deadline=time.monotonic())
+        for store_id in stores[:20]:
+            append(store_id)
+
+    # then every store was served: none starved behind the busy ones
+    assert all(checkpoint(NAME, s) >= 1 for s in stores), [checkpoint(NAME, s) for s in stores]
+
+
+def test_a_rebuild_holds_off_only_its_own_projector(db, four_partitions, monkeypatch):
+    import psycopg
+
+    from carts.models import ProjectorCheckpoint
+
+    # given a second projector beside the one being rebuilt (held by another session)
+    other = "test_other_projector"
+    monkeypatch.setitem(
+        projectors.REGISTRY, other, projectors.Projector(other, lambda events: None, lambda: None)
+    )
+    store = services.store_create(name="Shop").store_id
+    services.events_append(
+        store_id=store,
+        events=[new_event("cart.item_added", "c", item())],
+        source=Source.server("test"),
+    )
+    params = connection.get_connection_params()
+    with psycopg.connect(**params) as rebuilding:
+        rebuilding.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)",
+            [projectors._REBUILD_LOCK, projectors._lock_key(NAME)],
+        )
+        runner = projectors.ProjectorRunner(owner="runner-a", names=[NAME, other])
+
+        # when a runner takes a turn
+        started = time.monotonic()
+        runner.step()
+
+        # then it did not wait: the other projector caught up, the rebuilt one was left alone
+        assert time.monotonic() - started < 5
+        assert checkpoint(other, store) == 1
+        assert not ProjectorCheckpoint.objects.filter(name=NAME, store_id=store).exists()
+        rebuilding.rollback()
