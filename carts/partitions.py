@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 
 PARENT = "carts_cartevent"
 PARTITIONS_AHEAD = 3  # this month and the next two
+# How long an archive waits for the month's last appends, then for the log (a DETACH waits for
+# every transaction reading the log, and appends queue behind it meanwhile).
+ARCHIVE_LOCK_TIMEOUT = "2s"
 _MISSING = f'no partition of relation "{PARENT}" found for row'
 # The archive's columns, in this order (a restore copies them back the same way).
 COLUMNS = (
@@ -167,16 +171,25 @@ def partition_archive(
         raise ArchiveRefused(f"{name} is not a partition of the log")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.csv.gz"
+    manifest_path = directory / f"{name}.json"
     digest = hashlib.sha256()
     rows = 0
     with transaction.atomic(), connection.cursor() as django_cursor:
         cursor = django_cursor.cursor
+        # Waits for appends still writing the month (one that began in it may commit after it
+        # ended) and keeps new ones out, so the copy holds every row the drop will take; and
+        # bounded, since DETACH takes the log itself: appends queue behind it while it waits.
+        cursor.execute(f"SET LOCAL lock_timeout = '{ARCHIVE_LOCK_TIMEOUT}'")
+        try:
+            cursor.execute(f"LOCK TABLE {name} IN SHARE MODE")
+        except psycopg.errors.LockNotAvailable as exc:
+            raise ArchiveRefused(f"appends to {name} are still running; try again") from exc
         unread = _unread_by(cursor, name, projector_names)
         if unread:
             raise ArchiveRefused(
                 f"{name} has events not yet read by: {', '.join(unread)}; archive it later"
             )
-        with gzip.open(path, "wb") as out:
+        with open(path, "wb") as raw_out, gzip.GzipFile(fileobj=raw_out, mode="wb") as out:
             copy_sql = (
                 f"COPY (SELECT {', '.join(COLUMNS)} FROM {name} "
                 "ORDER BY store_id, store_position) TO STDOUT WITH (FORMAT csv, HEADER true)"
@@ -186,21 +199,38 @@ def partition_archive(
                     data = bytes(chunk)
                     digest.update(data)
                     out.write(data)
+            out.close()
+            raw_out.flush()
+            os.fsync(raw_out.fileno())
         rows_row = cursor.execute(f"SELECT count(*) FROM {name}").fetchone()
         rows = int(rows_row[0]) if rows_row else 0
+        manifest = {
+            "partition": name,
+            "month": month.isoformat(),
+            "rows": rows,
+            "sha256": digest.hexdigest(),
+            "columns": list(COLUMNS),
+            "dropped": drop,
+        }
+        # On disk for good before the month leaves the log.
+        with open(manifest_path, "w") as f:
+            f.write(json.dumps(manifest, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        directory_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
         # Detaching is no row delete: the rows leave the log with their table.
-        cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name}")
+        try:
+            cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name}")
+        except psycopg.errors.LockNotAvailable as exc:
+            raise ArchiveRefused(
+                f"the log is busy (a long transaction is reading it): {name} stays; try again"
+            ) from exc
         if drop:
             cursor.execute(f"DROP TABLE {name}")
-    manifest = {
-        "partition": name,
-        "month": month.isoformat(),
-        "rows": rows,
-        "sha256": digest.hexdigest(),
-        "columns": list(COLUMNS),
-        "dropped": drop,
-    }
-    (directory / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("archived %s: %d events to %s", name, rows, path)
     return Archive(name, path, rows, digest.hexdigest())
 

@@ -562,6 +562,21 @@ def cart_state_rebuild(*, batch_size: int = 500) -> int:
                     )
                 )
                 pii.events_reveal(stored)
+                # A cart whose first events were archived with their month cannot be refolded
+                # from what is left: its state stays as it is (docs/operations.md).
+                first: dict[str, int] = {}
+                for event in stored:
+                    first.setdefault(event.cart, event.version)
+                partial = {t for t, v in first.items() if v != 1}
+                if partial:
+                    log.warning(
+                        "cart_state: %d cart(s) of store %s begin in an archived month; "
+                        "their state is left as it is",
+                        len(partial),
+                        store_id,
+                    )
+                    rows = {t: r for t, r in rows.items() if t not in partial}
+                    stored = [e for e in stored if e.cart not in partial]
                 for event in stored:
                     state = states[event.cart]
                     try:

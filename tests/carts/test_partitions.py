@@ -223,3 +223,70 @@ def test_a_role_with_only_select_and_insert_on_the_log_makes_a_months_partition(
         finally:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_an_archive_waits_for_an_append_still_open_in_its_month(committed_store, tmp_path):
+    """An append whose transaction began in the month may commit after the month ended: the
+    archive waits for it (and gives up, saying so, rather than queue every append behind it)."""
+    import threading
+
+    store, _ = committed_store
+    at = datetime(2019, 3, 31, 23, 59, tzinfo=UTC)  # a month no other test uses
+    partitions.partition_ensure(month=at.date())
+    appended, release = threading.Event(), threading.Event()
+    outcome: list[services.Appended] = []
+
+    def writer() -> None:
+        try:
+            with transaction.atomic():
+                outcome.extend(_append(store.pk, "late", at, n=1))
+                appended.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert appended.wait(30)
+        with pytest.raises(partitions.ArchiveRefused, match="still running"):
+            partitions.partition_archive(
+                month=date(2019, 3, 1), directory=tmp_path, projector_names=[], now=NOW
+            )
+    finally:
+        release.set()
+        thread.join(30)
+
+    archive = partitions.partition_archive(
+        month=date(2019, 3, 1), directory=tmp_path, projector_names=[], now=NOW
+    )
+    [late] = outcome
+    with gzip.open(archive.path, "rt") as f:
+        assert str(late.event_id) in f.read()
+
+
+def test_a_cart_whose_first_month_was_archived_keeps_its_state_through_a_rebuild(store, tmp_path):
+    from django.core.management import call_command
+
+    from carts.models import CartState
+
+    # given a cart with events in January and February, January archived
+    partitions.partition_ensure(month=NOW.date())
+    _append(store.pk, "spans", MONTHS[0])
+    _append(store.pk, "spans", MONTHS[1])
+    projectors.projector_catch_up(name="daily_event_counts")
+    partitions.partition_archive(
+        month=date(2025, 1, 1), directory=tmp_path, projector_names=["daily_event_counts"], now=NOW
+    )
+    before = CartState.objects.get(store=store, token="spans")
+    assert (before.version, before.item_count) == (4, 4)
+
+    # when the cart state is rebuilt from what the log still holds
+    call_command("rebuild_projections", "cart_state")
+
+    # then the cart was left as it was (refolding from version 3 would lose its items), and the
+    # next append takes the next version
+    after = CartState.objects.get(store=store, token="spans")
+    assert (after.version, after.item_count, after.items) == (4, 4, before.items)
+    [next_one] = _append(store.pk, "spans", NOW, n=1)
+    assert next_one.version == 5
