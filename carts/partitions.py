@@ -54,7 +54,12 @@ class ArchiveRefused(Exception):
 
 
 def is_month_missing(exc: BaseException) -> bool:
-    return _MISSING in str(exc)
+    """A CHECK violation (23514) on the log that names no constraint: no partition took the row
+    (read from the error's fields, not its message, which follows the server's language)."""
+    diag = getattr(exc, "diag", None)
+    if diag is None:
+        return _MISSING in str(exc)
+    return diag.sqlstate == "23514" and diag.table_name == PARENT and not diag.constraint_name
 
 
 def month_of(at: datetime | date) -> date:
@@ -80,8 +85,11 @@ def _autocommit() -> psycopg.Connection[Any]:
 
 
 def partition_ensure(*, month: date) -> str:
-    """Make the month's partition unless it exists (in its own transaction); its name."""
-    with _autocommit() as conn:
+    """Make the month's partition unless it exists (in its own transaction); its name. Database
+    errors surface as Django's (an outage: 503 at the edges)."""
+    with connection.wrap_database_errors, _autocommit() as conn:
+        # Bounded: a caller whose own transaction holds the log (DDL) would wait for itself.
+        conn.execute("SET lock_timeout = '5s'")
         row = conn.execute(
             "SELECT carts_cartevent_partition_ensure(%s::date)", [month_of(month)]
         ).fetchone()

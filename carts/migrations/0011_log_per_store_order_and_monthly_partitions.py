@@ -203,7 +203,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(
-            database_operations=[migrations.RunSQL(FORWARD, migrations.RunSQL.noop)],
+            database_operations=[migrations.RunSQL(FORWARD)],  # no way back: the old log is gone
             state_operations=[
                 migrations.RemoveConstraint(
                     model_name="cartevent", name="cartevent_unique_event_id"

@@ -207,8 +207,22 @@ def test_a_role_with_only_select_and_insert_on_the_log_makes_a_months_partition(
     with psycopg.connect(make_conninfo(url, dbname=dbname), autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")
         admin.execute(f"GRANT SELECT, INSERT ON carts_cartevent TO {role}")
+        # A role that may create objects where the owner's search path would look, planting a
+        # better-matching to_char: the maker must not run it as the owner (migration 0014).
+        admin.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
         try:
             with psycopg.connect(make_conninfo(url, dbname=dbname, user=role)) as app:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    app.execute("SELECT carts_cartevent_partition_ensure('2041-07-01')")
+                app.rollback()
+                admin.execute(
+                    f"GRANT EXECUTE ON FUNCTION carts_cartevent_partition_ensure(date) TO {role}"
+                )
+                app.execute(
+                    "CREATE FUNCTION public.to_char(date, text) RETURNS text LANGUAGE plpgsql "
+                    "AS $$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$"
+                )
+                app.commit()
                 owner = app.execute(
                     "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = %s",
                     ["carts_cartevent"],
@@ -221,6 +235,7 @@ def test_a_role_with_only_select_and_insert_on_the_log_makes_a_months_partition(
             assert made == "carts_cartevent_y2041m07"
             assert made in {p.name for p in partitions.partitions_list() if p.attached}
         finally:
+            admin.execute("DROP FUNCTION IF EXISTS public.to_char(date, text)")
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
 
