@@ -5,7 +5,7 @@ email address and phone number) is stored encrypted, with a key of their own (``
 one per store and email address, in its own table, never in the log). Erasing the shopper
 destroys the key (carts/privacy.py): the ciphertexts stay, and nothing can read them any more.
 
-- On append (carts/services.py), each personal field of a new event is replaced by
+- On append (carts/append.py), each personal field of a new event is replaced by
   ``enc1:<key id>:<base64url(nonce | AES-256-GCM ciphertext)>``, the ciphertext bound to the
   store and the field (associated data), so it opens in no other store or field. A batch seals
   a value once per field: a cart's events repeat their envelope's address.

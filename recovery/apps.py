@@ -11,7 +11,7 @@ class RecoveryConfig(AppConfig):
         from recovery.serving import CouncilScorer
 
         live.event_types_register()  # recovery.offer_decided and the browser's reactions
-        # Every append scores the carts it changes, in the same transaction (carts/services.py).
+        # Every append scores the carts it changes, in the same transaction (carts/append.py).
         services.cart_scorer_set(CouncilScorer())
         campaign_hooks.register()  # price sensitivity and the on-site channel for campaigns
         offer_push.register()  # campaign on-site offers pushed from the log, once committed
