@@ -46,3 +46,10 @@ def test_a_page_answers_an_outage_with_503_and_retry_after(db, monkeypatch, erro
 def test_other_errors_are_left_to_django(db, monkeypatch):
     monkeypatch.setattr(Store, "objects", _Unavailable(ValueError("a bug")))
     assert Client(raise_request_exception=False).get("/").status_code == 500
+
+
+def test_connections_to_postgresql_give_up_after_the_connect_timeout(settings):
+    from django.db import connection
+
+    assert settings.DATABASES["default"]["OPTIONS"]["connect_timeout"] == 5
+    assert connection.get_connection_params()["connect_timeout"] == settings.DB_CONNECT_TIMEOUT

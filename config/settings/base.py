@@ -102,6 +102,14 @@ if DB_POOL_SIZE:
         **DATABASES["default"].get("OPTIONS", {}),  # type: ignore[dict-item]
         "pool": {"min_size": 1, "max_size": DB_POOL_SIZE, "timeout": DB_POOL_TIMEOUT},
     }
+# Seconds to wait for PostgreSQL to accept a connection: a server that went silent (a host gone
+# from the network) fails fast instead of holding the request (or a /metrics scrape) for the
+# operating system's TCP timeout.
+DB_CONNECT_TIMEOUT = min(max(env.get_int("DB_CONNECT_TIMEOUT", 5), 1), 60)
+DATABASES["default"]["OPTIONS"] = {
+    **DATABASES["default"].get("OPTIONS", {}),  # type: ignore[dict-item]
+    "connect_timeout": DB_CONNECT_TIMEOUT,
+}
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
