@@ -189,7 +189,12 @@ def partition_archive(
         # bounded, since DETACH takes the log itself: appends queue behind it while it waits.
         cursor.execute(f"SET LOCAL lock_timeout = '{ARCHIVE_LOCK_TIMEOUT}'")
         try:
+            # SHARE mode needs UPDATE (or, from PostgreSQL 17, MAINTAIN), which the log's owner
+            # revoked from itself: it grants it back for this lock only (the triggers still
+            # refuse any UPDATE), inside this transaction.
+            cursor.execute(f"GRANT UPDATE ON {name} TO CURRENT_USER")
             cursor.execute(f"LOCK TABLE {name} IN SHARE MODE")
+            cursor.execute(f"REVOKE UPDATE ON {name} FROM CURRENT_USER")
         except psycopg.errors.LockNotAvailable as exc:
             raise ArchiveRefused(f"appends to {name} are still running; try again") from exc
         unread = _unread_by(cursor, name, projector_names)
