@@ -60,7 +60,7 @@ running uvicorn on ``exit_intent:profiled_application``: config.asgi's applicati
 monkeypatched around the consumer's thread-pool calls, the append's round trips and commit, and
 the offer's hand-over to the event loop (product code is not changed). And it samples the server's
 PostgreSQL sessions every 10 ms (pg_stat_activity, pg_locks; PGAPPNAME names them): the mean
-number in each state, and what the holder of the log's advisory lock (docs/adr/0001) is doing.
+number in each state, and what a session holding its store's log head (docs/adr/0003) is doing.
 
 What-if runs, never the default: ``--no-ack`` (clients do not ack offers), ``--server-env`` (e.g.
 a settings overlay: ``PYTHONPATH=dir`` and ``DJANGO_SETTINGS_MODULE=overlay``) and ``--app`` (a
@@ -816,7 +816,7 @@ STAGES = (
     "connect",  # Django's ensure_connection: a connection from the pool
     "append_tx",  # carts.append._append: round trips 1 and 2 and the Python in between
     "rt1",  # its round trip 1 (cart rows: create, lock; existing ids)
-    "rt2",  # its round trip 2 (cart states, the log's advisory lock, the insert)
+    "rt2",  # its round trip 2 (cart states, the store's log head, the insert)
     "to_commit",  # round trip 2 done -> COMMIT sent: Python (and GIL waits) under the log's lock
     "commit_rt",  # the COMMIT round trip (WAL flush); the log's lock is released with it
     "commit",  # events_append minus _append and connect: the two above, the on-commit hint
@@ -1044,8 +1044,10 @@ def profile_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 PG_SAMPLE = """
 SELECT a.state, a.wait_event_type, a.wait_event,
-       EXISTS (SELECT 1 FROM pg_locks l
-               WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) AS holds_advisory
+       -- Its last statement moved a store's log head, and its transaction is still open: it holds
+       -- the head's row lock (docs/adr/0003) until it commits.
+       (a.query LIKE '%%INSERT INTO carts_loghead%%'
+        AND a.state IN ('active', 'idle in transaction')) AS holds_advisory
 FROM pg_stat_activity a
 WHERE a.application_name = %s AND a.pid <> pg_backend_pid()
 """
@@ -1109,7 +1111,7 @@ class PgSampler:
             "mean_sessions": {
                 k: round(v / n, 3) for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])
             },
-            "advisory_lock_holder": {
+            "log_head_holder": {
                 k: round(v / n, 3) for k, v in sorted(self.holder.items(), key=lambda kv: -kv[1])
             },
         }
@@ -1135,8 +1137,8 @@ def print_profile(name: str, profile: dict[str, Any], answers_per_second: float)
         for key, value in pg["mean_sessions"].items():
             per = value / answers_per_second * 1000 if answers_per_second else math.nan
             print(f"        {key:<48} {value:6.2f}  ({per:6.2f} ms)")
-        print("      the log's advisory lock: share of samples by what its holder is doing")
-        for key, value in pg["advisory_lock_holder"].items():
+        print("      a store's log head: share of samples by what its holder is doing")
+        for key, value in pg["log_head_holder"].items():
             print(f"        {key:<48} {value:6.1%}")
 
 
