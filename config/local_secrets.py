@@ -39,22 +39,39 @@ def load_or_create(var_dir: Path) -> dict[str, str]:
 
 
 def _create(path: Path, values: dict[str, str]) -> None:
+    create_once(path, json.dumps(values, indent=2) + "\n")
+
+
+def create_once(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (mode 0600) unless it exists, atomically: a complete file is
+    written under a temporary name and linked into place, and link() fails if the name exists,
+    so of two processes starting together one file wins, complete, and both read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as out:
-            json.dump(values, out, indent=2)
-            out.write("\n")
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        # link() fails if the name exists: of two processes starting together, one file wins,
-        # complete, and both read it.
         with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def token_load_or_create(path: Path) -> str:
+    """A single random token kept in ``path`` (made on first use, like the keys' file)."""
+    if not path.exists():
+        create_once(path, secrets.token_urlsafe(32) + "\n")
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise LocalSecretsError(f"{path} cannot be read ({exc}); delete it.") from exc
+    if not token:
+        raise LocalSecretsError(f"{path} is empty; delete it to make a new token.")
+    return token
 
 
 def _read(path: Path) -> dict[str, str]:

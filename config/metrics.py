@@ -157,8 +157,8 @@ class DatabaseCollector(_SourceCollector):
         lags, dead = _database_stats()
         lag = GaugeMetricFamily(
             f"{PREFIX}_projector_lag_events",
-            "Events of the log a projector has still to read (the log's head minus its "
-            "checkpoint).",
+            "Events of the log a projector has still to read (every store's head minus the "
+            "projector's checkpoint for it, summed).",
             labels=["projector"],
         )
         for name, value in lags.items():

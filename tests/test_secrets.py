@@ -380,3 +380,16 @@ def test_the_schema_declares_the_secret_key_as_a_bearer_scheme(db):
     assert schema["paths"]["/api/v1/events"]["post"]["security"] == [{"storeSecretKey": []}]
     kinds = {name for name in schema["components"]["schemas"] if "Kind" in name}
     assert {"CouponKindEnum", "FigureKindEnum"} <= kinds
+
+
+def test_the_metrics_token_is_made_once_like_the_keys(tmp_path):
+    from config import local_secrets
+
+    path = tmp_path / "var" / "metrics-token"
+    first = local_secrets.token_load_or_create(path)
+    assert local_secrets.token_load_or_create(path) == first
+    assert len(first) >= 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.write_text("\n")
+    with pytest.raises(local_secrets.LocalSecretsError, match="empty"):
+        local_secrets.token_load_or_create(path)

@@ -7,11 +7,6 @@ unless DJANGO_DEBUG=1: the debug 500 page would echo a request's headers, API ke
 /metrics's bearer token is generated likewise into ``var/metrics-token`` (METRICS_TOKEN wins).
 """
 
-import contextlib
-import os
-import secrets
-from pathlib import Path
-
 from django.core.exceptions import ImproperlyConfigured
 
 from config import env, local_secrets
@@ -33,31 +28,10 @@ INTEGRATIONS_ALLOW_PRIVATE_URLS = env.get_bool("INTEGRATIONS_ALLOW_PRIVATE_URLS"
 
 METRICS_TOKEN_FILE = "metrics-token"  # noqa: S105 (a file name)
 
-
-def _metrics_token(var_dir: Path) -> str:
-    """``var_dir/metrics-token``, created (0600, atomically: of processes starting together,
-    one file wins and every one reads it) on first use."""
-    path = var_dir / METRICS_TOKEN_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(32) + "\n")
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ImproperlyConfigured(f"{path} cannot be read ({exc}); delete it.") from exc
-    if not token:
-        raise ImproperlyConfigured(f"{path} is empty; delete it to make a new token.")
-    return token
-
-
-# GET /metrics with "Authorization: Bearer $(cat var/metrics-token)".
-METRICS_TOKEN = METRICS_TOKEN or _metrics_token(env.VAR_DIR)  # noqa: F405
+# GET /metrics with "Authorization: Bearer $(cat var/metrics-token)"; METRICS_TOKEN wins.
+try:
+    METRICS_TOKEN = env.get_str("METRICS_TOKEN").strip() or local_secrets.token_load_or_create(
+        env.VAR_DIR / METRICS_TOKEN_FILE
+    )
+except local_secrets.LocalSecretsError as exc:
+    raise ImproperlyConfigured(str(exc)) from exc

@@ -40,6 +40,12 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
+        def pause(seconds: float) -> None:
+            """Sleep, in short steps so a stop signal is seen within half a second."""
+            deadline = time.monotonic() + seconds
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         pubsub = None
@@ -62,9 +68,7 @@ class Command(BaseCommand):
                 # same way): log, back off and try again, until it works or a signal stops us.
                 log.exception("catching up failed; trying again in %.0f s", backoff)
                 db.close_old_connections()  # a broken connection is replaced on the next try
-                deadline = time.monotonic() + backoff
-                while not stopping and time.monotonic() < deadline:
-                    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_FIRST
@@ -73,9 +77,7 @@ class Command(BaseCommand):
                 continue  # a turn is bounded (its leases stay fresh): more may be waiting
             # Wait for a hint or the poll interval, whichever comes first.
             if pubsub is None:  # hints off, or Redis unavailable: poll
-                deadline = time.monotonic() + options["poll"]
-                while not stopping and time.monotonic() < deadline:
-                    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                pause(options["poll"])
                 continue
             try:
                 # Short waits, so a stop signal is seen within half a second.
@@ -90,7 +92,7 @@ class Command(BaseCommand):
             except redis.RedisError:
                 log.warning("hint channel unavailable; polling")
                 pubsub = None
-                time.sleep(options["poll"])
+                pause(options["poll"])
         if pubsub is not None:
             pubsub.close()
         try:
