@@ -128,7 +128,14 @@ class StoreAdmin(SuperuserOnlyAdmin):
     form = StoreForm
     list_display = ["id", "name", "domain", "pii_retention_days", "created_at"]
     search_fields = ["name", "domain"]
-    fields = ["name", "domain", "allowed_origins", "rate_limit_per_minute", "pii_retention_days"]
+    fields = [
+        "name",
+        "domain",
+        "locale",
+        "allowed_origins",
+        "rate_limit_per_minute",
+        "pii_retention_days",
+    ]
     inlines = [StoreKeyInline, StoreMemberInline]
     actions = ["rotate_keys"]
 
@@ -145,6 +152,7 @@ class StoreAdmin(SuperuserOnlyAdmin):
             rate_limit_per_minute=obj.rate_limit_per_minute,
             allowed_origins=obj.allowed_origins,
             pii_retention_days=obj.pii_retention_days,
+            locale=obj.locale,
         )
         obj.pk = creds.store_id
         obj.refresh_from_db()

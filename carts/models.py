@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower, Now
 
+from carts import money
 from carts.sources import Kind
 
 
@@ -31,6 +32,17 @@ class Store(models.Model):
         help_text=(
             "Erase shoppers idle for longer than this many days (their email and phone, in the "
             "log and everywhere else); empty keeps them until erased on request."
+        ),
+    )
+    locale = models.CharField(
+        max_length=35,
+        blank=True,
+        default="",
+        db_default="",
+        validators=[money.locale_validate],
+        help_text=(
+            "How money is written for this store, e.g. en-GB, de-DE, fr-FR (CLDR): 1.238,01 € "
+            "in de-DE. Empty: English, €1,238.01."
         ),
     )
     created_at = models.DateTimeField(db_default=Now(), editable=False)

@@ -39,43 +39,9 @@ def major(amount: int | float, currency: str) -> Decimal:
     return Decimal(round(amount)).scaleb(-exponent)
 
 
-# The symbols English readers know (as the live page's Intl.NumberFormat("en") writes them);
-# other currencies are written with their code: "CHF 12.00".
-SYMBOLS = {
-    "EUR": "€",
-    "USD": "$",
-    "GBP": "£",
-    "JPY": "¥",
-    "INR": "₹",
-    "KRW": "₩",
-    "ILS": "₪",
-    "VND": "₫",
-    "PHP": "₱",
-    "NGN": "₦",
-    "CAD": "CA$",
-    "AUD": "A$",
-    "NZD": "NZ$",
-    "HKD": "HK$",
-    "MXN": "MX$",
-    "BRL": "R$",
-    "CNY": "CN¥",
-    "TWD": "NT$",
-}
-
-
-def money_display(amount: int | float, currency: str) -> str:
-    """The one money format of the dashboards: minor units in the currency's decimals, grouped,
-    with its symbol: ``123801, "EUR"`` -> ``"€1,238.01"``; ``-500, "EUR"`` -> ``"-€5.00"``;
-    ``1200, "JPY"`` -> ``"¥1,200"``; ``1200, "CHF"`` -> ``"CHF 12.00"``. Without a currency, the
-    number alone. (CSV exports write plain numbers: ``cell_csv``.)"""
-    exponent = money.exponent(currency) if currency else 2
-    value = Decimal(round(amount)).scaleb(-exponent)
-    number = f"{abs(value):,.{exponent}f}"
-    sign = "-" if value < 0 else ""
-    if not currency:
-        return f"{sign}{number}"
-    symbol = SYMBOLS.get(currency)
-    return f"{sign}{symbol}{number}" if symbol else f"{sign}{currency} {number}"
+# One money format for every page, email and admin view: carts.money.display (the store's locale).
+SYMBOLS = money.SYMBOLS
+money_display = money.display
 
 
 def money_text(amount: int | float | None, currency: str) -> str:
