@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
-from carts import redis_client, selectors
+from carts import metrics, redis_client, selectors
 from carts.models import Store, StoreKey
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,18 @@ class IsStore(permissions.BasePermission):
         return isinstance(request.auth, Store)
 
 
+# The per-store API limit's name in /metrics and the logs (its rule is the store's own
+# rate_limit_per_minute, or CARTS_RATE_LIMIT_PER_MINUTE, not a RATE_LIMITS entry).
+API_STORE_LIMIT = "api_store"
+
+
 class StoreRateThrottle(throttling.BaseThrottle):
-    """Fixed one-minute window per store, counted in Redis (shared by every process). While
-    Redis cannot be reached, requests are let through and that is logged (as carts/ratelimits.py
-    does): the limit protects the service, it must not take ingestion down with Redis."""
+    """Fixed one-minute window per store, counted in Redis (shared by every process). A refused
+    request is counted in ``cartrecovery_rate_limit_hits_total{limit="api_store"}`` and logged
+    at WARNING once per store and minute in each process, as carts/ratelimits.py does for its
+    limits. While Redis cannot be reached, requests are let through and that is logged (as
+    carts/ratelimits.py does): the limit protects the service, it must not take ingestion down
+    with Redis."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
         store = request.auth
@@ -84,10 +93,36 @@ class StoreRateThrottle(throttling.BaseThrottle):
         except (redis.RedisError, OSError) as exc:
             _uncounted(store.pk, exc)
             return True
-        return int(count) <= limit
+        if int(count) <= limit:
+            return True
+        _throttled(store.pk, window, limit, self._wait)
+        return False
 
     def wait(self) -> float:
         return self._wait
+
+
+# The minute each store's refusals were last logged in (store id -> window): one warning per
+# store and window in each process, however many requests the store sends over its limit.
+_throttled_lock = threading.Lock()
+_throttled_logged: dict[int, int] = {}
+
+
+def _throttled(store_id: int, window: int, limit: int, wait: float) -> None:
+    metrics.rate_limit_hit(API_STORE_LIMIT)
+    with _throttled_lock:
+        if _throttled_logged.get(store_id) == window:
+            return
+        if len(_throttled_logged) > 10_000:  # bounded, as carts/ratelimits.py's
+            _throttled_logged.clear()
+        _throttled_logged[store_id] = window
+    log.warning(
+        "rate limit %s hit (store %s, %d/minute); retry after %d s",
+        API_STORE_LIMIT,
+        store_id,
+        limit,
+        math.ceil(wait),
+    )
 
 
 # One warning per _UNCOUNTED_LOG_SECONDS in each process while Redis is down, with how many

@@ -1,12 +1,17 @@
 """Logins with failed attempts limited (review finding 14): the dashboards' (/dashboard/login/)
 and the admin's (``AdminLoginView``, routed at /admin/login/ ahead of the admin site).
 
-Failed logins count per username (``login_user``) and per client address (``login_ip``) in
-carts.ratelimits. Before the password is checked, both are tested: over either, the form answers
-"Too many failed logins; try again in N s." with status 429 and ``Retry-After``, and the right
-password is refused too until the window has passed. A failure (a wrong password, an inactive
-account, a non-staff account at the admin) counts against both; a success clears the username's
-failures (not the address's: one address trying many usernames stays limited)."""
+Failed logins count per username and per client address in carts.ratelimits, each against two
+rules, a short window and a long one (backoff): ``login_user`` (5 per 5 minutes) and
+``login_user_long`` (20 an hour), ``login_ip`` (30 a minute) and ``login_ip_long`` (200 an
+hour). Once the short window has lifted, a guesser gets a few more tries and then waits for the
+long one: a username can be tried about 20 times an hour, not 60. Before the password is
+checked, every rule is tested: over any, the form answers "Too many failed logins; try again in
+N s." (the longest wait of the rules refusing) with status 429 and ``Retry-After``, and the
+right password is refused too until the window has passed. A failure (a wrong password, an
+inactive account, a non-staff account at the admin) counts against all four; a success clears
+its username's counts only, never the address's: a guesser who owns one account cannot log
+into it between guesses at others to start the address's count afresh."""
 
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ from carts import ratelimits
 LOCKED = "Too many failed logins; try again in {seconds} s."
 
 
+# The rules of each key, short window first (names in settings.RATE_LIMITS).
+USER_RULES = ("login_user", "login_user_long")
+IP_RULES = ("login_ip", "login_ip_long")
+
+
 def _user_key(username: str) -> str:
     # One count for the ways of writing a name (the same account, or none).
     return username.strip().casefold()
@@ -44,12 +54,10 @@ class LimitedLoginForm(AuthenticationForm):
             return super().clean()  # no password is checked: the fields' own errors
         user = _user_key(username)
         address = ratelimits.client_ip(self.request) if self.request is not None else "unknown"
+        checks = [(name, user) for name in USER_RULES] + [(name, address) for name in IP_RULES]
         refused = [
             verdict
-            for verdict in (
-                ratelimits.test("login_user", user),
-                ratelimits.test("login_ip", address),
-            )
+            for verdict in (ratelimits.test(name, key) for name, key in checks)
             if not verdict.allowed
         ]
         if refused:
@@ -60,10 +68,11 @@ class LimitedLoginForm(AuthenticationForm):
         try:
             cleaned = super().clean()
         except forms.ValidationError:
-            ratelimits.hit("login_user", user)
-            ratelimits.hit("login_ip", address)
+            for name, key in checks:
+                ratelimits.hit(name, key)
             raise
-        ratelimits.clear("login_user", user)
+        for name in USER_RULES:  # the username's only: see the module's docstring
+            ratelimits.clear(name, user)
         return cleaned
 
 

@@ -5,8 +5,11 @@ summed through PROMETHEUS_MULTIPROC_DIR."""
 
 from __future__ import annotations
 
+import logging
+import random
 import subprocess
 import sys
+import types
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +22,7 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from campaigns import enrolment, steps
-from carts import metrics, ratelimits, services
+from carts import metrics, ratelimits, redis_client, services
 from carts.models import DeadLetter, LogHead, ProjectorCheckpoint
 from carts.sources import Source
 from config.metrics import broker_redis_url
@@ -190,6 +193,35 @@ def test_a_limit_that_bites_counts_a_hit(db, settings):
     name = "cartrecovery_rate_limit_hits_total"
     assert value(after, name, limit="restore_ip") - value(before, name, limit="restore_ip") == 3
     assert value(after, name, limit="login_ip") == value(before, name, limit="login_ip")
+
+
+def test_the_apis_per_store_limit_that_bites_counts_a_hit_and_logs_once(
+    api, store, monkeypatch, caplog
+):
+    # A minute of its own, far ahead (store ids repeat across test databases; Redis outlives
+    # them), 15.5 s into it.
+    now = random.randrange(10**9, 2 * 10**9) * 60 + 15.5
+    monkeypatch.setattr("carts.auth.time", types.SimpleNamespace(time=lambda: now))
+    counter = f"ratelimit:store:{store.pk}:{int(now // 60)}"
+    redis_client.client().delete(counter)
+    store.rate_limit_per_minute = 2
+    store.save(update_fields=["rate_limit_per_minute"])
+    _, before = scrape()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="carts.auth"):
+            answers = [api.get("/api/v1/carts/cart-1").status_code for _ in range(5)]
+    finally:
+        redis_client.client().delete(counter)
+
+    _, after = scrape()
+    assert answers == [404, 404, 429, 429, 429]
+    name = "cartrecovery_rate_limit_hits_total"
+    assert value(after, name, limit="api_store") - value(before, name, limit="api_store") == 3
+    # one line for the store's three refusals in the minute, naming the store, not its key
+    logged = [r.getMessage() for r in caplog.records if "api_store" in r.getMessage()]
+    assert logged == [f"rate limit api_store hit (store {store.pk}, 2/minute); retry after 45 s"]
+    assert "sk_" not in caplog.text
 
 
 def test_step_outcomes_are_counted_where_they_are_recorded(

@@ -187,8 +187,12 @@ _RATE_LIMITS_DEFAULT = {
     # Unsubscribe pages per client IP; their confirming POSTs (RFC 8058 one-click ones come from
     # mail providers' few addresses) per client IP and link.
     "unsubscribe_ip": "30/minute",
-    "login_ip": "30/minute",  # failed logins (admin, dashboards), per client IP
-    "login_user": "5 per 5 minutes",  # failed logins, per username
+    # Failed logins (admin, dashboards), per client IP and per username, each over a short
+    # window and a long one (backoff: once the short one lifts, the long one bites).
+    "login_ip": "30/minute",
+    "login_ip_long": "200/hour",
+    "login_user": "5 per 5 minutes",
+    "login_user_long": "20/hour",
 }
 RATE_LIMITS = {
     name: env.get_str(f"RATE_LIMIT_{name.upper()}", default)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -220,6 +221,35 @@ def test_unsubscribe_pages_over_the_limit_are_429_and_store_nothing(
     assert Suppression.objects.filter(store=store).count() == 0
     assert _events(store, "campaign.unsubscribed") == []
     assert Step.objects.get(pk=steps[2].pk).status == Step.Status.PENDING
+
+
+def test_each_links_limit_lifts_after_its_window(
+    browser, at, settings, store, shop_cart, campaign_step
+):
+    # given one-second rules, each used up by one client address (each refusal right after
+    # the hit it follows: well within the second)
+    _limits(settings, restore_ip="1/second", open_link="1/second", unsubscribe_ip="1/second")
+    first, second = _steps(store, shop_cart, campaign_step, 2)
+    pixel = _path(links.open_pixel_url(first.link_id))
+    unsubscribe = _path(links.unsubscribe_url(first.link_id))
+    assert browser.get(_path(links.restore_url(first.link_id))).status_code == 302
+    at(NOON + timedelta(minutes=1))  # a click of a minute of its own: unrecorded only by the limit
+    assert browser.get(_path(links.restore_url(second.link_id))).status_code == 302
+    _assert_too_many(browser.get(_path(links.stop_url(first.link_id))), "restore_ip")
+    assert browser.get(pixel).status_code == 200
+    _assert_too_many(browser.get(pixel), "open_link")
+    assert browser.get(unsubscribe).status_code == 200
+    _assert_too_many(browser.get(unsubscribe), "unsubscribe_ip")
+    assert [s for _, _, s in _events(store, "campaign.link_clicked")] == [first.pk]
+
+    # when the window has passed
+    time.sleep(1.1)
+
+    # then the same address is served, and recorded, again
+    assert browser.get(_path(links.restore_url(second.link_id))).status_code == 302
+    assert [s for _, _, s in _events(store, "campaign.link_clicked")] == [first.pk, second.pk]
+    assert browser.get(pixel).status_code == 200
+    assert browser.get(unsubscribe).status_code == 200
 
 
 def test_a_mail_providers_one_click_posts_for_many_shoppers_pass_and_a_replayed_one_is_limited(

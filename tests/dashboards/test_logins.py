@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import include, path
 
+from carts import ratelimits
 from dashboards.logins import AdminLoginView
 
 # The admin's login routed as config/urls.py is to route it (ahead of the admin site).
@@ -41,8 +42,20 @@ def _address() -> str:
     return f"10.{n % 250}.{n // 250 % 250}.{n // 62500 % 250 + 1}"
 
 
-def _limits(settings, user: str = "3/minute", ip: str = "100/minute") -> None:
-    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login_user": user, "login_ip": ip}
+def _limits(
+    settings,
+    user: str = "3/minute",
+    ip: str = "100/minute",
+    user_long: str = "",
+    ip_long: str = "",
+) -> None:
+    settings.RATE_LIMITS = {
+        **settings.RATE_LIMITS,
+        "login_user": user,
+        "login_ip": ip,
+        "login_user_long": user_long,
+        "login_ip_long": ip_long,
+    }
 
 
 def _login(client: Client, url: str, username: str, password: str, address: str):
@@ -117,6 +130,76 @@ def test_the_lock_lifts_after_its_window(db, settings):
     time.sleep(2.1)  # the sliding window has passed
 
     assert _login(client, DASHBOARD, user.username, PASSWORD, address).status_code == 302
+
+
+@pytest.mark.urls(__name__)
+def test_once_the_usernames_short_window_lifts_its_long_one_bites(db, settings):
+    # Backoff: two failures lock the username for a second; after that, one more failure
+    # uses up its three a minute, and the right password is refused for most of a minute.
+    _limits(settings, user="2/second", user_long="3/minute")
+    user, client = _user(), Client()
+    for _ in range(2):
+        assert _login(client, DASHBOARD, user.username, "wrong", _address()).status_code == 200
+    short = _login(client, DASHBOARD, user.username, PASSWORD, _address())
+    assert short.status_code == 429 and int(short["Retry-After"]) <= 2
+
+    time.sleep(2.1)  # the short window has passed: the username may try again
+    bitten = ratelimits.bitten().get("login_user_long", 0)
+    failed = _login(client, DASHBOARD, user.username, "wrong", _address())
+    locked = _login(client, DASHBOARD, user.username, PASSWORD, _address())
+
+    assert failed.status_code == 200 and not LOCKED.search(failed.content.decode())
+    assert locked.status_code == 429
+    match = LOCKED.search(locked.content.decode())
+    assert match is not None and 2 < int(match[1]) <= 60  # the long window's wait
+    assert locked["Retry-After"] == match[1]
+    assert ratelimits.bitten()["login_user_long"] == bitten + 1
+    assert not _logged_in(client)
+
+
+@pytest.mark.urls(__name__)
+def test_the_addresss_lock_lifts_after_its_window_and_its_long_one_bites_next(db, settings):
+    _limits(settings, user="100/minute", ip="2/second", ip_long="3/minute")
+    address, client = _address(), Client()
+    for _ in range(2):
+        wrong = _login(client, DASHBOARD, f"nobody-{uuid.uuid4().hex}", "x", address)
+        assert wrong.status_code == 200
+    user = _user()
+    assert _login(client, DASHBOARD, user.username, PASSWORD, address).status_code == 429
+
+    time.sleep(2.1)  # login_ip's window has passed
+
+    assert _login(client, DASHBOARD, user.username, PASSWORD, address).status_code == 302
+    # the success cleared nothing of the address's: one more failure there uses up its long rule
+    client = Client()
+    assert _login(client, DASHBOARD, f"nobody-{uuid.uuid4().hex}", "x", address).status_code == 200
+    locked = _login(client, DASHBOARD, user.username, PASSWORD, address)
+    assert locked.status_code == 429 and 2 < int(locked["Retry-After"]) <= 60
+    assert not _logged_in(client)
+
+
+@pytest.mark.parametrize("url", [DASHBOARD, ADMIN])
+@pytest.mark.urls(__name__)
+def test_a_guesser_logging_into_its_own_account_does_not_reset_the_addresss_count(
+    db, settings, url
+):
+    # Guesses at other usernames, each followed by a login to the guesser's own account: the
+    # address's failures add up all the same, and then even its own account is refused there.
+    _limits(settings, user="100/minute", ip="3/minute", user_long="100/hour", ip_long="100/hour")
+    own, address = _user(staff=True), _address()
+
+    def guess() -> int:
+        return _login(Client(), url, f"victim-{uuid.uuid4().hex}", "guess", address).status_code
+
+    for _ in range(2):
+        assert guess() == 200
+        assert _login(Client(), url, own.username, PASSWORD, address).status_code == 302
+    assert guess() == 200  # the third failure from the address
+
+    refused = _login(Client(), url, own.username, PASSWORD, address)
+
+    assert refused.status_code == 429 and LOCKED.search(refused.content.decode())
+    assert guess() == 429
 
 
 @pytest.mark.urls(__name__)
