@@ -35,6 +35,7 @@ from tests.campaigns.test_admin import (
 )
 from tests.conftest import subprocess_env
 from tests.e2e import procs
+from tests.e2e.conftest import Screenshots, screenshots  # noqa: F401 - a fixture
 from tests.e2e.test_browser_exit_intent import _chromium
 
 PREVIEW = "/admin/campaigns/campaign/tier-preview/"
@@ -426,7 +427,9 @@ def _visible(driver: Any, tier: int, field: str) -> bool:
 
 
 def test_an_on_site_tier_shows_only_its_fields_and_switching_the_channel_shows_the_email(
-    admin_server, tmp_path: Path
+    admin_server,
+    tmp_path: Path,
+    screenshots: Screenshots,  # noqa: F811 - the fixture imported above
 ) -> None:
     origin, user, campaign = (admin_server[k] for k in ("origin", "user", "campaign"))
     driver = _chromium(tmp_path)
@@ -441,7 +444,7 @@ def test_an_on_site_tier_shows_only_its_fields_and_switching_the_channel_shows_t
         )
         height = driver.execute_script("return document.body.scrollHeight")
         tiers = driver.execute_script("return document.getElementById('tiers-group').offsetHeight")
-        driver.save_screenshot(str(tmp_path / "three-tiers.png"))
+        screenshots.save(driver, "three-tiers.png")
 
         # Tier 1, on-site: its nudge and offer, no email, no discount code.
         assert _visible(driver, 0, "headline") and _visible(driver, 0, "percent")

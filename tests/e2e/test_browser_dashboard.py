@@ -1,8 +1,8 @@
 """The marketer dashboard in headless Chromium against the real ASGI server (uvicorn) and the
 projectors (run_projectors), both in processes of their own on the test database: log in through
 the form, the overview's figures and charts against the metrics API for the same filters, then
-the live view receiving an exit intent appended by the test. Screenshots are kept in the test's
-tmp path."""
+the live view receiving an exit intent appended by the test. Screenshots are kept in
+var/test-screenshots/<test name>/ (tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -138,13 +137,8 @@ def _figure_texts(name: str, figure: dict[str, Any]) -> list[tuple[str, str]]:
     return [("", count_text(value))]
 
 
-def _screenshot(driver: webdriver.Chrome, path: Path) -> None:
-    driver.save_screenshot(str(path))
-    print(f"screenshot: {path}")
-
-
 def test_a_marketer_sees_the_overview_match_the_api_and_live_events_arrive(
-    dashboard_server, tmp_path
+    dashboard_server, tmp_path, screenshots
 ) -> None:
     origin, store = dashboard_server["origin"], dashboard_server["store"]
     now = datetime.now(UTC)
@@ -212,8 +206,8 @@ def test_a_marketer_sees_the_overview_match_the_api_and_live_events_arrive(
             for p in series["points"]
         ]
         assert sum(p["carts_started"] for p in series["points"]) == 3
-        _screenshot(driver, tmp_path / "overview.png")
-        chart.screenshot(str(tmp_path / "overview-chart.png"))
+        screenshots.save(driver, "overview.png")
+        screenshots.save(chart, "overview-chart.png")
 
         # The live view: the snapshot's active cart, then an exit intent as it happens.
         driver.find_element(By.LINK_TEXT, "Live").click()
@@ -224,7 +218,7 @@ def test_a_marketer_sees_the_overview_match_the_api_and_live_events_arrive(
         assert [r.get_attribute("data-cart") for r in rows] == ["bt-browsing"]
         cells = [td.text for td in rows[0].find_elements(By.TAG_NAME, "td")]
         assert cells[2] == "€9.00" and cells[3:6] == ["1", "0", "0 / 0"]
-        _screenshot(driver, tmp_path / "live-snapshot.png")
+        screenshots.save(driver, "live-snapshot.png")
 
         sent = time.monotonic()
         recovery_live.shopper_event_append(
@@ -258,7 +252,7 @@ def test_a_marketer_sees_the_overview_match_the_api_and_live_events_arrive(
         row = driver.find_element(By.CSS_SELECTOR, '#live-carts tr[data-cart="bt-browsing"]')
         cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
         assert cells[4] == "1" and cells[6] == "offer decided"
-        _screenshot(driver, tmp_path / "live-exit-intent.png")
+        screenshots.save(driver, "live-exit-intent.png")
 
         logs = driver.get_log("browser")
         errors = [e for e in logs if e["level"] == "SEVERE" and e["source"] != "network"]

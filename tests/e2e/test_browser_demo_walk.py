@@ -2,14 +2,14 @@
 the cart, an exit intent, the offer (its cap with its currency), "Use my discount", the checkout
 with the code filled in and a discount line, and an order charged exactly what the review step
 showed; then a campaign email's restore link, opened in another browser, rebuilds the cart with
-its code applied. Screenshots are kept next to the test's logs (tmp_path)."""
+its code applied. Screenshots are kept in var/test-screenshots/<test name>/
+(tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,12 +61,6 @@ def _euros(text: str) -> int:
     return sign * round(float(text.lstrip("\u2212-").removeprefix("€")) * 100)
 
 
-def _screenshot(driver, tmp_path: Path, name: str) -> None:
-    path = tmp_path / name
-    driver.save_screenshot(str(path))
-    print(f"screenshot: {path}")
-
-
 def _another_cart(old: str) -> Any:
     return lambda d: d.execute_script("return Recovery.cart()") not in (None, old)
 
@@ -87,7 +81,7 @@ def _a_treated_cart(driver, campaign: Campaign) -> str:
 
 
 def test_the_demo_charges_what_it_shows_and_restore_links_rebuild_the_cart(
-    server, committed_store, tmp_path
+    server, committed_store, tmp_path, screenshots
 ) -> None:
     origin, creds = server
     store, _ = committed_store
@@ -119,7 +113,7 @@ def test_the_demo_charges_what_it_shows_and_restore_links_rebuild_the_cart(
         assert "up to €20.00" in dialog.text
         code = dialog.find_element(By.CSS_SELECTOR, ".rcv-code-value").text
         assert Coupon.objects.filter(store=store, cart=cart, code=code).exists()  # a real coupon
-        _screenshot(driver, tmp_path, "demo-1-offer.png")
+        screenshots.save(driver, "demo-1-offer.png")
 
         # "Use my discount": the code is the checkout's, said so in the cart.
         dialog.find_element(By.CSS_SELECTOR, ".rcv-cta").click()
@@ -152,7 +146,7 @@ def test_the_demo_charges_what_it_shows_and_restore_links_rebuild_the_cart(
         # 2 mugs and the tea sampler, 10% off (rounded half up), express shipping
         assert (subtotal, discount, shipping) == (2 * 1299 + 1875, -447, 995)
         assert shown == subtotal + discount + shipping == 5021
-        _screenshot(driver, tmp_path, "demo-2-review.png")
+        screenshots.save(driver, "demo-2-review.png")
 
         driver.find_element(By.ID, "place-order").click()
         procs.wait_for(lambda: "order.placed" in _types(store.pk, cart), timeout=10, what="order")
@@ -221,7 +215,7 @@ def test_the_demo_charges_what_it_shows_and_restore_links_rebuild_the_cart(
             what="the rebuilt cart's page view",
         )
         assert "code=" not in viewed.data["url"]
-        _screenshot(other, tmp_path, "demo-3-restored.png")
+        screenshots.save(other, "demo-3-restored.png")
 
         # At checkout the code is filled in and applied by the server.
         other.find_element(By.ID, "start-checkout").click()
@@ -234,7 +228,7 @@ def test_the_demo_charges_what_it_shows_and_restore_links_rebuild_the_cart(
         )
         # 2 aprons and the kit, 10% off, standard shipping
         assert _euros(other.find_element(By.ID, "to-pay").text) == 2 * 2900 + 3450 - 925 + 495
-        _screenshot(other, tmp_path, "demo-4-restored-review.png")
+        screenshots.save(other, "demo-4-restored-review.png")
         other.find_element(By.ID, "place-order").click()
         procs.wait_for(
             lambda: "order.placed" in _types(store.pk, rebuilt), timeout=10, what="order"

@@ -1,6 +1,7 @@
 """The storefront snippet in headless Chromium against the real ASGI server (uvicorn): the demo
 shop's cart, an exit intent through the top of the window, the offer dialog, and the accepted offer
-in the cart's log."""
+in the cart's log. Screenshots are kept in var/test-screenshots/<test name>/
+(tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def _leave_through_the_top(driver: webdriver.Chrome) -> None:
 
 
 def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
-    server, committed_store, tmp_path
+    server, committed_store, tmp_path, screenshots
 ) -> None:
     origin, creds = server
     store, _ = committed_store
@@ -160,9 +161,7 @@ def test_exit_intent_shows_the_offer_and_accepting_it_is_logged(
         driver.switch_to.active_element.send_keys(Keys.TAB)
         assert driver.switch_to.active_element == cta
 
-        screenshot = tmp_path / "offer.png"
-        driver.save_screenshot(str(screenshot))
-        print(f"screenshot: {screenshot}")
+        screenshots.save(driver, "offer.png")
 
         cta.click()
         procs.wait_for(
