@@ -271,8 +271,16 @@ class OverviewOut(serializers.Serializer):
     emails_sent = FigureOut()
     offers_shown = FigureOut()
     offers_accepted = FigureOut()
-    treated_carts = FigureOut()
-    holdout_carts = FigureOut()
+    treated_carts = FigureOut(
+        help_text="Treated carts enrolled in the period whose conversion window has closed: the "
+        "lift's base."
+    )
+    holdout_carts = FigureOut(help_text="The same for the holdout group.")
+    treated_pending = FigureOut(
+        help_text="Treated carts enrolled in the period whose conversion window is still open: "
+        "not in the lift yet, ordered or not."
+    )
+    holdout_pending = FigureOut(help_text="The same for the holdout group.")
     conversion_lift = FigureOut()
     incremental_revenue = FigureOut()
     lift = LiftOut()

@@ -31,5 +31,7 @@ def live(request: HttpRequest, store_id: int) -> HttpResponse:
             "nav": nav,
             "window_seconds": int(ABANDONMENT_WINDOW.total_seconds()),
             "window_minutes": int(ABANDONMENT_WINDOW.total_seconds() // 60),
+            # Money as the pages write it: the store's locale as a BCP 47 tag (live.js).
+            "locale": store.locale.strip().replace("_", "-"),
         },
     )

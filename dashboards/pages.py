@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from carts import money
 from dashboards import charts
 from dashboards.charts import CalibrationPoint, ChartSeries
 from dashboards.selectors import (
@@ -56,8 +57,10 @@ FIGURES = (
     ("emails_sent", "Emails sent"),
     ("offers_shown", "Offers shown"),
     ("offers_accepted", "Offers accepted"),
-    ("treated_carts", "Treated carts (cohort)"),
-    ("holdout_carts", "Holdout carts (cohort)"),
+    ("treated_carts", "Treated carts (cohort, conversion window closed)"),
+    ("holdout_carts", "Holdout carts (cohort, conversion window closed)"),
+    ("treated_pending", "Treated carts pending (conversion window open)"),
+    ("holdout_pending", "Holdout carts pending (conversion window open)"),
     ("conversion_lift", "Conversion lift vs holdout"),
     ("incremental_revenue", "Incremental revenue"),
     ("onsite_recovered", "Recovered by on-site offer"),
@@ -82,6 +85,8 @@ ANCHORS = {
     "offers_accepted": "offers-shown-accepted",
     "treated_carts": "incremental-revenue-lift",
     "holdout_carts": "incremental-revenue-lift",
+    "treated_pending": "incremental-revenue-lift",
+    "holdout_pending": "incremental-revenue-lift",
     "conversion_lift": "incremental-revenue-lift",
     "incremental_revenue": "incremental-revenue-lift",
     "onsite_recovered": "recovered-by-on-site-offer",
@@ -128,16 +133,17 @@ def _figure_parts(figure: Figure) -> list[tuple[str, Any, Any, float | None]]:
     return [(c, value.get(c, 0), previous.get(c, 0), changes.get(c)) for c in codes]
 
 
-def figure_lines(overview: Overview, *, currency: str = "") -> list[FigureLine]:
+def figure_lines(overview: Overview, *, currency: str = "", locale: str = "") -> list[FigureLine]:
     """The overview's figures formatted; ``currency``: the store's, for money figures that have
-    no amount in any currency (``"€0.00"`` rather than a bare ``"0"``)."""
+    no amount in any currency (``"€0.00"`` rather than a bare ``"0"``); ``locale``: the store's,
+    for money (Store.locale; empty: English)."""
     lines = []
     for name, label in FIGURES:
         figure: Figure = getattr(overview, name)
         for code, value, previous, change in _figure_parts(figure):
             if figure.kind == MONEY:
-                shown = money_text(value, code or currency)
-                before = money_text(previous, code or currency)
+                shown = money_text(value, code or currency, locale)
+                before = money_text(previous, code or currency, locale)
             elif figure.kind == RATE:
                 signed = name == "conversion_lift"
                 shown, before = rate_text(value, signed=signed), rate_text(previous, signed=signed)
@@ -168,7 +174,7 @@ class OnsiteLine:
     discount_cost: str
 
 
-def onsite_lines(overview: Overview, *, currency: str = "") -> list[OnsiteLine]:
+def onsite_lines(overview: Overview, *, currency: str = "", locale: str = "") -> list[OnsiteLine]:
     """Orders credited to an accepted on-site offer, their net revenue and the offers' discount
     cost, per currency (one line in the store's currency when there are none)."""
     revenue = (
@@ -185,8 +191,8 @@ def onsite_lines(overview: Overview, *, currency: str = "") -> list[OnsiteLine]:
         OnsiteLine(
             currency=c,
             orders=orders,
-            revenue=money_text(revenue.get(c, 0), c),
-            discount_cost=money_text(cost.get(c, 0), c),
+            revenue=money_text(revenue.get(c, 0), c, locale),
+            discount_cost=money_text(cost.get(c, 0), c, locale),
         )
         for c in codes
     ]
@@ -226,12 +232,30 @@ class LiftLine:
     interval: str  # 95%
 
 
-def lift_lines(overview: Overview) -> list[LiftLine]:
+def _count(figure: Figure) -> int:
+    value = figure.value
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def lift_lines(overview: Overview, *, locale: str = "") -> list[LiftLine]:
     lift = overview.lift
     conversions = interval_text(
         lift.incremental_conversions_low, lift.incremental_conversions_high, count_text
     )
+    treated, holdout = _count(overview.treated_pending), _count(overview.holdout_pending)
     lines = [
+        LiftLine(
+            "Carts counted (conversion window closed)",
+            f"{count_text(_count(overview.treated_carts))} treated, "
+            f"{count_text(_count(overview.holdout_carts))} holdout",
+            "",
+        ),
+        LiftLine(
+            "Pending (conversion window still open: not counted yet)",
+            f"{count_text(treated + holdout)} pending "
+            f"({count_text(treated)} treated, {count_text(holdout)} holdout)",
+            "",
+        ),
         LiftLine("Treated conversion rate", rate_text(lift.treated_rate), ""),
         LiftLine("Holdout conversion rate", rate_text(lift.holdout_rate), ""),
         LiftLine(
@@ -250,10 +274,10 @@ def lift_lines(overview: Overview) -> list[LiftLine]:
         lines.append(
             LiftLine(
                 f"Incremental revenue ({currency})",
-                money_text(revenue.incremental, currency),
+                money_text(revenue.incremental, currency, locale),
                 DASH
                 if low is None or high is None
-                else f"{money_text(low, currency)} to {money_text(high, currency)}",
+                else f"{money_text(low, currency, locale)} to {money_text(high, currency, locale)}",
             )
         )
     return lines
@@ -263,6 +287,10 @@ def lift_table(overview: Overview) -> Table:
     """The lift's estimates with their 95% intervals (the export of the page's lift table)."""
     lift = overview.lift
     rows: list[tuple[Any, ...]] = [
+        ("treated carts counted", "", overview.treated_carts.value, None, None, COUNT),
+        ("holdout carts counted", "", overview.holdout_carts.value, None, None, COUNT),
+        ("treated carts pending", "", overview.treated_pending.value, None, None, COUNT),
+        ("holdout carts pending", "", overview.holdout_pending.value, None, None, COUNT),
         ("treated conversion rate", "", lift.treated_rate, None, None, RATE),
         ("holdout conversion rate", "", lift.holdout_rate, None, None, RATE),
         ("conversion lift", "", lift.absolute, lift.absolute_low, lift.absolute_high, RATE),
@@ -371,7 +399,14 @@ def series_table(series: Series) -> Table:
     )
 
 
-def series_charts(series: Series, *, only_carts: bool = False) -> list[str]:
+def money_format(currency: str, locale: str = "") -> charts.Formatter:
+    """A chart's value (major units of ``currency``) as money in the store's ``locale``."""
+    places = money.exponent(currency)
+    return lambda value: money_text(round(value * 10**places), currency, locale)
+
+
+def series_charts(series: Series, *, only_carts: bool = False, locale: str = "") -> list[str]:
+    """The time series' charts; ``locale``: the store's, for money (ticks and values)."""
     hourly = series.granularity == "hour"
     unit = "Hour" if hourly else "Day"
     labels = [day_label(p.start, hourly) for p in series.points]
@@ -426,6 +461,7 @@ def series_charts(series: Series, *, only_carts: bool = False) -> list[str]:
                 ],
                 x_label=x_label,
                 y_label=currency,
+                y_format=money_format(currency, locale),
                 area=True,
             )
         )
@@ -556,13 +592,23 @@ def funnel_charts(rows: Sequence[FunnelRow]) -> list[str]:
 # -- offers -------------------------------------------------------------------------------------
 
 
+EMPTY_OFFERS = (
+    "No on-site offers in this period. An offer is decided when a shopper shows exit intent on "
+    "the storefront and an active campaign has an on-site tier; it counts on the day it was "
+    "decided, then as shown, accepted or dismissed. A channel filter other than on-site leaves "
+    "none."
+)
+
+
 def offers_table(result: OffersByKind) -> Table:
+    """Offers by kind and a total row; without any offer, no rows (the empty state says why)."""
     rows = [
         (r.kind, r.offered, r.shown, r.accepted, r.dismissed, r.acceptance_rate)
         for r in result.kinds
     ]
-    rate = result.accepted / result.shown if result.shown else None
-    rows.append(("all", result.offered, result.shown, result.accepted, result.dismissed, rate))
+    if rows:
+        rate = result.accepted / result.shown if result.shown else None
+        rows.append(("all", result.offered, result.shown, result.accepted, result.dismissed, rate))
     return table(
         "offers",
         "On-site offers by kind",
@@ -575,6 +621,7 @@ def offers_table(result: OffersByKind) -> Table:
             Column("acceptance rate", RATE),
         ],
         rows,
+        empty=EMPTY_OFFERS,
         help="offers-shown-accepted",
     )
 
@@ -701,9 +748,11 @@ def lost_table(rows: Sequence[LostValue], *, by: str) -> Table:
     )
 
 
-def lost_chart(rows: Sequence[LostValue], *, by: str) -> str:
-    """Bars per product (or category), one series per currency (major units)."""
+def lost_chart(rows: Sequence[LostValue], *, by: str, locale: str = "") -> str:
+    """Bars per product (or category), one series per currency (major units); with one currency,
+    its values as money in the store's ``locale``."""
     codes = sorted({r.currency for r in rows})
+    single = codes[0] if len(codes) == 1 and codes[0] else ""
     labels = [(r.key or "(none)")[:18] for r in rows]
     return charts.bar_chart(
         title=f"Lost value by {'product' if by == 'sku' else 'category'}",
@@ -713,5 +762,6 @@ def lost_chart(rows: Sequence[LostValue], *, by: str) -> str:
             for c in codes
         ],
         x_label="SKU" if by == "sku" else "Category",
-        y_label="Lost value (major units)",
+        y_label=f"Lost value ({single})" if single else "Lost value (major units)",
+        y_format=money_format(single, locale) if single else None,
     )

@@ -44,15 +44,16 @@ SYMBOLS = money.SYMBOLS
 money_display = money.display
 
 
-def money_text(amount: int | float | None, currency: str) -> str:
-    return DASH if amount is None else money_display(amount, currency)
+def money_text(amount: int | float | None, currency: str, locale: str = "") -> str:
+    """``locale``: the store's (Store.locale); empty for the English house format."""
+    return DASH if amount is None else money_display(amount, currency, locale)
 
 
-def moneys_text(amounts: dict[str, int] | None) -> str:
+def moneys_text(amounts: dict[str, int] | None, locale: str = "") -> str:
     """Money per currency: ``"€12.00, $3.00"``; nothing is ``"0"``."""
     if not amounts:
         return "0"
-    return ", ".join(money_display(a, c) for c, a in sorted(amounts.items()))
+    return ", ".join(money_display(a, c, locale) for c, a in sorted(amounts.items()))
 
 
 def count_text(value: int | float | None) -> str:
@@ -84,11 +85,13 @@ def interval_text(low: float | None, high: float | None, fmt: Callable[[float], 
     return f"{fmt(low)} to {fmt(high)}"
 
 
-def cell_text(value: Any, kind: str) -> str:
+def cell_text(value: Any, kind: str, locale: str = "") -> str:
+    """A cell for reading; money in the store's ``locale``."""
     if value is None:
         return DASH
     if kind == MONEY:
-        return money_text(*value)
+        amount, currency = value
+        return money_text(amount, currency, locale)
     if kind == COUNT:
         return count_text(value)
     if kind == RATE:
@@ -141,9 +144,10 @@ class Table:
     empty: str = ""  # what an empty table says (NOTHING when not given)
     help: str = ""  # the definition's anchor on the help page (/dashboard/help/#...)
 
-    def display(self) -> list[list[str]]:
+    def display(self, locale: str = "") -> list[list[str]]:
+        """The cells for reading, money in the store's ``locale`` (Store.locale)."""
         return [
-            [cell_text(v, _kind(c, row)) for v, c in zip(row, self.columns, strict=True)]
+            [cell_text(v, _kind(c, row), locale) for v, c in zip(row, self.columns, strict=True)]
             for row in self.rows
         ]
 

@@ -137,14 +137,15 @@ def _table_context(store: Store, table: Table, query: str) -> dict[str, Any]:
         "name": table.name,
         "caption": table.caption,
         "columns": [c.label for c in table.columns],
-        "rows": table.display(),
+        "rows": table.display(store.locale),  # money in the store's locale
         "csv": reverse("dashboards:export", args=[store.pk, table.name]) + query,
         "empty": table.empty,
         "help": table.help,
     }
 
 
-Builder = Callable[[selectors.Filters, datetime], dict[str, Any]]
+# (filters, now, the store's locale for money) -> the page's parts.
+Builder = Callable[[selectors.Filters, datetime, str], dict[str, Any]]
 
 
 @login_required(login_url=LOGIN_URL)
@@ -165,7 +166,7 @@ def _page(name: str, template: str, build: Builder) -> Callable[..., HttpRespons
         context = _context(request, store, name, filters, errors, campaigns, zone)
         if filters is None:
             return render(request, template, context, status=400)
-        parts = build(filters, now)
+        parts = build(filters, now, store.locale)
         context["tables"] = [
             _table_context(store, t, context["query"]) for t in parts.pop("tables", [])
         ]
@@ -179,30 +180,30 @@ def _page(name: str, template: str, build: Builder) -> Callable[..., HttpRespons
 # -- what each page shows -----------------------------------------------------------------------
 
 
-def _overview(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+def _overview(filters: selectors.Filters, now: datetime, locale: str) -> dict[str, Any]:
     result = selectors.overview(filters, now=now)
     series = selectors.timeseries(filters, now=now)
     currency = selectors.store_currency(filters.store_id)
     return {
         "overview": result,
-        "figures": pages.figure_lines(result, currency=currency),
-        "onsite": pages.onsite_lines(result, currency=currency),
-        "lift": pages.lift_lines(result),
-        "charts": pages.series_charts(series, only_carts=True),
+        "figures": pages.figure_lines(result, currency=currency, locale=locale),
+        "onsite": pages.onsite_lines(result, currency=currency, locale=locale),
+        "lift": pages.lift_lines(result, locale=locale),
+        "charts": pages.series_charts(series, only_carts=True, locale=locale),
         "tables": [pages.series_table(series)],
     }
 
 
-def _timeseries(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+def _timeseries(filters: selectors.Filters, now: datetime, locale: str) -> dict[str, Any]:
     series = selectors.timeseries(filters, now=now)
     return {
         "series": series,
-        "charts": pages.series_charts(series),
+        "charts": pages.series_charts(series, locale=locale),
         "tables": [pages.series_table(series)],
     }
 
 
-def _funnel(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+def _funnel(filters: selectors.Filters, now: datetime, locale: str) -> dict[str, Any]:
     rows = selectors.funnel(filters)
     return {
         "charts": pages.funnel_charts(rows),
@@ -211,15 +212,16 @@ def _funnel(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     }
 
 
-def _offers(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+def _offers(filters: selectors.Filters, now: datetime, locale: str) -> dict[str, Any]:
     result = selectors.offers(filters)
     return {
         "charts": pages.offers_charts(result),
         "tables": [pages.offers_table(result), pages.no_offer_table(result)],
+        "empty": pages.EMPTY_OFFERS if not result.kinds else "",
     }
 
 
-def _scores(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+def _scores(filters: selectors.Filters, now: datetime, locale: str) -> dict[str, Any]:
     bands = selectors.scores(filters, now=now)
     settled, pending = sum(b.carts for b in bands), sum(b.pending for b in bands)
     note = (
@@ -238,13 +240,13 @@ def _scores(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
     }
 
 
-def _products(filters: selectors.Filters, now: datetime) -> dict[str, Any]:
+def _products(filters: selectors.Filters, now: datetime, locale: str) -> dict[str, Any]:
     products = selectors.top_products(filters, now=now, by="sku")
     categories = selectors.top_products(filters, now=now, by="category")
     return {
         "charts": [
-            pages.lost_chart(products, by="sku"),
-            pages.lost_chart(categories, by="category"),
+            pages.lost_chart(products, by="sku", locale=locale),
+            pages.lost_chart(categories, by="category", locale=locale),
         ],
         "tables": [
             pages.lost_table(products, by="sku"),

@@ -24,6 +24,7 @@ from dashboards.selectors.reads import (
     Sums,
     counter_rows,
     lift_of,
+    lift_pending,
     not_yet_abandoned,
     store_zone,
 )
@@ -137,8 +138,15 @@ def overview(filters: Filters, *, now: datetime) -> Overview:
         n = settled(current)
         return sums.count(p.STARTED_ABANDONED, current) / n if n > 0 else None
 
-    lift, n_t, n_h = lift_of(r for r in rows if r.bucket)
-    lift_before, n_t0, n_h0 = lift_of(r for r in rows if not r.bucket)
+    # The lift counts only cohort carts whose conversion window has closed at ``now``.
+    pending = lift_pending(filters, now, start=before.start)
+    waiting = {(group, current): 0 for group in (p.TREATED, p.HOLDOUT) for current in (1, 0)}
+    for row in pending:
+        if row.metric == p.COHORT:
+            waiting[(row.key, int(row.bucket))] += 1
+    cohorts = [*rows, *pending]
+    lift, n_t, n_h = lift_of(r for r in cohorts if r.bucket)
+    lift_before, n_t0, n_h0 = lift_of(r for r in cohorts if not r.bucket)
     return Overview(
         filters=filters,
         previous_start=before.start,
@@ -158,6 +166,8 @@ def overview(filters: Filters, *, now: datetime) -> Overview:
         offers_accepted=counts(p.OFFER_ACCEPTED),
         treated_carts=count_figure(n_t, n_t0),
         holdout_carts=count_figure(n_h, n_h0),
+        treated_pending=count_figure(waiting[(p.TREATED, 1)], waiting[(p.TREATED, 0)]),
+        holdout_pending=count_figure(waiting[(p.HOLDOUT, 1)], waiting[(p.HOLDOUT, 0)]),
         conversion_lift=rate_figure(lift.absolute, lift_before.absolute),
         incremental_revenue=money_figure(_incremental(lift), _incremental(lift_before)),
         lift=lift,

@@ -17,6 +17,7 @@ from campaigns import stats
 from campaigns.attribution import INSUFFICIENT, IncrementalRevenue, Lift, lift_from_counts
 from dashboards import ABANDONMENT_WINDOW, projection
 from dashboards.projection import counters as p
+from dashboards.projection.fold import DEFAULT_ATTRIBUTION_HOURS
 from dashboards.selectors.results import Filters, Money
 
 # -- reading the counters ----------------------------------------------------------------------
@@ -122,6 +123,64 @@ def not_yet_abandoned(filters: Filters, now: datetime) -> list[Quiet]:
         if isinstance(lines, str):
             lines = json.loads(lines)
         out.append(Quiet(started, (a_day, a_hour), currency, value, lines))
+    return out
+
+
+# Cohort carts whose conversion window (the campaign's attribution hours plus its largest tier
+# delay, as the projector judges converted_in_window) is still open at the moment of reading. Found
+# through the enrolments' (store, abandoned_at) index: no window is longer than the store's
+# longest (72 hours for a campaign that is gone, as the projector has it).
+_LIFT_PENDING = """
+    WITH windows AS (
+        SELECT c.id, make_interval(hours => c.attribution_hours,
+                                   mins => COALESCE(MAX(t.delay_minutes), 0)) AS span
+          FROM campaigns_campaign c LEFT JOIN campaigns_tier t ON t.campaign_id = c.id
+         WHERE c.store_id = %(store)s GROUP BY c.id
+    )
+    SELECT f.enrolled_day, f.holdout, f.currency, f.converted_in_window,
+           CASE WHEN f.converted_at IS NOT NULL AND f.order_total IS NOT NULL
+                THEN f.order_total - f.discount - f.refunded ELSE 0 END
+      FROM campaigns_enrollment e
+      JOIN dashboards_cartfact f ON f.cart = e.cart AND f.store_id = e.store_id
+      LEFT JOIN windows w ON w.id = f.campaign_id
+     WHERE e.store_id = %(store)s
+       AND e.abandoned_at >= %(now)s - GREATEST(
+               (SELECT MAX(span) FROM windows), make_interval(hours => %(default)s))
+       AND f.enrolled_day >= %(start)s AND f.enrolled_day < %(end)s
+       AND f.enrolled_abandoned_at IS NOT NULL
+       AND %(now)s - f.enrolled_abandoned_at
+           <= COALESCE(w.span, make_interval(hours => %(default)s))
+"""
+
+
+def lift_pending(filters: Filters, now: datetime, *, start: date) -> list[Row]:
+    """The cohort carts enrolled from ``start`` to filters.end whose conversion window is still
+    open at ``now``, as counters to take off the cohorts (count -1, their net and squared net
+    negated; bucket: enrolled in the period (True) or the previous one). Their outcome is not
+    known yet, ordered or not: counting the early orders alone would overstate conversion,
+    counting the others as not converted would understate it."""
+    sql = _LIFT_PENDING
+    params: dict[str, Any] = {
+        "store": filters.store_id,
+        "now": now,
+        "default": DEFAULT_ATTRIBUTION_HOURS,
+        "start": start,
+        "end": filters.end,
+    }
+    if filters.campaign_id is not None:
+        sql += " AND f.campaign_id = %(campaign)s"
+        params["campaign"] = filters.campaign_id
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchall()
+    out = []
+    for day, holdout, currency, converted, net in found:
+        group = p.HOLDOUT if holdout else p.TREATED
+        itt = int(net) if converted else 0
+        current = day >= filters.start
+        out.append(Row(p.COHORT, current, 0, "", group, currency, -1, -itt, -itt * itt))
+        if converted:
+            out.append(Row(p.COHORT_CONVERTED, current, 0, "", group, currency, -1, 0, 0))
     return out
 
 

@@ -109,8 +109,10 @@ class Overview(_AsDict):
     """The period's headline figures against the previous period of the same length.
 
     ``lift`` is campaigns.attribution's Lift (same fields and method) for the carts enrolled in
-    the period; ``conversion_lift`` and ``incremental_revenue`` repeat its estimates as figures
-    (incremental revenue rounded to minor units; currencies without an estimate left out)."""
+    the period whose conversion window has closed (the others are ``treated_pending`` and
+    ``holdout_pending``); ``conversion_lift`` and ``incremental_revenue`` repeat its estimates
+    as figures (incremental revenue rounded to minor units; currencies without an estimate left
+    out)."""
 
     filters: Filters
     previous_start: date
@@ -140,6 +142,10 @@ class Overview(_AsDict):
     onsite_recovered: Figure
     onsite_revenue: Figure
     onsite_discount_cost: Figure
+    # Cohort carts whose conversion window is still open at the moment of reading: not in the
+    # lift (nor in treated_carts / holdout_carts) until it closes, ordered or not.
+    treated_pending: Figure
+    holdout_pending: Figure
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

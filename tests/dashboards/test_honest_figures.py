@@ -4,14 +4,18 @@ states and definitions one click away. Exact figures on a small log of a UTC sto
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import uuid
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from campaigns import events as ce
-from campaigns.models import CampaignSettings
+from campaigns.models import CampaignSettings, Enrollment
 from carts import projectors, services
 from carts.services import NewEvent
 from carts.sources import Source
@@ -19,7 +23,7 @@ from dashboards import definitions, pages, tables
 from dashboards import selectors as s
 from tests.campaigns.builders import campaign_with_tiers
 from tests.conftest import item, new_event
-from tests.dashboards.test_pages import client_for, member
+from tests.dashboards.test_pages import RANGE, client_for, log_build, member
 
 DAY = date(2026, 6, 1)
 
@@ -327,3 +331,168 @@ def test_each_figure_links_to_its_definition(store, campaign, marketer_client):
 def test_the_definitions_renderer_escapes():
     html = definitions.render("| a <b> | `x<y>` |\n|---|---|\n| in progress | **n** |")
     assert '<tr id="in-progress">' in html and "&lt;b&gt;" in html and "<strong>n</strong>" in html
+
+
+# -- every help link lands on a definition -------------------------------------------------------
+
+HELP_LINK = re.compile(r'href="/dashboard/help/#([^"]*)"')
+
+
+def test_every_help_link_on_every_page_lands_on_a_definition(store):
+    log = log_build(store)
+    client = client_for(member(store, "hal"))
+    help_page = client.get("/dashboard/help/").content.decode()
+    ids = set(re.findall(r'id="([^"]+)"', help_page))
+    linked: dict[str, set[str]] = {}
+    for page in ("", "timeseries/", "funnel/", "offers/", "scores/", "products/", "live/"):
+        response = client.get(f"/dashboard/{log.store.pk}/{page}?{RANGE}")
+        assert response.status_code == 200, page
+        for anchor in HELP_LINK.findall(response.content.decode()):
+            linked.setdefault(anchor, set()).add(page or "overview")
+    # Every page but the live one links its figures or tables to their definitions.
+    assert {p for pages_ in linked.values() for p in pages_} == {
+        "overview",
+        "timeseries/",
+        "funnel/",
+        "offers/",
+        "scores/",
+        "products/",
+    }
+    assert "funnel" in linked and "calibration" in linked
+    missing = {anchor: sorted(on) for anchor, on in linked.items() if anchor not in ids}
+    assert missing == {}
+
+
+# -- the lift counts only carts whose conversion window has closed -------------------------------
+
+
+def test_the_lift_counts_only_carts_whose_conversion_window_has_closed(store, campaign):
+    """The campaign's conversion window: 48 attribution hours + its largest tier delay (2 hours)
+    after the enrolment's abandoned_at. Read on June 3 at 13:00: the carts abandoned on June 1 at
+    10:00 are settled (their windows closed at 12:00), those of June 2 are pending."""
+    k = campaign.pk
+    carts = {
+        # cart: (holdout, abandoned on day, order total and time or None)
+        "T1": (False, 1, (3000, at(12))),  # converted, window closed
+        "T2": (False, 1, None),  # not converted, window closed
+        "T3": (False, 1, None),  # not converted, window closed
+        "T4": (False, 2, None),  # window open: pending
+        "T5": (False, 2, (2000, at(12, day=2))),  # ordered, window open: pending all the same
+        "H1": (True, 1, (1000, at(11))),  # converted, window closed
+        "H2": (True, 1, None),  # not converted, window closed
+        "H3": (True, 2, None),  # window open: pending
+    }
+    events = []
+    for cart, (holdout, day, ordered) in carts.items():
+        abandoned = at(10, day=day)
+        Enrollment.objects.create(
+            store_id=store.pk,
+            cart=cart,
+            campaign=campaign,
+            holdout=holdout,
+            currency="EUR",
+            abandoned_at=abandoned,
+        )
+        events.append(added(cart, 1000, at(9, day=day)))
+        events.append(
+            system(
+                ce.ENROLLED,
+                cart,
+                {
+                    "campaign": k,
+                    "holdout": holdout,
+                    "score": 0.5,
+                    "value": 1000,
+                    "abandoned_at": abandoned.isoformat(),
+                    "steps": [],
+                },
+                at(10, 5, day=day),
+            )
+        )
+        if ordered is not None:
+            events.append(order(cart, ordered[0], ordered[1]))
+    events.sort(key=lambda e: e.occurred_at)
+    append(store.pk, events)
+    filters = s.Filters(store_id=store.pk, start=DAY, end=date(2026, 6, 3))
+
+    view = s.overview(filters, now=at(13, day=3))
+    lift = view.lift
+    assert (view.treated_carts.value, view.holdout_carts.value) == (3, 2)
+    assert (view.treated_pending.value, view.holdout_pending.value) == (2, 1)
+    assert (lift.treated_rate, lift.holdout_rate) == (1 / 3, 1 / 2)
+    (revenue,) = lift.incremental_revenue
+    assert (revenue.treated_carts, revenue.holdout_carts) == (3, 2)
+    assert (revenue.treated_mean_net, revenue.holdout_mean_net) == (1000, 500)
+    # Shown next to the lift.
+    lines = {line.label: line.estimate for line in pages.lift_lines(view)}
+    assert lines["Carts counted (conversion window closed)"] == "3 treated, 2 holdout"
+    assert (
+        lines["Pending (conversion window still open: not counted yet)"]
+        == "3 pending (2 treated, 1 holdout)"
+    )
+    csv_rows = {row[0]: row for row in pages.lift_table(view).rows}
+    assert csv_rows["treated carts pending"][2] == 2
+    assert csv_rows["holdout carts counted"][2] == 2
+
+    # On June 4 at 12:00 the windows of June 2 are still open (to the minute); past it, settled.
+    assert s.overview(filters, now=at(12, day=4)).treated_pending.value == 2
+    settled = s.overview(filters, now=at(12, 1, day=4))
+    assert (settled.treated_pending.value, settled.holdout_pending.value) == (0, 0)
+    assert (settled.lift.treated_rate, settled.lift.holdout_rate) == (2 / 5, 1 / 3)
+    # The campaign filter keeps them; the previous period has none.
+    of_campaign = s.overview(dataclasses.replace(filters, campaign_id=k), now=at(13, day=3))
+    assert (of_campaign.treated_carts.value, of_campaign.treated_pending.value) == (3, 2)
+    assert view.treated_pending.previous == 0
+
+
+# -- the store's locale -------------------------------------------------------------------------
+
+
+def test_money_on_the_pages_is_in_the_stores_locale(store):
+    log = log_build(store)
+    client = client_for(member(store, "lou"))
+    # A store without a locale: English.
+    overview = client.get(f"/dashboard/{store.pk}/?{RANGE}").content.decode()
+    assert '<div class="value">€22.00</div>' in overview
+
+    store.locale = "de-DE"
+    store.save(update_fields=["locale"])
+    response = client.get(f"/dashboard/{log.store.pk}/?{RANGE}")
+    overview = response.content.decode()
+    figures = {line.name: line.value for line in response.context["figures"]}
+    assert figures["recovered_revenue"] == "22,00\xa0€"  # 30.00 - 3.00 coupon - 5.00 refund
+    assert '<div class="value">22,00\xa0€</div>' in overview
+    assert "€22.00" not in overview
+    products = client.get(f"/dashboard/{store.pk}/products/?{RANGE}")
+    assert products.context["tables"][0]["rows"] == [["CHAIR", "Chair", "EUR", "1", "45,00\xa0€"]]
+    assert "Chair" in products.content.decode() and "45,00\xa0€" in products.content.decode()
+    timeseries = client.get(f"/dashboard/{store.pk}/timeseries/?{RANGE}").content.decode()
+    assert "22,00\xa0€" in timeseries  # the revenue chart's values
+    # The CSV keeps plain numbers.
+    export = client.get(f"/dashboard/{store.pk}/export/products.csv?{RANGE}").content.decode()
+    assert ",45.00\r\n" in export
+    # The live page hands its locale to live.js.
+    live = client.get(f"/dashboard/{store.pk}/live/").content.decode()
+    assert 'data-locale="de-DE"' in live
+    # A large amount, grouped as in Germany.
+    assert tables.money_text(123801, "EUR", "de-DE") == "1.238,01\xa0€"
+
+
+def test_live_js_formats_money_in_the_pages_locale():
+    script = (Path(settings.BASE_DIR) / "dashboards/static/dashboards/live.js").read_text()
+    assert "script.dataset.locale" in script
+    assert 'new Intl.NumberFormat("en", {' not in script.split("catch (e)")[0]
+
+
+# -- the offers page's empty state ---------------------------------------------------------------
+
+
+def test_the_offers_page_without_offers_explains_itself(store, marketer_client):
+    response = marketer_client.get(f"/dashboard/{store.pk}/offers/?{RANGE}")
+    page = response.content.decode()
+    offers_table = response.context["tables"][0]
+    assert offers_table["rows"] == []
+    assert offers_table["empty"] == pages.EMPTY_OFFERS
+    assert pages.EMPTY_OFFERS in page
+    assert '<th scope="row">all</th>' not in page
+    assert "An offer is decided when a shopper shows exit intent" in page

@@ -349,7 +349,7 @@ def test_the_live_page_needs_a_login_and_shows_only_the_users_stores(db):
     html = page.content.decode()
     assert (
         f'<script src="/static/dashboards/live.js" data-store="{m["store"].pk}" '
-        'data-ws-path="/ws/v1/dashboard/" data-window-seconds="1800" defer></script>'
+        'data-ws-path="/ws/v1/dashboard/" data-window-seconds="1800" data-locale="" defer></script>'
     ) in html
     assert 'id="live-carts"' in html and 'id="live-feed"' in html
     assert f'<a href="{url}" aria-current="page">Live</a>' in html

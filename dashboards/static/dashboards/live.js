@@ -8,6 +8,8 @@
   var store = script.dataset.store;
   var wsPath = script.dataset.wsPath;
   var windowMs = Number(script.dataset.windowSeconds || 1800) * 1000;
+  // The store's locale (a BCP 47 tag; Store.locale), as the pages write money; English without.
+  var locale = (script.dataset.locale || "").replace(/_/g, "-") || "en";
   var MAX_ROWS = 50;
   var MAX_FEED = 100;
   var FIRST_DELAY = 1000;
@@ -66,8 +68,13 @@
     if (!currency) return String(minor);
     try {
       if (!formats[currency]) {
-        // the pages' format (dashboards.tables.money_display): English, with the symbol
-        formats[currency] = new Intl.NumberFormat("en", { style: "currency", currency: currency });
+        // the pages' format (carts.money.display): the store's locale, English without one
+        var options = { style: "currency", currency: currency };
+        try {
+          formats[currency] = new Intl.NumberFormat(locale, options);
+        } catch (e) {
+          formats[currency] = new Intl.NumberFormat("en", options); // a tag the browser refuses
+        }
       }
       var digits = formats[currency].resolvedOptions().maximumFractionDigits;
       return formats[currency].format(minor / Math.pow(10, digits));
