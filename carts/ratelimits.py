@@ -17,7 +17,6 @@ service, it must not take it down.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.utils.crypto import salted_hmac
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # The websocket close code for a socket over its message limit (4000-4999: the application's).
 CLOSE_RATE_LIMITED = 4429
+_DIGEST_SALT = "carts.ratelimits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,4 +188,6 @@ def bitten() -> dict[str, int]:
 
 def _digest(value: str) -> str:
     # Keys in Redis carry no IP address, username or token in clear, and have a bounded length.
-    return hashlib.sha256(str(value).encode()).hexdigest()[:24]
+    # An HMAC keyed by a secret derived from the SECRET_KEY, not a plain hash: the hash of an
+    # IPv4 address is found by trying all 2**32 of them, this one not without the key.
+    return salted_hmac(_DIGEST_SALT, str(value), algorithm="sha256").hexdigest()[:24]

@@ -30,8 +30,8 @@ from carts.schema import (
 )
 from carts.selectors import cart_state_get
 from carts.services import cart_from_row
-from carts.validation import CART_TOKEN_PATTERN
-from recovery import live, serving
+from carts.validation import CART_TOKEN_PATTERN, NO_NUL
+from recovery import live, serving, tickets
 
 
 class _FeatureOut(serializers.Serializer):
@@ -177,6 +177,17 @@ class _SessionIn(serializers.Serializer):
     grant = serializers.CharField(
         min_length=1, max_length=128, required=False, help_text=_GRANT_HELP
     )
+    # Any text within the bound: one that is not this store's genuine token is ignored (a new
+    # one is issued), so a stale or tampered token never stops the snippet.
+    device = serializers.RegexField(
+        NO_NUL,
+        min_length=1,
+        max_length=tickets.DEVICE_TOKEN_MAX_LENGTH,
+        required=False,
+        trim_whitespace=False,
+        help_text="The device token an earlier session of this store returned (`device`). "
+        "Omitted, or not a genuine token of this store, a new one is issued.",
+    )
 
 
 class SessionOut(serializers.Serializer):
@@ -185,6 +196,12 @@ class SessionOut(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     expires_in = serializers.IntegerField()
     ws_path = serializers.CharField()
+    device = serializers.CharField(
+        max_length=tickets.DEVICE_TOKEN_MAX_LENGTH,
+        help_text="This browser's device token: keep it (the snippet stores it in localStorage) "
+        "and send it with later sessions. It is one of the keys of the cooldown of offers with a "
+        "discount code (docs/websocket.md).",
+    )
 
 
 class _BadKey(exceptions.APIException):
@@ -303,6 +320,7 @@ class ShopperSessionsApi(_BrowserApi):
                 grant=params.validated_data.get("grant"),
                 origin=origin,
                 now=timezone.now(),
+                device=params.validated_data.get("device"),
             )
         except live.OriginNotAllowed:
             raise _origin_not_allowed() from None
@@ -314,6 +332,7 @@ class ShopperSessionsApi(_BrowserApi):
             "expires_at": opened.expires_at,
             "expires_in": opened.expires_in,
             "ws_path": "/ws/v1/shopper/",
+            "device": opened.device,
         }
         return _cors(Response(SessionOut(body).data, status=201), origin)
 

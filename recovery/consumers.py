@@ -215,6 +215,7 @@ class ShopperConsumer(AsyncWebsocketConsumer):
                 session=self.session.session_id,
                 on_decided=on_decided,
                 client_ip=self._client_ip,
+                device=self.session.device,
             )
         except ValidationError as exc:
             await self._error("invalid_event", "The event is not valid.", errors=exc.detail)

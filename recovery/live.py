@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 from rest_framework.exceptions import ValidationError
 
 from campaigns import coupons
@@ -62,12 +63,15 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
-# The cross-cart cooldown of offers with a code (security review 2, finding 5): one key per
-# shopper and per client address, holding until when (ms since the epoch, from the caller's
-# ``now``) it is held, set when a cart is given a new code; Redis forgets it after the cooldown.
-# Atomic: of parallel carts of one shopper or address, one gets the code. Returns 0: claimed;
-# i: KEYS[i] is held.
+# The cross-cart cooldown of offers with a code (security review 2, finding 5; issue 13): one key
+# per shopper, per device (recovery.tickets.device_read) and per client address, holding until
+# when (ms since the epoch, from the caller's ``now``) it is held, set when a cart is given a new
+# code; Redis forgets it after the cooldown. Atomic: of parallel carts of one shopper, device or
+# address, one gets the code. Returns 0: claimed; i: KEYS[i] is held. The key's last part is an
+# HMAC keyed by the SECRET_KEY (_cooldown_digest), not a plain hash: an IPv4 address or an email
+# cannot be found from it by trying them all.
 _COOLDOWN_KEY = "recovery:cooldown:{store}:{kind}:{digest}"
+_COOLDOWN_SALT = "recovery.cooldown"
 _COOLDOWN_SCRIPT = """
 local now = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
@@ -133,6 +137,7 @@ class SessionTicket:
     cart: str
     expires_at: datetime
     expires_in: int
+    device: str  # the device token the browser keeps (recovery.tickets.device_token_issue)
 
 
 def origin_check(*, store: Store, origin: str | None) -> None:
@@ -162,12 +167,23 @@ def shopper_offers_pending(
 
 
 def shopper_session_open(
-    *, store: Store, cart: str | None, grant: str | None, origin: str | None, now: datetime
+    *,
+    store: Store,
+    cart: str | None,
+    grant: str | None,
+    origin: str | None,
+    now: datetime,
+    device: str | None = None,
 ) -> SessionTicket:
     """A ticket for one websocket of this cart; without a cart, a newly minted token. A given
     cart must be one the browser minted for this store or one granted to it (else
     CartNotAllowed). A grant is never extended here: it lasts as long as the shop's server said
-    (a session does not renew it, so a leaked grant dies at its expiry)."""
+    (a session does not renew it, so a leaked grant dies at its expiry).
+
+    ``device`` is the device token an earlier session gave the browser: its id goes into the
+    ticket (a key of the cooldown of offers with a code). Without one, or with one that is not
+    this store's genuine token, a new device id is made; either way the answer carries the
+    token to keep."""
     origin_check(store=store, origin=origin)
     if cart is None:
         token = cart_tokens.cart_token_mint(store_id=store.pk)
@@ -175,12 +191,14 @@ def shopper_session_open(
         token = cart
     else:
         raise CartNotAllowed(cart)
+    device_id = tickets.device_read(store_id=store.pk, token=device) or tickets.device_new()
     ttl = tickets.TTL_SECONDS
     return SessionTicket(
-        tickets.ticket_issue(store_id=store.pk, cart=token),
+        tickets.ticket_issue(store_id=store.pk, cart=token, device=device_id),
         token,
         now + timedelta(seconds=ttl),
         ttl,
+        tickets.device_token_issue(store_id=store.pk, device=device_id),
     )
 
 
@@ -189,6 +207,7 @@ class Session:
     store_id: int
     cart: str
     session_id: str
+    device: str | None = None  # the ticket's device id
 
 
 def session_start(*, ticket: Any, origin: str | None, now: datetime) -> tuple[Session, list[dict]]:
@@ -201,7 +220,7 @@ def session_start(*, ticket: Any, origin: str | None, now: datetime) -> tuple[Se
     if not origin_allowed(origin, store.allowed_origins):
         raise CrossStoreTicket("The ticket belongs to a store that does not allow this origin.")
     tickets.ticket_use(claims)
-    session = Session(store.pk, claims.cart, secrets.token_urlsafe(9))
+    session = Session(store.pk, claims.cart, secrets.token_urlsafe(9), claims.device)
     return session, pending_offers(store_id=store.pk, cart=claims.cart, now=now)
 
 
@@ -250,12 +269,26 @@ def _cooldown_script() -> Any:
     return redis_client.client().register_script(_COOLDOWN_SCRIPT)
 
 
+def _cooldown_digest(kind: str, key: str) -> str:
+    """The cooldown key's last part: an HMAC (keyed by a secret derived from the SECRET_KEY) of
+    the kind and the shopper, device or address, so Redis holds none of them in clear and a
+    plain hash of every IPv4 address cannot find one."""
+    return salted_hmac(_COOLDOWN_SALT, f"{kind}:{key}", algorithm="sha256").hexdigest()[:32]
+
+
 def _cooldown_claim(
-    *, store_key: str, shopper: str | None, client_ip: str | None, wait: timedelta, now: datetime
+    *,
+    store_key: str,
+    shopper: str | None,
+    client_ip: str | None,
+    wait: timedelta,
+    now: datetime,
+    device: str | None = None,
 ) -> str | None:
-    """Claim the cooldown of the shopper and the client address for a new code; None when
-    claimed, else the reason there is no code (``cooldown_shopper``, ``cooldown_ip``, or
-    ``cooldown_unavailable`` when Redis cannot say: no code rather than unlimited codes).
+    """Claim the cooldown of the shopper, the device and the client address for a new code;
+    None when claimed, else the reason there is no code (``cooldown_shopper``,
+    ``cooldown_device``, ``cooldown_ip``, or ``cooldown_unavailable`` when Redis cannot say: no
+    code rather than unlimited codes).
 
     The claim stays if the caller's transaction rolls back (that shopper then waits a cooldown
     without a code): on the safe side."""
@@ -264,15 +297,16 @@ def _cooldown_claim(
     if shopper:
         kinds.append("shopper")
         keys.append(shopper)
+    if device:
+        kinds.append("device")
+        keys.append(device)
     if client_ip and client_ip != "unknown":
         kinds.append("ip")
         keys.append(_network(client_ip))
     if not keys:
         return None
     redis_keys = [
-        _COOLDOWN_KEY.format(
-            store=store_key, kind=kind, digest=hashlib.sha256(key.encode()).hexdigest()[:32]
-        )
+        _COOLDOWN_KEY.format(store=store_key, kind=kind, digest=_cooldown_digest(kind, key))
         for kind, key in zip(kinds, keys, strict=True)
     ]
     try:
@@ -321,14 +355,15 @@ def offer_code_issue(
     client_ip: str | None,
     now: datetime,
     step_id: int | None = None,
+    device: str | None = None,
 ) -> tuple[offers.Decision, NewEvent | None]:
     """The code of an on-site offer, as a campaigns Coupon issued in the decision's
     transaction (under the cart's lock), and its campaign.coupon_issued event to append with
     the decision. A cart that has a code gets it again (whoever made it), with its own terms.
-    A new code needs the store's budget and, for an exit intent (no ``step_id``), the shopper's
-    and the address's cooldown (a campaign's scheduled nudge is bounded by its own schedule:
-    one step per tier and cart); else the offer goes without a code and the decision's reason
-    says why."""
+    A new code needs the store's budget and, for an exit intent (no ``step_id``), the shopper's,
+    the device's and the address's cooldown (a campaign's scheduled nudge is bounded by its own
+    schedule: one step per tier and cart); else the offer goes without a code and the decision's
+    reason says why."""
     assert tier.code_terms is not None and tier.budget is not None
     existing = coupons.coupon_for_cart(store_id=store_id, cart=cart)
     if existing is not None:
@@ -346,6 +381,7 @@ def offer_code_issue(
             client_ip=client_ip,
             wait=offers.cooldown(tier),
             now=now,
+            device=device,
         )
         if held is not None:
             return _uncoded(decision, held), None
@@ -393,6 +429,7 @@ def shopper_event_append(
     session: str,
     on_decided: Callable[[offers.Decision], None] | None = None,
     client_ip: str | None = None,
+    device: str | None = None,
 ) -> EventOutcome:
     """Append one event sent over the websocket (the cart is the session's). On an exit intent,
     decide the offer in the same transaction and append the decision with it.
@@ -404,8 +441,8 @@ def shopper_event_append(
 
     The browser may send only what a browser knows (``event_types.BROWSER_TYPES``); its events are
     recorded with their session (``session``) as their source. ``client_ip`` (the socket's
-    address, carts.ratelimits.client_ip) is one of the keys of the cooldown of offers with a
-    code."""
+    address, carts.ratelimits.client_ip) and ``device`` (the session ticket's device id) are keys
+    of the cooldown of offers with a code."""
     body = {**raw, "cart": cart} if isinstance(raw, dict) else raw
     [sent] = events_in(
         body, types=event_types.BROWSER_TYPES, window=occurred_window(now=now, browser=True)
@@ -469,6 +506,7 @@ def shopper_event_append(
                         score=scored.score if scored else None,
                         client_ip=client_ip,
                         now=now,
+                        device=device,
                     )
                 if issued is not None:
                     out.append(issued)

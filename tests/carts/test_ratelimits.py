@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 
 from django.test import RequestFactory
 
-from carts import ratelimits
+from carts import ratelimits, redis_client
 
 
 def _key() -> str:
@@ -93,3 +94,20 @@ def test_a_malformed_rule_is_a_check_error_and_lets_requests_through(settings, c
     assert [e.id for e in check_rate_limits()] == ["config.E004"]
     assert ratelimits.hit("restore_ip", _key()).allowed
     assert "does not parse" in caplog.text
+
+
+def test_the_keys_in_redis_are_keyed_digests_not_plain_hashes(settings):
+    # A plain sha256 of an IPv4 address is reversed by trying all 2**32 of them: the key part is
+    # an HMAC keyed by a secret derived from the SECRET_KEY.
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "restore_ip": "5/minute"}
+    ip = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    ratelimits.hit("restore_ip", ip)
+    redis = redis_client.client()
+
+    plain = hashlib.sha256(ip.encode()).hexdigest()[:24]
+    keyed = ratelimits._digest(ip)
+    assert keyed != plain and ip not in keyed
+    assert not list(redis.scan_iter(match=f"*{plain}*", count=1000))
+    assert list(redis.scan_iter(match=f"*restore_ip*{keyed}*", count=1000))
+    settings.SECRET_KEY = "another-secret-key-for-this-test-only-0123456789"
+    assert ratelimits._digest(ip) != keyed

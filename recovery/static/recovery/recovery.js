@@ -14,7 +14,7 @@
   const API = (attr('api') || (script && script.src ? new URL(script.src, location.href).origin : location.origin)).replace(/\/+$/, '');
   const MIN_DWELL = num('min-dwell-ms', 5000), IDLE = num('idle-ms', 60000), HIDDEN = num('hidden-ms', 3000);
   const MAX_QUEUE = 100, MAX_FRAME = 16384, PING = 25000, CAP = 30000;
-  const CART = 'recovery.cart', GRANT = 'recovery.grant', SHOWN = 'recovery.offers';
+  const CART = 'recovery.cart', GRANT = 'recovery.grant', SHOWN = 'recovery.offers', DEVICE = 'recovery.device';
 
   // Storage that never throws: a page-local copy, and the real storage when the browser allows it.
   const storage = (name) => {
@@ -51,7 +51,9 @@
   // Connection ------------------------------------------------------------------------------------
   // The cart: one its sessions minted (c_ tokens), or a cart the shop's server made and granted to
   // the page (data-cart + data-grant, or Recovery.grant(cart, grant)); its grant is kept with it.
-  let cart = local.get(CART), grant = null;
+  // The device token the server gave this browser (a key of the cooldown of discount codes): sent
+  // back with every session; the server answers with the one to keep (a new one if it was refused).
+  let cart = local.get(CART), grant = null, device = local.get(DEVICE);
   try { const g = JSON.parse(local.get(GRANT)); if (g && g.cart === cart) grant = g.grant; } catch (e) { /* none */ }
   let enabled = false, stopped = false, leaving = false, connecting = false, welcomed = false, reconnect = false;
   let ws = null, attempt = 0, retryTimer = 0, pingTimer = 0, lastSeen = 0, rateWait = 0;
@@ -59,6 +61,7 @@
 
   const saveGrant = (value) => { grant = (cart && value) || null; local.set(GRANT, grant ? JSON.stringify({ cart, grant }) : null); };
   const saveCart = (token, granted) => { cart = token || null; local.set(CART, cart); saveGrant(granted); };
+  const saveDevice = (token) => { device = (typeof token === 'string' && token.length <= 128 && token) || null; local.set(DEVICE, device); };
   const ready = () => ws && ws.readyState === 1 && welcomed;
   const trim = () => { if (queue.length > MAX_QUEUE) { warn('queue full: dropping the oldest messages'); queue = queue.slice(-MAX_QUEUE); } };
   const flush = () => {
@@ -106,10 +109,11 @@
       const body = { publishable_key: KEY };
       if (cart) body.cart = cart;
       if (cart && grant) body.grant = grant;
+      if (device) body.device = device;
       const r = await fetch(API + '/api/v1/shopper-sessions', {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), credentials: 'omit',
       });
-      if (r.status === 400 && cart) { saveCart(null); throw new Error('stored cart refused: starting a new one'); }
+      if (r.status === 400 && (cart || device)) { saveCart(null); saveDevice(null); throw new Error('stored cart or device refused: starting anew'); }
       if (r.status === 401) return fatal('unknown or revoked publishable key (data-key)', { status: 401 });
       if (r.status === 403) {
         const b = await r.json().catch(() => ({}));
@@ -125,6 +129,7 @@
       const s = await r.json();
       if (!enabled || stopped) return;
       if (s.cart !== cart) saveCart(s.cart);
+      if (s.device !== device) saveDevice(s.device);
       const url = new URL(s.ws_path || '/ws/v1/shopper/', API);
       url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
       const sock = ws = new WebSocket(url.href);
@@ -422,7 +427,7 @@
     queue = []; inflight = [];
     clearTimeout(retryTimer);
     if (ws) drop(ws, false);
-    saveCart(null); // withdrawn: forget the cart token too
+    saveCart(null); saveDevice(null); // withdrawn: forget the cart and device tokens too
   };
   const reset = () => { if (enabled) switchCart(null); else saveCart(null); };
 
