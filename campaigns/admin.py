@@ -34,6 +34,7 @@ from campaigns.forms import (
     CampaignSettingsForm,
     TierForm,
     TierFormSet,
+    store_currency,
 )
 from campaigns.models import (
     Campaign,
@@ -44,6 +45,7 @@ from campaigns.models import (
     Suppression,
     Tier,
 )
+from carts import money
 from carts.models import Store, StoreMember
 from carts.selectors import member_store_ids
 
@@ -159,34 +161,23 @@ def duration_text(minutes: int) -> str:
     return f"{minutes} min"
 
 
-def store_currency(store_id: int) -> str:
-    """The currency the store's money settings are in: campaigns.forms.store_currency (the
-    merchant-units forms) when it is there, else none (amounts shown as minor units)."""
-    from campaigns import forms as campaign_forms  # imported when used
-
-    find = getattr(campaign_forms, "store_currency", None)
-    return str(find(store_id)) if find is not None else ""
+def _money(amount: int | None, currency: str, locale: str) -> str:
+    """The one money format (carts.money.display) in the store's locale."""
+    return money.display(int(amount or 0), currency, locale)
 
 
-def _money(amount: int | None, currency: str) -> str:
-    from campaigns.emails import money_format  # imported when used
-
-    return money_format(int(amount or 0), currency)
-
-
-def _offer_text(tier: Tier, currency: str) -> str:
+def _offer_text(tier: Tier, currency: str, locale: str) -> str:
     kind = tier.offer_kind
+    cap = f" (cap {_money(tier.discount_cap, currency, locale)})" if tier.discount_cap else ""
     if tier.channel == Tier.Channel.DISCOUNT:
         low, high = tier.discount_min, tier.discount_max
         if kind == Tier.OfferKind.PERCENT_DISCOUNT:
             text = f"{low}-{high}%" if low != high else f"{high}%"
-            cap = f" (cap {_money(tier.discount_cap, currency)})" if tier.discount_cap else ""
             return text + cap
         if kind == Tier.OfferKind.FIXED_DISCOUNT:
-            return f"{_money(low, currency)}-{_money(high, currency)} off"
+            return f"{_money(low, currency, locale)}-{_money(high, currency, locale)} off"
         return "free shipping" if kind == Tier.OfferKind.FREE_SHIPPING else ""
     if kind == Tier.OfferKind.PERCENT_DISCOUNT:
-        cap = f" (cap {_money(tier.discount_cap, currency)})" if tier.discount_cap else ""
         return f"{tier.percent}% off{cap}"
     if kind == Tier.OfferKind.FIXED_DISCOUNT:
         return "fixed amount off"
@@ -200,22 +191,23 @@ _CHANNEL_WORDS: dict[str, str] = {
 }
 
 
-def tier_headline(tier: Tier, currency: str = "") -> str:
-    """``"on-site nudge at 0 min"``, ``"email after 1 h"``, ``"discount 5-15% after 1 d"``."""
+def tier_headline(tier: Tier, currency: str = "", locale: str = "") -> str:
+    """``"on-site nudge at 0 min"``, ``"email after 1 h"``, ``"discount 5-15% after 1 d"``; money
+    in ``currency`` as the store's ``locale`` writes it."""
     words = _CHANNEL_WORDS.get(tier.channel, tier.channel)
-    if tier.channel == Tier.Channel.DISCOUNT and (offer := _offer_text(tier, currency)):
+    if tier.channel == Tier.Channel.DISCOUNT and (offer := _offer_text(tier, currency, locale)):
         words = f"{words} {offer}"
     when = "at 0 min" if not tier.delay_minutes else f"after {duration_text(tier.delay_minutes)}"
     return f"{words} {when}"
 
 
-def tier_details(tier: Tier, currency: str = "") -> list[str]:
-    """The tier's key settings, in the merchant's words."""
+def tier_details(tier: Tier, currency: str = "", locale: str = "") -> list[str]:
+    """The tier's key settings, in the merchant's words (money as in tier_headline)."""
     details = [f"carts scoring at least {tier.min_score * 100:g}%"]
     if tier.min_cart_value:
-        details.append(f"worth at least {_money(tier.min_cart_value, currency)}")
+        details.append(f"worth at least {_money(tier.min_cart_value, currency, locale)}")
     if tier.channel == Tier.Channel.ONSITE:
-        details.append(_offer_text(tier, currency))
+        details.append(_offer_text(tier, currency, locale))
         details.append(f"“{tier.headline}”")
         details.append(
             "no cooldown" if not tier.cooldown_hours else f"once per {tier.cooldown_hours} h"
@@ -228,8 +220,8 @@ def tier_details(tier: Tier, currency: str = "") -> list[str]:
     return details
 
 
-def sequence_text(tiers: list[Tier], currency: str = "") -> str:
-    return " → ".join(tier_headline(t, currency) for t in tiers)
+def sequence_text(tiers: list[Tier], currency: str = "", locale: str = "") -> str:
+    return " → ".join(tier_headline(t, currency, locale) for t in tiers)
 
 
 def _acts_first(a: Campaign, b: Campaign) -> bool:
@@ -344,9 +336,7 @@ def _draft_tier(request: HttpRequest) -> DraftTier:
         store = Store.objects.filter(pk=int(store_id)).first()
     if store is None:
         return DraftTier(None, None, {"store": ["Choose a store of yours for the campaign."]}, [])
-    form = TierForm(data=request.POST, prefix=prefix)
-    if hasattr(form, "set_currency"):  # the merchant-units forms: money typed in the currency
-        form.set_currency(store_currency(store.pk))
+    form = TierForm(data=request.POST, prefix=prefix, currency=store_currency(store.pk))
     form.is_valid()
     channel = form.cleaned_data.get("channel")
     if channel not in EMAIL_CHANNELS:
@@ -390,8 +380,8 @@ class TierInline(admin.StackedInline):
                     "delay_minutes",
                     ("min_score", "min_cart_value"),
                 ],
-                "description": "Tiers run in order of position; each one's delay (minutes after "
-                "the cart is abandoned) must be longer than the previous tier's.",
+                "description": "Tiers run in order of position; each one's delay after the cart "
+                "is abandoned (e.g. 30m, 2h, 1d) must be longer than the previous tier's.",
             },
         ),
         (
@@ -437,8 +427,9 @@ class TierInline(admin.StackedInline):
                 "Available: {{ shopper_name }}, {{ store_name }}, {{ items }} (each with name, "
                 "sku, category, quantity, unit_price, line_total), {{ cart_value }}, "
                 "{{ currency }}, {{ restore_url }}, and on discount tiers {{ code }}, "
-                "{{ discount }}, {{ code_expires }}; any other name is refused with the "
-                "closest known one. Both must render with a sample cart to be saved; the "
+                "{{ discount }}, {{ code_expires }} (an email tier has no code: there they are "
+                "refused, except inside {% if code %}...{% endif %}); any other name is refused "
+                "with the closest known one. Both must render with a sample cart to be saved; the "
                 "message is wrapped with the cart's items, a restore button and an unsubscribe "
                 "footer.",
             },
@@ -584,7 +575,7 @@ class CampaignAdmin(StoreScopedAdmin):
     ) -> HttpResponse:
         campaign = self.get_object(request, object_id)
         if campaign is not None and self.has_view_permission(request, campaign):
-            currency = store_currency(campaign.store_id)
+            currency, locale = store_currency(campaign.store_id), campaign.store.locale
             tiers = sorted(campaign.tiers.all(), key=lambda t: t.position)
             extra_context = {
                 **(extra_context or {}),
@@ -592,8 +583,8 @@ class CampaignAdmin(StoreScopedAdmin):
                     "tiers": [
                         {
                             "position": t.position,
-                            "headline": tier_headline(t, currency),
-                            "details": tier_details(t, currency),
+                            "headline": tier_headline(t, currency, locale),
+                            "details": tier_details(t, currency, locale),
                         }
                         for t in tiers
                     ],
@@ -615,7 +606,9 @@ class CampaignAdmin(StoreScopedAdmin):
 
     @admin.display(description="Sequence")
     def sequence(self, campaign: Campaign) -> str:
-        return sequence_text(list(campaign.tiers.all()), store_currency(campaign.store_id))
+        return sequence_text(
+            list(campaign.tiers.all()), store_currency(campaign.store_id), campaign.store.locale
+        )
 
     @admin.display(description="Competing campaigns")
     def competition(self, campaign: Campaign) -> str:
@@ -650,10 +643,10 @@ class CampaignAdmin(StoreScopedAdmin):
     @admin.action(description="Activate the selected campaigns")
     def activate(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         now = timezone.now()
-        activated = 0
+        activated: list[Campaign] = []
         for campaign in queryset:
             if services.campaign_activate(campaign_id=campaign.pk, now=now):
-                activated += 1
+                activated.append(campaign)
             else:
                 self.message_user(
                     request,
@@ -661,7 +654,16 @@ class CampaignAdmin(StoreScopedAdmin):
                     messages.ERROR,
                 )
         if activated:
-            self.message_user(request, f"Activated {activated} campaign(s).", messages.SUCCESS)
+            self.message_user(request, f"Activated {len(activated)} campaign(s).", messages.SUCCESS)
+        # As saving the change form does: which of the now active campaigns acts, and why. Two
+        # activated together are one competition, told once.
+        told: set[int] = set()
+        for campaign in activated:
+            campaign.refresh_from_db()
+            others = [c for c in competing_campaigns(campaign) if c.pk not in told]
+            for warning in competition_warnings(campaign, others):
+                self.message_user(request, warning, messages.WARNING)
+            told.add(campaign.pk)
 
     @admin.action(description="Pause the selected campaigns")
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
@@ -690,7 +692,9 @@ class CampaignAdmin(StoreScopedAdmin):
         # A tier saved before its templates were checked (or edited outside the admin) is shown
         # with its errors rather than failing the page.
         problems = template_errors(
-            subject_template=tier.subject_template, body_template=tier.body_template
+            subject_template=tier.subject_template,
+            body_template=tier.body_template,
+            channel=tier.channel,
         )
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),
@@ -843,6 +847,14 @@ class CampaignSettingsAdmin(StoreScopedAdmin):
             },
         ),
         (
+            "Money format",
+            {
+                "fields": ["store_locale"],
+                "description": "How the store's money is written in its emails, this admin and "
+                "the dashboards. It is the store's setting (Store.locale): every campaign uses it.",
+            },
+        ),
+        (
             "On-site discount budget",
             {
                 "fields": ["onsite_codes_per_hour", "onsite_discount_per_day"],
@@ -856,11 +868,28 @@ class CampaignSettingsAdmin(StoreScopedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("store")
 
+    def save_model(
+        self, request: HttpRequest, obj: CampaignSettings, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        # The store's locale, validated by the form with the model's validators; written only
+        # when changed here (an untouched field never overwrites what the store has).
+        if "store_locale" in form.changed_data:
+            Store.objects.filter(pk=obj.store_id).update(locale=form.cleaned_data["store_locale"])
+
+
+def _score_text(score: float | None) -> str:
+    """An abandonment score (0-1) as a percentage: ``0.734`` -> ``"73%"``."""
+    return "-" if score is None else f"{score * 100:.0f}%"
+
 
 @admin.register(Enrollment)
 class EnrollmentAdmin(ReadOnlyStoreScopedAdmin):
-    list_display = ["cart", "campaign", "store", "holdout", "score", "cart_value", "currency",
+    list_display = ["cart", "campaign", "store", "holdout", "score_shown", "cart_value_shown",
                     "abandoned_at"]  # fmt: skip
+    fields = ["store", "cart", "campaign", "shopper", "holdout", "score_shown",
+              "cart_value_shown", "abandoned_at"]  # fmt: skip
+    readonly_fields = ["score_shown", "cart_value_shown"]
     list_filter = [
         "holdout",
         ("campaign", admin.RelatedOnlyFieldListFilter),
@@ -870,6 +899,14 @@ class EnrollmentAdmin(ReadOnlyStoreScopedAdmin):
     search_fields = ["cart", "shopper"]
     ordering = ["-abandoned_at"]
     show_full_result_count = False
+
+    @admin.display(description="Score", ordering="score")
+    def score_shown(self, enrollment: Enrollment) -> str:
+        return _score_text(enrollment.score)
+
+    @admin.display(description="Cart value", ordering="cart_value")
+    def cart_value_shown(self, enrollment: Enrollment) -> str:
+        return _money(enrollment.cart_value, enrollment.currency, enrollment.store.locale)
 
 
 @admin.register(Step)
@@ -885,16 +922,52 @@ class StepAdmin(ReadOnlyStoreScopedAdmin):
 
 @admin.register(Coupon)
 class CouponAdmin(ReadOnlyStoreScopedAdmin):
-    list_display = ["code", "channel", "kind", "amount", "cap", "currency", "redeemed", "cart",
-                    "issued_at", "expires_at"]  # fmt: skip
+    """Money in the coupon's currency as the store's locale writes it, percentages as "10%"."""
+
+    list_display = ["code", "channel", "kind", "amount_shown", "cap_shown", "value_shown",
+                    "redeemed", "discount_applied_shown", "cart", "issued_at",
+                    "expires_at"]  # fmt: skip
     list_filter = ["channel", "kind", ("store", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["store"]
     search_fields = ["=code", "cart"]
     ordering = ["-issued_at"]
     show_full_result_count = False
-    fields = ["code", "store", "cart", "shopper", "channel", "kind", "amount", "cap", "currency",
-              "min_cart_value", "value", "reasons_list", "issued_at", "expires_at", "redeemed_at",
-              "order_id", "discount_applied", "step"]  # fmt: skip
-    readonly_fields = ["reasons_list"]
+    fields = ["code", "store", "cart", "shopper", "channel", "kind", "currency", "amount_shown",
+              "cap_shown", "min_cart_value_shown", "value_shown", "reasons_list", "issued_at",
+              "expires_at", "redeemed_at", "order_id", "discount_applied_shown",
+              "step"]  # fmt: skip
+    readonly_fields = ["amount_shown", "cap_shown", "min_cart_value_shown", "value_shown",
+                       "discount_applied_shown", "reasons_list"]  # fmt: skip
+
+    @staticmethod
+    def _money_of(coupon: Coupon, amount: int | None) -> str:
+        if amount is None:
+            return "-"
+        return _money(amount, coupon.currency, coupon.store.locale)
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_shown(self, coupon: Coupon) -> str:
+        if coupon.kind == Coupon.Kind.PERCENT:
+            return f"{coupon.amount}%"
+        if coupon.kind == Coupon.Kind.FREE_SHIPPING:
+            return "free shipping"
+        return self._money_of(coupon, coupon.amount)
+
+    @admin.display(description="Cap (most it takes off)", ordering="cap")
+    def cap_shown(self, coupon: Coupon) -> str:
+        return self._money_of(coupon, coupon.cap)
+
+    @admin.display(description="Min cart value", ordering="min_cart_value")
+    def min_cart_value_shown(self, coupon: Coupon) -> str:
+        return self._money_of(coupon, coupon.min_cart_value)
+
+    @admin.display(description="Value (off the cart it was made for)", ordering="value")
+    def value_shown(self, coupon: Coupon) -> str:
+        return self._money_of(coupon, coupon.value)
+
+    @admin.display(description="Discount applied", ordering="discount_applied")
+    def discount_applied_shown(self, coupon: Coupon) -> str:
+        return self._money_of(coupon, coupon.discount_applied)
 
     @admin.display(description="Redeemed", boolean=True, ordering="redeemed_at")
     def redeemed(self, coupon: Coupon) -> bool:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -67,22 +66,15 @@ class EmailPreview:
 # Formatting ---------------------------------------------------------------------------------------
 
 
-def money_format(amount: int, currency: str) -> str:
-    """``1299, "EUR"`` -> ``"12.99 EUR"`` (the currency's minor units; no currency: the number)."""
-    exponent = money.exponent(currency) if currency else 2
-    value = Decimal(int(amount)).scaleb(-exponent)
-    number = f"{value:.{exponent}f}"
-    return f"{number} {currency}" if currency else number
-
-
-def discount_format(coupon: Coupon | None, currency: str) -> str:
-    """``"10%"``, ``"5.00 EUR"`` or ``"free shipping"``; empty without a coupon."""
+def discount_format(coupon: Coupon | None, currency: str, locale: str = "") -> str:
+    """``"10%"``, ``"€5.00"`` (money as carts.money.display writes it in the store's ``locale``)
+    or ``"free shipping"``; empty without a coupon."""
     if coupon is None:
         return ""
     if coupon.kind == Coupon.Kind.PERCENT:
         return f"{coupon.amount}%"
     if coupon.kind == Coupon.Kind.FIXED:
-        return money_format(coupon.amount, coupon.currency or currency)
+        return money.display(coupon.amount, coupon.currency or currency, locale)
     return "free shipping"
 
 
@@ -115,9 +107,12 @@ def _web_url(value: object) -> str:
     return text if urlsplit(text).scheme in ("http", "https") else ""
 
 
-def items_context(lines: list[dict[str, Any]], currency: str) -> list[dict[str, Any]]:
-    """Cart lines for templates: ``unit_price`` and ``line_total`` are formatted money, the
-    ``*_minor`` twins are integers in minor units."""
+def items_context(
+    lines: list[dict[str, Any]], currency: str, locale: str = ""
+) -> list[dict[str, Any]]:
+    """Cart lines for templates: ``unit_price`` and ``line_total`` are money as
+    carts.money.display writes it in the store's ``locale``, the ``*_minor`` twins are integers
+    in minor units."""
     out = []
     for line in lines:
         quantity = int(line.get("quantity") or 0)
@@ -128,8 +123,8 @@ def items_context(lines: list[dict[str, Any]], currency: str) -> list[dict[str, 
                 "name": str(line.get("name", "")),
                 "category": str(line.get("category", "")),
                 "quantity": quantity,
-                "unit_price": money_format(unit, currency),
-                "line_total": money_format(unit * quantity, currency),
+                "unit_price": money.display(unit, currency, locale),
+                "line_total": money.display(unit * quantity, currency, locale),
                 "unit_price_minor": unit,
                 "line_total_minor": unit * quantity,
                 "url": _web_url(line.get("url")),
@@ -458,10 +453,15 @@ def _render(source: str, context: dict[str, Any], *, autoescape: bool, field: st
     return out
 
 
+# Any run of whitespace but the no-break spaces CLDR writes in money ("12,99\xa0€" in de-DE,
+# "12,99\u202f€" in fr-FR), which keep the amount on one line.
+_SPACES = re.compile(r"[^\S\xa0\u202f]+")
+
+
 def _subject(rendered: str, fallback: str) -> str:
     # One line (headers cannot hold newlines); an empty {{ shopper_name }} at the end of the
     # default subject would leave a dangling comma.
-    line = " ".join(rendered.split()).rstrip(" ,;:-").strip()
+    line = _SPACES.sub(" ", rendered).rstrip(" ,;:-").strip()
     return line or fallback
 
 
@@ -497,12 +497,12 @@ def _context(
         restore = cart_url(settings=settings, store=store, cart=cart, items=cart.items, code=code)
     return {
         "shopper_name": shopper_name(cart.email),
-        "items": items_context(cart.items, cart.currency),
-        "cart_value": money_format(cart.value, cart.currency),
+        "items": items_context(cart.items, cart.currency, store.locale),
+        "cart_value": money.display(cart.value, cart.currency, store.locale),
         "currency": cart.currency,
         "restore_url": restore,
         "code": code,
-        "discount": discount_format(coupon, cart.currency),
+        "discount": discount_format(coupon, cart.currency, store.locale),
         "code_expires": (
             when_format(coupon.expires_at, tz_name=cart.timezone, fallback_tz=settings.timezone)
             if coupon is not None
@@ -694,6 +694,9 @@ TEMPLATE_VARIABLES = (
     "cart_value", "code", "code_expires", "currency", "discount", "items", "restore_url",
     "shopper_name", "store_name",
 )  # fmt: skip
+# Set only on discount tiers (the step's code): an email tier's are always empty, so using them
+# there is refused, except to test them ({% if code %}) and inside the branch such a test guards.
+DISCOUNT_VARIABLES = frozenset({"code", "code_expires", "discount"})
 _ALWAYS_KNOWN = frozenset({"True", "False", "None"})
 _UNCLOSED = re.compile(r"\{\{|\{%|\{#")
 _CLOSER = {"{{": "}}", "{%": "%}", "{#": "#}"}
@@ -736,10 +739,29 @@ def _line(node: Node) -> int:
     return int(getattr(token, "lineno", 0) or 0)
 
 
-def _uses(nodelist: Any, known: frozenset[str]) -> list[_Use]:
+def _requires(condition: Any, names: frozenset[str]) -> bool:
+    """Whether an {% if %} condition can hold only when one of ``names`` is truthy: ``code``
+    (no filters), or an ``and`` with such a side, or an ``or`` of two."""
+    kind = getattr(condition, "id", None)
+    if kind == "literal":
+        value = getattr(condition, "value", None)
+        if not isinstance(value, FilterExpression) or value.filters:
+            return False
+        lookups = value.var.lookups if isinstance(value.var, Variable) else None
+        return bool(lookups) and lookups is not None and lookups[0] in names
+    first, second = getattr(condition, "first", None), getattr(condition, "second", None)
+    if kind == "and":
+        return _requires(first, names) or _requires(second, names)
+    if kind == "or":
+        return _requires(first, names) and _requires(second, names)
+    return False
+
+
+def _uses(nodelist: Any, known: frozenset[str], guards: frozenset[str] = frozenset()) -> list[_Use]:
     """Every variable read in ``nodelist``, with the names known where it is read: {% for %}
     binds its loop variables and ``forloop`` inside the loop, {% with %} its names inside its
-    block, and {% firstof ... as x %} x in the rest of the block it is in."""
+    block, and {% firstof ... as x %} x in the rest of the block it is in. ``guards`` are names
+    that may be tested in an {% if %} and are known in the branch such a test guards."""
     uses: list[_Use] = []
 
     def read(names: list[str], node: Node, scope: frozenset[str]) -> None:
@@ -752,17 +774,20 @@ def _uses(nodelist: Any, known: frozenset[str]) -> list[_Use]:
         elif isinstance(node, ForNode):
             read(_expression_names(node.sequence), node, scope)
             inner = scope | {*node.loopvars, "forloop"}
-            uses += _uses(node.nodelist_loop, inner)
-            uses += _uses(node.nodelist_empty, scope)
+            uses += _uses(node.nodelist_loop, inner, guards)
+            uses += _uses(node.nodelist_empty, scope, guards)
         elif isinstance(node, defaulttags.IfNode):
             for condition, body in node.conditions_nodelists:
+                branch = scope
                 if condition is not None:
-                    read(_expression_names(condition), node, scope)
-                uses += _uses(body, scope)
+                    read(_expression_names(condition), node, scope | guards)
+                    if _requires(condition, guards):
+                        branch = scope | guards
+                uses += _uses(body, branch, guards)
         elif isinstance(node, defaulttags.WithNode):
             for value in node.extra_context.values():
                 read(_expression_names(value), node, scope)
-            uses += _uses(node.nodelist, scope | set(node.extra_context))
+            uses += _uses(node.nodelist, scope | set(node.extra_context), guards)
         elif isinstance(node, FirstOfNode):
             for value in node.vars:
                 read(_expression_names(value), node, scope)
@@ -773,10 +798,10 @@ def _uses(nodelist: Any, known: frozenset[str]) -> list[_Use]:
             # arguments are the merchant's.
             args = [arg for lookup, arg in _filter_args(node.filter_expr) if lookup]
             read([a.lookups[0] for a in args if isinstance(a, Variable) and a.lookups], node, scope)
-            uses += _uses(node.nodelist, scope)
+            uses += _uses(node.nodelist, scope, guards)
         else:  # spaceless, and any block tag: its inner nodes, in the same scope
             for attr in getattr(node, "child_nodelists", ()):
-                uses += _uses(getattr(node, attr, None) or [], scope)
+                uses += _uses(getattr(node, attr, None) or [], scope, guards)
     return uses
 
 
@@ -798,19 +823,37 @@ def _unclosed(nodelist: Any) -> list[str]:
     return problems
 
 
-def unknown_variables(source: str) -> list[str]:
+def _without_code(channel: str) -> bool:
+    """A tier of this channel sends no code (email tiers): the discount's variables are empty."""
+    return channel != Tier.Channel.DISCOUNT
+
+
+def unknown_variables(source: str, *, channel: str) -> list[str]:
     """Messages for what a compiling template uses that emails do not provide: variables outside
     the documented context (TEMPLATE_VARIABLES, plus loop and {% with %} names where they are
-    bound; only a dotted name's first segment is checked), with the closest known name, and an
-    unclosed ``{{``, ``{%`` or ``{#``. Empty when everything is known."""
+    bound; only a dotted name's first segment is checked), with the closest known name; on a
+    tier of another ``channel`` than discount, the discount's variables (DISCOUNT_VARIABLES)
+    outside an {% if %} that tests them; and an unclosed ``{{``, ``{%`` or ``{#``. Empty when
+    everything is known."""
     template = _compile(source)
     problems = _unclosed(template.nodelist)
-    known = frozenset(TEMPLATE_VARIABLES) | _ALWAYS_KNOWN
+    variables = frozenset(TEMPLATE_VARIABLES)
+    guards: frozenset[str] = frozenset()
+    if _without_code(channel):
+        variables, guards = variables - DISCOUNT_VARIABLES, DISCOUNT_VARIABLES
+    known = variables | _ALWAYS_KNOWN
     seen: set[str] = set()
-    for use in _uses(template.nodelist, known):
+    for use in _uses(template.nodelist, known, guards):
         if use.name in use.known or use.name in seen:
             continue
         seen.add(use.name)
+        if use.name in guards:
+            problems.append(
+                f"'{use.name}' on line {use.line} is only on discount tiers: an email tier has "
+                "no code, so it would be empty. Remove it, keep it inside "
+                "{% if code %}...{% endif %}, or make this a discount tier."
+            )
+            continue
         candidates = sorted(use.known - _ALWAYS_KNOWN)
         close = difflib.get_close_matches(use.name, candidates, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -821,10 +864,16 @@ def unknown_variables(source: str) -> list[str]:
     return problems
 
 
-def template_errors(*, subject_template: str, body_template: str) -> dict[str, list[str]]:
-    """Field errors for templates that do not compile (or use what emails do not allow), or do
-    not render within their budget for a sample cart (with and without a code, escaped and
-    not); empty when both are fine."""
+def template_errors(
+    *, subject_template: str, body_template: str, channel: str
+) -> dict[str, list[str]]:
+    """Field errors for templates of a tier of ``channel`` that do not compile (or use what its
+    emails do not have: unknown_variables), or do not render within their budget for a sample
+    cart (escaped and not; with and without a code on a discount tier, without on an email
+    tier); empty when both are fine."""
+    contexts = _sample_contexts()
+    if _without_code(channel):
+        contexts = contexts[1:]  # the one without a code
     errors: dict[str, list[str]] = {}
     for field, source in (("subject_template", subject_template), ("body_template", body_template)):
         try:
@@ -832,12 +881,12 @@ def template_errors(*, subject_template: str, body_template: str) -> dict[str, l
         except TemplateSyntaxError as exc:
             errors[field] = [f"This template does not compile: {_problem(exc)}"]
             continue
-        unknown = unknown_variables(source)
+        unknown = unknown_variables(source, channel=channel)
         if unknown:
             errors[field] = unknown
             continue
         try:
-            for context in _sample_contexts():
+            for context in contexts:
                 for autoescape in (True, False):
                     _render(source, context, autoescape=autoescape, field=field.split("_")[0])
         except TemplateOverBudget as exc:

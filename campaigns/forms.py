@@ -2,7 +2,8 @@
 
 Merchants type money in the store's currency ("20.00", saved as 2000 minor units: MoneyField),
 shares as percentages ("10" for 10%, saved as 0.10: PercentField) and durations with a unit
-("90m", "2h", "1d 12h"; a number alone is minutes; saved as minutes: MinutesField). The store's
+("90m", "2h", "1d 12h"; saved in the column's unit, minutes, hours or days, and a number alone is
+in that unit: DurationField). The store's
 currency is the one its carts use (store_currency), EUR until it has any.
 
 Checks that span tiers (positions, increasing delays, a tier to activate) live in
@@ -33,9 +34,9 @@ from django.db import models
 from django.forms.models import BaseInlineFormSet
 from django.utils.html import conditional_escape
 
-from campaigns.models import Campaign, CampaignSettings, Tier
+from campaigns.models import YEAR_DAYS, YEAR_HOURS, Campaign, CampaignSettings, Tier
 from carts import money
-from carts.models import CartState
+from carts.models import CartState, Store
 
 EMAIL_CHANNELS = frozenset({Tier.Channel.EMAIL, Tier.Channel.DISCOUNT})
 DISCOUNT_OFFER_KINDS = frozenset(
@@ -232,13 +233,13 @@ class PercentField(forms.Field):
 
 _UNIT_MINUTES = {"d": 1440, "h": 60, "m": 1}
 _DURATION_PART = re.compile(
-    r"\s*(\d+(?:\.\d+)?)\s*(days?|d|hours?|hrs?|h|minutes?|mins?|m)\s*", re.IGNORECASE
+    r"\s*(\d+(?:\.\d+)?)\s*(days?|d|hours?|hrs?|h|minutes?|mins?|m)\s*", re.IGNORECASE | re.ASCII
 )
 
 
 def duration_text(minutes: int) -> str:
     """``1440`` -> ``"1d"``, ``90`` -> ``"1h 30m"``, ``0`` -> ``"0m"``: minutes as a merchant
-    types them (MinutesField reads it back)."""
+    types them (DurationField reads it back)."""
     parts = []
     rest = int(minutes)
     for unit, size in _UNIT_MINUTES.items():
@@ -259,66 +260,94 @@ def minutes_words(minutes: int) -> str:
     return " ".join(parts) or "0 minutes"
 
 
-def parse_duration(text: str) -> int | None:
-    """Minutes from ``"90"`` (a number alone is minutes), ``"90m"``, ``"2h"``, ``"1d"``,
-    ``"1.5h"``, ``"1d 12h"`` or ``"2 hours"``; None if it is not a duration or not a whole number
-    of minutes."""
+def parse_duration(text: str, *, unit: int = 1) -> int | None:
+    """Minutes from ``"90m"``, ``"2h"``, ``"1d"``, ``"1.5h"``, ``"1d 12h"`` or ``"2 hours"``, or a
+    number alone in ``unit`` minutes (``"90"`` is 90 minutes with the default unit, 90 hours with
+    ``unit=60``); None if it is not a duration or not a whole number of minutes."""
     text = text.strip()
-    if text.isdigit():
-        return int(text)
-    if len(text) > 60 or not text or _DURATION_PART.sub("", text):
+    if len(text) > 60 or not text:
+        return None
+    if text.isascii() and text.isdigit():
+        return int(text) * unit
+    if _DURATION_PART.sub("", text):
         return None
     total = Decimal(0)
-    for number, unit in _DURATION_PART.findall(text):
-        total += Decimal(number) * _UNIT_MINUTES[unit[0].lower()]
+    for number, part in _DURATION_PART.findall(text):
+        total += Decimal(number) * _UNIT_MINUTES[part[0].lower()]
     return int(total) if total == total.to_integral_value() else None
 
 
-class MinutesField(forms.Field):
-    """A duration typed with a unit ("90m", "2h", "1d", "1d 12h"; a number alone is minutes),
-    cleaned to whole minutes; bounds are shown as durations ("at most 366d")."""
+# A stored duration's unit, in minutes: its name, and examples of what to type.
+_UNITS = {
+    1: ("minutes", "90m, 2h, 1d or 1d 12h"),
+    60: ("hours", "12h, 2d or 1d 12h"),
+    1440: ("days", "7d or 30d"),
+}
+
+
+class DurationField(forms.Field):
+    """A duration typed with a unit ("90m", "2h", "1d", "1d 12h"), cleaned to whole ``unit``s of
+    the column it is stored in (``unit`` minutes: 1 for minutes, 60 for hours, 1440 for days); a
+    number alone is in that unit. Bounds are in the column's unit and shown as durations ("at
+    most 366d")."""
 
     widget = forms.TextInput(attrs={"size": 10})
 
-    def __init__(self, *, low: int | None, high: int | None, **kwargs: Any) -> None:
+    def __init__(self, *, low: int | None, high: int | None, unit: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.low, self.high = low, high
+        assert unit in _UNITS, unit
+        self.low, self.high, self.unit = low, high, unit
 
     @classmethod
-    def for_model(cls, db_field: Any, **kwargs: Any) -> MinutesField:
+    def for_model(
+        cls, db_field: Any, *, unit: int = 1, longest: int | None = None, **kwargs: Any
+    ) -> DurationField:
+        """Bounds from the model field's validators (the column's range included), at most
+        ``longest`` when given (a field whose model names no maximum)."""
         low, high = _bounds(db_field)
-        return cls(low=low, high=high, **kwargs)
+        if longest is not None:
+            high = longest if high is None else min(high, longest)
+        return cls(low=low, high=high, unit=unit, **kwargs)
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
-            return duration_text(value)
+            return duration_text(value * self.unit)
         return value
+
+    def _bound_text(self, bound: int) -> str:
+        minutes = bound * self.unit
+        return f"{duration_text(minutes)} ({minutes_words(minutes)})"
 
     def to_python(self, value: Any) -> int | None:
         if value in self.empty_values:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        minutes = parse_duration(str(value))
+        name, examples = _UNITS[self.unit]
+        minutes = parse_duration(str(value), unit=self.unit)
         if minutes is None:
+            whole = "" if self.unit == 1 else f"in whole {name} "
             raise ValidationError(
-                "Enter a duration such as 90m, 2h, 1d or 1d 12h (a number alone is minutes).",
+                f"Enter a duration {whole}such as {examples} (a number alone is {name}).",
                 code="invalid",
             )
-        if self.low is not None and minutes < self.low:
+        count, rest = divmod(minutes, self.unit)
+        if rest:
             raise ValidationError(
-                f"Enter at least {duration_text(self.low)} ({minutes_words(self.low)}).",
-                code="min",
+                f"Enter whole {name}, such as {examples}: {str(value).strip()} is "
+                f"{minutes_words(minutes)}.",
+                code="whole",
             )
-        if self.high is not None and minutes > self.high:
-            raise ValidationError(
-                f"Enter at most {duration_text(self.high)} ({minutes_words(self.high)}).",
-                code="max",
-            )
-        return minutes
+        if self.low is not None and count < self.low:
+            raise ValidationError(f"Enter at least {self._bound_text(self.low)}.", code="min")
+        if self.high is not None and count > self.high:
+            raise ValidationError(f"Enter at most {self._bound_text(self.high)}.", code="max")
+        return count
 
 
 _DURATION_HELP = "e.g. 30m, 2h, 1d or 1d 12h; a number alone is minutes."
+_HOURS_HELP = "a number alone is hours."
+_DAYS_HELP = "a number alone is days."
 
 
 def _field(model: Any, name: str) -> Any:
@@ -408,7 +437,7 @@ class CampaignForm(MerchantUnitsForm):
         help_text="Percentage of shoppers (0 to 50) who get nothing, the lift baseline: e.g. 10 "
         "for 10%.",
     )
-    inactivity_minutes = MinutesField.for_model(
+    inactivity_minutes = DurationField.for_model(
         _field(Campaign, "inactivity_minutes"),
         label="Inactivity",
         help_text=f"A cart is abandoned after this long without shopper activity: {_DURATION_HELP}",
@@ -424,6 +453,27 @@ class CampaignForm(MerchantUnitsForm):
         _field(Campaign, "min_cart_value"),
         title="Min cart value",
         help_text="Enrol only carts worth at least this much, e.g. 20.00 (0: any).",
+    )
+    max_age_days = DurationField.for_model(
+        _field(Campaign, "max_age_days"),
+        unit=1440,
+        label="Max age",
+        help_text="Carts whose last activity is older than this when they qualify are recorded as "
+        f"skipped (too old), never contacted: e.g. 7d; {_DAYS_HELP}",
+    )
+    shopper_cap_hours = DurationField.for_model(
+        _field(Campaign, "shopper_cap_hours"),
+        unit=60,
+        label="One email per shopper in",
+        help_text="At most one email per shopper in this long, across campaigns (0: no cap): "
+        f"e.g. 12h or 1d; {_HOURS_HELP}",
+    )
+    attribution_hours = DurationField.for_model(
+        _field(Campaign, "attribution_hours"),
+        unit=60,
+        label="Attribution window",
+        help_text="An order this soon after a touch counts as recovered: e.g. 72h or 3d; "
+        + _HOURS_HELP,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -470,15 +520,38 @@ class DiscountAmountField(forms.CharField):
 
 
 class TierForm(MerchantUnitsForm):
-    delay_minutes = MinutesField.for_model(
+    delay_minutes = DurationField.for_model(
         _field(Tier, "delay_minutes"),
         label="Delay",
         help_text="After the cart is abandoned (each tier later than the last): " + _DURATION_HELP,
     )
-    offer_ttl_minutes = MinutesField.for_model(
+    offer_ttl_minutes = DurationField.for_model(
         _field(Tier, "offer_ttl_minutes"),
         label="Offer valid for",
         help_text="How long an offer stays valid: " + _DURATION_HELP,
+    )
+    cooldown_hours = DurationField.for_model(
+        _field(Tier, "cooldown_hours"),
+        unit=60,
+        label="Cooldown",
+        help_text="At most one offer per cart in this long (0: no limit), e.g. 1h or 1d; "
+        f"{_HOURS_HELP} An offer with a code waits at least an hour, and also per shopper and per "
+        "client address.",
+    )
+    code_expiry_hours = DurationField.for_model(
+        _field(Tier, "code_expiry_hours"),
+        unit=60,
+        longest=YEAR_HOURS,
+        label="Code valid for",
+        help_text=f"How long a code stays valid: e.g. 48h or 2d; {_HOURS_HELP}",
+    )
+    recent_code_days = DurationField.for_model(
+        _field(Tier, "recent_code_days"),
+        unit=1440,
+        longest=YEAR_DAYS,
+        label="Recent code window",
+        help_text="A shopper who got a code this recently and abandons again gets the recent-code "
+        f"policy: e.g. 30d; {_DAYS_HELP}",
     )
     min_score = PercentField(
         low=0,
@@ -542,12 +615,14 @@ class TierForm(MerchantUnitsForm):
         self._clean_discount_amounts(cleaned)
         if channel in EMAIL_CHANNELS:
             # The checks of the code that sends: its engine (no {% load %}, {% include %} or
-            # {% debug %}) and its sample carts, so what saves here also renders when it is due.
+            # {% debug %}) and its sample carts, so what saves here also renders when it is due;
+            # the discount's variables only where there is a discount.
             from campaigns.emails import template_errors
 
             errors = template_errors(
                 subject_template=cleaned.get("subject_template") or "",
                 body_template=cleaned.get("body_template") or "",
+                channel=channel,
             )
             for name, problems in errors.items():
                 for problem in problems:
@@ -714,6 +789,15 @@ class CampaignSettingsForm(MerchantUnitsForm):
         "counts 0). Empty: the default.",
     )
 
+    store_locale = forms.CharField(
+        required=False,
+        max_length=_field(Store, "locale").max_length,
+        validators=[money.locale_validate],
+        label="Money format (locale)",
+        help_text="How money is written for this store, e.g. en-GB, de-DE or fr-FR: 1.238,01 € "
+        "in de-DE. Empty: English, €1,238.01.",
+    )
+
     class Meta:
         model = CampaignSettings
         fields = [
@@ -731,7 +815,15 @@ class CampaignSettingsForm(MerchantUnitsForm):
         for name in self._BUDGET_FIELDS:
             if name in self.fields:
                 self.fields[name].required = False
-        self.set_currency(store_currency(self._posted_store_id()))
+        store_id = self._posted_store_id()
+        self.set_currency(store_currency(store_id))
+        # The store's own setting (Store.locale), which the admin saves when it changed: shown
+        # for the store the page is about; once posted, compared with the saved store's (an add
+        # form's with nothing, so that there an empty field keeps the store's locale).
+        shown = self.instance.store_id if self.is_bound else store_id
+        if shown is not None:
+            locale = Store.objects.filter(pk=shown).values_list("locale", flat=True).first()
+            self.initial.setdefault("store_locale", locale or "")
         self._escape_help_texts()
 
     def _budget(self, name: str) -> int:

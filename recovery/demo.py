@@ -23,7 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from campaigns import coupons, discounts, errors
-from carts import event_types
+from carts import event_types, money
 from carts.errors import EventIdConflict
 from carts.models import Store
 from carts.selectors import cart_state_get
@@ -176,8 +176,8 @@ def demo_order_place(
         raise DemoOrderRefused(
             409,
             "price_changed",
-            f"The price is now {_money(total)}, not {_money(expected_total)}: check it and "
-            "place the order again.",
+            f"The price is now {_money(total, store)}, not {_money(expected_total, store)}: "
+            "check it and place the order again.",
         )
     data: dict[str, Any] = {"order_id": order_id, "total": total, "currency": CURRENCY}
     if code:
@@ -212,9 +212,9 @@ def demo_order_place(
     return DemoOrder(order_id, state.value, total, discount, shipping, appended.duplicate, code)
 
 
-def _money(minor: int) -> str:
-    sign = "-" if minor < 0 else ""
-    return f"{sign}€{abs(minor) // 100}.{abs(minor) % 100:02d}"
+def _money(minor: int, store: Store) -> str:
+    """The one money format (carts.money.display), in the store's locale."""
+    return money.display(minor, CURRENCY, store.locale)
 
 
 def _refused(status: int, code: str, detail: str, origin: str | None) -> JsonResponse:

@@ -200,9 +200,7 @@ def test_a_campaigns_maximum_age_is_at_least_a_day(merchant, shop_a):
     response = post_add(merchant, shop_a, THREE_TIERS, max_age_days="0")
 
     assert response.status_code == 200
-    assert form_errors(response) == {
-        "max_age_days": ["Ensure this value is greater than or equal to 1."]
-    }
+    assert form_errors(response) == {"max_age_days": ["Enter at least 1d (1 day)."]}
     assert not Campaign.objects.exists()
 
 

@@ -121,9 +121,9 @@ def test_a_discount_step_email_arrives_with_both_parts_headers_and_signed_links(
     stop = links.stop_url(step.link_id)
     assert text == (
         "Hi Jane, still thinking about it?\n"
-        "2 x Mug & saucer <large> at 12.99 EUR: 25.98 EUR\n"
-        "1 x Pour-over kit at 34.50 EUR: 34.50 EUR\n"
-        "Total 60.48 EUR. Code SAVE10-7K2M9Q: 10% off until 12 March 2026, 15:00 CET.\n"
+        "2 x Mug & saucer <large> at €12.99: €25.98\n"
+        "1 x Pour-over kit at €34.50: €34.50\n"
+        "Total €60.48. Code SAVE10-7K2M9Q: 10% off until 12 March 2026, 15:00 CET.\n"
         "\n"
         f"Finish my order: {restore}\n"
         "\n"
@@ -133,12 +133,12 @@ def test_a_discount_step_email_arrives_with_both_parts_headers_and_signed_links(
         f"Don't remind me about my carts: {stop}\n"
     )
     # HTML: the body escaped, an items table, the button, the footer links and the pixel
-    assert "2 x Mug &amp; saucer &lt;large&gt; at 12.99 EUR: 25.98 EUR<br>" in html
+    assert "2 x Mug &amp; saucer &lt;large&gt; at €12.99: €25.98<br>" in html
     assert "<large>" not in html
     assert '<a href="https://shop.example/p/mug"' in html
     assert '<img src="https://shop.example/i/mug.jpg"' in html
     assert (
-        '<td align="right" style="padding:10px 0;font-weight:bold;white-space:nowrap;">60.48 EUR'
+        '<td align="right" style="padding:10px 0;font-weight:bold;white-space:nowrap;">€60.48'
         in html
     )
     assert f'<a href="{restore}" style="display:inline-block;' in html
@@ -227,15 +227,40 @@ def test_the_preview_renders_a_sample_cart_of_two_items_and_a_discount_tier_a_sa
 
     preview = emails.email_preview(tier=tier, settings=settings, store=store)
 
-    assert preview.subject == "5.00 EUR off at Test shop"
+    assert preview.subject == "€5.00 off at Test shop"
     assert preview.text.startswith(
         "Hi Jane, still thinking about it?\n"
-        "2 x Stoneware mug at 12.99 EUR: 25.98 EUR\n"
-        "1 x Pour-over coffee kit at 34.50 EUR: 34.50 EUR\n"
-        "Total 60.48 EUR. Code SAMPLE-7K2M9Q: 5.00 EUR off until "
+        "2 x Stoneware mug at €12.99: €25.98\n"
+        "1 x Pour-over coffee kit at €34.50: €34.50\n"
+        "Total €60.48. Code SAMPLE-7K2M9Q: €5.00 off until "
     )
     assert "Stoneware mug" in preview.html
     assert "o.gif" not in preview.html
+
+
+def test_money_in_an_email_is_written_as_the_stores_locale_writes_it(store):
+    # given a store in Germany: CLDR's de-DE writes the amount, a comma and a no-break space
+    store.locale = "de-DE"
+    store.save(update_fields=["locale"])
+    tier = Tier(
+        channel=Tier.Channel.DISCOUNT,
+        offer_kind=Tier.OfferKind.FIXED_DISCOUNT,
+        discount_max=500,
+        subject_template="{{ discount }} off at {{ store_name }}",
+        body_template=BODY,
+    )
+
+    preview = emails.email_preview(tier=tier, settings=CampaignSettings(store=store), store=store)
+
+    assert preview.subject == "5,00\xa0€ off at Test shop"
+    assert preview.text.startswith(
+        "Hi Jane, still thinking about it?\n"
+        "2 x Stoneware mug at 12,99\xa0€: 25,98\xa0€\n"
+        "1 x Pour-over coffee kit at 34,50\xa0€: 34,50\xa0€\n"
+        "Total 60,48\xa0€. Code SAMPLE-7K2M9Q: 5,00\xa0€ off until "
+    )
+    assert "60,48\xa0€" in preview.html  # the wrapper's total too
+    assert "EUR" not in preview.text and "€60.48" not in preview.html
 
 
 def test_an_email_tier_preview_has_no_code(store):
@@ -288,8 +313,12 @@ def test_an_email_tier_preview_has_no_code(store):
         ),
     ],
 )
-def test_template_errors_name_the_field_and_the_problem(subject, body, expected):
-    assert emails.template_errors(subject_template=subject, body_template=body) == expected
+@pytest.mark.parametrize("channel", [Tier.Channel.EMAIL, Tier.Channel.DISCOUNT])
+def test_template_errors_name_the_field_and_the_problem(subject, body, expected, channel):
+    assert (
+        emails.template_errors(subject_template=subject, body_template=body, channel=channel)
+        == expected
+    )
 
 
 # Cart URLs and formatting (no database) -----------------------------------------------------------
@@ -333,19 +362,6 @@ def test_cart_url(domain, origins, template, code, expected):
 
 
 @pytest.mark.parametrize(
-    ("amount", "currency", "expected"),
-    [
-        (1299, "EUR", "12.99 EUR"),
-        (500, "JPY", "500 JPY"),
-        (1234, "KWD", "1.234 KWD"),
-        (5, "", "0.05"),
-    ],
-)
-def test_money_format(amount, currency, expected):
-    assert emails.money_format(amount, currency) == expected
-
-
-@pytest.mark.parametrize(
     ("email", "expected"),
     [
         ("jane.doe@example.com", "Jane"),
@@ -362,15 +378,15 @@ def test_shopper_name_is_a_first_name_only_when_the_address_clearly_has_one(emai
 
 
 @pytest.mark.parametrize(
-    ("kind", "amount", "expected"),
+    ("kind", "amount", "locale", "expected"),
     [
-        (Coupon.Kind.PERCENT, 15, "15%"),
-        (Coupon.Kind.FIXED, 500, "5.00 EUR"),
-        (Coupon.Kind.FREE_SHIPPING, 0, "free shipping"),
+        (Coupon.Kind.PERCENT, 15, "", "15%"),
+        (Coupon.Kind.FIXED, 500, "", "€5.00"),
+        (Coupon.Kind.FIXED, 123801, "de-DE", "1.238,01\xa0€"),
+        (Coupon.Kind.FREE_SHIPPING, 0, "", "free shipping"),
     ],
 )
-def test_discount_format(kind, amount, expected):
-    assert (
-        emails.discount_format(Coupon(kind=kind, amount=amount, currency="EUR"), "EUR") == expected
-    )
+def test_discount_format(kind, amount, locale, expected):
+    coupon = Coupon(kind=kind, amount=amount, currency="EUR")
+    assert emails.discount_format(coupon, "EUR", locale) == expected
     assert emails.discount_format(None, "EUR") == ""

@@ -33,8 +33,9 @@ PAIRS = "{% for a in items %}{% for b in items %}" + "0123456789" * 4 + "{% endf
 SAMPLE = emails._sample_contexts()[0]  # the admin check's sample cart (two items, a code)
 
 
-def _errors(body: str, subject: str = "Hi") -> dict[str, list[str]]:
-    return emails.template_errors(subject_template=subject, body_template=body)
+def _errors(body: str, subject: str = "Hi", channel: str = "discount") -> dict[str, list[str]]:
+    """The check of a discount tier's templates (every variable known, a sample code)."""
+    return emails.template_errors(subject_template=subject, body_template=body, channel=channel)
 
 
 # Refused at save, at once -------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def test_the_allowed_tags_and_filters_render_as_django_renders_them():
         "{% verbatim %}{{ raw }}{% endverbatim %}{% templatetag openblock %}"
         "{% comment %}{% lorem %}{% endcomment %}\n"
         "{{ 2|add:3 }}|{{ code|add:code }}|{{ nothing|default:'friend' }}|"
-        "{{ cart_value|cut:' EUR' }}|{{ items.0.name|yesno:'y,n' }}|{{ items.1.name }}"
+        "{{ cart_value|cut:'€' }}|{{ items.0.name|yesno:'y,n' }}|{{ items.1.name }}"
         "{% endwith %}"
     )
 
@@ -171,7 +172,9 @@ def test_the_allowed_tags_and_filters_render_as_django_renders_them():
 def test_the_default_templates_pass_the_check():
     from campaigns.models import Tier
 
-    assert _errors(Tier().body_template, Tier().subject_template) == {}
+    # on both channels that send email: an email tier's default body tests {% if code %}
+    for channel in (Tier.Channel.EMAIL, Tier.Channel.DISCOUNT):
+        assert _errors(Tier().body_template, Tier().subject_template, channel) == {}
 
 
 # The budget ---------------------------------------------------------------------------------------

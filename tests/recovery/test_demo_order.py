@@ -65,3 +65,30 @@ def test_an_order_is_placed_at_the_quoted_price_only(db) -> None:
     assert (placed.json()["total"], placed.json()["subtotal"]) == (3093, 2598)
     [order] = CartEvent.objects.filter(store=store, cart=cart, type="order.placed")
     assert order.data["total"] == 3093
+
+
+def test_a_refused_price_is_written_in_the_stores_locale(db) -> None:
+    # the one money format (carts.money.display): CLDR's de-DE for a store in Germany
+    creds = store_create(name=DEMO_STORE_NAME)
+    store = Store.objects.get(pk=creds.store_id)
+    store.locale = "de-DE"
+    store.save(update_fields=["locale"])
+    store_origins_add(store=store, origins=[ORIGIN])
+    cart = cart_tokens.cart_token_mint(store_id=store.pk)
+    item = {"sku": "MUG-01", "name": "Mug", "quantity": 100, "unit_price": 1299, "currency": "EUR"}
+    version, data = event_types.validate("cart.item_added", None, item)
+    events_append(
+        store_id=store.pk,
+        events=[NewEvent(uuid.uuid4(), cart, "cart.item_added", version, timezone.now(), data)],
+        source=Source.browser("s"),
+    )
+
+    stale = _order(
+        {"publishable_key": creds.publishable_key, "cart": cart, "shipping": 495,
+         "expected_total": 129900}
+    )  # fmt: skip
+
+    assert stale.status_code == 409
+    assert stale.json()["detail"] == (
+        "The price is now 1.303,95\xa0€, not 1.299,00\xa0€: check it and place the order again."
+    )
