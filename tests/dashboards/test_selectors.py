@@ -600,7 +600,9 @@ def test_lift_and_recovery_agree_with_attribution_summary_on_a_real_campaign_run
     # Before the conversion windows close (72 hours after the abandonment) every cart is pending.
     early = s.overview(filters, now=utc(6, 0))
     assert (early.treated_carts.value, early.holdout_carts.value) == (0, 0)
-    assert early.treated_pending.value + early.holdout_pending.value == 14
+    assert (early.treated_pending.value, early.holdout_pending.value) in {
+        (a, 14 - a) for a in range(15)
+    }
     overview = s.overview(filters, now=utc(8, 0))
     summary = attribution_summary(store_id=store.pk, start=utc(4, 0), end=utc(5, 0))
     assert (overview.treated_pending.value, overview.holdout_pending.value) == (0, 0)
