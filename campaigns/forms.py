@@ -591,6 +591,7 @@ class TierForm(MerchantUnitsForm):
             )
             currency = store_currency(campaign.store_id if campaign is not None else None)
         self.set_currency(currency)
+        self._keep_stored_durations()
         for name in ("discount_min", "discount_max"):
             value = self.initial.get(name)
             if self.instance.offer_kind == Tier.OfferKind.FIXED_DISCOUNT and isinstance(value, int):
@@ -608,12 +609,36 @@ class TierForm(MerchantUnitsForm):
         ]  # fmt: skip
         formfield_callback = _formfield
 
+    # What the template check reads: a saved tier none of them changed in is not checked again,
+    # so a tier saved under older, looser rules never stops its campaign's save (pausing it
+    # included); the worker renders it under the budget as before.
+    _TEMPLATE_INPUTS = frozenset({"channel", "subject_template", "body_template"})
+
+    def _keep_stored_durations(self) -> None:
+        """A saved tier's duration beyond today's bound (saved before the bound existed) is kept
+        as long as it is not changed: the bound widens to it, never further."""
+        if self.instance.pk is None:
+            return
+        for name in ("code_expiry_hours", "recent_code_days"):
+            field = self.fields.get(name)
+            stored = getattr(self.instance, name, None)
+            if (
+                isinstance(field, DurationField)
+                and isinstance(stored, int)
+                and field.high is not None
+                and stored > field.high
+            ):
+                field.high = stored
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
         channel = cleaned.get("channel")
         self._clean_discount_amounts(cleaned)
-        if channel in EMAIL_CHANNELS:
+        unchanged = self.instance.pk is not None and not (
+            self._TEMPLATE_INPUTS & set(self.changed_data)
+        )
+        if channel in EMAIL_CHANNELS and not unchanged:
             # The checks of the code that sends: its engine (no {% load %}, {% include %} or
             # {% debug %}) and its sample carts, so what saves here also renders when it is due;
             # the discount's variables only where there is a discount.

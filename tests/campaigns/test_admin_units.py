@@ -428,3 +428,47 @@ def test_three_tiers_in_merchant_units_save_the_same_rows_as_before(merchant, sh
         .tiers.order_by("position")
         .values_list("delay_minutes", "discount_min", "discount_max", "discount_cap")
     ) == [(0, None, None, None), (60, None, None, None), (1440, 5, 15, 2000)]
+
+
+def test_a_tier_saved_under_older_rules_does_not_stop_its_campaigns_save(merchant, shop_a):  # noqa: F811
+    """A tier saved before today's checks (a discount variable on an email tier, a code expiry
+    past a year) does not block its campaign's change page, pausing included, while nobody
+    touches it; changing it is checked as usual."""
+    post_add(merchant, shop_a, THREE_TIERS)
+    campaign = Campaign.objects.get()
+    _, email, discount = campaign.tiers.order_by("position")
+    legacy = "Hi {{ shopper_name }}, {{ code }}"
+    Tier.objects.filter(pk=email.pk).update(body_template=legacy)
+    Tier.objects.filter(pk=discount.pk).update(code_expiry_hours=10_000)
+
+    def post(email_changes: dict[str, str], discount_changes: dict[str, str]):
+        rows = [{**THREE_TIERS[0], "id": str(t.pk)} for t in campaign.tiers.filter(position=1)] + [
+            {**THREE_TIERS[1], "id": str(email.pk), "body_template": legacy, **email_changes},
+            {
+                **THREE_TIERS[2],
+                "id": str(discount.pk),
+                "code_expiry_hours": "10000",
+                **discount_changes,
+            },
+        ]
+        for row in rows:
+            row["campaign"] = str(campaign.pk)
+        return merchant.post(
+            f"{CHANGELIST}{campaign.pk}/change/",
+            {**campaign_fields(shop_a, priority="7"), **tiers_formset(rows, initial=3)},
+        )
+
+    response = post({}, {})
+    assert response.status_code == 302, tier_errors(response)
+    campaign.refresh_from_db()
+    assert campaign.priority == 7
+    assert Tier.objects.get(pk=email.pk).body_template == legacy
+    assert Tier.objects.get(pk=discount.pk).code_expiry_hours == 10_000
+
+    response = post({"body_template": legacy + "!"}, {})
+    assert response.status_code == 200
+    assert "only on discount tiers" in " ".join(tier_errors(response)[1]["body_template"])
+
+    response = post({}, {"code_expiry_hours": "10001"})
+    assert response.status_code == 200
+    assert "code_expiry_hours" in tier_errors(response)[2]
