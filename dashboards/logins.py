@@ -9,9 +9,11 @@ long one: a username can be tried about 20 times an hour, not 60. Before the pas
 checked, every rule is tested: over any, the form answers "Too many failed logins; try again in
 N s." (the longest wait of the rules refusing) with status 429 and ``Retry-After``, and the
 right password is refused too until the window has passed. A failure (a wrong password, an
-inactive account, a non-staff account at the admin) counts against all four; a success clears
-its username's counts only, never the address's: a guesser who owns one account cannot log
-into it between guesses at others to start the address's count afresh."""
+inactive account, a non-staff account at the admin) counts against all four. A success clears
+its username's short window only: never the address's (a guesser who owns one account cannot
+log into it between guesses at others to start the address's count afresh), and not the
+username's long one (a guesser at an account used every day gets no fresh hour's tries after
+each of its owner's logins)."""
 
 from __future__ import annotations
 
@@ -71,8 +73,8 @@ class LimitedLoginForm(AuthenticationForm):
             for name, key in checks:
                 ratelimits.hit(name, key)
             raise
-        for name in USER_RULES:  # the username's only: see the module's docstring
-            ratelimits.clear(name, user)
+        # The username's short window only: see the module's docstring.
+        ratelimits.clear("login_user", user)
         return cleaned
 
 

@@ -227,3 +227,22 @@ def test_the_sites_admin_login_is_the_limited_one():
     from django.urls import resolve
 
     assert resolve("/admin/login/").func.view_class is AdminLoginView  # type: ignore[attr-defined]
+
+
+@pytest.mark.urls(__name__)
+def test_the_owners_login_clears_the_short_window_not_the_long_one(db, settings):
+    # A guesser at an account its owner uses every day: each of the owner's logins clears the
+    # username's short window (the owner is not locked out by the guesser's last minutes), but
+    # the long window keeps the guesser's failures, so the guesser gets no fresh hour of tries.
+    _limits(settings, user="2/minute", user_long="3/hour")
+    user = _user()
+    for _ in range(2):
+        assert _login(Client(), DASHBOARD, user.username, "guess", _address()).status_code == 200
+        assert _login(Client(), DASHBOARD, user.username, PASSWORD, _address()).status_code == 302
+    assert _login(Client(), DASHBOARD, user.username, "guess", _address()).status_code == 200
+
+    owner = Client()
+    locked = _login(owner, DASHBOARD, user.username, PASSWORD, _address())
+    assert locked.status_code == 429  # three failures within the hour: the long window bites
+    assert 60 < int(locked["Retry-After"]) <= 3600
+    assert not _logged_in(owner)
