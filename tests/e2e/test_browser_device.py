@@ -16,14 +16,24 @@ from tests.e2e.test_browser_exit_intent import _chromium, _inject_snippet, serve
 __all__ = ["server"]  # the live server fixture, shared with the exit-intent tests
 
 
-def _open(driver: webdriver.Chrome, origin: str, key: str, stored: str | None = None) -> dict:
+def _open(
+    driver: webdriver.Chrome,
+    origin: str,
+    key: str,
+    stored: str | None = None,
+    *,
+    cart: str | None = None,
+    requests: int = 1,
+) -> dict:
     """A fresh page with the snippet (``stored``: the device token in localStorage before it
-    loads); the body of its shopper-session request, once welcomed."""
+    loads, ``cart`` the cart token); the body of its first shopper-session request, once
+    welcomed after ``requests`` of them."""
     driver.get(f"{origin}/")
     driver.execute_script(
         """
-        const stored = arguments[0];
+        const stored = arguments[0], cart = arguments[1];
         if (stored !== null) localStorage.setItem("recovery.device", stored);
+        if (cart !== null) localStorage.setItem("recovery.cart", cart);
         window.bodies = []; window.welcomes = [];
         const fetch0 = window.fetch;
         window.fetch = (url, init) => {
@@ -33,11 +43,13 @@ def _open(driver: webdriver.Chrome, origin: str, key: str, stored: str | None = 
         window.Recovery = {q: [["on", ["welcome", (m) => welcomes.push(m)]]]};
         """,
         stored,
+        cart,
     )
     _inject_snippet(driver, key=key)
-    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return welcomes.length"))
-    [body] = driver.execute_script("return bodies")
-    return body
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return welcomes.length"))
+    bodies = driver.execute_script("return bodies")
+    assert len(bodies) == requests, bodies
+    return bodies[0]
 
 
 def _kept(driver: webdriver.Chrome) -> str | None:
@@ -67,6 +79,15 @@ def test_the_snippet_keeps_its_device_token_and_sends_it_back(
         assert forged["device"] == token[:-2] + "xx"
         replaced = _kept(driver)
         assert tickets.device_read(store_id=store.pk, token=replaced) not in (None, device)
+
+        # A stored cart the server refuses (400 on `cart`) is dropped; the device token stays,
+        # so its cooldowns stay with this browser.
+        refused = _open(
+            driver, origin, creds.publishable_key, stored=replaced, cart="not a cart", requests=2
+        )
+        assert refused["cart"] == "not a cart" and refused["device"] == replaced
+        assert _kept(driver) == replaced
+        assert driver.execute_script("return Recovery.cart()") not in (None, "not a cart")
 
         # Consent withdrawn: the device token is forgotten with the cart.
         driver.execute_script("Recovery.consent(false)")

@@ -113,7 +113,15 @@
       const r = await fetch(API + '/api/v1/shopper-sessions', {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), credentials: 'omit',
       });
-      if (r.status === 400 && (cart || device)) { saveCart(null); saveDevice(null); throw new Error('stored cart or device refused: starting anew'); }
+      if (r.status === 400 && (cart || device)) {
+        // Drop what the field errors name (both when they name neither): a refused cart keeps
+        // the device token, so its cooldowns stay with this browser.
+        const b = await r.json().catch(() => ({}));
+        const named = b && (b.cart || b.grant || b.device);
+        if (!named || b.cart || b.grant) saveCart(null);
+        if (!named || b.device) saveDevice(null);
+        throw new Error('stored cart or device refused: starting anew');
+      }
       if (r.status === 401) return fatal('unknown or revoked publishable key (data-key)', { status: 401 });
       if (r.status === 403) {
         const b = await r.json().catch(() => ({}));
