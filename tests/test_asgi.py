@@ -12,22 +12,26 @@ from config.asgi import application
 @pytest.fixture
 def wait_for_request_threads(committed_db):
     """The pool thread closes its database connection just after sending the response: wait for
-    it, so the test database can be dropped at the end of the session."""
-    yield
+    it, so the test database can be dropped at the end of the session. Only the connections
+    opened during the test are waited for: earlier tests' (a live server's, a hints thread's)
+    are not this test's to close."""
     import time
 
     from django.db import connection
 
-    deadline = time.monotonic() + 10
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
+    def others() -> set[int]:
+        with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
+                "SELECT pid FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-            if cursor.fetchone()[0] == 0:
-                break
-            time.sleep(0.05)
+            return {pid for (pid,) in cursor.fetchall()}
+
+    before = others()
+    yield
+    deadline = time.monotonic() + 10
+    while others() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 async def _post_events(body: bytes, key: str):
