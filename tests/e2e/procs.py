@@ -87,8 +87,13 @@ def web_server_start(
     port: int, *, env: dict[str, str], log: Path, options: tuple[str, ...] = ()
 ) -> subprocess.Popen[bytes]:
     """uvicorn (one process) serving config.asgi on ``port``, with uvicorn's ``options``;
-    web_server_wait waits for it."""
-    argv = [PYTHON, "-m", "uvicorn", "config.asgi:application", "--port", str(port), *options]
+    web_server_wait waits for it. Its graceful shutdown is bounded to 3 s (as make run's is to
+    5 s): shoppers' sockets still open at the end of a test would otherwise hold it until stop()
+    gives up on it, 20 s later."""
+    argv = [
+        PYTHON, "-m", "uvicorn", "config.asgi:application", "--port", str(port),
+        "--timeout-graceful-shutdown", "3", *options,
+    ]  # fmt: skip
     return start(argv, env=env, log=log)
 
 
