@@ -7,36 +7,18 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-import pytest
-import redis
 from django.apps import apps
-from django.conf import settings
 from django.utils import timezone
 
 from campaigns import clock
 from carts import pii, scheduler, tasks
 from carts.models import CartState, ShopperKey
 from tests.campaigns.builders import cart_abandoned
-from tests.e2e import procs
+from tests.e2e.test_scheduler import conn, keys
+
+__all__ = ["conn", "keys"]  # the scheduler tests' fixtures: a Redis and lock keys of our own
 
 JOB = "carts.retention"
-
-
-@pytest.fixture
-def conn():
-    client = redis.Redis.from_url(
-        procs.redis_url_with_db(settings.REDIS_URL, procs.isolated_redis_db())
-    )
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def keys(conn):
-    tag = uuid.uuid4().hex[:8]
-    lock, heartbeat = f"test:{tag}:lock", f"test:{tag}:heartbeat"
-    yield {"lock_key": lock, "heartbeat_key": heartbeat}
-    conn.delete(lock, heartbeat)
 
 
 def _job() -> scheduler.Job:
