@@ -4,12 +4,14 @@ a database and Redis logical database of a run's own."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -335,6 +337,18 @@ def timed_summary(results: list[dict[str, Any]], start: float) -> dict[str, floa
         "p50_ms": pct(50),
         "p99_ms": pct(99),
     }
+
+
+# Measurement -------------------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
+    return ordered[rank]
 
 
 # Processes' memory and the machine's load ----------------------------------------------------

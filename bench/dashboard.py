@@ -115,6 +115,7 @@ from bench.common import (  # noqa: E402
     free_port,
     git_head,
     log,
+    pct,
     redis_client,
     redis_db_claim,
     redis_url_with_db,
@@ -1278,15 +1279,6 @@ def targets(store_id: int, today: date, cookie: str, key: str) -> list[Target]:
                 )
             )
     return out
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    """The p-th percentile (nearest rank); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
-    return ordered[rank]
 
 
 def measure_http(client: Client, plan: list[Target], requests: int) -> dict[str, Any]:

@@ -111,7 +111,7 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import Subprocess, django_setup, free_port, git_head  # noqa: E402
+from bench.common import Subprocess, django_setup, free_port, git_head, pct  # noqa: E402
 from config.devrun import WEB_ENV, WEB_WORKERS  # noqa: E402 - needs the project on sys.path
 
 ORIGIN = "http://bench.local"
@@ -182,15 +182,6 @@ def log_findings(text: str) -> dict[str, Any]:
 
 
 # Measurement -------------------------------------------------------------------------------------
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    """The p-th percentile (nearest rank); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
-    return ordered[rank]
 
 
 @dataclass(slots=True)

@@ -87,7 +87,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,6 +109,7 @@ from bench.common import (  # noqa: E402
     git_head,
     load_average,
     log,
+    pct,
     process_tree_cpu,
     process_tree_rss,
     redis_client,
@@ -148,15 +149,6 @@ STEP_EVENTS = tuple(f"campaign.step_{s}" for s in FINAL)
 
 def dumps(body: Any) -> str:
     return json.dumps(body, separators=(",", ":"))
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    """The p-th percentile (nearest rank); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
-    return ordered[rank]
 
 
 def r2(x: float) -> float | None:
