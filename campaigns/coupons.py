@@ -15,7 +15,7 @@ from django.db.models import Count, Q, Sum
 
 from campaigns import discounts, errors, events
 from campaigns.discounts import DiscountChoice
-from campaigns.models import Coupon, Tier
+from campaigns.models import YEAR_DAYS, YEAR_HOURS, Coupon, Tier
 from carts.services import NewEvent, events_append
 from carts.sources import Source
 
@@ -56,10 +56,12 @@ class CodeTerms:
             discount_cap=tier.discount_cap,
             min_cart_value=tier.min_cart_value,
             min_score=tier.min_score,
-            recent_code_days=tier.recent_code_days,
+            # Held to a year where codes are made, as the admin holds what it saves: a tier
+            # saved earlier with more (the columns allow 2^31) cannot overflow a date here.
+            recent_code_days=min(tier.recent_code_days, YEAR_DAYS),
             recent_code_policy=tier.recent_code_policy,
             margin_floor_percent=tier.margin_floor_percent,
-            code_expiry_hours=tier.code_expiry_hours,
+            code_expiry_hours=min(tier.code_expiry_hours, YEAR_HOURS),
         )
 
 

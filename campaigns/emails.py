@@ -47,7 +47,7 @@ from django.utils.html import linebreaks
 from django.utils.safestring import SafeString, mark_safe
 
 from campaigns import links, rules
-from campaigns.models import CampaignSettings, Coupon, Step, Tier
+from campaigns.models import YEAR_HOURS, CampaignSettings, Coupon, Step, Tier
 from carts import money
 from carts.models import CartState, Store
 
@@ -651,7 +651,7 @@ def email_preview(*, tier: Tier, settings: CampaignSettings, store: Store) -> Em
     rendered as step_email renders it; its links lead nowhere."""
     coupon = None
     if tier.channel == Tier.Channel.DISCOUNT:
-        expires = timezone.now() + timedelta(hours=tier.code_expiry_hours or 48)
+        expires = timezone.now() + timedelta(hours=min(tier.code_expiry_hours or 48, YEAR_HOURS))
         coupon = _sample_coupon(tier, expires_at=expires)
     rendered = _render_email(
         link_id=PREVIEW_LINK_ID,

@@ -528,3 +528,18 @@ def test_the_schema_documents_the_coupon_endpoints(db):
     assert set(schema["paths"][REDEEM]["post"]["responses"]) == {
         "200", "400", "401", "404", "409", "410", "411", "422", "429"
     }  # fmt: skip
+
+
+def test_a_tier_saved_with_durations_past_what_a_date_holds_still_issues_a_code(store):
+    # Columns allow 2^31 hours and days; earlier admins saved such values. A code is still
+    # issued, expiring within a year, and the recent-code look-back held to a year too.
+    tier = _tier(store.pk)
+    Tier.objects.filter(pk=tier.pk).update(
+        code_expiry_hours=2_147_483_647, recent_code_days=2_147_483_647
+    )
+    tier.refresh_from_db()
+
+    issued = _issue(store.pk, tier)
+
+    assert issued.coupon is not None
+    assert T < issued.coupon.expires_at <= T + timedelta(days=366)
