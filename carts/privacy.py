@@ -150,6 +150,17 @@ def _keys_destroy(
         return len(cursor.fetchall())
 
 
+def _carts_lock(store_id: int, tokens: Sequence[str]) -> None:
+    """Lock the carts' states in token order, as an append does."""
+    if tokens:
+        list(
+            CartState.objects.select_for_update()
+            .filter(store_id=store_id, token__in=tokens)
+            .order_by("token")
+            .values_list("pk", flat=True)
+        )
+
+
 def shopper_erase(
     *,
     store_id: int,
@@ -180,8 +191,15 @@ def shopper_erase(
             else []
         )
         with transaction.atomic():
+            # The locks in the order every append takes them: the carts, then the shoppers'
+            # keys, then (appending) the store's log head. Destroying the keys after the append
+            # would hold the head while waiting for a key an append of another of the shopper's
+            # carts holds while it waits for the head: a deadlock.
+            _carts_lock(store_id, carts)
+            destroyed = _keys_destroy(
+                store_id, now=now, subjects=subjects, ids=ids, idle_before=idle_before
+            )
             if carts:
-                # Appended first: carts are locked before keys, as every append takes them.
                 services.events_append(
                     store_id=store_id,
                     events=[
@@ -198,9 +216,6 @@ def shopper_erase(
                     source=SOURCE,
                     now=now,
                 )
-            destroyed = _keys_destroy(
-                store_id, now=now, subjects=subjects, ids=ids, idle_before=idle_before
-            )
         erased += carts
         keys += destroyed
         if not carts and not destroyed:

@@ -408,3 +408,63 @@ def test_the_idempotency_hash_confirms_no_guessed_address_and_retries_stay_dupli
     # after the erasure a retry of the same event is still a duplicate by its id
     retried = append(store, first)[0]
     assert (retried.duplicate, retried.position) == (True, stored.position)
+
+
+def test_erasure_takes_its_locks_in_the_appends_order_so_a_concurrent_append_does_not_deadlock(
+    committed_store,
+):
+    """An append of another of the shopper's carts holds her key (its key upsert) and then waits
+    for the store's log head. Erasure must not be holding that head while it waits for the key:
+    it takes the carts, then the keys, then the head, as every append does."""
+    import threading
+    import time
+
+    from django.db import connection as conn
+    from django.db import transaction
+
+    store, _ = committed_store
+    email = f"dead.lock.{store.pk}@example.com"
+    append(store, contact("erase-me", email))
+    subject = pii.subject_of(email)
+    held, errors = threading.Event(), []
+
+    def an_append_holding_the_key() -> None:
+        try:
+            with transaction.atomic(), conn.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '10s'")
+                cursor.execute(
+                    "SELECT 1 FROM carts_shopperkey WHERE store_id = %s AND subject = %s"
+                    " AND erased_at IS NULL FOR UPDATE",
+                    [store.pk, subject],
+                )
+                held.set()
+                time.sleep(0.7)  # the erasure is under way and waits for the key
+                cursor.execute(
+                    "SELECT 1 FROM carts_loghead WHERE store_id = %s FOR UPDATE", [store.pk]
+                )
+        except Exception as exc:  # a deadlock is detected here or in the erasure
+            errors.append(exc)
+        finally:
+            held.set()
+            conn.close()
+
+    def erasure() -> None:
+        try:
+            result = privacy.shopper_erase(store_id=store.pk, shopper=privacy.Shopper(email=email))
+            assert (result.carts, result.keys) == (["erase-me"], 1)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    holder = threading.Thread(target=an_append_holding_the_key, daemon=True)
+    holder.start()
+    assert held.wait(10)
+    eraser = threading.Thread(target=erasure, daemon=True)
+    eraser.start()
+    holder.join(30)
+    eraser.join(30)
+
+    assert not holder.is_alive() and not eraser.is_alive()
+    assert errors == []
+    assert CartState.objects.get(store=store, token="erase-me").email == ""
