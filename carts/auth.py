@@ -13,7 +13,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
-from carts import metrics, redis_client, selectors
+from carts import ratelimits, redis_client, selectors
 from carts.models import Store, StoreKey
 
 log = logging.getLogger(__name__)
@@ -95,34 +95,12 @@ class StoreRateThrottle(throttling.BaseThrottle):
             return True
         if int(count) <= limit:
             return True
-        _throttled(store.pk, window, limit, self._wait)
+        wait = math.ceil(self._wait)
+        ratelimits.bite(API_STORE_LIMIT, [str(store.pk)], wait, f"store {store.pk}, {limit}/minute")
         return False
 
     def wait(self) -> float:
         return self._wait
-
-
-# The minute each store's refusals were last logged in (store id -> window): one warning per
-# store and window in each process, however many requests the store sends over its limit.
-_throttled_lock = threading.Lock()
-_throttled_logged: dict[int, int] = {}
-
-
-def _throttled(store_id: int, window: int, limit: int, wait: float) -> None:
-    metrics.rate_limit_hit(API_STORE_LIMIT)
-    with _throttled_lock:
-        if _throttled_logged.get(store_id) == window:
-            return
-        if len(_throttled_logged) > 10_000:  # bounded, as carts/ratelimits.py's
-            _throttled_logged.clear()
-        _throttled_logged[store_id] = window
-    log.warning(
-        "rate limit %s hit (store %s, %d/minute); retry after %d s",
-        API_STORE_LIMIT,
-        store_id,
-        limit,
-        math.ceil(wait),
-    )
 
 
 # One warning per _UNCOUNTED_LOG_SECONDS in each process while Redis is down, with how many

@@ -96,7 +96,9 @@ def _verdict(name: str, key: tuple[str, ...], *, cost: int, local: bool = False)
         return _ALLOWED
     if item is None:
         return _ALLOWED
-    parts = [_digest(k) for k in key]
+    # Counted in this process's memory, a key never leaves it: no digest (two on every message
+    # of a shopper's socket). In Redis, keys carry no address or username in clear.
+    parts = list(key) if local else [_digest(k) for k in key]
     try:
         limiter = _local_limiter() if local else _limiter(settings.REDIS_URL)
         if cost:
@@ -110,7 +112,7 @@ def _verdict(name: str, key: tuple[str, ...], *, cost: int, local: bool = False)
         log.warning("rate limit %s could not be counted; request let through", name, exc_info=True)
         return _ALLOWED
     retry = max(1, math.ceil(reset - time.time()))
-    _bite(name, parts, retry)
+    bite(name, parts, retry)
     return Verdict(False, name, retry)
 
 
@@ -166,7 +168,10 @@ _bitten: Counter[str] = Counter()
 _logged: dict[tuple[str, str], float] = {}
 
 
-def _bite(name: str, parts: list[str], retry: int) -> None:
+def bite(name: str, parts: list[str], retry: int, detail: str = "") -> None:
+    """Count a refused hit of limit ``name`` (metrics, ``bitten()``) and log it at WARNING, once
+    per limit and key until ``retry`` seconds have passed in this process; the log names the
+    hashed key, or ``detail`` when given (nothing secret: the API's limit gives the store id)."""
     key = ":".join(parts)
     now = time.monotonic()
     metrics.rate_limit_hit(name)
@@ -177,7 +182,8 @@ def _bite(name: str, parts: list[str], retry: int) -> None:
         if len(_logged) > 10_000:  # bounded: an attacker's many keys cannot grow it
             _logged.clear()
         _logged[(name, key)] = now + retry
-    log.warning("rate limit %s hit (key %s); retry after %d s", name, key[:16], retry)
+    shown = detail or f"key {key[:16]}"
+    log.warning("rate limit %s hit (%s); retry after %d s", name, shown, retry)
 
 
 def bitten() -> dict[str, int]:
