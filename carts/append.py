@@ -90,10 +90,11 @@ def events_append(
                 raise
             partitions.partition_ensure(month=missing.month)
             continue
-        except IntegrityError:
+        except IntegrityError as exc:
             # Two requests raced to store the same new event id (carts_eventkey refused the
             # second); the retry sees the committed one and reports a duplicate or a conflict.
-            if attempt == 3:
+            # Any other integrity error (a store that does not exist, ...) is no race: at once.
+            if attempt == 3 or _constraint(exc) != EVENT_KEY_CONSTRAINT:
                 raise
             continue
         if appended:
@@ -457,6 +458,15 @@ def _append(
         inserts = _react(store_id, batch, loaded, folded, scored, scorer, source, react)
         positions = _write(raw, store_id, loaded, folded, scored, inserts, commit=commit)
     return _results(batch, folded, positions), len(folded.new)
+
+
+EVENT_KEY_CONSTRAINT = "carts_eventkey_pkey"
+
+
+def _constraint(exc: IntegrityError) -> str | None:
+    """The name of the constraint PostgreSQL says the error broke, if it says."""
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None)
 
 
 def _observe(source: Source, appended: int, seconds: float) -> None:

@@ -211,3 +211,28 @@ def test_expected_version_races_have_one_winner_per_version(committed_store):
         }
     row = CartState.objects.get(store=store, token="race")
     assert (row.version, row.item_count, row.value) == (rounds, rounds, rounds * 1000)
+
+
+def test_an_integrity_error_that_is_no_id_race_is_raised_at_once(committed_db, monkeypatch):
+    # Only carts_eventkey's refusal (two requests storing one new id) is worth another attempt;
+    # a store that does not exist (its foreign keys, checked at the commit) is not.
+    import pytest
+    from django.db import IntegrityError
+
+    from carts import append
+
+    attempts = []
+    real = append._append
+
+    def counted(*args, **kwargs):
+        attempts.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(append, "_append", counted)
+    with pytest.raises(IntegrityError):
+        services.events_append(
+            store_id=2_000_000_000,
+            events=[new_event("cart.item_added", "no-store", item("X"))],
+            source=Source.server("test"),
+        )
+    assert len(attempts) == 1
