@@ -98,8 +98,7 @@ def events_append(
                 raise
             continue
         if appended:
-            last = max(r.store_position for r in results if not r.duplicate)
-            transaction.on_commit(lambda last=last: _publish_hint(store_id, last))  # type: ignore[misc]
+            transaction.on_commit(lambda: _publish_hint(store_id))
             _observe(source, appended, time.perf_counter() - started)
         return results
     raise AssertionError("unreachable")
@@ -474,9 +473,10 @@ def _observe(source: Source, appended: int, seconds: float) -> None:
     metrics.append_observe(source_kind=str(source.kind), events=appended, seconds=seconds)
 
 
-def _publish_hint(store_id: int, store_position: int) -> None:
-    """Wake tailing projectors. A hint only: they poll anyway, so a lost hint loses nothing."""
-    hints.publish(EVENTS_HINT_CHANNEL, f"{store_id}:{store_position}")
+def _publish_hint(store_id: int) -> None:
+    """Wake tailing projectors (the message names the store; they read every store's new
+    events whatever it says). A hint only: they poll anyway, so a lost hint loses nothing."""
+    hints.publish(EVENTS_HINT_CHANNEL, store_id)
 
 
 # The cart state and its scores ---------------------------------------------------------------
