@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import io
 import json
 import logging
 import os
@@ -202,7 +201,10 @@ def partition_archive(
             raise ArchiveRefused(
                 f"{name} has events not yet read by: {', '.join(unread)}; archive it later"
             )
-        with open(path, "wb") as raw_out, gzip.GzipFile(fileobj=raw_out, mode="wb") as out:
+        # Written beside its name and renamed once whole: a failed attempt leaves an earlier
+        # good archive of the month as it was.
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as raw_out, gzip.GzipFile(fileobj=raw_out, mode="wb") as out:
             copy_sql = (
                 f"COPY (SELECT {', '.join(COLUMNS)} FROM {name} "
                 "ORDER BY store_id, store_position) TO STDOUT WITH (FORMAT csv, HEADER true)"
@@ -212,11 +214,11 @@ def partition_archive(
                     data = bytes(chunk)
                     digest.update(data)
                     out.write(data)
+            rows = cursor.rowcount  # what COPY wrote: no second scan of the month
             out.close()
             raw_out.flush()
             os.fsync(raw_out.fileno())
-        rows_row = cursor.execute(f"SELECT count(*) FROM {name}").fetchone()
-        rows = int(rows_row[0]) if rows_row else 0
+        os.replace(partial, path)
         manifest = {
             "partition": name,
             "month": month.isoformat(),
@@ -252,16 +254,16 @@ def partition_restore(*, path: Path) -> int:
     """Attach an archived month again from its file (checked against its manifest). Returns
     the rows restored."""
     manifest = json.loads(path.with_name(path.name.removesuffix(".csv.gz") + ".json").read_text())
-    with gzip.open(path, "rb") as archived:
-        raw = archived.read()
-    if hashlib.sha256(raw).hexdigest() != manifest["sha256"]:
-        raise ValueError(f"{path} does not match its manifest's sha256")
     month = date.fromisoformat(manifest["month"])
     name = partition_name(month)
-    reader = csv.reader(io.StringIO(raw.decode()))
-    header = next(reader)
+    with gzip.open(path, "rb") as archived:
+        first = archived.readline()
+        header = next(csv.reader([first.decode()]), [])
     if tuple(header) != COLUMNS:
         raise ValueError(f"{path} has columns {header}, not {list(COLUMNS)}")
+    # Streamed, never whole in memory (a month can be many GB): copied as it is read, its
+    # sha256 taken on the way and checked before the month is attached, in one transaction.
+    digest = hashlib.sha256()
     with transaction.atomic(), connection.cursor() as django_cursor:
         cursor = django_cursor.cursor
         if any(p.name == name and p.attached for p in partitions_list()):
@@ -270,10 +272,17 @@ def partition_restore(*, path: Path) -> int:
         cursor.execute(
             f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
         )
-        with cursor.copy(
-            f"COPY {name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, HEADER true)"
-        ) as copy:
-            copy.write(raw)
+        with (
+            gzip.open(path, "rb") as archived,
+            cursor.copy(
+                f"COPY {name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, HEADER true)"
+            ) as copy,
+        ):
+            while chunk := archived.read(1 << 20):
+                digest.update(chunk)
+                copy.write(chunk)
+        if digest.hexdigest() != manifest["sha256"] or cursor.rowcount != manifest["rows"]:
+            raise ValueError(f"{path} does not match its manifest's sha256 and row count")
         # Attached as the partition maker attaches (its triggers and privileges), in the same
         # transaction: the month comes back whole or not at all.
         stop = month_add(month, 1)

@@ -187,6 +187,39 @@ def test_an_archive_is_restored_as_it_was(months, tmp_path):
     assert {_partition_of(r.position) for r in appended[(store_id, 2)]} == {archive.name}
 
 
+def test_a_tampered_archive_is_refused_and_the_log_is_left_as_it_was(months, tmp_path):
+    import gzip
+    import json
+
+    import pytest
+
+    store_id, _, _ = months
+    projectors.projector_catch_up(name="daily_event_counts")
+    archive = partitions.partition_archive(
+        month=date(2025, 2, 1),
+        directory=tmp_path,
+        projector_names=["daily_event_counts"],
+        now=NOW,
+    )
+    left = CartEvent.objects.filter(store_id=store_id).count()
+    text = gzip.decompress(archive.path.read_bytes()).decode()
+    header, first, *rest = text.splitlines(keepends=True)
+    archive.path.write_bytes(gzip.compress((header + "".join(rest)).encode()))  # a row gone
+
+    with pytest.raises(ValueError, match="sha256 and row count"):
+        partitions.partition_restore(path=archive.path)
+    assert CartEvent.objects.filter(store_id=store_id).count() == left
+    assert not any(p.name == archive.name and p.attached for p in partitions.partitions_list())
+
+    # Another header: refused before anything is read into the database.
+    archive.path.write_bytes(gzip.compress(("nope,columns\n" + first).encode()))
+    with pytest.raises(ValueError, match="has columns"):
+        partitions.partition_restore(path=archive.path)
+    # The manifest's row count is what COPY wrote: the file's rows.
+    manifest = archive.path.with_name(archive.name + ".json")
+    assert json.loads(manifest.read_text())["rows"] == archive.rows == len(rest) + 1
+
+
 def test_a_role_with_only_select_and_insert_on_the_log_makes_a_months_partition(committed_db):
     """The app's role in production owns nothing of the log (docs/architecture.md); the maker
     runs with its owner's rights (migration 0012), so appends and the scheduler still make
