@@ -40,7 +40,6 @@ def major(amount: int | float, currency: str) -> Decimal:
 
 
 # One money format for every page, email and admin view: carts.money.display (the store's locale).
-SYMBOLS = money.SYMBOLS
 money_display = money.display
 
 

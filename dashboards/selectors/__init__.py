@@ -106,7 +106,8 @@ _OVERVIEW_METRICS = (
 
 def overview(filters: Filters, *, now: datetime) -> Overview:
     """The headline figures of the period and of the one before it; carts count as abandoned once
-    their quiet time has passed at ``now``. Three queries."""
+    their quiet time has passed at ``now``. Four queries (the zone, the counters, the carts not
+    yet abandoned, the lift's pending carts)."""
     zone = store_zone(filters.store_id)
     before = filters.previous()
     rows = counter_rows(
