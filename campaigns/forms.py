@@ -851,6 +851,9 @@ class CampaignSettingsForm(MerchantUnitsForm):
             self.initial.setdefault("store_locale", locale or "")
         self._escape_help_texts()
 
+    def clean_store_locale(self) -> str:
+        return money.locale_tag(self.cleaned_data.get("store_locale") or "")
+
     def _budget(self, name: str) -> int:
         value = self.cleaned_data.get(name)
         if value is None:

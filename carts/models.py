@@ -50,6 +50,9 @@ class Store(models.Model):
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
 
+    def clean(self) -> None:
+        self.locale = money.locale_tag(self.locale)
+
 
 class StoreMember(models.Model):
     """A user who works for a store: merchants configure campaigns, marketers read dashboards.

@@ -126,6 +126,18 @@ def locale_validate(tag: str) -> None:
         )
 
 
+def locale_tag(tag: str) -> str:
+    """A locale as stored and as browsers take it: BCP 47 with CLDR's case (``" de_de "`` ->
+    ``"de-DE"``); empty for none, the tag as typed (stripped) when CLDR does not know it."""
+    found = _locale(tag) if tag and tag.strip() else None
+    if found is None:
+        return tag.strip()
+    from babel import Locale
+
+    assert isinstance(found, Locale)
+    return str(found).replace("_", "-")
+
+
 def display(amount: int | float, currency: str, locale: str = "") -> str:
     """The one money format: minor units in the currency's decimals, grouped, with its symbol.
 

@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
+from carts import money
 from carts.models import Store
 from dashboards import ABANDONMENT_WINDOW, access, views
 
@@ -32,6 +33,6 @@ def live(request: HttpRequest, store_id: int) -> HttpResponse:
             "window_seconds": int(ABANDONMENT_WINDOW.total_seconds()),
             "window_minutes": int(ABANDONMENT_WINDOW.total_seconds() // 60),
             # Money as the pages write it: the store's locale as a BCP 47 tag (live.js).
-            "locale": store.locale.strip().replace("_", "-"),
+            "locale": money.locale_tag(store.locale),
         },
     )

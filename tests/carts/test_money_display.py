@@ -42,3 +42,18 @@ def test_locale_known(tag: str) -> None:
 def test_locale_unknown_says_what_to_type(tag: str) -> None:
     with pytest.raises(ValidationError, match="such as en-GB, de-DE or fr-FR"):
         money.locale_validate(tag)
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [(" de_de ", "de-DE"), ("en_gb", "en-GB"), ("fr", "fr"), ("pt_BR", "pt-BR"), ("", "")],
+)
+def test_a_stores_locale_is_kept_as_a_bcp_47_tag(typed: str, stored: str) -> None:
+    # As browsers take it (the live page's Intl.NumberFormat) and as every page writes it.
+    from carts.models import Store
+
+    assert money.locale_tag(typed) == stored
+    store = Store(name="s", locale=typed)
+    store.clean()
+    assert store.locale == stored
+    assert money.display(123801, "EUR", stored) == money.display(123801, "EUR", typed.strip())
